@@ -1,0 +1,262 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/dustin/go-humanize"
+	"go.etcd.io/etcd/api/v3/version"
+	"go.etcd.io/etcd/client/pkg/v3/types"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/snapshot"
+	etcdutlsnapshot "go.etcd.io/etcd/etcdutl/v3/snapshot"
+	"go.uber.org/zap"
+
+	"github.com/haagent/haagent/embed"
+	"github.com/haagent/haagent/roles/master"
+	"github.com/haagent/haagent/status"
+	hversion "github.com/haagent/haagent/version"
+)
+
+func runVersion(ctx context.Context, args []string) error {
+	fs := newFlagSet("haagent version")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	fmt.Printf("haagent %s (commit %s, %s, etcd %s)\n", hversion.Version, hversion.Commit, runtime.Version(), version.Version)
+	return nil
+}
+
+func runStatus(ctx context.Context, args []string) error {
+	fs := newFlagSet("haagent status")
+	addr := fs.String("status-address", status.DefaultAddress, "the local haagent's --status-address")
+	out := fs.StringP("output", "o", "text", "text or json")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *out != "text" && *out != "json" {
+		return usagef("--output: %q is not text or json", *out)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var raw json.RawMessage
+	if err := status.Fetch(ctx, *addr, &raw); err != nil {
+		return err
+	}
+	if *out == "json" {
+		_, err := os.Stdout.Write(append(raw, '\n'))
+		return err
+	}
+	var head struct {
+		Role string `json:"role"`
+	}
+	if err := json.Unmarshal(raw, &head); err != nil {
+		return fmt.Errorf("status from %s: %w", *addr, err)
+	}
+	switch head.Role {
+	case "master":
+		var st master.Status
+		if err := json.Unmarshal(raw, &st); err != nil {
+			return fmt.Errorf("status from %s: %w", *addr, err)
+		}
+		printMasterStatus(os.Stdout, st)
+	default:
+		_, err := os.Stdout.Write(append(raw, '\n'))
+		return err
+	}
+	return nil
+}
+
+func printMasterStatus(w io.Writer, st master.Status) {
+	fmt.Fprintf(w, "role: %s   name: %s   version: %s\n", st.Role, st.Name, st.Version)
+	fmt.Fprintf(w, "etcd cluster %s, this member %s (started as %s)\n\n", st.Etcd.ClusterID, st.Etcd.LocalID, st.Etcd.Mode)
+	printMembers(w, st.Etcd.Members)
+	fmt.Fprintf(w, "\nflannel: %s = %s\n", st.Flannel.Key, st.Flannel.Value)
+}
+
+func printMembers(w io.Writer, ms []embed.MemberStatus) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tID\tPEER URL\tCLIENT URL\tROLE\tHEALTH\tDB SIZE")
+	for _, m := range ms {
+		role := "follower"
+		switch {
+		case !m.Started:
+			role = "unstarted"
+		case m.Learner:
+			role = "learner"
+		case m.Leader:
+			role = "leader"
+		}
+		health := "healthy"
+		if !m.Healthy {
+			health = "unhealthy"
+			if m.Error != "" {
+				health += ": " + m.Error
+			}
+		}
+		size := "-"
+		if m.DBSize > 0 {
+			size = humanize.IBytes(uint64(m.DBSize))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.ID, strings.Join(m.PeerURLs, ","),
+			strings.Join(m.ClientURLs, ","), role, health, size)
+	}
+	tw.Flush()
+}
+
+// etcdClientFlags locate the local etcd member the way the master's own flags do, so
+// that the HAAGENT_* environment of a master also points its subcommands at it.
+type etcdClientFlags struct {
+	endpoints  string
+	listenAddr string
+	clientPort int
+}
+
+func (f *etcdClientFlags) add(fs interface {
+	StringVar(*string, string, string, string)
+	IntVar(*int, string, int, string)
+}) {
+	fs.StringVar(&f.endpoints, "endpoints", "", "etcd client URLs (default: the local member, from --listen-address and --etcd-client-port)")
+	fs.StringVar(&f.listenAddr, "listen-address", master.DefaultListenAddress, "the master's --listen-address")
+	fs.IntVar(&f.clientPort, "etcd-client-port", embed.DefaultClientPort, "the master's --etcd-client-port")
+}
+
+func (f *etcdClientFlags) config() clientv3.Config {
+	eps := strings.Split(f.endpoints, ",")
+	if f.endpoints == "" {
+		eps = []string{embed.Config{ListenHost: f.listenAddr, ClientPort: f.clientPort}.LocalClientURL()}
+	}
+	return clientv3.Config{Endpoints: eps, DialTimeout: 3 * time.Second, Logger: zap.NewNop()}
+}
+
+func (f *etcdClientFlags) client() (*clientv3.Client, error) {
+	cfg := f.config()
+	cli, err := clientv3.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("etcd at %s: %w", strings.Join(cfg.Endpoints, ","), err)
+	}
+	return cli, nil
+}
+
+func runMember(ctx context.Context, args []string) error {
+	fs := newFlagSet("haagent member")
+	var ef etcdClientFlags
+	ef.add(fs)
+	out := fs.StringP("output", "o", "text", "text or json")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	rest := fs.Args()
+	if len(rest) == 0 || (rest[0] == "list" && len(rest) != 1) || (rest[0] == "remove" && len(rest) != 2) ||
+		(rest[0] != "list" && rest[0] != "remove") {
+		return usagef("member: use 'haagent member list' or 'haagent member remove NAME'")
+	}
+	cli, err := ef.client()
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if rest[0] == "list" {
+		cs, err := embed.ClusterStatusOf(ctx, cli, "")
+		if err != nil {
+			return fmt.Errorf("member list via %s: %w", strings.Join(cli.Endpoints(), ","), err)
+		}
+		if *out == "json" {
+			enc := json.NewEncoder(os.Stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(cs.Members)
+		}
+		printMembers(os.Stdout, cs.Members)
+		return nil
+	}
+	name := rest[1]
+	list, err := cli.MemberList(ctx)
+	if err != nil {
+		return fmt.Errorf("member list via %s: %w", strings.Join(cli.Endpoints(), ","), err)
+	}
+	for _, m := range list.Members {
+		if m.Name == name || types.ID(m.ID).String() == name {
+			if _, err := cli.MemberRemove(ctx, m.ID); err != nil {
+				return fmt.Errorf("remove member %s (%s): %w", name, types.ID(m.ID), err)
+			}
+			fmt.Printf("removed member %s (%s)\n", name, types.ID(m.ID))
+			return nil
+		}
+	}
+	return fmt.Errorf("remove member %s: no member has that name or ID", name)
+}
+
+func runSnapshot(ctx context.Context, args []string) error {
+	fs := newFlagSet("haagent snapshot")
+	var ef etcdClientFlags
+	ef.add(fs)
+	mc := master.NewConfig()
+	fs.StringVar(&mc.DataDir, "data-dir", "", "restore: the new data dir (must not exist yet)")
+	fs.StringVar(&mc.Name, "name", "", "restore: this member's name (default: the short hostname)")
+	fs.StringVar(&mc.Peers, "peers", "", "restore: the masters, as for the agent")
+	fs.StringVar(&mc.AdvertiseAddress, "advertise-address", "", "restore: as for the agent")
+	fs.IntVar(&mc.EtcdPeerPort, "etcd-peer-port", mc.EtcdPeerPort, "restore: as for the agent")
+	fs.StringVar(&mc.ClusterToken, "cluster-token", mc.ClusterToken, "restore: as for the agent")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	rest := fs.Args()
+	if len(rest) != 2 || (rest[0] != "save" && rest[0] != "restore") {
+		return usagef("snapshot: use 'haagent snapshot save FILE' or 'haagent snapshot restore FILE --data-dir DIR'")
+	}
+	file := rest[1]
+	lg := zap.NewNop()
+	if rest[0] == "save" {
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+		defer cancel()
+		if _, err := snapshot.SaveWithVersion(ctx, lg, ef.config(), file); err != nil {
+			return fmt.Errorf("snapshot save %s: %w", file, err)
+		}
+		fi, err := os.Stat(file)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("saved snapshot %s (%s)\n", file, humanize.IBytes(uint64(fi.Size())))
+		return nil
+	}
+	if mc.DataDir == "" {
+		return usagef("--data-dir: required for restore; name a directory that does not exist yet")
+	}
+	if _, err := os.Stat(mc.DataDir); !errors.Is(err, os.ErrNotExist) {
+		return usagef("--data-dir: %s already exists; restore only into a new directory, haagent never overwrites a data dir", mc.DataDir)
+	}
+	if err := mc.Complete(); err != nil {
+		return usageError{err}
+	}
+	peers, err := mc.ParsePeers()
+	if err != nil {
+		return usagef("--peers: %v", err)
+	}
+	self, ok := peers.ByName(mc.Name)
+	if !ok {
+		return usagef("--name: %q is not in --peers (%s)", mc.Name, peers)
+	}
+	err = etcdutlsnapshot.NewV3(lg).Restore(etcdutlsnapshot.RestoreConfig{
+		SnapshotPath:        file,
+		Name:                mc.Name,
+		OutputDataDir:       mc.DataDir,
+		PeerURLs:            []string{self.URL.String()},
+		InitialCluster:      peers.String(),
+		InitialClusterToken: mc.ClusterToken,
+	})
+	if err != nil {
+		return fmt.Errorf("snapshot restore %s into %s: %w", file, mc.DataDir, err)
+	}
+	fmt.Printf("restored %s into %s as member %s of %s\n", file, mc.DataDir, mc.Name, peers)
+	return nil
+}

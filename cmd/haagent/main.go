@@ -1,0 +1,73 @@
+// Command haagent turns a plain host into an lb, master or minion of an HA Kubernetes
+// control plane. Main only parses, validates and runs; each role owns its behaviour.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/haagent/haagent/embed"
+)
+
+// Exit codes; systemd's RestartPreventExitStatus can name exitRemoved.
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+	exitRemoved = 3
+)
+
+// usageError is bad input: it exits 2 with one line per problem.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:])
+	stop()
+	os.Exit(report(err))
+}
+
+// report prints err for the operator and picks the exit code.
+func report(err error) int {
+	if err == nil {
+		return exitOK
+	}
+	fmt.Fprintln(os.Stderr, "haagent: "+oneLinePerProblem(err))
+	var ue usageError
+	switch {
+	case errors.As(err, &ue):
+		return exitUsage
+	case errors.Is(err, embed.ErrRemoved):
+		return exitRemoved
+	default:
+		return exitFailure
+	}
+}
+
+func oneLinePerProblem(err error) string {
+	var joined interface{ Unwrap() []error }
+	var ue usageError
+	if errors.As(err, &ue) {
+		err = ue.err
+	}
+	if errors.As(err, &joined) {
+		s := ""
+		for i, e := range joined.Unwrap() {
+			if i > 0 {
+				s += "\nhaagent: "
+			}
+			s += e.Error()
+		}
+		return s
+	}
+	return err.Error()
+}

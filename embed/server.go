@@ -1,0 +1,467 @@
+// Package embed owns this host's etcd member: it decides whether to bootstrap, join,
+// restart or replace, runs etcd inside the haagent process, promotes a learner once it
+// has caught up, and notices when the cluster has removed it.
+package embed
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/etcd/client/pkg/v3/types"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	etcdembed "go.etcd.io/etcd/server/v3/embed"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/membership"
+	"go.etcd.io/etcd/server/v3/storage/wal"
+)
+
+// Defaults for Config; the timeouts are sized for a LAN, where etcd's own defaults
+// (100 ms heartbeat, 1 s election) already hold.
+const (
+	DefaultClientPort        = 2379
+	DefaultPeerPort          = 2380
+	DefaultClusterToken      = "etcd-cluster"
+	DefaultHeartbeatInterval = 100 * time.Millisecond
+	DefaultElectionTimeout   = 1000 * time.Millisecond
+	DefaultProbeTimeout      = 700 * time.Millisecond
+	DefaultStartTimeout      = 5 * time.Minute
+	DefaultPromoteTimeout    = 5 * time.Minute
+
+	// removedMarker is left in the data dir once the cluster has removed this member,
+	// so that a restart fails fast instead of looping against peers that refuse it.
+	removedMarker = "haagent-removed"
+)
+
+// ErrRemoved means the cluster removed this member. The data dir is kept; the member
+// can only come back as a new member, after the operator moves the data dir away.
+var ErrRemoved = errors.New("this member was removed from the etcd cluster")
+
+// Config is the local member's configuration.
+type Config struct {
+	// Name is this member's name; it must be one of Peers.
+	Name string
+	// Peers is the static member list; this member's peer URL is the one listed for Name.
+	Peers Peers
+	// ListenHost is the IP that the client and peer ports bind to ("0.0.0.0" for all).
+	ListenHost string
+	// AdvertiseHost is the IP or host name that other members and clients reach us at.
+	AdvertiseHost string
+	// ClientPort is etcd's client port.
+	ClientPort int
+	// DataDir holds the member's WAL and database. It is never deleted by haagent.
+	DataDir string
+	// ClusterToken tells clusters apart during bootstrap; the same on every member.
+	ClusterToken string
+	// HeartbeatInterval and ElectionTimeout are raft's timings.
+	HeartbeatInterval, ElectionTimeout time.Duration
+	// ProbeTimeout bounds each request to a peer while deciding how to start.
+	ProbeTimeout time.Duration
+	// StartTimeout bounds the wait for the member to become ready (it needs a quorum).
+	StartTimeout time.Duration
+	// PromoteTimeout bounds the wait for a learner to catch up and be promoted.
+	PromoteTimeout time.Duration
+	// EtcdLogLevel is the lowest level of etcd's own log lines that are passed on.
+	EtcdLogLevel slog.Level
+	Logger       *slog.Logger
+}
+
+// Self returns this member's entry in Peers.
+func (c Config) Self() (Peer, bool) { return c.Peers.ByName(c.Name) }
+
+// LocalClientURL is where a client on this host reaches the member.
+func (c Config) LocalClientURL() string {
+	host := c.ListenHost
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, strconv.Itoa(c.ClientPort))
+}
+
+// Server runs the local etcd member.
+type Server struct {
+	cfg   Config
+	self  Peer
+	lg    *slog.Logger
+	ready chan struct{}
+
+	stopping atomic.Bool // set when haagent stops etcd on purpose
+
+	mu     sync.Mutex // guards the fields below
+	etcd   *etcdembed.Etcd
+	client *clientv3.Client
+	mode   Mode
+}
+
+// New checks cfg and prepares a Server; it starts nothing.
+func New(cfg Config) (*Server, error) {
+	self, ok := cfg.Self()
+	if !ok {
+		return nil, fmt.Errorf("member %q is not in the peer list %s", cfg.Name, cfg.Peers)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Server{cfg: cfg, self: self, lg: cfg.Logger, ready: make(chan struct{})}, nil
+}
+
+// Ready is closed once the member has joined a cluster that has a leader.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// Client is a client of the local member; it is nil before Ready.
+func (s *Server) Client() *clientv3.Client {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.client
+}
+
+// Mode is how the member came up; empty before Ready.
+func (s *Server) Mode() Mode {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mode
+}
+
+// Healthy reports whether the member serves and its cluster has a leader.
+func (s *Server) Healthy() error {
+	s.mu.Lock()
+	e := s.etcd
+	s.mu.Unlock()
+	select {
+	case <-s.ready:
+	default:
+		return errors.New("etcd member not ready")
+	}
+	if e.Server.Leader() == types.ID(raftNone) {
+		return errors.New("etcd cluster has no leader")
+	}
+	return nil
+}
+
+const raftNone = 0
+
+// Run starts the member and blocks until ctx ends (then it stops etcd and returns nil)
+// or etcd fails. It returns an error wrapping ErrRemoved when the cluster removed us.
+func (s *Server) Run(ctx context.Context) error {
+	if b, err := os.ReadFile(filepath.Join(s.cfg.DataDir, removedMarker)); err == nil {
+		return fmt.Errorf("%w (%s); the data dir %s is kept: to rejoin as a new member, move it away and start again",
+			ErrRemoved, strings.TrimSpace(string(b)), s.cfg.DataDir)
+	}
+	haveData := wal.Exist(filepath.Join(s.cfg.DataDir, "member", "wal"))
+	var view []remoteMember
+	if !haveData {
+		view = s.probePeers(ctx)
+	}
+	p := decide(s.self, s.cfg.Peers, haveData, view)
+	s.lg.Info("starting etcd member", "mode", p.mode, "name", s.cfg.Name, "peer-url", s.self.URL.String(),
+		"initial-cluster", p.initialCluster, "data-dir", s.cfg.DataDir)
+	if p.mode == ModeJoin {
+		if err := s.makeRoom(ctx, &p); err != nil {
+			return err
+		}
+	}
+	e, err := etcdembed.StartEtcd(s.etcdConfig(p))
+	if err != nil {
+		return fmt.Errorf("start etcd (%s): %w", p.mode, err)
+	}
+	s.mu.Lock()
+	s.etcd, s.mode = e, p.mode
+	s.mu.Unlock()
+	defer func() {
+		s.stopping.Store(true)
+		e.Close()
+	}()
+
+	if err := s.awaitReady(ctx, e); err != nil || ctx.Err() != nil {
+		return err
+	}
+	cli, err := s.newClient([]string{s.cfg.LocalClientURL()})
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	if e.Server.IsLearner() {
+		if err := s.promote(ctx, e); err != nil {
+			return err
+		}
+	}
+	s.mu.Lock()
+	s.client = cli
+	s.mu.Unlock()
+	close(s.ready)
+	s.lg.Info("etcd member ready", "mode", p.mode, "id", e.Server.MemberID().String(), "leader", e.Server.Leader().String())
+
+	select {
+	case <-ctx.Done():
+		s.lg.Info("stopping etcd member")
+		return nil
+	case err := <-e.Err():
+		return fmt.Errorf("etcd: %w", err)
+	case <-e.Server.StopNotify():
+		return s.stoppedByItself(ctx, e)
+	}
+}
+
+// awaitReady waits for the member to publish itself, which needs a quorum, and logs
+// what it waits for every 10 s so that a stuck bootstrap is visible.
+func (s *Server) awaitReady(ctx context.Context, e *etcdembed.Etcd) error {
+	deadline := time.NewTimer(s.cfg.StartTimeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(10 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-e.Server.ReadyNotify():
+			return nil
+		case <-ctx.Done():
+			return nil
+		case err := <-e.Err():
+			return fmt.Errorf("etcd: %w", err)
+		case <-e.Server.StopNotify():
+			return s.stoppedByItself(ctx, e)
+		case <-tick.C:
+			s.lg.Warn("waiting for etcd to reach a quorum of its peers", "peers", s.cfg.Peers.String())
+		case <-deadline.C:
+			return fmt.Errorf("etcd member not ready after %s: no quorum among %s; check that a majority of masters run and reach each other's peer port",
+				s.cfg.StartTimeout, s.cfg.Peers)
+		}
+	}
+}
+
+// stoppedByItself explains an etcd stop that haagent did not ask for. etcd stops itself
+// when it applies its own removal, or when peers refuse it as a removed member.
+func (s *Server) stoppedByItself(ctx context.Context, e *etcdembed.Etcd) error {
+	id := e.Server.MemberID()
+	removed := false
+	if rc, ok := e.Server.Cluster().(*membership.RaftCluster); ok && rc.IsIDRemoved(id) {
+		removed = true
+	} else if view := s.probePeers(ctx); len(view) > 0 {
+		removed = true
+		for _, m := range view {
+			if types.ID(m.ID) == id {
+				removed = false
+			}
+		}
+	}
+	if !removed {
+		return fmt.Errorf("etcd member %s stopped unexpectedly; see the etcd log lines above", id)
+	}
+	note := fmt.Sprintf("member %s (%s) removed, noticed at %s", id, s.cfg.Name, time.Now().UTC().Format(time.RFC3339))
+	if err := os.WriteFile(filepath.Join(s.cfg.DataDir, removedMarker), []byte(note+"\n"), 0o600); err != nil {
+		s.lg.Error("could not mark the data dir as removed", "err", err)
+	}
+	return fmt.Errorf("%w (%s); the data dir %s is kept: to rejoin as a new member, move it away and start again",
+		ErrRemoved, note, s.cfg.DataDir)
+}
+
+func (s *Server) etcdConfig(p plan) *etcdembed.Config {
+	ec := etcdembed.NewConfig()
+	ec.Name = s.cfg.Name
+	ec.Dir = s.cfg.DataDir
+	ec.InitialCluster = p.initialCluster
+	ec.ClusterState = p.clusterState
+	ec.InitialClusterToken = s.cfg.ClusterToken
+	ec.TickMs = uint(s.cfg.HeartbeatInterval / time.Millisecond)
+	ec.ElectionMs = uint(s.cfg.ElectionTimeout / time.Millisecond)
+	peerPort := s.self.URL.Port()
+	ec.ListenPeerUrls = []url.URL{{Scheme: s.self.URL.Scheme, Host: net.JoinHostPort(s.cfg.ListenHost, peerPort)}}
+	ec.AdvertisePeerUrls = []url.URL{s.self.URL}
+	clientPort := strconv.Itoa(s.cfg.ClientPort)
+	ec.ListenClientUrls = []url.URL{{Scheme: "http", Host: net.JoinHostPort(s.cfg.ListenHost, clientPort)}}
+	ec.AdvertiseClientUrls = []url.URL{{Scheme: "http", Host: net.JoinHostPort(s.cfg.AdvertiseHost, clientPort)}}
+	ec.ZapLoggerBuilder = etcdembed.NewZapLoggerBuilder(newZapLogger(s.lg, s.cfg.EtcdLogLevel, &s.stopping))
+	return ec
+}
+
+// probePeers asks every other peer, at once, for the membership it knows on its peer port.
+// That port answers before the member is ready, so concurrent bootstraps see each other.
+// It returns the view that lists the most started members, or nil if no peer answered.
+func (s *Server) probePeers(ctx context.Context) []remoteMember {
+	type answer struct {
+		from string
+		ms   []remoteMember
+	}
+	ch := make(chan answer, len(s.cfg.Peers))
+	hc := &http.Client{Timeout: s.cfg.ProbeTimeout}
+	n := 0
+	for _, p := range s.cfg.Peers {
+		if p.Name == s.cfg.Name {
+			continue
+		}
+		n++
+		go func(p Peer) {
+			ms, err := fetchMembers(ctx, hc, p.URL.String())
+			if err != nil {
+				s.lg.Debug("peer did not answer", "peer", p.Name, "err", err)
+			}
+			ch <- answer{p.Name, ms}
+		}(p)
+	}
+	var best []remoteMember
+	bestStarted := -1
+	for range n {
+		a := <-ch
+		if a.ms == nil {
+			continue
+		}
+		started := 0
+		for _, m := range a.ms {
+			if m.started() {
+				started++
+			}
+		}
+		if started > bestStarted {
+			best, bestStarted = a.ms, started
+		}
+	}
+	return best
+}
+
+func fetchMembers(ctx context.Context, hc *http.Client, peerURL string) ([]remoteMember, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, peerURL+"/members", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s/members: %s", peerURL, resp.Status)
+	}
+	var ms []remoteMember
+	if err := json.NewDecoder(resp.Body).Decode(&ms); err != nil {
+		return nil, fmt.Errorf("GET %s/members: %w", peerURL, err)
+	}
+	return ms, nil
+}
+
+// makeRoom removes stale members that stand in our place and adds us as a learner.
+// It retries while the cluster can't take the change yet (no leader, a learner catching up).
+func (s *Server) makeRoom(ctx context.Context, p *plan) error {
+	cli, err := s.newClient(p.clientURLs)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.StartTimeout)
+	defer cancel()
+	for _, m := range p.remove {
+		err := retry(ctx, s.lg, "remove stale member "+types.ID(m.ID).String(), func(ctx context.Context) error {
+			_, err := cli.MemberRemove(ctx, m.ID)
+			if err != nil && strings.Contains(err.Error(), "member not found") {
+				return nil
+			}
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("replace stale member %s (%s): %w", types.ID(m.ID), m.Name, err)
+		}
+		s.lg.Warn("removed stale member that held this node's name or peer URL; this node rejoins fresh",
+			"id", types.ID(m.ID).String(), "name", m.Name, "peer-urls", m.PeerURLs)
+	}
+	selfURL := s.self.URL.String()
+	return retry(ctx, s.lg, "add as learner", func(ctx context.Context) error {
+		resp, err := cli.MemberAddAsLearner(ctx, []string{selfURL})
+		if err == nil {
+			s.lg.Info("added to the cluster as a learner", "id", types.ID(resp.Member.ID).String())
+			return nil
+		}
+		if !strings.Contains(err.Error(), "Peer URLs already exists") {
+			return err
+		}
+		// An earlier attempt added us but died before etcd wrote its data dir: take that place.
+		list, lerr := cli.MemberList(ctx)
+		if lerr != nil {
+			return lerr
+		}
+		for _, m := range list.Members {
+			for _, u := range m.PeerURLs {
+				if u == selfURL && len(m.ClientURLs) == 0 {
+					return nil
+				}
+			}
+		}
+		return err
+	})
+}
+
+// promote turns this learner into a voting member once the leader says it is in sync.
+func (s *Server) promote(ctx context.Context, e *etcdembed.Etcd) error {
+	var others []string
+	for _, m := range e.Server.Cluster().Members() {
+		if m.ID != e.Server.MemberID() {
+			others = append(others, m.ClientURLs...)
+		}
+	}
+	cli, err := s.newClient(others)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.PromoteTimeout)
+	defer cancel()
+	id := uint64(e.Server.MemberID())
+	err = retry(ctx, s.lg, "promote learner", func(ctx context.Context) error {
+		_, err := cli.MemberPromote(ctx, id)
+		if err != nil && strings.Contains(err.Error(), "not a learner") {
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("promote learner %s: %w", e.Server.MemberID(), err)
+	}
+	s.lg.Info("promoted from learner to voting member", "id", e.Server.MemberID().String())
+	return nil
+}
+
+func (s *Server) newClient(endpoints []string) (*clientv3.Client, error) {
+	if len(endpoints) == 0 {
+		return nil, errors.New("no client URL to reach the cluster at")
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   endpoints,
+		DialTimeout: 2 * time.Second,
+		Logger:      newZapLogger(s.lg, slog.LevelError, &s.stopping),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("etcd client for %v: %w", endpoints, err)
+	}
+	return cli, nil
+}
+
+// retry runs op until it succeeds or ctx ends, backing off from 100 ms to 2 s and
+// logging each failure once it has repeated.
+func retry(ctx context.Context, lg *slog.Logger, what string, op func(context.Context) error) error {
+	wait := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		opCtx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		err := op(opCtx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if attempt%5 == 0 {
+			lg.Info("still retrying", "what", what, "attempt", attempt, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: gave up after %d attempts: %w", what, attempt, err)
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 2*time.Second)
+	}
+}

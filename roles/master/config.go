@@ -1,0 +1,267 @@
+package master
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
+
+	"github.com/haagent/haagent/embed"
+	"github.com/haagent/haagent/flannel"
+	"github.com/haagent/haagent/netsetup"
+	"github.com/haagent/haagent/status"
+)
+
+// Defaults for the master's flags.
+const (
+	DefaultListenAddress = "0.0.0.0"
+	DefaultDataDir       = "/var/lib/haagent/etcd"
+	DefaultRoot          = "/"
+)
+
+// Config is everything a master needs; see AddFlags for each field's flag.
+type Config struct {
+	Name             string
+	Peers            string
+	AdvertiseAddress string
+	Iface            string
+	ListenAddress    string
+	EtcdClientPort   int
+	EtcdPeerPort     int
+	DataDir          string
+	ClusterToken     string
+	// HeartbeatInterval and ElectionTimeout are etcd's raft timings.
+	HeartbeatInterval time.Duration
+	ElectionTimeout   time.Duration
+	FlannelPrefix     string
+	FlannelNetwork    string
+	FlannelSubnetLen  int
+	FlannelBackend    string
+	// Root prefixes every path haagent writes outside the data dir.
+	Root          string
+	StatusAddress string
+}
+
+// NewConfig returns a Config holding the defaults.
+func NewConfig() *Config {
+	return &Config{
+		ListenAddress:     DefaultListenAddress,
+		EtcdClientPort:    embed.DefaultClientPort,
+		EtcdPeerPort:      embed.DefaultPeerPort,
+		DataDir:           DefaultDataDir,
+		ClusterToken:      embed.DefaultClusterToken,
+		HeartbeatInterval: embed.DefaultHeartbeatInterval,
+		ElectionTimeout:   embed.DefaultElectionTimeout,
+		FlannelPrefix:     flannel.DefaultPrefix,
+		FlannelNetwork:    flannel.DefaultNetwork,
+		FlannelSubnetLen:  flannel.DefaultSubnetLen,
+		FlannelBackend:    flannel.DefaultBackend,
+		Root:              DefaultRoot,
+		StatusAddress:     status.DefaultAddress,
+	}
+}
+
+// AddFlags binds the master's flags to c.
+func (c *Config) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&c.Name, "name", c.Name, "this member's name (default: the short hostname)")
+	fs.StringVar(&c.Peers, "peers", c.Peers, "the masters: name=http://ip:2380,... or plain hosts host1,host2,host3 (default: a single-member cluster on this host)")
+	fs.StringVar(&c.AdvertiseAddress, "advertise-address", c.AdvertiseAddress, "IP or host this node announces (default: the IPv4 of --iface, else this member's host in --peers)")
+	fs.StringVar(&c.Iface, "iface", c.Iface, "network interface whose IPv4 address is announced")
+	fs.StringVar(&c.ListenAddress, "listen-address", c.ListenAddress, "IP that etcd's client and peer ports bind to")
+	fs.IntVar(&c.EtcdClientPort, "etcd-client-port", c.EtcdClientPort, "etcd client port")
+	fs.IntVar(&c.EtcdPeerPort, "etcd-peer-port", c.EtcdPeerPort, "etcd peer port, used for plain hosts in --peers")
+	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "etcd data dir; haagent never deletes it")
+	fs.StringVar(&c.ClusterToken, "cluster-token", c.ClusterToken, "etcd initial cluster token, the same on every master")
+	fs.DurationVar(&c.HeartbeatInterval, "etcd-heartbeat-interval", c.HeartbeatInterval, "etcd raft heartbeat interval")
+	fs.DurationVar(&c.ElectionTimeout, "etcd-election-timeout", c.ElectionTimeout, "etcd raft election timeout")
+	fs.StringVar(&c.FlannelPrefix, "flannel-prefix", c.FlannelPrefix, "etcd prefix of flannel's network config")
+	fs.StringVar(&c.FlannelNetwork, "flannel-network", c.FlannelNetwork, "flannel overlay network CIDR")
+	fs.IntVar(&c.FlannelSubnetLen, "flannel-subnet-len", c.FlannelSubnetLen, "prefix length of each host's flannel subnet")
+	fs.StringVar(&c.FlannelBackend, "flannel-backend", c.FlannelBackend, "flannel backend type: "+strings.Join(flannel.Backends, ", "))
+	fs.StringVar(&c.Root, "root", c.Root, "prefix for every file haagent writes outside the data dir")
+	fs.StringVar(&c.StatusAddress, "status-address", c.StatusAddress, "host:port for /healthz, /readyz, /metrics and /status")
+}
+
+// Complete fills the defaults that depend on the host: the hostname, the interface
+// address and the single-member peer list. It reads the host but changes nothing.
+func (c *Config) Complete() error {
+	if c.Name == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("--name: not given and the hostname is unreadable: %w", err)
+		}
+		c.Name, _, _ = strings.Cut(h, ".")
+	}
+	if c.Iface != "" && c.AdvertiseAddress == "" {
+		ip, err := netsetup.InterfaceIPv4(c.Iface)
+		if err != nil {
+			return fmt.Errorf("--iface: %w", err)
+		}
+		c.AdvertiseAddress = ip.String()
+	}
+	if c.Peers == "" {
+		host := c.AdvertiseAddress
+		if host == "" {
+			host = "127.0.0.1"
+			if ip := net.ParseIP(c.ListenAddress); ip != nil && !ip.IsUnspecified() {
+				host = c.ListenAddress
+			}
+		}
+		c.Peers = c.Name + "=http://" + net.JoinHostPort(host, strconv.Itoa(c.EtcdPeerPort))
+	}
+	if c.AdvertiseAddress == "" {
+		if ps, err := c.ParsePeers(); err == nil {
+			if self, ok := ps.ByName(c.Name); ok {
+				c.AdvertiseAddress = self.Host()
+			}
+		}
+	}
+	return nil
+}
+
+// ParsePeers parses --peers.
+func (c *Config) ParsePeers() (embed.Peers, error) {
+	return embed.ParsePeers(c.Peers, "http", c.EtcdPeerPort)
+}
+
+// Flannel is the flannel network config the flags describe.
+func (c *Config) Flannel() flannel.Network {
+	return flannel.Network{Network: c.FlannelNetwork, SubnetLen: c.FlannelSubnetLen, Backend: flannel.Backend{Type: c.FlannelBackend}}
+}
+
+// Validate reports every problem at once, each naming its flag. It does no I/O.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(flag, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("--%s: %s", flag, fmt.Sprintf(format, args...)))
+	}
+	peers, err := c.ParsePeers()
+	if err != nil {
+		bad("peers", "%v; use name=http://ip:2380,... or host1,host2,host3", err)
+	} else if self, ok := peers.ByName(c.Name); !ok {
+		bad("name", "%q is not in --peers (%s); set --name to one of the listed names", c.Name, peerNames(peers))
+	} else if c.AdvertiseAddress != "" && !sameHost(c.AdvertiseAddress, self.Host()) {
+		bad("advertise-address", "%s does not match the peer URL %s that --peers lists for %s; make them agree",
+			c.AdvertiseAddress, self.URL.String(), c.Name)
+	}
+	if ip := net.ParseIP(c.ListenAddress); ip == nil {
+		bad("listen-address", "%q is not an IP address; use 0.0.0.0 or one of this host's IPs", c.ListenAddress)
+	}
+	checkPort := func(flag string, p int) {
+		if p < 1 || p > 65535 {
+			bad(flag, "%d is not a port in 1-65535", p)
+		}
+	}
+	checkPort("etcd-client-port", c.EtcdClientPort)
+	checkPort("etcd-peer-port", c.EtcdPeerPort)
+	if !filepath.IsAbs(c.DataDir) {
+		bad("data-dir", "%q must be an absolute path", c.DataDir)
+	}
+	if c.ClusterToken == "" {
+		bad("cluster-token", "must not be empty")
+	}
+	if c.HeartbeatInterval < 10*time.Millisecond || c.ElectionTimeout < 5*c.HeartbeatInterval {
+		bad("etcd-election-timeout", "%s must be at least 5x --etcd-heartbeat-interval (%s), which must be at least 10ms",
+			c.ElectionTimeout, c.HeartbeatInterval)
+	}
+	fl := c.Flannel()
+	if err := fl.Validate(); err != nil {
+		flag := "flannel-network"
+		if strings.Contains(err.Error(), "subnet length") {
+			flag = "flannel-subnet-len"
+		}
+		bad(flag, "%v", err)
+	}
+	if !slices.Contains(flannel.Backends, c.FlannelBackend) {
+		bad("flannel-backend", "%q is not one of %s", c.FlannelBackend, strings.Join(flannel.Backends, ", "))
+	}
+	if !strings.HasPrefix(c.FlannelPrefix, "/") {
+		bad("flannel-prefix", "%q must start with /", c.FlannelPrefix)
+	}
+	if !filepath.IsAbs(c.Root) {
+		bad("root", "%q must be an absolute path", c.Root)
+	}
+	if _, _, err := net.SplitHostPort(c.StatusAddress); err != nil {
+		bad("status-address", "%q is not host:port", c.StatusAddress)
+	}
+	return errors.Join(errs...)
+}
+
+// Preflight checks what Validate can't without touching the disk: that the data dir
+// can be created or written. It writes nothing.
+func (c *Config) Preflight() error {
+	dir := c.DataDir
+	for {
+		fi, err := os.Stat(dir)
+		if err == nil {
+			if !fi.IsDir() {
+				return fmt.Errorf("--data-dir: %s is not a directory; point --data-dir at a directory", dir)
+			}
+			if err := unix.Access(dir, unix.W_OK|unix.X_OK); err != nil {
+				return fmt.Errorf("--data-dir: %s is not writable (%v); fix its permissions or choose another --data-dir", dir, err)
+			}
+			var st unix.Statfs_t
+			if unix.Statfs(dir, &st) == nil && st.Flags&unix.ST_RDONLY != 0 {
+				return fmt.Errorf("--data-dir: %s is on a read-only file system; choose another --data-dir", dir)
+			}
+			return nil
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("--data-dir: %v; choose another --data-dir", err)
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return fmt.Errorf("--data-dir: no existing parent of %s", c.DataDir)
+		}
+		dir = parent
+	}
+}
+
+func peerNames(ps embed.Peers) string {
+	names := make([]string, len(ps))
+	for i, p := range ps {
+		names[i] = p.Name
+	}
+	return strings.Join(names, ", ")
+}
+
+func sameHost(a, b string) bool {
+	if ipa, ipb := net.ParseIP(a), net.ParseIP(b); ipa != nil && ipb != nil {
+		return ipa.Equal(ipb)
+	}
+	if net.ParseIP(a) != nil || net.ParseIP(b) != nil {
+		// An IP against a DNS name can't be compared without a lookup; trust the operator.
+		return true
+	}
+	return strings.EqualFold(a, b)
+}
+
+// EmbedConfig turns a validated Config into the etcd member's configuration.
+func (c *Config) EmbedConfig() (embed.Config, error) {
+	peers, err := c.ParsePeers()
+	if err != nil {
+		return embed.Config{}, err
+	}
+	return embed.Config{
+		Name:              c.Name,
+		Peers:             peers,
+		ListenHost:        c.ListenAddress,
+		AdvertiseHost:     c.AdvertiseAddress,
+		ClientPort:        c.EtcdClientPort,
+		DataDir:           c.DataDir,
+		ClusterToken:      c.ClusterToken,
+		HeartbeatInterval: c.HeartbeatInterval,
+		ElectionTimeout:   c.ElectionTimeout,
+		ProbeTimeout:      embed.DefaultProbeTimeout,
+		StartTimeout:      embed.DefaultStartTimeout,
+		PromoteTimeout:    embed.DefaultPromoteTimeout,
+	}, nil
+}

@@ -1,0 +1,155 @@
+// Package master is the master role: it runs this host's etcd member, seeds flannel's
+// network config, serves the status endpoints and tells systemd when it is ready.
+package master
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/haagent/haagent/embed"
+	"github.com/haagent/haagent/flannel"
+	"github.com/haagent/haagent/status"
+	"github.com/haagent/haagent/version"
+)
+
+// seedTimeout bounds the flannel seeding after etcd is ready; it needs a quorum.
+const seedTimeout = 2 * time.Minute
+
+// Master is a running master role.
+type Master struct {
+	cfg    *Config
+	lg     *slog.Logger
+	member *embed.Server
+	reg    prometheus.Gatherer
+}
+
+// New prepares a master from a validated config; it starts nothing.
+func New(cfg *Config, lg *slog.Logger, gatherer prometheus.Gatherer) (*Master, error) {
+	ec, err := cfg.EmbedConfig()
+	if err != nil {
+		return nil, err
+	}
+	ec.Logger = lg
+	ec.EtcdLogLevel = slog.LevelWarn
+	if lg.Enabled(context.Background(), slog.LevelDebug) {
+		ec.EtcdLogLevel = slog.LevelDebug
+	}
+	member, err := embed.New(ec)
+	if err != nil {
+		return nil, err
+	}
+	return &Master{cfg: cfg, lg: lg, member: member, reg: gatherer}, nil
+}
+
+// Status is the document behind /status and `haagent status` on a master.
+type Status struct {
+	Role    string              `json:"role"`
+	Name    string              `json:"name"`
+	Version string              `json:"version"`
+	Etcd    embed.ClusterStatus `json:"etcd"`
+	Flannel FlannelStatus       `json:"flannel"`
+}
+
+// FlannelStatus is flannel's network config as stored in etcd.
+type FlannelStatus struct {
+	Key   string `json:"key"`
+	Value string `json:"value"`
+}
+
+// Run blocks until ctx ends (returning nil after a clean stop) or the member fails.
+func (m *Master) Run(ctx context.Context) error {
+	srv, err := status.Listen(status.Config{
+		Address:  m.cfg.StatusAddress,
+		Ready:    m.member.Healthy,
+		Status:   m.status,
+		Gatherer: m.reg,
+		Logger:   m.lg,
+	})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	statusErr := make(chan error, 1)
+	go func() { statusErr <- srv.Serve(ctx) }()
+	memberErr := make(chan error, 1)
+	go func() { memberErr <- m.member.Run(ctx) }()
+
+	select {
+	case <-m.member.Ready():
+		if err := m.seedFlannel(ctx); err != nil {
+			cancel()
+			<-memberErr
+			return err
+		}
+		if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
+			m.lg.Warn("could not notify systemd", "err", err)
+		}
+		m.lg.Info("master ready", "name", m.cfg.Name, "status", srv.Addr().String())
+	case err := <-memberErr:
+		cancel()
+		<-statusErr
+		return err
+	case err := <-statusErr:
+		cancel()
+		<-memberErr
+		return err
+	case <-ctx.Done():
+	}
+
+	select {
+	case err := <-memberErr:
+		cancel()
+		<-statusErr
+		return err
+	case err := <-statusErr:
+		cancel()
+		<-memberErr
+		return err
+	case <-ctx.Done():
+		_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
+		err := <-memberErr
+		<-statusErr
+		return err
+	}
+}
+
+func (m *Master) seedFlannel(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, seedTimeout)
+	defer cancel()
+	var err error
+	for wait := 200 * time.Millisecond; ; wait = min(wait*2, 2*time.Second) {
+		if err = flannel.Seed(ctx, m.member.Client(), m.cfg.FlannelPrefix, m.cfg.Flannel(), m.lg); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.Canceled) {
+				return nil
+			}
+			return fmt.Errorf("waited %s for etcd to accept the flannel config: %w", seedTimeout, err)
+		case <-time.After(wait):
+		}
+	}
+}
+
+func (m *Master) status(ctx context.Context) (any, error) {
+	cs, err := m.member.Status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	st := Status{Role: "master", Name: m.cfg.Name, Version: version.Version, Etcd: cs}
+	st.Flannel.Key = flannel.ConfigKey(m.cfg.FlannelPrefix)
+	gctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if resp, err := m.member.Client().Get(gctx, st.Flannel.Key); err == nil && len(resp.Kvs) > 0 {
+		st.Flannel.Value = string(resp.Kvs[0].Value)
+	}
+	return st, nil
+}
