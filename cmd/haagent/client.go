@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/dustin/go-humanize"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.etcd.io/etcd/api/v3/version"
 	"go.etcd.io/etcd/client/pkg/v3/types"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -186,8 +187,20 @@ func runMember(ctx context.Context, args []string) error {
 	}
 	for _, m := range list.Members {
 		if m.Name == name || types.ID(m.ID).String() == name {
-			if _, err := cli.MemberRemove(ctx, m.ID); err != nil {
-				return fmt.Errorf("remove member %s (%s): %w", name, types.ID(m.ID), err)
+			// etcd refuses reconfiguration until every member has been connected for a
+			// few seconds (strict reconfig check); that passes on its own, so wait it out.
+			for {
+				_, err := cli.MemberRemove(ctx, m.ID)
+				if err == nil {
+					break
+				}
+				if !errors.Is(err, rpctypes.ErrUnhealthy) || ctx.Err() != nil {
+					return fmt.Errorf("remove member %s (%s): %w", name, types.ID(m.ID), err)
+				}
+				select {
+				case <-ctx.Done():
+				case <-time.After(500 * time.Millisecond):
+				}
 			}
 			fmt.Printf("removed member %s (%s)\n", name, types.ID(m.ID))
 			return nil

@@ -33,15 +33,17 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:])
 	stop()
-	os.Exit(report(err))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "haagent: "+oneLinePerProblem(err))
+	}
+	os.Exit(exitCode(err))
 }
 
-// report prints err for the operator and picks the exit code.
-func report(err error) int {
+// exitCode maps an error to the process's exit code.
+func exitCode(err error) int {
 	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintln(os.Stderr, "haagent: "+oneLinePerProblem(err))
 	var ue usageError
 	switch {
 	case errors.As(err, &ue):

@@ -1,0 +1,428 @@
+// Package lb is a health-checked TCP load balancer for the masters' ports: it proxies
+// each client connection at L4 to the best backend, checks every backend several
+// times a second, and closes the connections of a backend that goes down so that
+// long-lived clients (etcd gRPC streams, Kubernetes watches) reconnect at once.
+package lb
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// halfCloseTimeout bounds how long a connection may stay open after one side has
+// finished sending, in case the other side never does.
+const halfCloseTimeout = time.Minute
+
+// copyChunk is how many bytes one splice call may move before the byte counters are
+// updated; it bounds how far the bytes metric lags.
+const copyChunk = 64 << 10
+
+// warnEvery rate-limits the warnings that would otherwise come once per connection.
+const warnEvery = 10 * time.Second
+
+// Balancer balances the configured ports over the backends.
+type Balancer struct {
+	cfg     Config
+	lg      *slog.Logger
+	met     *Metrics
+	pools   []*pool
+	started atomic.Bool
+	conns   atomic.Int64 // client connections being handled, for MaxConns
+
+	serving     chan struct{} // closed once listening and the first check round is done
+	servingOnce sync.Once
+
+	mu    sync.Mutex // guards the fields below
+	addrs map[int]net.Addr
+	warns map[string]*warnState
+}
+
+// pool is one balanced port.
+type pool struct {
+	port     int
+	listen   string
+	checker  Checker
+	backends []*backend // in configured order
+}
+
+type warnState struct {
+	last       time.Time
+	suppressed int
+}
+
+// New builds a balancer from cfg; it starts nothing.
+func New(cfg Config) (*Balancer, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("lb config: %w", err)
+	}
+	b := &Balancer{
+		cfg:     cfg,
+		lg:      cfg.Logger,
+		met:     cfg.Metrics,
+		serving: make(chan struct{}),
+		addrs:   map[int]net.Addr{},
+		warns:   map[string]*warnState{},
+	}
+	for _, port := range cfg.Ports {
+		p := &pool{port: port, listen: net.JoinHostPort(cfg.ListenAddress, strconv.Itoa(port))}
+		if a, ok := cfg.ListenAddrs[port]; ok {
+			p.listen = a
+		}
+		p.checker = cfg.Checkers[port]
+		if p.checker == nil {
+			kind, ok := cfg.Checks[port]
+			if !ok {
+				kind = DefaultCheckKind(port)
+			}
+			c, err := NewChecker(kind, cfg.Dialer, cfg.APIServerCA, cfg.EtcdTLS)
+			if err != nil {
+				return nil, fmt.Errorf("lb config: port %d: %w", port, err)
+			}
+			p.checker = c
+		}
+		addrs := cfg.BackendAddrs[port]
+		if addrs == nil {
+			for _, h := range cfg.Backends {
+				addrs = append(addrs, net.JoinHostPort(h, strconv.Itoa(port)))
+			}
+		}
+		for _, a := range addrs {
+			p.backends = append(p.backends, newBackend(a, port, &b.cfg, cfg.Metrics))
+		}
+		b.pools = append(b.pools, p)
+	}
+	return b, nil
+}
+
+// Serving is closed once every port listens and the first round of checks is done.
+func (b *Balancer) Serving() <-chan struct{} { return b.serving }
+
+// Addr is the address a port is bound to, once Serving is closed; nil before.
+func (b *Balancer) Addr(port int) net.Addr {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.addrs[port]
+}
+
+// Ready returns nil when every port has at least one backend up (healthy or suspect),
+// else an error naming each port without one.
+func (b *Balancer) Ready() error {
+	var errs []error
+	for _, p := range b.pools {
+		up := false
+		var why []string
+		for _, be := range p.backends {
+			st := be.status()
+			if st.State.Up() {
+				up = true
+				break
+			}
+			w := st.Address + " " + st.State.String()
+			if st.LastError != "" {
+				w += ": " + st.LastError
+			}
+			why = append(why, w)
+		}
+		if !up {
+			errs = append(errs, fmt.Errorf("port %d: no healthy backend (%s)", p.port, strings.Join(why, "; ")))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Backends returns every backend of every port, ports in configured order.
+func (b *Balancer) Backends() []BackendStatus {
+	var out []BackendStatus
+	for _, p := range b.pools {
+		for _, be := range p.backends {
+			out = append(out, be.status())
+		}
+	}
+	return out
+}
+
+// Run listens on every port, checks and serves until ctx ends, then closes every
+// connection, waits for its goroutines and returns nil. A port that can't be bound
+// fails Run at once. Run may be called once.
+func (b *Balancer) Run(ctx context.Context) error {
+	if b.started.Swap(true) {
+		return errors.New("lb: Run called twice")
+	}
+	var lc net.ListenConfig
+	lns := make([]*net.TCPListener, 0, len(b.pools))
+	closeAll := func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}
+	for _, p := range b.pools {
+		ln, err := lc.Listen(ctx, "tcp", p.listen)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("lb: port %d: listen on %s: %w", p.port, p.listen, err)
+		}
+		lns = append(lns, ln.(*net.TCPListener))
+		b.mu.Lock()
+		b.addrs[p.port] = ln.Addr()
+		b.mu.Unlock()
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, len(b.pools))
+	wg.Go(func() { b.healthLoop(ctx) })
+	for i, p := range b.pools {
+		ln := lns[i]
+		wg.Go(func() {
+			if err := b.acceptLoop(ctx, p, ln, &wg); err != nil {
+				errc <- err
+			}
+		})
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	cancel()
+	closeAll()
+	for _, p := range b.pools {
+		for _, be := range p.backends {
+			be.closeAll()
+		}
+	}
+	wg.Wait()
+	return err
+}
+
+// healthLoop runs a round of checks at once, then one per tick. Ticks that come while
+// a round runs are dropped, so rounds never overlap.
+func (b *Balancer) healthLoop(ctx context.Context) {
+	b.checkRound(ctx)
+	if ctx.Err() != nil {
+		return
+	}
+	b.servingOnce.Do(func() { close(b.serving) })
+	t := b.cfg.NewTicker(b.cfg.CheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C():
+			b.checkRound(ctx)
+		}
+	}
+}
+
+// checkRound checks every backend of every port concurrently, each check bounded by
+// CheckTimeout, and returns when all are done.
+func (b *Balancer) checkRound(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, p := range b.pools {
+		for _, be := range p.backends {
+			wg.Go(func() {
+				cctx, cancel := context.WithTimeout(ctx, b.cfg.CheckTimeout)
+				h, err := p.checker.Check(cctx, be.addr)
+				cancel()
+				if ctx.Err() != nil {
+					return // stopping: not the backend's fault
+				}
+				switch h {
+				case HealthOK:
+					be.recordSuccess()
+				case HealthFailed:
+					if err == nil {
+						err = errors.New("check failed")
+					}
+					be.recordFailure(err)
+				default:
+					if err != nil {
+						b.warn("check-unknown", "health check without result", "backend", be.addr, "err", err)
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+}
+
+func (b *Balancer) acceptLoop(ctx context.Context, p *pool, ln *net.TCPListener, wg *sync.WaitGroup) error {
+	var backoff time.Duration
+	for {
+		c, err := ln.AcceptTCP()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+				errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM) || errors.Is(err, syscall.ECONNABORTED) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				b.warn("accept", "accept failed; retrying", "port", p.port, "err", err, "retry_in", backoff)
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(backoff):
+				}
+				continue
+			}
+			return fmt.Errorf("lb: port %d: accept: %w", p.port, err)
+		}
+		backoff = 0
+		wg.Go(func() { b.handle(ctx, p, c) })
+	}
+}
+
+// handle serves one client connection.
+func (b *Balancer) handle(ctx context.Context, p *pool, client *net.TCPConn) {
+	defer b.conns.Add(-1)
+	if n := b.conns.Add(1); n > int64(b.cfg.MaxConns) {
+		client.Close()
+		b.met.refused.WithLabelValues(strconv.Itoa(p.port), "max_conns").Inc()
+		b.warn("max-conns", "refusing connections: --lb-max-conns reached", "port", p.port, "max", b.cfg.MaxConns)
+		return
+	}
+	server, be, err := b.dial(ctx, p)
+	if err != nil {
+		client.Close()
+		if ctx.Err() == nil {
+			b.met.refused.WithLabelValues(strconv.Itoa(p.port), "no_backend").Inc()
+			b.warn("no-backend-"+strconv.Itoa(p.port), "no backend accepted a connection", "port", p.port, "err", err)
+		}
+		return
+	}
+	pc := &proxyConn{client: client, server: server}
+	if !be.track(pc) {
+		pc.close()
+		return
+	}
+	defer be.untrack(pc)
+	defer pc.close()
+	proxy(pc, be.met.bytesIn.Add, be.met.bytesOut.Add)
+}
+
+// candidates orders a snapshot of p's backends for one new connection: best state
+// first; within a state, configured order (failover) or fewest connections
+// (least-conn). Backends that are not up stay in the list, last, because their
+// health may lag and trying them beats refusing the client.
+func (b *Balancer) candidates(p *pool) []snapshot {
+	snaps := make([]snapshot, len(p.backends))
+	for i, be := range p.backends {
+		snaps[i] = be.snapshot()
+	}
+	slices.SortStableFunc(snaps, func(x, y snapshot) int {
+		if c := cmp.Compare(y.rank(), x.rank()); c != 0 {
+			return c
+		}
+		if b.cfg.Policy == PolicyLeastConn {
+			return cmp.Compare(x.active, y.active)
+		}
+		return 0
+	})
+	return snaps
+}
+
+// dial connects to the first candidate that answers. Every candidate but the last
+// gets min(DialTimeout, CheckTimeout): a LAN connect takes well under a millisecond,
+// and a blackholed backend must not hold up the client for the full DialTimeout while
+// another is left. A failed dial counts as a failed check.
+func (b *Balancer) dial(ctx context.Context, p *pool) (*net.TCPConn, *backend, error) {
+	cands := b.candidates(p)
+	var errs []error
+	for i, s := range cands {
+		timeout := b.cfg.DialTimeout
+		if i < len(cands)-1 {
+			timeout = min(timeout, b.cfg.CheckTimeout)
+		}
+		dctx, cancel := context.WithTimeout(ctx, timeout)
+		start := time.Now()
+		c, err := b.cfg.Dialer.DialContext(dctx, "tcp", s.be.addr)
+		cancel()
+		if err == nil {
+			s.be.met.dial.Observe(time.Since(start).Seconds())
+			return c.(*net.TCPConn), s.be, nil
+		}
+		if ctx.Err() != nil {
+			return nil, nil, ctx.Err()
+		}
+		errs = append(errs, err)
+		if h, _ := classify(err); h == HealthFailed {
+			s.be.recordFailure(fmt.Errorf("%w: %w", ErrUnreachable, err))
+		}
+	}
+	return nil, nil, errors.Join(errs...)
+}
+
+// proxy copies both ways until both sides have finished, passing on half-closes.
+// io.Copy between two *net.TCPConn uses splice(2) on Linux, so the bytes never enter
+// user space; copyChunk only bounds how often the byte counters are updated.
+func proxy(pc *proxyConn, addIn, addOut func(float64)) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		pipe(pc, pc.server, pc.client, addIn)
+	}()
+	pipe(pc, pc.client, pc.server, addOut)
+	<-done
+}
+
+// pipe copies src to dst. On EOF it half-closes dst and gives the other direction
+// halfCloseTimeout to finish; on an error it closes both sides.
+func pipe(pc *proxyConn, dst, src *net.TCPConn, add func(float64)) {
+	for {
+		n, err := io.CopyN(dst, src, copyChunk)
+		if n > 0 {
+			add(float64(n))
+		}
+		if err == nil {
+			continue
+		}
+		if errors.Is(err, io.EOF) {
+			if dst.CloseWrite() == nil {
+				deadline := time.Now().Add(halfCloseTimeout)
+				_ = dst.SetReadDeadline(deadline)
+				return
+			}
+		}
+		pc.close()
+		return
+	}
+}
+
+// warn logs at most once per warnEvery per key, counting what it held back.
+func (b *Balancer) warn(key, msg string, args ...any) {
+	now := b.cfg.Now()
+	b.mu.Lock()
+	w := b.warns[key]
+	if w == nil {
+		w = &warnState{}
+		b.warns[key] = w
+	}
+	if !w.last.IsZero() && now.Sub(w.last) < warnEvery {
+		w.suppressed++
+		b.mu.Unlock()
+		return
+	}
+	suppressed := w.suppressed
+	w.last, w.suppressed = now, 0
+	b.mu.Unlock()
+	if suppressed > 0 {
+		args = append(args, "suppressed", suppressed)
+	}
+	b.lg.Warn(msg, args...)
+}
