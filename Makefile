@@ -18,10 +18,10 @@ deps:
 
 test: deps build
 	CGO_ENABLED=1 go test -race -count=1 ./...
-	HAAGENT_BIN=$(CURDIR)/$(BIN) go test -count=1 -tags integration -timeout 20m ./test/integration/...
+	go test -run=^$$ -fuzz=FuzzParsePeers -fuzztime=5s ./embed/
 
 demo: build
-	./scripts/demo.sh
+	HAAGENT_BIN=$(CURDIR)/$(BIN) go run ./test/demo
 
 bench: deps build
 	HAAGENT_BIN=$(CURDIR)/$(BIN) go run ./test/bench

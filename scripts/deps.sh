@@ -2,7 +2,7 @@
 # Installs the Debian packages that the tests and benchmarks use. Idempotent and quiet
 # when everything is already there, so `make test` can call it every time.
 set -euo pipefail
-pkgs=(etcd-client nginx-light libnginx-mod-stream haproxy iproute2 nftables)
+pkgs=(etcd-client etcd-server nginx-light libnginx-mod-stream haproxy iproute2 nftables)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -17,8 +17,3 @@ if ((${#missing[@]})); then
 	apt-get update -qq
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# The Debian packages start nginx and haproxy services where an init system runs them;
-# the benchmarks start their own instances, so stop any that auto-started.
-for svc in nginx haproxy; do
-	pkill -x "$svc" 2>/dev/null || true
-done

@@ -95,6 +95,8 @@ func printMembers(w io.Writer, ms []embed.MemberStatus) {
 			role = "learner"
 		case m.Leader:
 			role = "leader"
+		case !m.Healthy:
+			role = "unreachable"
 		}
 		health := "healthy"
 		if !m.Healthy {

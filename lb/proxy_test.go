@@ -1,0 +1,436 @@
+package lb
+
+import (
+	"bytes"
+	"crypto/rand"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+func TestProxyBothWays(t *testing.T) {
+	a := newEchoBackend(t, "a")
+	reg := prometheus.NewRegistry()
+	met := NewMetrics()
+	if err := met.Register(reg); err != nil {
+		t.Fatal(err)
+	}
+	tl := startLB(t, func(c *Config) { c.Metrics = met }, a)
+	c := dialThrough(t, tl.addr())
+	if c.backend != "a" {
+		t.Fatalf("served by %q", c.backend)
+	}
+	c.echo(t, "hello")
+
+	// A payload much larger than the socket buffers, written while reading back.
+	payload := make([]byte, 4<<20)
+	_, _ = rand.Read(payload)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Write(payload)
+		errc <- err
+	}()
+	got := make([]byte, len(payload))
+	if _, err := io.ReadFull(c.r, got); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, payload) {
+		t.Fatal("payload corrupted")
+	}
+	if err := c.Conn.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if rest, err := io.ReadAll(c.r); err != nil || string(rest) != "EOF\n" {
+		t.Fatalf("after the payload got %q, %v", rest, err)
+	}
+	want := float64(len("hello\n") + len(payload))
+	waitFor(t, "the byte counters", func() bool {
+		in, out := byteCounters(t, reg, a.addr())
+		return in == want && out == want+float64(len("a\nEOF\n"))
+	})
+}
+
+func byteCounters(t *testing.T, reg *prometheus.Registry, backend string) (in, out float64) {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "haagent_lb_backend_bytes_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["backend"] != backend || labels["port"] != strconv.Itoa(testPort) {
+				continue
+			}
+			if labels["direction"] == "in" {
+				in = m.GetCounter().GetValue()
+			} else {
+				out = m.GetCounter().GetValue()
+			}
+		}
+	}
+	return in, out
+}
+
+func TestHalfClose(t *testing.T) {
+	a := newEchoBackend(t, "a")
+	tl := startLB(t, nil, a)
+	c := dialThrough(t, tl.addr())
+	if _, err := io.WriteString(c, "last words\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Conn.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	// The backend sees EOF only through the half-close, and still replies.
+	rest, err := io.ReadAll(c.r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(rest) != "last words\nEOF\n" {
+		t.Fatalf("after half-close got %q", rest)
+	}
+	waitFor(t, "the connection to be untracked", func() bool { return tl.active(a.addr()) == 0 })
+}
+
+func TestDialFailureTriesNext(t *testing.T) {
+	dead := newEchoBackend(t, "dead")
+	dead.close() // connections to it are refused
+	b := newEchoBackend(t, "b")
+	tl := startLB(t, nil, dead, b)
+	// The fake checker said both are healthy, so the dead one is tried first.
+	if st := tl.state(dead.addr()); st != StateHealthy {
+		t.Fatalf("dead backend starts %s", st)
+	}
+	c := dialThrough(t, tl.addr())
+	if c.backend != "b" {
+		t.Fatalf("served by %q, want b", c.backend)
+	}
+	c.echo(t, "ping")
+	if st := tl.state(dead.addr()); st != StateSuspect {
+		t.Errorf("after a failed dial the dead backend is %s, want suspect", st)
+	}
+	if !strings.Contains(tl.logs.String(), dead.addr()+" healthy->suspect (unreachable: dial tcp") {
+		t.Errorf("transition not logged:\n%s", tl.logs)
+	}
+	// Suspect ranks below healthy, so the next client goes straight to b.
+	if c := dialThrough(t, tl.addr()); c.backend != "b" {
+		t.Errorf("second client served by %q", c.backend)
+	}
+}
+
+// blackhole returns the address of a listener whose accept queue is full, so that
+// further SYNs are dropped and connects hang, as to a host that has vanished.
+func blackhole(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Skip(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Skip(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Skip(err)
+	}
+	sa, _ := syscall.Getsockname(fd)
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(sa.(*syscall.SockaddrInet4).Port))
+	for range 8 {
+		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
+		if err != nil {
+			return addr
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	t.Skip("could not fill the accept queue")
+	return ""
+}
+
+func TestBlackholedPrimaryFailsOverFast(t *testing.T) {
+	hole := blackhole(t)
+	b := newEchoBackend(t, "b")
+	tl := startLB(t, func(c *Config) {
+		c.BackendAddrs = map[int][]string{testPort: {hole, b.addr()}}
+		c.CheckTimeout = 200 * time.Millisecond
+		c.DialTimeout = 5 * time.Second
+	})
+	start := time.Now()
+	c := dialThrough(t, tl.addr())
+	took := time.Since(start)
+	if c.backend != "b" {
+		t.Fatalf("served by %q", c.backend)
+	}
+	// The blackholed primary gets CheckTimeout, not DialTimeout.
+	if took > 2*time.Second {
+		t.Errorf("first client took %s", took)
+	}
+	if st := tl.state(hole); st != StateSuspect {
+		t.Errorf("blackholed primary is %s, want suspect", st)
+	}
+	start = time.Now()
+	if c := dialThrough(t, tl.addr()); c.backend != "b" || time.Since(start) > 150*time.Millisecond {
+		t.Errorf("second client served by %q after %s; want b at once", c.backend, time.Since(start))
+	}
+}
+
+func TestDownClosesConnections(t *testing.T) {
+	a, b := newEchoBackend(t, "a"), newEchoBackend(t, "b")
+	tl := startLB(t, func(c *Config) { c.Policy = PolicyLeastConn }, a, b)
+	ca := dialThrough(t, tl.addr())
+	cb := dialThrough(t, tl.addr())
+	if ca.backend != "a" || cb.backend != "b" {
+		t.Fatalf("least-conn spread the clients to %s and %s", ca.backend, cb.backend)
+	}
+	tl.checker.set(a.addr(), HealthFailed)
+	tl.round()
+	if st := tl.state(a.addr()); st != StateSuspect {
+		t.Fatalf("after one failure a is %s", st)
+	}
+	ca.echo(t, "still up while suspect")
+	tl.round()
+	if st := tl.state(a.addr()); st != StateDown {
+		t.Fatalf("after two failures a is %s", st)
+	}
+	ca.waitClosed(t)
+	waitFor(t, "a's backend side to close", func() bool { return a.ended() == 1 })
+	cb.echo(t, "b untouched")
+	if n := tl.active(a.addr()); n != 0 {
+		t.Errorf("a still tracks %d connections", n)
+	}
+}
+
+func TestFailoverReturnsToPrimary(t *testing.T) {
+	a, b := newEchoBackend(t, "a"), newEchoBackend(t, "b")
+	tl := startLB(t, nil, a, b)
+	if c := dialThrough(t, tl.addr()); c.backend != "a" {
+		t.Fatalf("primary not preferred: %s", c.backend)
+	}
+	tl.checker.set(a.addr(), HealthFailed)
+	tl.round()
+	tl.round()
+	old := dialThrough(t, tl.addr())
+	if old.backend != "b" {
+		t.Fatalf("with a down served by %s", old.backend)
+	}
+	tl.checker.set(a.addr(), HealthOK)
+	tl.round()
+	if st := tl.state(a.addr()); st != StateRecovering {
+		t.Fatalf("after one success a is %s", st)
+	}
+	if c := dialThrough(t, tl.addr()); c.backend != "b" {
+		t.Errorf("recovering primary picked before Rise: %s", c.backend)
+	}
+	tl.round()
+	if c := dialThrough(t, tl.addr()); c.backend != "a" {
+		t.Errorf("recovered primary not picked: %s", c.backend)
+	}
+	old.echo(t, "old connection stays on b")
+}
+
+func TestHealthLoopTicks(t *testing.T) {
+	a, b := newEchoBackend(t, "a"), newEchoBackend(t, "b")
+	tl := startLB(t, nil, a, b)
+	tl.checker.set(b.addr(), HealthFailed)
+	// The loop reads a tick only after finishing the previous round, so after three
+	// sends at least two rounds have completed.
+	for range 3 {
+		tl.ticker.c <- time.Now()
+	}
+	waitFor(t, "b down", func() bool { return tl.state(b.addr()) == StateDown })
+}
+
+func TestMaxConns(t *testing.T) {
+	a := newEchoBackend(t, "a")
+	reg := prometheus.NewRegistry()
+	met := NewMetrics()
+	_ = met.Register(reg)
+	tl := startLB(t, func(c *Config) { c.MaxConns = 2; c.Metrics = met }, a)
+	c1 := dialThrough(t, tl.addr())
+	dialThrough(t, tl.addr())
+	// The third is accepted by the kernel, then closed unserved.
+	c3, err := net.Dial("tcp", tl.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c3.Close()
+	_ = c3.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := c3.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("over the limit: read %d, %v; want EOF", n, err)
+	}
+	for range 5 { // more refusals: logged once
+		c, err := net.Dial("tcp", tl.addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, _ = c.Read(make([]byte, 1))
+		c.Close()
+	}
+	if n := strings.Count(tl.logs.String(), "max-conns reached"); n != 1 {
+		t.Errorf("logged the refusal %d times, want once", n)
+	}
+	c1.Close()
+	waitFor(t, "a slot to free up", func() bool { return tl.conns.Load() < 2 })
+	dialThrough(t, tl.addr()).echo(t, "room again")
+}
+
+func TestNoLeaks(t *testing.T) {
+	if testing.Short() {
+		t.Skip("opens 2000 connections")
+	}
+	a := newEchoBackend(t, "a")
+	tl := startLB(t, nil, a)
+	dialThrough(t, tl.addr()).Close() // warm up lazily started runtime goroutines
+	waitFor(t, "the warm-up connection to end", func() bool { return a.ended() == 1 })
+	baseG, baseFD := goroutines(), openFDs(t)
+
+	const total, workers = 2000, 8
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := range workers {
+		wg.Go(func() {
+			buf := make([]byte, 16)
+			for i := w; i < total; i += workers {
+				c, err := net.Dial("tcp", tl.addr())
+				if err != nil {
+					errs <- err
+					return
+				}
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				_, _ = io.WriteString(c, "x\n")
+				// Greeting "a\n" then the echo "x\n"; every 3rd client leaves early.
+				if i%3 != 0 {
+					if _, err := io.ReadFull(c, buf[:4]); err != nil {
+						errs <- err
+						c.Close()
+						return
+					}
+				}
+				c.Close()
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	waitFor(t, "all backend connections to end", func() bool { return a.ended() == total+1 })
+	waitFor(t, "no tracked connections", func() bool { return tl.active(a.addr()) == 0 && tl.conns.Load() == 0 })
+	var g, fd int
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		g, fd = goroutines(), openFDs(t)
+		if g <= baseG && fd <= baseFD {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %d connections: %d goroutines (baseline %d), %d fds (baseline %d)", total, g, baseG, fd, baseFD)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st := tl.Backends()[0]; st.Total != total+1 {
+		t.Errorf("total %d, want %d", st.Total, total+1)
+	}
+}
+
+func TestRunBindError(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	b, err := New(Config{
+		Ports:        []int{1, 2},
+		ListenAddrs:  map[int]string{1: "127.0.0.1:0", 2: busy.Addr().String()},
+		BackendAddrs: map[int][]string{1: {"127.0.0.1:9"}, 2: {"127.0.0.1:9"}},
+		Checks:       map[int]CheckKind{1: CheckTCP, 2: CheckTCP},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := openFDs(t)
+	err = b.Run(t.Context())
+	if err == nil || !strings.Contains(err.Error(), "port 2: listen on "+busy.Addr().String()) {
+		t.Fatalf("Run = %v; want a bind error naming port 2", err)
+	}
+	if after := openFDs(t); after > before {
+		t.Errorf("leaked %d fds after a failed start", after-before)
+	}
+}
+
+func TestReady(t *testing.T) {
+	a, b := newEchoBackend(t, "a"), newEchoBackend(t, "b")
+	tl := startLB(t, nil, a, b)
+	if err := tl.Ready(); err != nil {
+		t.Fatalf("Ready = %v", err)
+	}
+	tl.checker.set(a.addr(), HealthFailed)
+	tl.round()
+	if err := tl.Ready(); err != nil {
+		t.Fatalf("with one backend suspect Ready = %v", err)
+	}
+	tl.checker.set(b.addr(), HealthFailed)
+	tl.round()
+	tl.round()
+	err := tl.Ready()
+	if err == nil || !strings.Contains(err.Error(), "port 7000: no healthy backend") || !strings.Contains(err.Error(), "fake failure") {
+		t.Fatalf("with all down Ready = %v", err)
+	}
+	// Even with every backend down, connections are still tried in order.
+	if c := dialThrough(t, tl.addr()); c.backend != "a" {
+		t.Errorf("with all down served by %q, want a", c.backend)
+	}
+}
+
+func TestNewRejects(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"no ports", Config{Backends: []string{"h"}}, "no ports"},
+		{"bad port", Config{Ports: []int{70000}, Backends: []string{"h"}}, "port 70000 is not in 1-65535"},
+		{"dup port", Config{Ports: []int{1, 1}, Backends: []string{"h"}}, "port 1 is listed twice"},
+		{"no backends", Config{Ports: []int{1}}, "port 1 has no backends"},
+		{"policy", Config{Ports: []int{1}, Backends: []string{"h"}, Policy: "random"}, `unknown policy "random"`},
+		{"fall", Config{Ports: []int{1}, Backends: []string{"h"}, Fall: -1}, "fall -1"},
+		{"check", Config{Ports: []int{1}, Backends: []string{"h"}, Checks: map[int]CheckKind{1: "icmp"}}, `unknown check "icmp"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := New(tt.cfg)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("New = %v; want %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestMetricsRegister(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := NewMetrics()
+	if err := m.Register(reg); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Register(reg); err == nil {
+		t.Error("registering twice succeeded")
+	}
+}
