@@ -17,7 +17,7 @@ deps:
 	./scripts/deps.sh
 
 test: deps build
-	CGO_ENABLED=1 go test -race -count=1 ./...
+	HAAGENT_BIN=$(CURDIR)/$(BIN) CGO_ENABLED=1 go test -race -count=1 -timeout 20m ./...
 	go test -run=^$$ -fuzz=FuzzParsePeers -fuzztime=5s ./embed/
 
 demo: build

@@ -5,6 +5,7 @@ package embed
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/client/pkg/v3/types"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	etcdembed "go.etcd.io/etcd/server/v3/embed"
@@ -72,9 +74,39 @@ type Config struct {
 	StartTimeout time.Duration
 	// PromoteTimeout bounds the wait for a learner to catch up and be promoted.
 	PromoteTimeout time.Duration
+	// TLS, when set, makes every etcd URL https with mutual TLS; nil is plain http.
+	TLS *TLSFiles
 	// EtcdLogLevel is the lowest level of etcd's own log lines that are passed on.
 	EtcdLogLevel slog.Level
 	Logger       *slog.Logger
+}
+
+// TLSFiles are the certificate files etcd serves and connects with.
+type TLSFiles struct {
+	CA                    string
+	PeerCert, PeerKey     string
+	ServerCert, ServerKey string
+	ClientCert, ClientKey string
+}
+
+func (c Config) scheme() string {
+	if c.TLS != nil {
+		return "https"
+	}
+	return "http"
+}
+
+// ClientTLS is the TLS config for haagent's own etcd clients; nil in plain mode.
+func (c Config) ClientTLS() (*tls.Config, error) {
+	if c.TLS == nil {
+		return nil, nil
+	}
+	info := transport.TLSInfo{CertFile: c.TLS.ClientCert, KeyFile: c.TLS.ClientKey, TrustedCAFile: c.TLS.CA}
+	cfg, err := info.ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("etcd client TLS: %w", err)
+	}
+	return cfg, nil
 }
 
 // Self returns this member's entry in Peers.
@@ -86,7 +118,7 @@ func (c Config) LocalClientURL() string {
 	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
 		host = "127.0.0.1"
 	}
-	return "http://" + net.JoinHostPort(host, strconv.Itoa(c.ClientPort))
+	return c.scheme() + "://" + net.JoinHostPort(host, strconv.Itoa(c.ClientPort))
 }
 
 // Server runs the local etcd member.
@@ -278,8 +310,12 @@ func (s *Server) etcdConfig(p plan) *etcdembed.Config {
 	ec.ListenPeerUrls = []url.URL{{Scheme: s.self.URL.Scheme, Host: net.JoinHostPort(s.cfg.ListenHost, peerPort)}}
 	ec.AdvertisePeerUrls = []url.URL{s.self.URL}
 	clientPort := strconv.Itoa(s.cfg.ClientPort)
-	ec.ListenClientUrls = []url.URL{{Scheme: "http", Host: net.JoinHostPort(s.cfg.ListenHost, clientPort)}}
-	ec.AdvertiseClientUrls = []url.URL{{Scheme: "http", Host: net.JoinHostPort(s.cfg.AdvertiseHost, clientPort)}}
+	ec.ListenClientUrls = []url.URL{{Scheme: s.cfg.scheme(), Host: net.JoinHostPort(s.cfg.ListenHost, clientPort)}}
+	ec.AdvertiseClientUrls = []url.URL{{Scheme: s.cfg.scheme(), Host: net.JoinHostPort(s.cfg.AdvertiseHost, clientPort)}}
+	if t := s.cfg.TLS; t != nil {
+		ec.PeerTLSInfo = transport.TLSInfo{CertFile: t.PeerCert, KeyFile: t.PeerKey, TrustedCAFile: t.CA, ClientCertAuth: true}
+		ec.ClientTLSInfo = transport.TLSInfo{CertFile: t.ServerCert, KeyFile: t.ServerKey, TrustedCAFile: t.CA, ClientCertAuth: true}
+	}
 	ec.ZapLoggerBuilder = etcdembed.NewZapLoggerBuilder(newZapLogger(s.lg, s.cfg.EtcdLogLevel, &s.stopping))
 	return ec
 }
@@ -294,6 +330,15 @@ func (s *Server) probePeers(ctx context.Context) []remoteMember {
 	}
 	ch := make(chan answer, len(s.cfg.Peers))
 	hc := &http.Client{Timeout: s.cfg.ProbeTimeout}
+	if t := s.cfg.TLS; t != nil {
+		info := transport.TLSInfo{CertFile: t.PeerCert, KeyFile: t.PeerKey, TrustedCAFile: t.CA}
+		tc, err := info.ClientConfig()
+		if err != nil {
+			s.lg.Error("peer TLS for probing", "err", err)
+			return nil
+		}
+		hc.Transport = &http.Transport{TLSClientConfig: tc}
+	}
 	n := 0
 	for _, p := range s.cfg.Peers {
 		if p.Name == s.cfg.Name {
@@ -432,8 +477,13 @@ func (s *Server) newClient(endpoints []string) (*clientv3.Client, error) {
 	if len(endpoints) == 0 {
 		return nil, errors.New("no client URL to reach the cluster at")
 	}
+	tc, err := s.cfg.ClientTLS()
+	if err != nil {
+		return nil, err
+	}
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   endpoints,
+		TLS:         tc,
 		DialTimeout: 2 * time.Second,
 		Logger:      newZapLogger(s.lg, slog.LevelError, &s.stopping),
 	})

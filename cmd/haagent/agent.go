@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/haagent/haagent/roles/master"
+	"github.com/haagent/haagent/roles/minion"
 	"github.com/haagent/haagent/version"
 )
 
@@ -99,8 +100,27 @@ func runAgent(ctx context.Context, args []string) error {
 			return err
 		}
 		return m.Run(ctx)
+	case "minion":
+		cfg := minion.NewConfig()
+		cfg.AddFlags(fs)
+		if err := parseFlags(fs, args); err != nil || *help {
+			return helpOr(fs, *help, err)
+		}
+		lg, err := lf.logger(os.Stderr)
+		if err != nil {
+			return err
+		}
+		if err := cfg.Complete(); err != nil {
+			return usageError{err}
+		}
+		if err := cfg.Validate(); err != nil {
+			return usageError{err}
+		}
+		lg = lg.With("role", role, "name", cfg.Name)
+		lg.Info("haagent starting", "version", version.Version)
+		return minion.New(cfg, lg, prometheus.DefaultGatherer).Run(ctx)
 	default:
-		return usagef("--role: %s is not available in this build yet; use lb or master", role)
+		return usagef("--role: %s is not available in this build yet; use master or minion", role)
 	}
 }
 

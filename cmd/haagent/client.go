@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/dustin/go-humanize"
+	"github.com/spf13/pflag"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.etcd.io/etcd/api/v3/version"
 	"go.etcd.io/etcd/client/pkg/v3/types"
@@ -121,27 +122,40 @@ type etcdClientFlags struct {
 	endpoints  string
 	listenAddr string
 	clientPort int
+	root       string
+	insecure   bool
 }
 
-func (f *etcdClientFlags) add(fs interface {
-	StringVar(*string, string, string, string)
-	IntVar(*int, string, int, string)
-}) {
+func (f *etcdClientFlags) add(fs *pflag.FlagSet) {
 	fs.StringVar(&f.endpoints, "endpoints", "", "etcd client URLs (default: the local member, from --listen-address and --etcd-client-port)")
 	fs.StringVar(&f.listenAddr, "listen-address", master.DefaultListenAddress, "the master's --listen-address")
 	fs.IntVar(&f.clientPort, "etcd-client-port", embed.DefaultClientPort, "the master's --etcd-client-port")
+	fs.BoolVar(&f.insecure, "insecure", false, "the master runs --insecure (plain http)")
+	fs.StringVar(&f.root, "root", master.DefaultRoot, "the master's --root, where its etcd client certificate is")
 }
 
-func (f *etcdClientFlags) config() clientv3.Config {
+// config connects with the master's own etcd client certificate unless it runs --insecure.
+func (f *etcdClientFlags) config() (clientv3.Config, error) {
+	ec := embed.Config{ListenHost: f.listenAddr, ClientPort: f.clientPort}
+	if !f.insecure {
+		ec.TLS = (&master.Config{Root: f.root}).TLSFiles()
+	}
 	eps := strings.Split(f.endpoints, ",")
 	if f.endpoints == "" {
-		eps = []string{embed.Config{ListenHost: f.listenAddr, ClientPort: f.clientPort}.LocalClientURL()}
+		eps = []string{ec.LocalClientURL()}
 	}
-	return clientv3.Config{Endpoints: eps, DialTimeout: 3 * time.Second, Logger: zap.NewNop()}
+	tc, err := ec.ClientTLS()
+	if err != nil {
+		return clientv3.Config{}, fmt.Errorf("%w (is --root right? with a plain-http cluster, pass --insecure)", err)
+	}
+	return clientv3.Config{Endpoints: eps, TLS: tc, DialTimeout: 3 * time.Second, Logger: zap.NewNop()}, nil
 }
 
 func (f *etcdClientFlags) client() (*clientv3.Client, error) {
-	cfg := f.config()
+	cfg, err := f.config()
+	if err != nil {
+		return nil, err
+	}
 	cli, err := clientv3.New(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("etcd at %s: %w", strings.Join(cfg.Endpoints, ","), err)
@@ -234,7 +248,11 @@ func runSnapshot(ctx context.Context, args []string) error {
 	if rest[0] == "save" {
 		ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 		defer cancel()
-		if _, err := snapshot.SaveWithVersion(ctx, lg, ef.config(), file); err != nil {
+		cfg, err := ef.config()
+		if err != nil {
+			return err
+		}
+		if _, err := snapshot.SaveWithVersion(ctx, lg, cfg, file); err != nil {
 			return fmt.Errorf("snapshot save %s: %w", file, err)
 		}
 		fi, err := os.Stat(file)

@@ -25,6 +25,8 @@ func commands() []command {
 		{"status", "[-o json]", "show the local node: role, members, health, flannel config", runStatus},
 		{"member", "list | remove NAME", "list the etcd members, or remove one", runMember},
 		{"snapshot", "save FILE | restore FILE --data-dir DIR", "save an etcd snapshot, or restore one into a new data dir", runSnapshot},
+		{"token", "generate | show", "make a new cluster token, or print this master's token pinned to the CA", runToken},
+		{"certs", "check | renew", "list the certificates with their expiry, or renew them now", runCerts},
 	}
 }
 

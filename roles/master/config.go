@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,7 +17,9 @@ import (
 
 	"github.com/haagent/haagent/embed"
 	"github.com/haagent/haagent/flannel"
+	"github.com/haagent/haagent/join"
 	"github.com/haagent/haagent/netsetup"
+	"github.com/haagent/haagent/pki"
 	"github.com/haagent/haagent/status"
 )
 
@@ -48,7 +51,20 @@ type Config struct {
 	// Root prefixes every path haagent writes outside the data dir.
 	Root          string
 	StatusAddress string
+	// Token is the cluster secret (pki.ParseToken form); required with several masters.
+	Token string
+	// Insecure keeps etcd on plain http with no PKI, for labs only.
+	Insecure bool
+	// LB is the lb's address: it goes into the masters' SANs and the admin kubeconfig.
+	LB string
+	// JoinPort is the join service's port.
+	JoinPort int
+	// ServiceClusterIPRange is the Kubernetes service range; its first IP is in the apiserver's SANs.
+	ServiceClusterIPRange string
 }
+
+// DefaultServiceClusterIPRange is the seed's service range.
+const DefaultServiceClusterIPRange = "10.254.0.0/16"
 
 // NewConfig returns a Config holding the defaults.
 func NewConfig() *Config {
@@ -66,6 +82,9 @@ func NewConfig() *Config {
 		FlannelBackend:    flannel.DefaultBackend,
 		Root:              DefaultRoot,
 		StatusAddress:     status.DefaultAddress,
+		JoinPort:          join.DefaultPort,
+
+		ServiceClusterIPRange: DefaultServiceClusterIPRange,
 	}
 }
 
@@ -88,6 +107,11 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.FlannelBackend, "flannel-backend", c.FlannelBackend, "flannel backend type: "+strings.Join(flannel.Backends, ", "))
 	fs.StringVar(&c.Root, "root", c.Root, "prefix for every file haagent writes outside the data dir")
 	fs.StringVar(&c.StatusAddress, "status-address", c.StatusAddress, "host:port for /healthz, /readyz, /metrics and /status")
+	fs.StringVar(&c.Token, "token", c.Token, "cluster token from 'haagent token generate' (required with several masters unless --insecure)")
+	fs.BoolVar(&c.Insecure, "insecure", c.Insecure, "plain-http etcd with no certificates and no authentication: for labs only")
+	fs.StringVar(&c.LB, "lb", c.LB, "the lb's address, for the masters' certificates and the admin kubeconfig")
+	fs.IntVar(&c.JoinPort, "join-port", c.JoinPort, "port of the join service that hands nodes their certificates")
+	fs.StringVar(&c.ServiceClusterIPRange, "service-cluster-ip-range", c.ServiceClusterIPRange, "Kubernetes service CIDR")
 }
 
 // Complete fills the defaults that depend on the host: the hostname, the interface
@@ -127,9 +151,24 @@ func (c *Config) Complete() error {
 	return nil
 }
 
-// ParsePeers parses --peers.
+// ParsePeers parses --peers. In secure mode every peer URL is https, whatever the
+// operator wrote, so that classic http:// lists keep working.
 func (c *Config) ParsePeers() (embed.Peers, error) {
-	return embed.ParsePeers(c.Peers, "http", c.EtcdPeerPort)
+	ps, err := embed.ParsePeers(c.Peers, c.scheme(), c.EtcdPeerPort)
+	if err != nil {
+		return nil, err
+	}
+	for i := range ps {
+		ps[i].URL.Scheme = c.scheme()
+	}
+	return ps, nil
+}
+
+func (c *Config) scheme() string {
+	if c.Insecure {
+		return "http"
+	}
+	return "https"
 }
 
 // Flannel is the flannel network config the flags describe.
@@ -191,6 +230,19 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.StatusAddress); err != nil {
 		bad("status-address", "%q is not host:port", c.StatusAddress)
+	}
+	checkPort("join-port", c.JoinPort)
+	if p, err := netip.ParsePrefix(c.ServiceClusterIPRange); err != nil || p.Masked() != p {
+		bad("service-cluster-ip-range", "%q is not a CIDR such as 10.254.0.0/16", c.ServiceClusterIPRange)
+	}
+	if !c.Insecure {
+		if c.Token != "" {
+			if _, err := pki.ParseToken(c.Token); err != nil {
+				bad("token", "malformed: %v; get one with 'haagent token generate', or 'haagent token show' on a running master", err)
+			}
+		} else if peers != nil && len(peers) > 1 {
+			bad("token", "required for a cluster of several masters; run 'haagent token generate' once and give the same --token to every node (or --insecure for a lab)")
+		}
 	}
 	return errors.Join(errs...)
 }

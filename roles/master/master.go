@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"strconv"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
@@ -14,6 +16,8 @@ import (
 
 	"github.com/haagent/haagent/embed"
 	"github.com/haagent/haagent/flannel"
+	"github.com/haagent/haagent/join"
+	"github.com/haagent/haagent/pki"
 	"github.com/haagent/haagent/status"
 	"github.com/haagent/haagent/version"
 )
@@ -36,6 +40,9 @@ func New(cfg *Config, lg *slog.Logger, gatherer prometheus.Gatherer) (*Master, e
 		return nil, err
 	}
 	ec.Logger = lg
+	if !cfg.Insecure {
+		ec.TLS = cfg.TLSFiles()
+	}
 	ec.EtcdLogLevel = slog.LevelWarn
 	if lg.Enabled(context.Background(), slog.LevelDebug) {
 		ec.EtcdLogLevel = slog.LevelDebug
@@ -78,11 +85,55 @@ func (m *Master) Run(ctx context.Context) error {
 	defer cancel()
 	statusErr := make(chan error, 1)
 	go func() { statusErr <- srv.Serve(ctx) }()
+
+	var token pki.Token
+	var shared *pki.Shared
+	if m.cfg.Insecure {
+		m.lg.Warn("INSECURE MODE: etcd serves plain http without authentication; anyone who reaches port " +
+			"2379 owns the cluster and every Secret in it. Use --insecure only in a lab.")
+	} else {
+		if token, err = m.loadOrCreateToken(); err != nil {
+			cancel()
+			<-statusErr
+			return fmt.Errorf("token: %w", err)
+		}
+		if shared, err = m.ensurePKI(ctx, token); err != nil {
+			cancel()
+			<-statusErr
+			return fmt.Errorf("certificates: %w", err)
+		}
+		js, err := join.Listen(join.ServerConfig{
+			Address: net.JoinHostPort(m.cfg.ListenAddress, strconv.Itoa(m.cfg.JoinPort)),
+			Token:   token, CACert: shared.CA.CertPEM, GetCertificate: m.servingCert,
+			Issue: m.issuer(shared), Logger: m.lg.With("component", "join"),
+		})
+		if err != nil {
+			cancel()
+			<-statusErr
+			return err
+		}
+		go func() {
+			if err := js.Serve(ctx); err != nil {
+				m.lg.Error("join service stopped", "err", err)
+			}
+		}()
+		go m.renewLoop(ctx, shared)
+	}
+
 	memberErr := make(chan error, 1)
 	go func() { memberErr <- m.member.Run(ctx) }()
 
 	select {
 	case <-m.member.Ready():
+		if shared != nil {
+			if err := m.untilStored(ctx, "the sealed CA", func(ctx context.Context) error {
+				return m.syncShared(ctx, m.member.Client(), token, shared)
+			}); err != nil {
+				cancel()
+				<-memberErr
+				return err
+			}
+		}
 		if err := m.seedFlannel(ctx); err != nil {
 			cancel()
 			<-memberErr
@@ -121,19 +172,27 @@ func (m *Master) Run(ctx context.Context) error {
 }
 
 func (m *Master) seedFlannel(ctx context.Context) error {
+	return m.untilStored(ctx, "the flannel config", func(ctx context.Context) error {
+		return flannel.Seed(ctx, m.member.Client(), m.cfg.FlannelPrefix, m.cfg.Flannel(), m.lg)
+	})
+}
+
+// untilStored retries a write to etcd, which needs a quorum, for up to seedTimeout.
+// A mismatch (pki.ErrCAMismatch) is final.
+func (m *Master) untilStored(ctx context.Context, what string, write func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, seedTimeout)
 	defer cancel()
 	var err error
 	for wait := 200 * time.Millisecond; ; wait = min(wait*2, 2*time.Second) {
-		if err = flannel.Seed(ctx, m.member.Client(), m.cfg.FlannelPrefix, m.cfg.Flannel(), m.lg); err == nil {
-			return nil
+		if err = write(ctx); err == nil || errors.Is(err, pki.ErrCAMismatch) {
+			return err
 		}
 		select {
 		case <-ctx.Done():
 			if errors.Is(ctx.Err(), context.Canceled) {
 				return nil
 			}
-			return fmt.Errorf("waited %s for etcd to accept the flannel config: %w", seedTimeout, err)
+			return fmt.Errorf("waited %s for etcd to accept %s: %w", seedTimeout, what, err)
 		case <-time.After(wait):
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -45,9 +46,17 @@ type Master struct {
 	LogPath string
 	// Extra flags, added after the standard ones.
 	Extra []string
+	// Wrap prefixes the command line, e.g. ip netns exec NAME to run the master in a
+	// network namespace. It must exec the binary in place, so that the pid is haagent's.
+	Wrap []string
+	// Dial reaches the master's status address; nil dials from this process's network
+	// namespace.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 
-	bin   string
-	peers string
+	bin    string
+	peers  string
+	secure bool
+	token  string
 
 	mu   sync.Mutex // guards the fields below
 	cmd  *exec.Cmd
@@ -60,22 +69,75 @@ type Cluster struct {
 	Bin     string
 	Dir     string
 	Masters []*Master
+	// Token, when set, runs the masters in secure mode (mTLS etcd); else --insecure.
+	Token string
+}
+
+// Secure switches every master to secure mode with token; call before starting.
+func (c *Cluster) Secure(token string) {
+	c.Token = token
+	for _, m := range c.Masters {
+		m.secure, m.token = true, token
+	}
+}
+
+func (m *Master) scheme() string {
+	if m.secure {
+		return "https"
+	}
+	return "http"
+}
+
+// TLSFlags are etcdctl's flags for talking to a secure cluster, from m's certificates.
+func (m *Master) TLSFlags() []string {
+	if !m.secure {
+		return nil
+	}
+	pki := filepath.Join(m.Root, "etc/kubernetes/pki")
+	return []string{"--cacert=" + filepath.Join(pki, "ca.crt"), "--cert=" + filepath.Join(pki, "etcd-client.crt"),
+		"--key=" + filepath.Join(pki, "etcd-client.key")}
 }
 
 // New describes n masters at 127.0.0.21.. under dir; it starts nothing.
-func New(bin, dir string, n int) *Cluster {
+func New(bin, dir string, n int) *Cluster { return NewWith(bin, dir, n, Options{}) }
+
+// Options say where masters run; the zero value is New's loopback layout.
+type Options struct {
+	// IPs are the masters' addresses, m1 first; default 127.0.0.21, .22, ...
+	IPs []string
+	// Wrap returns master i's (0-based) command prefix, see Master.Wrap; nil runs
+	// the binary directly.
+	Wrap func(i int) []string
+	// Dial returns how to reach master i's status address, see Master.Dial.
+	Dial func(i int) func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// NewWith describes n masters under dir as o says; it starts nothing. For masters in
+// network namespaces (see test/netns), give their IPs, Wrap as the host's ip netns
+// exec prefix and Dial as the host's DialContext.
+func NewWith(bin, dir string, n int, o Options) *Cluster {
 	c := &Cluster{Bin: bin, Dir: dir}
 	var peers []string
 	for i := range n {
 		name := fmt.Sprintf("m%d", i+1)
 		ip := fmt.Sprintf("127.0.0.%d", 21+i)
+		if i < len(o.IPs) {
+			ip = o.IPs[i]
+		}
 		peers = append(peers, fmt.Sprintf("%s=http://%s:2380", name, ip))
-		c.Masters = append(c.Masters, &Master{
+		m := &Master{
 			Name: name, IP: ip, bin: bin,
 			DataDir: filepath.Join(dir, name, "etcd"),
 			Root:    filepath.Join(dir, name, "root"),
 			LogPath: filepath.Join(dir, name+".log"),
-		})
+		}
+		if o.Wrap != nil {
+			m.Wrap = o.Wrap(i)
+		}
+		if o.Dial != nil {
+			m.Dial = o.Dial(i)
+		}
+		c.Masters = append(c.Masters, m)
 	}
 	for _, m := range c.Masters {
 		m.peers = strings.Join(peers, ",")
@@ -99,16 +161,22 @@ func (c *Cluster) Endpoints(ms ...*Master) string {
 }
 
 // ClientURL is the master's etcd client URL.
-func (m *Master) ClientURL() string { return "http://" + m.IP + ":2379" }
+func (m *Master) ClientURL() string { return m.scheme() + "://" + m.IP + ":2379" }
 
 // StatusAddress is the master's --status-address.
 func (m *Master) StatusAddress() string { return m.IP + ":9110" }
 
 // Args are the master's command-line arguments.
 func (m *Master) Args() []string {
-	return append([]string{"--role=master", "--name=" + m.Name, "--peers=" + m.peers,
+	args := []string{"--role=master", "--name=" + m.Name, "--peers=" + m.peers,
 		"--listen-address=" + m.IP, "--data-dir=" + m.DataDir, "--root=" + m.Root,
-		"--status-address=" + m.StatusAddress(), "--log-level=info"}, m.Extra...)
+		"--status-address=" + m.StatusAddress(), "--log-level=info"}
+	if m.secure {
+		args = append(args, "--token="+m.token)
+	} else {
+		args = append(args, "--insecure")
+	}
+	return append(args, m.Extra...)
 }
 
 // Start launches the process; its output is appended to LogPath.
@@ -125,7 +193,8 @@ func (m *Master) Start() error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(m.bin, m.Args()...)
+	argv := append(append(append([]string{}, m.Wrap...), m.bin), m.Args()...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -228,6 +297,9 @@ func (m *Master) Stop() (int, error) {
 func (m *Master) Ready(ctx context.Context) bool {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+m.StatusAddress()+"/readyz", nil)
 	c := http.Client{Timeout: 500 * time.Millisecond}
+	if m.Dial != nil {
+		c.Transport = &http.Transport{DialContext: m.Dial, DisableKeepAlives: true}
+	}
 	resp, err := c.Do(req)
 	if err != nil {
 		return false
@@ -338,8 +410,9 @@ func Await(timeout, interval time.Duration, cond func() error) error {
 }
 
 // Etcdctl runs Debian's etcdctl (v3 API) against endpoints and returns its stdout.
-func Etcdctl(endpoints string, args ...string) (string, error) {
-	cmd := exec.Command("etcdctl", append([]string{"--endpoints=" + endpoints, "--command-timeout=3s", "--dial-timeout=2s"}, args...)...)
+func (c *Cluster) Etcdctl(endpoints string, args ...string) (string, error) {
+	flags := append([]string{"--endpoints=" + endpoints, "--command-timeout=3s", "--dial-timeout=2s"}, c.Masters[0].TLSFlags()...)
+	cmd := exec.Command("etcdctl", append(flags, args...)...)
 	cmd.Env = append(os.Environ(), "ETCDCTL_API=3")
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -359,8 +432,8 @@ type EtcdMember struct {
 }
 
 // MemberList asks etcdctl for the member list through endpoints.
-func MemberList(endpoints string) ([]EtcdMember, uint64, error) {
-	out, err := Etcdctl(endpoints, "member", "list", "-w", "json")
+func (c *Cluster) MemberList(endpoints string) ([]EtcdMember, uint64, error) {
+	out, err := c.Etcdctl(endpoints, "member", "list", "-w", "json")
 	if err != nil {
 		return nil, 0, err
 	}
@@ -390,8 +463,8 @@ type EndpointStatus struct {
 }
 
 // Statuses asks each endpoint for its status.
-func Statuses(endpoints string) ([]EndpointStatus, error) {
-	out, err := Etcdctl(endpoints, "endpoint", "status", "-w", "json")
+func (c *Cluster) Statuses(endpoints string) ([]EndpointStatus, error) {
+	out, err := c.Etcdctl(endpoints, "endpoint", "status", "-w", "json")
 	if err != nil {
 		return nil, err
 	}
@@ -407,7 +480,7 @@ func (c *Cluster) Leader(ms ...*Master) (*Master, error) {
 	if len(ms) == 0 {
 		ms = c.Masters
 	}
-	st, err := Statuses(c.Endpoints(ms...))
+	st, err := c.Statuses(c.Endpoints(ms...))
 	if err != nil {
 		return nil, err
 	}
@@ -421,7 +494,7 @@ func (c *Cluster) Leader(ms ...*Master) (*Master, error) {
 	for _, s := range st {
 		if s.Status.Header.MemberID == lead {
 			for _, m := range ms {
-				if s.Endpoint == m.ClientURL() || s.Endpoint == strings.TrimPrefix(m.ClientURL(), "http://") {
+				if s.Endpoint == m.ClientURL() || s.Endpoint == m.IP+":2379" {
 					return m, nil
 				}
 			}
@@ -431,8 +504,8 @@ func (c *Cluster) Leader(ms ...*Master) (*Master, error) {
 }
 
 // HealthyCount runs `etcdctl endpoint health` and counts the healthy endpoints.
-func HealthyCount(endpoints string) (int, error) {
-	out, err := Etcdctl(endpoints, "endpoint", "health", "-w", "json")
+func (c *Cluster) HealthyCount(endpoints string) (int, error) {
+	out, err := c.Etcdctl(endpoints, "endpoint", "health", "-w", "json")
 	var hs []struct {
 		Endpoint string `json:"endpoint"`
 		Health   bool   `json:"health"`

@@ -40,11 +40,15 @@ func TestMain(m *testing.M) {
 
 const readyTimeout = 30 * time.Second
 
+// testToken is the cluster secret of the test clusters, which run in secure mode.
+const testToken = "haagent-integration-test-0123456789"
+
 // newCluster makes a 3-master cluster description and stops it when the test ends,
 // dumping the logs of a failed test.
 func newCluster(t *testing.T) *cluster.Cluster {
 	t.Helper()
 	c := cluster.New(bin, t.TempDir(), 3)
+	c.Secure(testToken)
 	t.Cleanup(func() {
 		c.StopAll()
 		if t.Failed() {
@@ -68,12 +72,12 @@ func startReady(t *testing.T, c *cluster.Cluster, ms ...*cluster.Master) {
 
 // requireMembers checks, through etcdctl, that the cluster lists exactly the wanted
 // names, all started and voting, with no duplicates.
-func requireMembers(t *testing.T, endpoints string, names ...string) []cluster.EtcdMember {
+func requireMembers(t *testing.T, c *cluster.Cluster, endpoints string, names ...string) []cluster.EtcdMember {
 	t.Helper()
 	var ms []cluster.EtcdMember
 	err := cluster.Await(20*time.Second, 100*time.Millisecond, func() error {
 		var err error
-		ms, _, err = cluster.MemberList(endpoints)
+		ms, _, err = c.MemberList(endpoints)
 		if err != nil {
 			return err
 		}
@@ -121,8 +125,8 @@ func TestBootstrapConcurrentlyTenTimes(t *testing.T) {
 			order := append([]*cluster.Master{}, c.Masters...)
 			rand.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
 			startReady(t, c, order...)
-			requireMembers(t, c.Endpoints(), "m1", "m2", "m3")
-			st, err := cluster.Statuses(c.Endpoints())
+			requireMembers(t, c, c.Endpoints(), "m1", "m2", "m3")
+			st, err := c.Statuses(c.Endpoints())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -144,19 +148,19 @@ func TestBootstrapConcurrentlyTenTimes(t *testing.T) {
 func TestOutsideClientEtcdctl(t *testing.T) {
 	c := newCluster(t)
 	startReady(t, c)
-	requireMembers(t, c.Endpoints(), "m1", "m2", "m3")
+	requireMembers(t, c, c.Endpoints(), "m1", "m2", "m3")
 
-	if n, err := cluster.HealthyCount(c.Endpoints()); err != nil || n != 3 {
+	if n, err := c.HealthyCount(c.Endpoints()); err != nil || n != 3 {
 		t.Fatalf("endpoint health: %d healthy, want 3: %v", n, err)
 	}
-	if _, err := cluster.Etcdctl(c.Masters[0].ClientURL(), "put", "/haagent-test/k", "v1"); err != nil {
+	if _, err := c.Etcdctl(c.Masters[0].ClientURL(), "put", "/haagent-test/k", "v1"); err != nil {
 		t.Fatal(err)
 	}
-	got, err := cluster.Etcdctl(c.Masters[2].ClientURL(), "get", "--print-value-only", "/haagent-test/k")
+	got, err := c.Etcdctl(c.Masters[2].ClientURL(), "get", "--print-value-only", "/haagent-test/k")
 	if err != nil || strings.TrimSpace(got) != "v1" {
 		t.Fatalf("get through m3 = %q, %v; want v1", got, err)
 	}
-	flannelJSON, err := cluster.Etcdctl(c.Masters[1].ClientURL(), "get", "--print-value-only", "/kube-centos/network/config")
+	flannelJSON, err := c.Etcdctl(c.Masters[1].ClientURL(), "get", "--print-value-only", "/kube-centos/network/config")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +174,7 @@ func TestLateMemberTakesItsUnstartedSlot(t *testing.T) {
 	c := newCluster(t)
 	m1, m2, m3 := c.Masters[0], c.Masters[1], c.Masters[2]
 	startReady(t, c, m1, m2)
-	ms, _, err := cluster.MemberList(c.Endpoints(m1, m2))
+	ms, _, err := c.MemberList(c.Endpoints(m1, m2))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +188,7 @@ func TestLateMemberTakesItsUnstartedSlot(t *testing.T) {
 		t.Fatalf("before m3 starts: %d members, %d unstarted; want 3 and 1: %+v", len(ms), unstarted, ms)
 	}
 	startReady(t, c, m3)
-	after := requireMembers(t, c.Endpoints(), "m1", "m2", "m3")
+	after := requireMembers(t, c, c.Endpoints(), "m1", "m2", "m3")
 	if !strings.Contains(m3.Log(), "mode=take-slot") {
 		t.Fatalf("m3 did not take its slot; log:\n%s", m3.LogTail(30))
 	}
@@ -203,18 +207,18 @@ func TestNewMemberJoinsAsLearnerAndIsPromoted(t *testing.T) {
 	m1.Extra = []string{"--peers=" + two}
 	m2.Extra = []string{"--peers=" + two}
 	startReady(t, c, m1, m2)
-	if _, err := cluster.Etcdctl(c.Endpoints(m1, m2), "put", "/before-join", "x"); err != nil {
+	if _, err := c.Etcdctl(c.Endpoints(m1, m2), "put", "/before-join", "x"); err != nil {
 		t.Fatal(err)
 	}
 	startReady(t, c, m3)
-	requireMembers(t, c.Endpoints(), "m1", "m2", "m3")
+	requireMembers(t, c, c.Endpoints(), "m1", "m2", "m3")
 	log := m3.Log()
 	for _, want := range []string{"mode=join", "added to the cluster as a learner", "promoted from learner to voting member"} {
 		if !strings.Contains(log, want) {
 			t.Fatalf("m3 log lacks %q:\n%s", want, m3.LogTail(30))
 		}
 	}
-	got, err := cluster.Etcdctl(m3.ClientURL(), "get", "--print-value-only", "/before-join")
+	got, err := c.Etcdctl(m3.ClientURL(), "get", "--print-value-only", "/before-join")
 	if err != nil || strings.TrimSpace(got) != "x" {
 		t.Fatalf("m3 did not catch up: %q, %v", got, err)
 	}
@@ -223,13 +227,13 @@ func TestNewMemberJoinsAsLearnerAndIsPromoted(t *testing.T) {
 func TestRestartKeepsMemberID(t *testing.T) {
 	c := newCluster(t)
 	startReady(t, c)
-	before := requireMembers(t, c.Endpoints(), "m1", "m2", "m3")
+	before := requireMembers(t, c, c.Endpoints(), "m1", "m2", "m3")
 	m2 := c.Masters[1]
 	if code, err := m2.Stop(); err != nil || code != 0 {
 		t.Fatalf("stop m2: exit %d, %v", code, err)
 	}
 	startReady(t, c, m2)
-	after := requireMembers(t, c.Endpoints(), "m1", "m2", "m3")
+	after := requireMembers(t, c, c.Endpoints(), "m1", "m2", "m3")
 	if memberID(t, before, "m2") != memberID(t, after, "m2") {
 		t.Fatalf("m2 changed ID: %x -> %x", memberID(t, before, "m2"), memberID(t, after, "m2"))
 	}
@@ -241,7 +245,7 @@ func TestRestartKeepsMemberID(t *testing.T) {
 func TestRebuiltHostReplacesStaleMember(t *testing.T) {
 	c := newCluster(t)
 	startReady(t, c)
-	before := requireMembers(t, c.Endpoints(), "m1", "m2", "m3")
+	before := requireMembers(t, c, c.Endpoints(), "m1", "m2", "m3")
 	m3 := c.Masters[2]
 	if err := m3.Kill(); err != nil {
 		t.Fatal(err)
@@ -251,14 +255,14 @@ func TestRebuiltHostReplacesStaleMember(t *testing.T) {
 		t.Fatal(err)
 	}
 	startReady(t, c, m3)
-	after := requireMembers(t, c.Endpoints(), "m1", "m2", "m3")
+	after := requireMembers(t, c, c.Endpoints(), "m1", "m2", "m3")
 	if memberID(t, before, "m3") == memberID(t, after, "m3") {
 		t.Fatal("m3 kept its old member ID although its data dir was empty")
 	}
 	if !strings.Contains(m3.Log(), "removed stale member") {
 		t.Fatalf("m3 log does not say it removed the stale member:\n%s", m3.LogTail(30))
 	}
-	if n, err := cluster.HealthyCount(c.Endpoints()); err != nil || n != 3 {
+	if n, err := c.HealthyCount(c.Endpoints()); err != nil || n != 3 {
 		t.Fatalf("endpoint health after replace: %d healthy, want 3: %v", n, err)
 	}
 }
@@ -267,7 +271,7 @@ func TestRemovedMemberExitsAndKeepsItsData(t *testing.T) {
 	c := newCluster(t)
 	startReady(t, c)
 	m1, m3 := c.Masters[0], c.Masters[2]
-	cmd := exec.Command(bin, "member", "remove", "m3", "--endpoints="+m1.ClientURL())
+	cmd := exec.Command(bin, "member", "remove", "m3", "--endpoints="+m1.ClientURL(), "--root="+m1.Root)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("haagent member remove m3: %v\n%s", err, out)
 	}
@@ -296,13 +300,13 @@ func TestRemovedMemberExitsAndKeepsItsData(t *testing.T) {
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("restart of a removed member took %s to give up", d)
 	}
-	requireMembers(t, c.Endpoints(m1, c.Masters[1]), "m1", "m2")
+	requireMembers(t, c, c.Endpoints(m1, c.Masters[1]), "m1", "m2")
 }
 
 func TestKillLeaderFailsOverAndRejoins(t *testing.T) {
 	c := newCluster(t)
 	startReady(t, c)
-	before := requireMembers(t, c.Endpoints(), "m1", "m2", "m3")
+	before := requireMembers(t, c, c.Endpoints(), "m1", "m2", "m3")
 	leader, err := c.Leader()
 	if err != nil {
 		t.Fatal(err)
@@ -328,15 +332,15 @@ func TestKillLeaderFailsOverAndRejoins(t *testing.T) {
 	if newLeader == leader {
 		t.Fatal("the killed master is still the leader")
 	}
-	if _, err := cluster.Etcdctl(c.Endpoints(rest...), "put", "/after-failover", "ok"); err != nil {
+	if _, err := c.Etcdctl(c.Endpoints(rest...), "put", "/after-failover", "ok"); err != nil {
 		t.Fatalf("write after failover: %v", err)
 	}
 	startReady(t, c, leader)
-	after := requireMembers(t, c.Endpoints(), "m1", "m2", "m3")
+	after := requireMembers(t, c, c.Endpoints(), "m1", "m2", "m3")
 	if memberID(t, before, leader.Name) != memberID(t, after, leader.Name) {
 		t.Fatalf("%s rejoined with a new ID", leader.Name)
 	}
-	got, err := cluster.Etcdctl(leader.ClientURL(), "get", "--print-value-only", "/after-failover")
+	got, err := c.Etcdctl(leader.ClientURL(), "get", "--print-value-only", "/after-failover")
 	if err != nil || strings.TrimSpace(got) != "ok" {
 		t.Fatalf("rejoined %s misses the write made while it was down: %q, %v", leader.Name, got, err)
 	}
@@ -360,7 +364,7 @@ func TestFlannelConfigIsNotOverwritten(t *testing.T) {
 	if err != nil {
 		t.Fatal(err, m1.LogTail(20))
 	}
-	got, _ := cluster.Etcdctl(c.Endpoints(), "get", "--print-value-only", "/kube-centos/network/config")
+	got, _ := c.Etcdctl(c.Endpoints(), "get", "--print-value-only", "/kube-centos/network/config")
 	if !strings.Contains(got, "172.30.0.0/16") {
 		t.Fatalf("stored flannel config was overwritten: %s", got)
 	}
@@ -442,7 +446,7 @@ func TestStatusMetricsNotifyAndSnapshot(t *testing.T) {
 	}
 
 	snap := filepath.Join(t.TempDir(), "snap.db")
-	if out, err := exec.Command(bin, "snapshot", "save", snap, "--endpoints="+m1.ClientURL()).CombinedOutput(); err != nil {
+	if out, err := exec.Command(bin, "snapshot", "save", snap, "--endpoints="+m1.ClientURL(), "--root="+m1.Root).CombinedOutput(); err != nil {
 		t.Fatalf("snapshot save: %v\n%s", err, out)
 	}
 	restored := filepath.Join(t.TempDir(), "restored")

@@ -1,0 +1,231 @@
+// Package minion is the minion role: it joins the cluster through the lb with the
+// token, keeps its certificates and kubeconfigs current, and serves its status.
+package minion
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/pflag"
+
+	"github.com/haagent/haagent/files"
+	"github.com/haagent/haagent/join"
+	"github.com/haagent/haagent/pki"
+	"github.com/haagent/haagent/status"
+	"github.com/haagent/haagent/version"
+)
+
+// Defaults for the minion's flags.
+const (
+	DefaultRoot = "/"
+	// joinTimeout bounds the wait for the lb's join service at start.
+	joinTimeout = 5 * time.Minute
+	renewEvery  = time.Hour
+)
+
+// Config is the minion's configuration.
+type Config struct {
+	Name             string
+	LB               string
+	Token            string
+	Insecure         bool
+	JoinPort         int
+	AdvertiseAddress string
+	Root             string
+	StatusAddress    string
+}
+
+// NewConfig returns the defaults.
+func NewConfig() *Config {
+	return &Config{JoinPort: join.DefaultPort, Root: DefaultRoot, StatusAddress: status.DefaultAddress}
+}
+
+// AddFlags binds the minion's flags.
+func (c *Config) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&c.Name, "name", c.Name, "this node's name (default: the short hostname)")
+	fs.StringVar(&c.LB, "lb", c.LB, "the lb's address: the minion joins and reaches the control plane through it")
+	fs.StringVar(&c.Token, "token", c.Token, "cluster token from 'haagent token show' on a master")
+	fs.BoolVar(&c.Insecure, "insecure", c.Insecure, "join a --insecure lab cluster: no certificates")
+	fs.IntVar(&c.JoinPort, "join-port", c.JoinPort, "port of the join service behind the lb")
+	fs.StringVar(&c.AdvertiseAddress, "advertise-address", c.AdvertiseAddress, "this node's IP, for its certificates")
+	fs.StringVar(&c.Root, "root", c.Root, "prefix for every file haagent writes")
+	fs.StringVar(&c.StatusAddress, "status-address", c.StatusAddress, "host:port for /healthz, /readyz, /metrics and /status")
+}
+
+// Complete fills the hostname default.
+func (c *Config) Complete() error {
+	if c.Name == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("--name: not given and the hostname is unreadable: %w", err)
+		}
+		c.Name, _, _ = strings.Cut(h, ".")
+	}
+	return nil
+}
+
+// Validate reports every problem at once. It does no I/O.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.LB == "" {
+		errs = append(errs, errors.New("--lb: required; give the lb's address, e.g. --lb=10.0.0.10"))
+	}
+	if !c.Insecure {
+		if c.Token == "" {
+			errs = append(errs, errors.New("--token: required; run 'haagent token show' on a master and pass it here"))
+		} else if _, err := pki.ParseToken(c.Token); err != nil {
+			errs = append(errs, fmt.Errorf("--token: malformed: %v; run 'haagent token show' on a master for the right one", err))
+		}
+	}
+	if c.JoinPort < 1 || c.JoinPort > 65535 {
+		errs = append(errs, fmt.Errorf("--join-port: %d is not a port in 1-65535", c.JoinPort))
+	}
+	if !filepath.IsAbs(c.Root) {
+		errs = append(errs, fmt.Errorf("--root: %q must be an absolute path", c.Root))
+	}
+	return errors.Join(errs...)
+}
+
+// Minion is a running minion role.
+type Minion struct {
+	cfg *Config
+	lg  *slog.Logger
+	reg prometheus.Gatherer
+}
+
+// New prepares the role; it starts nothing.
+func New(cfg *Config, lg *slog.Logger, gatherer prometheus.Gatherer) *Minion {
+	return &Minion{cfg: cfg, lg: lg, reg: gatherer}
+}
+
+// Status is the document behind /status on a minion.
+type Status struct {
+	Role    string         `json:"role"`
+	Name    string         `json:"name"`
+	Version string         `json:"version"`
+	LB      string         `json:"lb"`
+	Certs   []pki.CertInfo `json:"certs,omitempty"`
+}
+
+// Run joins (unless it holds current certificates), then keeps them renewed until ctx ends.
+func (m *Minion) Run(ctx context.Context) error {
+	srv, err := status.Listen(status.Config{
+		Address: m.cfg.StatusAddress, Ready: m.ready, Status: m.status, Gatherer: m.reg, Logger: m.lg,
+	})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx) }()
+	if !m.cfg.Insecure {
+		if err := m.joinIfNeeded(ctx, time.Now()); err != nil {
+			cancel()
+			<-served
+			return err
+		}
+	}
+	_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
+	m.lg.Info("minion ready", "lb", m.cfg.LB)
+	t := time.NewTicker(renewEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
+			return <-served
+		case err := <-served:
+			return err
+		case <-t.C:
+			if !m.cfg.Insecure {
+				if err := m.joinIfNeeded(ctx, time.Now()); err != nil {
+					m.lg.Error("certificate renewal failed; retrying in an hour", "err", err)
+				}
+			}
+		}
+	}
+}
+
+func (m *Minion) ready() error {
+	if m.cfg.Insecure {
+		return nil
+	}
+	if _, err := os.Stat(filepath.Join(m.cfg.Root, pki.KubeletKubeconfig)); err != nil {
+		return errors.New("not joined yet")
+	}
+	return nil
+}
+
+func (m *Minion) status(ctx context.Context) (any, error) {
+	certs, _ := pki.Inspect(m.cfg.Root)
+	return Status{Role: "minion", Name: m.cfg.Name, Version: version.Version, LB: m.cfg.LB, Certs: certs}, nil
+}
+
+// joinIfNeeded fetches certificates through the lb when they are missing or due.
+func (m *Minion) joinIfNeeded(ctx context.Context, now time.Time) error {
+	if _, err := os.Stat(filepath.Join(m.cfg.Root, pki.KubeletKubeconfig)); err == nil {
+		due, err := pki.DueForRenewal(m.cfg.Root, now)
+		if err == nil && len(due) == 0 {
+			return nil
+		}
+		m.lg.Info("certificates due for renewal: rejoining", "due", due)
+	}
+	token, err := pki.ParseToken(m.cfg.Token)
+	if err != nil {
+		return err
+	}
+	server := net.JoinHostPort(m.cfg.LB, strconv.Itoa(m.cfg.JoinPort))
+	var hosts []string
+	if m.cfg.AdvertiseAddress != "" {
+		hosts = []string{m.cfg.AdvertiseAddress}
+	}
+	return Join(ctx, m.lg, m.cfg.Root, server, token, join.Request{Role: "minion", Name: m.cfg.Name, Hosts: hosts})
+}
+
+// Join fetches a node's files from server, retrying until joinTimeout, and writes them
+// under root. A refused token or a CA that fails the pin is final.
+func Join(ctx context.Context, lg *slog.Logger, root, server string, token pki.Token, req join.Request) error {
+	deadline := time.Now().Add(joinTimeout)
+	lastLog := time.Time{}
+	for {
+		fs, _, err := join.Fetch(ctx, server, token, req)
+		if err == nil {
+			for i := range fs {
+				if pki.IsKey(fs[i].Path) {
+					fs[i].Mode = 0o600
+				}
+			}
+			if _, err := files.Apply(root, fs); err != nil {
+				return fmt.Errorf("write certificates: %w", err)
+			}
+			lg.Info("joined the cluster: wrote certificates and kubeconfigs", "via", server, "files", len(fs))
+			return nil
+		}
+		if errors.Is(err, join.ErrForbidden) || errors.Is(err, pki.ErrCAMismatch) {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("join via %s: no answer within %s: %w", server, joinTimeout, err)
+		}
+		if time.Since(lastLog) > 10*time.Second {
+			lg.Warn("waiting for the join service behind the lb", "server", server, "err", err)
+			lastLog = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
