@@ -39,3 +39,35 @@ func TestApplyWritesOnlyChanges(t *testing.T) {
 		t.Fatalf("temp files left behind: %v", leftovers)
 	}
 }
+
+func TestOwnedBacksUpHandEditsOnly(t *testing.T) {
+	root := t.TempDir()
+	o := &Owned{Root: root, StatePath: "var/lib/haagent/files.json"}
+	f := File{Path: "etc/kubernetes/apiserver", Mode: 0o644, Data: []byte("v1\n")}
+	if ch, err := o.Apply([]File{f}); err != nil || len(ch) != 1 || ch[0].Backup != "" {
+		t.Fatalf("first write: %+v, %v", ch, err)
+	}
+	// haagent's own newer version replaces its older one without a backup.
+	f.Data = []byte("v2\n")
+	if ch, err := o.Apply([]File{f}); err != nil || len(ch) != 1 || ch[0].Backup != "" {
+		t.Fatalf("own update: %+v, %v", ch, err)
+	}
+	// A hand edit is backed up, then replaced.
+	full := filepath.Join(root, f.Path)
+	if err := os.WriteFile(full, []byte("edited by hand\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ch, err := o.Apply([]File{f})
+	if err != nil || len(ch) != 1 || ch[0].Backup != full+BackupSuffix {
+		t.Fatalf("hand edit: %+v, %v", ch, err)
+	}
+	if b, _ := os.ReadFile(full + BackupSuffix); string(b) != "edited by hand\n" {
+		t.Fatalf("backup holds %q", b)
+	}
+	if b, _ := os.ReadFile(full); string(b) != "v2\n" {
+		t.Fatalf("file holds %q after apply", b)
+	}
+	if ch, err := o.Apply([]File{f}); err != nil || len(ch) != 0 {
+		t.Fatalf("nothing changed but Apply reported %+v, %v", ch, err)
+	}
+}

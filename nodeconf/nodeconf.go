@@ -1,0 +1,225 @@
+// Package nodeconf renders the files a master or minion owns in the classic
+// CentOS/Fedora layout: /etc/kubernetes/{config,apiserver,controller-manager,scheduler,
+// kubelet,proxy}, /etc/sysconfig/flanneld, and the unit files of the components, with
+// flags that Kubernetes 1.37 and flannel 0.28 accept. Rendering is pure.
+package nodeconf
+
+import (
+	"fmt"
+	"net"
+	"sort"
+	"strings"
+
+	"github.com/haagent/haagent/files"
+	"github.com/haagent/haagent/pki"
+)
+
+// Header is the first line of every file haagent renders.
+const Header = "# Managed by haagent: hand edits are backed up to <file>.haagent-bak and replaced."
+
+// File paths, relative to --root.
+const (
+	KubeConfig        = "etc/kubernetes/config"
+	APIServer         = "etc/kubernetes/apiserver"
+	ControllerManager = "etc/kubernetes/controller-manager"
+	Scheduler         = "etc/kubernetes/scheduler"
+	Kubelet           = "etc/kubernetes/kubelet"
+	KubeletConfig     = "etc/kubernetes/kubelet-config.yaml"
+	Proxy             = "etc/kubernetes/proxy"
+	Flanneld          = "etc/sysconfig/flanneld"
+	// UnitDir is where haagent installs a unit that no package provides.
+	UnitDir = "etc/systemd/system"
+)
+
+// Config is what the files are rendered from.
+type Config struct {
+	// Role is master or minion.
+	Role string
+	Name string
+	// AdvertiseAddress is this node's IP.
+	AdvertiseAddress string
+	// LB is the lb's address; minions reach the apiserver and etcd through it.
+	LB string
+	// EtcdEndpoints are the etcd client URLs the apiserver (masters) and flanneld use.
+	EtcdEndpoints []string
+	// ServiceClusterIPRange is the Service CIDR.
+	ServiceClusterIPRange string
+	// ClusterDNS is the kubelet's cluster DNS IP (optional).
+	ClusterDNS    string
+	FlannelPrefix string
+	// FlannelIface is flanneld's --iface (optional).
+	FlannelIface string
+	// ContainerRuntime is docker or containerd (minions).
+	ContainerRuntime string
+	// Root is the root the certificate paths live under (--root), for paths inside the files.
+	Root string
+	// Insecure renders etcd access without TLS, for --insecure lab clusters.
+	Insecure bool
+	// LogLevel is the components' --v.
+	LogLevel int
+}
+
+// Unit is one systemd unit a role runs, with the files it reads.
+type Unit struct {
+	Name  string
+	Reads []string
+}
+
+// Units lists the role's units in start order (on minions flanneld precedes the runtime).
+func Units(c Config) []Unit {
+	switch c.Role {
+	case "master":
+		return []Unit{
+			{"flanneld.service", []string{Flanneld}},
+			{"kube-apiserver.service", []string{KubeConfig, APIServer, pki.APIServerCert, pki.SAKey}},
+			{"kube-controller-manager.service", []string{KubeConfig, ControllerManager, pki.ControllerManagerKubeconfig}},
+			{"kube-scheduler.service", []string{KubeConfig, Scheduler, pki.SchedulerKubeconfig}},
+		}
+	case "minion":
+		return []Unit{
+			{"flanneld.service", []string{Flanneld}},
+			{c.ContainerRuntime + ".service", nil},
+			{"kubelet.service", []string{KubeConfig, Kubelet, KubeletConfig, pki.KubeletKubeconfig}},
+			{"kube-proxy.service", []string{KubeConfig, Proxy, pki.ProxyKubeconfig}},
+		}
+	}
+	return nil
+}
+
+// Render returns the role's EnvironmentFiles, each starting with Header.
+func Render(c Config) ([]files.File, error) {
+	var out []files.File
+	env := func(path string, vars ...[2]string) {
+		var b strings.Builder
+		b.WriteString(Header + "\n")
+		for _, v := range vars {
+			fmt.Fprintf(&b, "%s=%q\n", v[0], v[1])
+		}
+		out = append(out, files.File{Path: path, Mode: 0o644, Data: []byte(b.String())})
+	}
+	p := func(rel string) string { return "/" + strings.TrimPrefix(joinRoot(c.Root, rel), "/") }
+	apiURL := "https://" + net.JoinHostPort(c.AdvertiseAddress, "6443")
+	if c.Role == "minion" {
+		apiURL = "https://" + net.JoinHostPort(c.LB, "6443")
+	}
+	// --logtostderr was removed from every component in 1.26; logs go to stderr (the journal) anyway.
+	env(KubeConfig,
+		[2]string{"KUBE_LOGTOSTDERR", ""},
+		[2]string{"KUBE_LOG_LEVEL", fmt.Sprintf("--v=%d", c.LogLevel)},
+		[2]string{"KUBE_MASTER", "--master=" + apiURL},
+	)
+	etcdTLS := ""
+	flannelTLS := ""
+	if !c.Insecure {
+		etcdTLS = fmt.Sprintf(" --etcd-cafile=%s --etcd-certfile=%s --etcd-keyfile=%s",
+			p(pki.CACert), p(pki.APIServerEtcdCert), p(pki.APIServerEtcdKey))
+		flannelTLS = fmt.Sprintf("--etcd-cafile=%s --etcd-certfile=%s --etcd-keyfile=%s",
+			p(pki.CACert), p(pki.FlannelEtcdCert), p(pki.FlannelEtcdKey))
+	}
+	flannelOpts := strings.TrimSpace(flannelTLS + " --ip-masq")
+	if c.FlannelIface != "" {
+		flannelOpts += " --iface=" + c.FlannelIface
+	}
+	env(Flanneld,
+		[2]string{"FLANNEL_ETCD_ENDPOINTS", strings.Join(c.EtcdEndpoints, ",")},
+		[2]string{"FLANNEL_ETCD_PREFIX", c.FlannelPrefix},
+		[2]string{"FLANNEL_OPTIONS", flannelOpts},
+	)
+	switch c.Role {
+	case "master":
+		env(APIServer,
+			[2]string{"KUBE_API_ADDRESS", "--bind-address=0.0.0.0 --advertise-address=" + c.AdvertiseAddress},
+			[2]string{"KUBE_API_PORT", "--secure-port=6443"},
+			[2]string{"KUBE_ETCD_SERVERS", "--etcd-servers=" + strings.Join(c.EtcdEndpoints, ",") + etcdTLS},
+			[2]string{"KUBE_SERVICE_ADDRESSES", "--service-cluster-ip-range=" + c.ServiceClusterIPRange},
+			[2]string{"KUBE_ADMISSION_CONTROL", "--enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,DefaultStorageClass,ResourceQuota,NodeRestriction"},
+			[2]string{"KUBE_API_ARGS", strings.Join([]string{
+				"--tls-cert-file=" + p(pki.APIServerCert),
+				"--tls-private-key-file=" + p(pki.APIServerKey),
+				"--client-ca-file=" + p(pki.CACert),
+				"--kubelet-client-certificate=" + p(pki.APIServerKubeletCrt),
+				"--kubelet-client-key=" + p(pki.APIServerKubeletKey),
+				"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+				"--service-account-key-file=" + p(pki.SAPub),
+				"--service-account-signing-key-file=" + p(pki.SAKey),
+				"--authorization-mode=Node,RBAC",
+				"--allow-privileged=true",
+			}, " ")},
+		)
+		env(ControllerManager,
+			[2]string{"KUBE_CONTROLLER_MANAGER_ARGS", strings.Join([]string{
+				"--kubeconfig=" + p(pki.ControllerManagerKubeconfig),
+				"--authentication-kubeconfig=" + p(pki.ControllerManagerKubeconfig),
+				"--authorization-kubeconfig=" + p(pki.ControllerManagerKubeconfig),
+				"--bind-address=127.0.0.1",
+				"--leader-elect=true",
+				"--use-service-account-credentials=true",
+				"--service-account-private-key-file=" + p(pki.SAKey),
+				"--root-ca-file=" + p(pki.CACert),
+				"--cluster-signing-cert-file=" + p(pki.CACert),
+				"--cluster-signing-key-file=" + p(pki.CAKey),
+				"--service-cluster-ip-range=" + c.ServiceClusterIPRange,
+			}, " ")},
+		)
+		env(Scheduler,
+			[2]string{"KUBE_SCHEDULER_ARGS", strings.Join([]string{
+				"--kubeconfig=" + p(pki.SchedulerKubeconfig),
+				"--authentication-kubeconfig=" + p(pki.SchedulerKubeconfig),
+				"--authorization-kubeconfig=" + p(pki.SchedulerKubeconfig),
+				"--bind-address=127.0.0.1",
+				"--leader-elect=true",
+			}, " ")},
+		)
+	case "minion":
+		env(Kubelet,
+			[2]string{"KUBELET_ADDRESS", "--node-ip=" + c.AdvertiseAddress},
+			[2]string{"KUBELET_HOSTNAME", "--hostname-override=" + c.Name},
+			[2]string{"KUBELET_ARGS", strings.Join([]string{
+				"--kubeconfig=" + p(pki.KubeletKubeconfig),
+				"--config=" + p(KubeletConfig),
+			}, " ")},
+		)
+		out = append(out, files.File{Path: KubeletConfig, Mode: 0o644, Data: kubeletConfig(c, p)})
+		env(Proxy,
+			[2]string{"KUBE_PROXY_ARGS", "--kubeconfig=" + p(pki.ProxyKubeconfig) + " --hostname-override=" + c.Name},
+		)
+	default:
+		return nil, fmt.Errorf("no node files for role %q", c.Role)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	return out, nil
+}
+
+// kubeletConfig is the KubeletConfiguration file: 1.37 takes most settings only here.
+func kubeletConfig(c Config, p func(string) string) []byte {
+	endpoint := "unix:///run/containerd/containerd.sock"
+	if c.ContainerRuntime == "docker" {
+		// The kubelet has no dockershim since 1.24: docker hosts talk CRI through cri-dockerd.
+		endpoint = "unix:///run/cri-dockerd.sock"
+	}
+	dns := ""
+	if c.ClusterDNS != "" {
+		dns = "clusterDNS:\n- " + c.ClusterDNS + "\nclusterDomain: cluster.local\n"
+	}
+	return []byte(Header + "\n" + `apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+authentication:
+  anonymous:
+    enabled: false
+  webhook:
+    enabled: true
+  x509:
+    clientCAFile: ` + p(pki.CACert) + `
+authorization:
+  mode: Webhook
+cgroupDriver: systemd
+containerRuntimeEndpoint: ` + endpoint + `
+` + dns)
+}
+
+func joinRoot(root, rel string) string {
+	if root == "" || root == "/" {
+		return "/" + rel
+	}
+	return strings.TrimSuffix(root, "/") + "/" + rel
+}

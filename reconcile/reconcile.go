@@ -1,0 +1,302 @@
+// Package reconcile keeps a node's files and units as haagent wants them: it writes the
+// files that changed, restarts exactly the units that read a changed file, and brings
+// back a unit that stopped or failed, with backoff.
+package reconcile
+
+import (
+	"context"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/haagent/haagent/files"
+	"github.com/haagent/haagent/nodeconf"
+	"github.com/haagent/haagent/systemd"
+)
+
+// Defaults for the loop.
+const (
+	DefaultInterval = 2 * time.Second
+	minBackoff      = time.Second
+	maxBackoff      = time.Minute
+)
+
+// UnitManager is the part of systemd.Manager the reconciler uses.
+type UnitManager interface {
+	Reload(ctx context.Context) error
+	Enable(ctx context.Context, units ...string) error
+	Start(ctx context.Context, unit string) error
+	Restart(ctx context.Context, unit string) error
+	States(ctx context.Context, units ...string) ([]systemd.UnitState, error)
+}
+
+// Config wires a reconciler.
+type Config struct {
+	// Render returns every file the node owns: its EnvironmentFiles and unit files.
+	Render func() ([]files.File, error)
+	// Units are the node's units in start order, with the files each reads.
+	Units []nodeconf.Unit
+	Owned *files.Owned
+	// Manager is nil where systemd does not run: files are still kept, units are not.
+	Manager  UnitManager
+	Interval time.Duration
+	Logger   *slog.Logger
+	// Now is the clock, injectable for tests.
+	Now func() time.Time
+}
+
+// UnitStatus is one unit as the reconciler last saw it.
+type UnitStatus struct {
+	Name      string    `json:"name"`
+	Active    string    `json:"active"`
+	Sub       string    `json:"sub"`
+	Restarts  int       `json:"restartsByHaagent"`
+	LastError string    `json:"lastError,omitempty"`
+	NextTry   time.Time `json:"nextTry,omitzero"`
+}
+
+// Status is the reconciler's view, for /status.
+type Status struct {
+	Units       []UnitStatus `json:"units"`
+	Reverted    int          `json:"filesReverted"`
+	LastPass    time.Time    `json:"lastPass"`
+	LastError   string       `json:"lastError,omitempty"`
+	Systemd     bool         `json:"systemd"`
+	ManagedFile []string     `json:"managedFiles,omitempty"`
+}
+
+// Reconciler runs the loop.
+type Reconciler struct {
+	cfg Config
+
+	mu      sync.Mutex // guards the fields below
+	st      Status
+	backoff map[string]time.Duration
+	pending map[string]bool // files changed outside Render (e.g. renewed certificates)
+	enabled bool
+}
+
+// New makes a reconciler; it starts nothing.
+func New(cfg Config) *Reconciler {
+	if cfg.Interval == 0 {
+		cfg.Interval = DefaultInterval
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	r := &Reconciler{cfg: cfg, backoff: map[string]time.Duration{}, pending: map[string]bool{}}
+	r.st.Systemd = cfg.Manager != nil
+	for _, u := range cfg.Units {
+		r.st.Units = append(r.st.Units, UnitStatus{Name: u.Name})
+	}
+	return r
+}
+
+// Changed tells the reconciler that files changed outside Render, so the units that
+// read them restart on the next pass.
+func (r *Reconciler) Changed(paths ...string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, p := range paths {
+		r.pending[p] = true
+	}
+}
+
+// Status returns a copy of the current view.
+func (r *Reconciler) Status() Status {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := r.st
+	st.Units = slices.Clone(r.st.Units)
+	return st
+}
+
+// Run passes once at start and then every Interval until ctx ends; it returns nil then.
+// Failures are logged and retried: the node keeps converging.
+func (r *Reconciler) Run(ctx context.Context) error {
+	t := time.NewTicker(r.cfg.Interval)
+	defer t.Stop()
+	for {
+		r.Once(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Once makes one pass and returns the paths it rewrote.
+func (r *Reconciler) Once(ctx context.Context) []string {
+	lg := r.cfg.Logger
+	fs, err := r.cfg.Render()
+	if err != nil {
+		r.setErr("render: " + err.Error())
+		lg.Error("render node files", "err", err)
+		return nil
+	}
+	changes, err := r.cfg.Owned.Apply(fs)
+	if err != nil {
+		r.setErr(err.Error())
+		lg.Error("write node files", "err", err)
+		return nil
+	}
+	changed := map[string]bool{}
+	var paths []string
+	for _, c := range changes {
+		changed[c.Path] = true
+		paths = append(paths, c.Path)
+		if c.Backup != "" {
+			lg.Warn("file was edited by hand: backed up and replaced", "file", "/"+c.Path, "backup", c.Backup)
+			r.mu.Lock()
+			r.st.Reverted++
+			r.mu.Unlock()
+		} else {
+			lg.Info("wrote file", "file", "/"+c.Path)
+		}
+	}
+	r.mu.Lock()
+	for p := range r.pending {
+		changed[p] = true
+	}
+	r.pending = map[string]bool{}
+	r.st.LastPass = r.cfg.Now()
+	for _, f := range fs {
+		if !slices.Contains(r.st.ManagedFile, "/"+f.Path) {
+			r.st.ManagedFile = append(r.st.ManagedFile, "/"+f.Path)
+		}
+	}
+	r.mu.Unlock()
+	if r.cfg.Manager == nil {
+		r.setErr("")
+		return paths
+	}
+	r.units(ctx, changed)
+	return paths
+}
+
+func (r *Reconciler) units(ctx context.Context, changed map[string]bool) {
+	lg, m := r.cfg.Logger, r.cfg.Manager
+	unitFileChanged := false
+	for p := range changed {
+		if strings.HasPrefix(p, nodeconf.UnitDir+"/") {
+			unitFileChanged = true
+		}
+	}
+	if unitFileChanged || !r.enabled {
+		if err := m.Reload(ctx); err != nil {
+			r.setErr(err.Error())
+			lg.Error("daemon-reload", "err", err)
+			return
+		}
+	}
+	names := make([]string, len(r.cfg.Units))
+	for i, u := range r.cfg.Units {
+		names[i] = u.Name
+	}
+	if !r.enabled {
+		// Enable one by one: a runtime unit that isn't installed must not keep the others off.
+		for _, n := range names {
+			if err := m.Enable(ctx, n); err != nil {
+				lg.Warn("enable unit", "unit", n, "err", err)
+			}
+		}
+		r.enabled = true
+	}
+	states, err := m.States(ctx, names...)
+	if err != nil {
+		r.setErr(err.Error())
+		lg.Error("read unit states", "err", err)
+		return
+	}
+	byName := map[string]systemd.UnitState{}
+	for _, s := range states {
+		byName[s.Name] = s
+	}
+	now := r.cfg.Now()
+	for i, u := range r.cfg.Units {
+		s := byName[u.Name]
+		reads := false
+		for _, p := range u.Reads {
+			reads = reads || changed[p]
+		}
+		var err error
+		var action string
+		switch {
+		case s.LoadState == "not-found" || s.LoadState == "":
+			err = errNotInstalled(u.Name)
+		case s.ActiveState == "active" && reads:
+			action, err = "restart", m.Restart(ctx, u.Name)
+		case s.ActiveState == "active" || s.ActiveState == "activating" || s.ActiveState == "reloading":
+		default:
+			r.mu.Lock()
+			next := r.st.Units[i].NextTry
+			r.mu.Unlock()
+			if now.Before(next) {
+				break
+			}
+			action, err = "start", m.Start(ctx, u.Name)
+		}
+		r.record(i, u.Name, s, action, err, now)
+	}
+	r.setErr("")
+}
+
+type errNotInstalled string
+
+func (e errNotInstalled) Error() string {
+	return "unit " + string(e) + " is not installed: install its package or binary"
+}
+
+// record updates a unit's status and backoff, logging each action once.
+func (r *Reconciler) record(i int, name string, s systemd.UnitState, action string, err error, now time.Time) {
+	lg := r.cfg.Logger
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	us := &r.st.Units[i]
+	us.Active, us.Sub = s.ActiveState, s.SubState
+	switch {
+	case action == "" && err == nil:
+		us.LastError = ""
+		delete(r.backoff, name)
+	case err == nil:
+		us.Restarts++
+		us.LastError = ""
+		us.Active = "active"
+		delete(r.backoff, name)
+		if action == "start" && s.ActiveState != "" {
+			lg.Warn("unit was not running: started it", "unit", name, "was", s.ActiveState+"/"+s.SubState)
+		} else {
+			lg.Info(action+"ed unit", "unit", name)
+		}
+	default:
+		b := r.backoff[name]
+		b = min(max(b*2, minBackoff), maxBackoff)
+		r.backoff[name] = b
+		us.NextTry = now.Add(b)
+		if us.LastError != err.Error() {
+			lg.Error("unit action failed; retrying with backoff", "unit", name, "action", action, "err", err, "retry-in", b)
+		}
+		us.LastError = err.Error()
+	}
+}
+
+func (r *Reconciler) setErr(msg string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.st.LastError = msg
+}
+
+// UnitFilePaths is a helper for tests and status: the unit files among fs.
+func UnitFilePaths(fs []files.File) []string {
+	var out []string
+	for _, f := range fs {
+		if filepath.Dir(f.Path) == nodeconf.UnitDir {
+			out = append(out, f.Path)
+		}
+	}
+	return out
+}
