@@ -5,6 +5,7 @@ package reconcile
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"slices"
@@ -299,4 +300,47 @@ func UnitFilePaths(fs []files.File) []string {
 		}
 	}
 	return out
+}
+
+// Systemd modes of --systemd.
+const (
+	SystemdAuto = "auto"
+	SystemdOn   = "on"
+	SystemdOff  = "off"
+)
+
+// Connect returns the unit manager for a --systemd mode: auto uses systemd where it
+// runs and otherwise warns once; on insists; off never manages units.
+func Connect(ctx context.Context, mode string, lg *slog.Logger) (*systemd.Manager, error) {
+	switch mode {
+	case SystemdOff:
+		return nil, nil
+	case SystemdAuto:
+		if !systemd.Running("/") {
+			lg.Warn("systemd is not running here (no /run/systemd/system): files are written, units are not managed")
+			return nil, nil
+		}
+	}
+	return systemd.New(ctx, lg)
+}
+
+// Start connects to systemd per mode, makes one pass now (so that the files exist when
+// the role reports ready), and keeps reconciling in the background until ctx ends.
+func Start(ctx context.Context, mode string, cfg Config) (*Reconciler, error) {
+	mgr, err := Connect(ctx, mode, cfg.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("--systemd=%s: %w", mode, err)
+	}
+	if mgr != nil {
+		cfg.Manager = mgr
+	}
+	r := New(cfg)
+	r.Once(ctx)
+	go func() {
+		_ = r.Run(ctx)
+		if mgr != nil {
+			mgr.Close()
+		}
+	}()
+	return r, nil
 }

@@ -81,9 +81,9 @@ func TestReconcile(t *testing.T) {
 	fu := &fakeUnits{active: map[string]string{}, failNext: map[string]error{}}
 	now := time.Unix(1000, 0)
 	r := New(Config{
-		Render: render,
-		Units:  []nodeconf.Unit{{Name: "one.service", Reads: []string{"etc/a"}}, {Name: "two.service", Reads: []string{"etc/b"}}},
-		Owned:  &files.Owned{Root: root, StatePath: "state.json"},
+		Render:  render,
+		Units:   []nodeconf.Unit{{Name: "one.service", Reads: []string{"etc/a"}}, {Name: "two.service", Reads: []string{"etc/b"}}},
+		Owned:   &files.Owned{Root: root, StatePath: "state.json"},
 		Manager: fu, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Now: func() time.Time { return now },
 	})

@@ -6,12 +6,13 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"slices"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
 
+	"github.com/haagent/haagent/files"
+	lbrole "github.com/haagent/haagent/roles/lb"
 	"github.com/haagent/haagent/roles/master"
 	"github.com/haagent/haagent/roles/minion"
 	"github.com/haagent/haagent/version"
@@ -42,6 +43,86 @@ func (l *logFlags) logger(w io.Writer) (*slog.Logger, error) {
 	return nil, usagef("--log-format: %q is not text or json", l.format)
 }
 
+// role is one entry of the role table: how to bind its flags, check them, run it and
+// render its files.
+type role struct {
+	addFlags func(fs *pflag.FlagSet)
+	// prepare fills host-dependent defaults and validates; its errors are usage errors.
+	prepare func() error
+	name    func() string
+	run     func(ctx context.Context, lg *slog.Logger) error
+	render  func() ([]files.File, error)
+}
+
+func roles(name string) (role, bool) {
+	switch name {
+	case "master":
+		cfg := master.NewConfig()
+		return role{
+			addFlags: cfg.AddFlags,
+			prepare: func() error {
+				if err := cfg.Complete(); err != nil {
+					return err
+				}
+				if err := cfg.Validate(); err != nil {
+					return err
+				}
+				return cfg.Preflight()
+			},
+			name: func() string { return cfg.Name },
+			run: func(ctx context.Context, lg *slog.Logger) error {
+				m, err := master.New(cfg, lg, prometheus.DefaultGatherer)
+				if err != nil {
+					return err
+				}
+				return m.Run(ctx)
+			},
+			render: cfg.Render,
+		}, true
+	case "minion":
+		cfg := minion.NewConfig()
+		return role{
+			addFlags: cfg.AddFlags,
+			prepare: func() error {
+				if err := cfg.Complete(); err != nil {
+					return err
+				}
+				return cfg.Validate()
+			},
+			name: func() string { return cfg.Name },
+			run: func(ctx context.Context, lg *slog.Logger) error {
+				return minion.New(cfg, lg, prometheus.DefaultGatherer).Run(ctx)
+			},
+			render: cfg.Render,
+		}, true
+	case "lb":
+		cfg := lbrole.NewConfig()
+		return role{
+			addFlags: cfg.AddFlags,
+			prepare: func() error {
+				if err := cfg.Complete(); err != nil {
+					return err
+				}
+				return cfg.Validate()
+			},
+			name: func() string { return cfg.Name },
+			run: func(ctx context.Context, lg *slog.Logger) error {
+				l, err := lbrole.New(cfg, lg, prometheus.DefaultGatherer, prometheus.DefaultRegisterer)
+				if err != nil {
+					return err
+				}
+				return l.Run(ctx)
+			},
+			render: func() ([]files.File, error) {
+				return []files.File{{Path: strings.TrimPrefix(lbrole.NginxConfPath, "/"), Mode: 0o644, Data: lbrole.RenderNginx(cfg)}}, nil
+			},
+		}, true
+	}
+	return role{}, false
+}
+
+var roleNames = []string{"lb", "master", "minion"}
+
 // roleFromArgs finds --role before the full parse, because the role decides which
 // flags exist. The environment is the fallback, as for every flag.
 func roleFromArgs(args []string) string {
@@ -59,76 +140,67 @@ func roleFromArgs(args []string) string {
 	return os.Getenv(envName("role"))
 }
 
-func runAgent(ctx context.Context, args []string) error {
-	role := roleFromArgs(args)
-	if role == "" {
-		return usagef("--role: missing; use --role=lb, --role=master or --role=minion (or HAAGENT_ROLE)")
+// parseRole builds the role's flag set, parses args and the environment, and checks the
+// result. help is true when the operator asked for --help (the usage was printed).
+func parseRole(cmd string, args []string, lf *logFlags) (r role, help bool, err error) {
+	name := roleFromArgs(args)
+	if name == "" {
+		return r, false, usagef("--role: missing; use --role=lb, --role=master or --role=minion (or HAAGENT_ROLE)")
 	}
-	if !slices.Contains(roleNames, role) {
-		return usagef("--role: %q is not a role; use lb, master or minion", role)
+	r, ok := roles(name)
+	if !ok {
+		return r, false, usagef("--role: %q is not a role; use lb, master or minion", name)
 	}
-	fs := newFlagSet("haagent --role=" + role)
-	fs.String("role", role, "lb, master or minion")
-	var lf logFlags
+	fs := newFlagSet(cmd + " --role=" + name)
+	fs.String("role", name, "lb, master or minion")
 	lf.add(fs)
-	help := fs.BoolP("help", "h", false, "show this help")
-
-	switch role {
-	case "master":
-		cfg := master.NewConfig()
-		cfg.AddFlags(fs)
-		if err := parseFlags(fs, args); err != nil || *help {
-			return helpOr(fs, *help, err)
-		}
-		lg, err := lf.logger(os.Stderr)
-		if err != nil {
-			return err
-		}
-		if err := cfg.Complete(); err != nil {
-			return usageError{err}
-		}
-		if err := cfg.Validate(); err != nil {
-			return usageError{err}
-		}
-		if err := cfg.Preflight(); err != nil {
-			return usageError{err}
-		}
-		lg = lg.With("role", role, "name", cfg.Name)
-		lg.Info("haagent starting", "version", version.Version)
-		m, err := master.New(cfg, lg, prometheus.DefaultGatherer)
-		if err != nil {
-			return err
-		}
-		return m.Run(ctx)
-	case "minion":
-		cfg := minion.NewConfig()
-		cfg.AddFlags(fs)
-		if err := parseFlags(fs, args); err != nil || *help {
-			return helpOr(fs, *help, err)
-		}
-		lg, err := lf.logger(os.Stderr)
-		if err != nil {
-			return err
-		}
-		if err := cfg.Complete(); err != nil {
-			return usageError{err}
-		}
-		if err := cfg.Validate(); err != nil {
-			return usageError{err}
-		}
-		lg = lg.With("role", role, "name", cfg.Name)
-		lg.Info("haagent starting", "version", version.Version)
-		return minion.New(cfg, lg, prometheus.DefaultGatherer).Run(ctx)
-	default:
-		return usagef("--role: %s is not available in this build yet; use master or minion", role)
+	wantHelp := fs.BoolP("help", "h", false, "show this help")
+	r.addFlags(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return r, false, err
 	}
+	if *wantHelp {
+		fmt.Printf("Usage of %s:\n%s", fs.Name(), fs.FlagUsages())
+		return r, true, nil
+	}
+	if err := r.prepare(); err != nil {
+		return r, false, usageError{err}
+	}
+	return r, false, nil
 }
 
-// helpOr prints the role's flags for --help, or passes a parse error on.
-func helpOr(fs *pflag.FlagSet, help bool, err error) error {
+func runAgent(ctx context.Context, args []string) error {
+	var lf logFlags
+	r, help, err := parseRole("haagent", args, &lf)
+	if err != nil || help {
+		return err
+	}
+	lg, err := lf.logger(os.Stderr)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("Usage of %s:\n%s", fs.Name(), fs.FlagUsages())
+	role := roleFromArgs(args)
+	lg = lg.With("role", role, "name", r.name())
+	lg.Info("haagent starting", "version", version.Version)
+	return r.run(ctx, lg)
+}
+
+// runRender prints every file the role would write, and touches nothing.
+func runRender(ctx context.Context, args []string) error {
+	var lf logFlags
+	r, help, err := parseRole("haagent render", args, &lf)
+	if err != nil || help {
+		return err
+	}
+	fs, err := r.render()
+	if err != nil {
+		return err
+	}
+	for _, f := range fs {
+		fmt.Printf("==> /%s (mode %04o)\n%s", f.Path, f.Mode.Perm(), f.Data)
+		if len(f.Data) > 0 && f.Data[len(f.Data)-1] != '\n' {
+			fmt.Println()
+		}
+	}
 	return nil
 }

@@ -22,6 +22,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"version", "", "print the version", runVersion},
+		{"render", "--role=ROLE [flags]", "print every file the role would write, touching nothing", runRender},
 		{"status", "[-o json]", "show the local node: role, members, health, flannel config", runStatus},
 		{"member", "list | remove NAME", "list the etcd members, or remove one", runMember},
 		{"snapshot", "save FILE | restore FILE --data-dir DIR", "save an etcd snapshot, or restore one into a new data dir", runSnapshot},
@@ -29,9 +30,6 @@ func commands() []command {
 		{"certs", "check | renew", "list the certificates with their expiry, or renew them now", runCerts},
 	}
 }
-
-// roles lists what --role accepts.
-var roleNames = []string{"lb", "master", "minion"}
 
 func run(ctx context.Context, args []string) error {
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {

@@ -73,7 +73,7 @@ func runCerts(ctx context.Context, args []string) error {
 		if err := mc.Complete(); err != nil {
 			return usageError{err}
 		}
-		if err := master.RenewIfDue(mc.Root, sh, mc.Node(), time.Now(), true); err != nil {
+		if _, err := master.RenewIfDue(mc.Root, sh, mc.Node(), time.Now(), true); err != nil {
 			return fmt.Errorf("certs renew: %w", err)
 		}
 		fmt.Println("renewed every certificate of this master; etcd and the join service pick them up at their next handshake")

@@ -20,6 +20,7 @@ import (
 	"github.com/haagent/haagent/join"
 	"github.com/haagent/haagent/netsetup"
 	"github.com/haagent/haagent/pki"
+	"github.com/haagent/haagent/reconcile"
 	"github.com/haagent/haagent/status"
 )
 
@@ -61,6 +62,8 @@ type Config struct {
 	JoinPort int
 	// ServiceClusterIPRange is the Kubernetes service range; its first IP is in the apiserver's SANs.
 	ServiceClusterIPRange string
+	// Systemd is auto, on or off: whether haagent manages the kube and flannel units.
+	Systemd string
 }
 
 // DefaultServiceClusterIPRange is the seed's service range.
@@ -85,6 +88,7 @@ func NewConfig() *Config {
 		JoinPort:          join.DefaultPort,
 
 		ServiceClusterIPRange: DefaultServiceClusterIPRange,
+		Systemd:               reconcile.SystemdAuto,
 	}
 }
 
@@ -112,6 +116,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.LB, "lb", c.LB, "the lb's address, for the masters' certificates and the admin kubeconfig")
 	fs.IntVar(&c.JoinPort, "join-port", c.JoinPort, "port of the join service that hands nodes their certificates")
 	fs.StringVar(&c.ServiceClusterIPRange, "service-cluster-ip-range", c.ServiceClusterIPRange, "Kubernetes service CIDR")
+	fs.StringVar(&c.Systemd, "systemd", c.Systemd, "manage the kube and flannel units: auto (where systemd runs), on or off")
 }
 
 // Complete fills the defaults that depend on the host: the hostname, the interface
@@ -232,6 +237,9 @@ func (c *Config) Validate() error {
 		bad("status-address", "%q is not host:port", c.StatusAddress)
 	}
 	checkPort("join-port", c.JoinPort)
+	if !slices.Contains([]string{reconcile.SystemdAuto, reconcile.SystemdOn, reconcile.SystemdOff}, c.Systemd) {
+		bad("systemd", "%q is not auto, on or off", c.Systemd)
+	}
 	if p, err := netip.ParsePrefix(c.ServiceClusterIPRange); err != nil || p.Masked() != p {
 		bad("service-cluster-ip-range", "%q is not a CIDR such as 10.254.0.0/16", c.ServiceClusterIPRange)
 	}

@@ -9,15 +9,19 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/haagent/haagent/embed"
+	"github.com/haagent/haagent/files"
 	"github.com/haagent/haagent/flannel"
 	"github.com/haagent/haagent/join"
+	"github.com/haagent/haagent/nodeconf"
 	"github.com/haagent/haagent/pki"
+	"github.com/haagent/haagent/reconcile"
 	"github.com/haagent/haagent/status"
 	"github.com/haagent/haagent/version"
 )
@@ -31,6 +35,9 @@ type Master struct {
 	lg     *slog.Logger
 	member *embed.Server
 	reg    prometheus.Gatherer
+
+	mu  sync.Mutex // guards the fields below
+	rec *reconcile.Reconciler
 }
 
 // New prepares a master from a validated config; it starts nothing.
@@ -61,6 +68,7 @@ type Status struct {
 	Version string              `json:"version"`
 	Etcd    embed.ClusterStatus `json:"etcd"`
 	Flannel FlannelStatus       `json:"flannel"`
+	Node    *reconcile.Status   `json:"node,omitempty"`
 }
 
 // FlannelStatus is flannel's network config as stored in etcd.
@@ -139,6 +147,12 @@ func (m *Master) Run(ctx context.Context) error {
 			<-memberErr
 			return err
 		}
+		if err := m.startReconciler(ctx); err != nil {
+			cancel()
+			<-memberErr
+			<-statusErr
+			return err
+		}
 		if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
 			m.lg.Warn("could not notify systemd", "err", err)
 		}
@@ -204,6 +218,12 @@ func (m *Master) status(ctx context.Context) (any, error) {
 		return nil, err
 	}
 	st := Status{Role: "master", Name: m.cfg.Name, Version: version.Version, Etcd: cs}
+	m.mu.Lock()
+	if m.rec != nil {
+		ns := m.rec.Status()
+		st.Node = &ns
+	}
+	m.mu.Unlock()
 	st.Flannel.Key = flannel.ConfigKey(m.cfg.FlannelPrefix)
 	gctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
@@ -211,4 +231,32 @@ func (m *Master) status(ctx context.Context) (any, error) {
 		st.Flannel.Value = string(resp.Kvs[0].Value)
 	}
 	return st, nil
+}
+
+// startReconciler writes the node files and, where systemd runs, keeps the kube and
+// flannel units enabled, running, and restarted when a file they read changes.
+func (m *Master) startReconciler(ctx context.Context) error {
+	rec, err := reconcile.Start(ctx, m.cfg.Systemd, reconcile.Config{
+		Render: m.cfg.Render,
+		Units:  nodeconf.Units(m.cfg.NodeConfig()),
+		Owned:  &files.Owned{Root: m.cfg.Root, StatePath: OwnedStateFile},
+		Logger: m.lg.With("component", "reconcile"),
+	})
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.rec = rec
+	m.mu.Unlock()
+	return nil
+}
+
+// certsRenewed tells the reconciler which units must restart for renewed certificates.
+func (m *Master) certsRenewed(paths []string) {
+	m.mu.Lock()
+	rec := m.rec
+	m.mu.Unlock()
+	if rec != nil {
+		rec.Changed(paths...)
+	}
 }

@@ -24,6 +24,8 @@ import (
 // Paths of haagent's own state outside the data dir, relative to --root.
 const (
 	TokenFile = "var/lib/haagent/token"
+	// OwnedStateFile records what haagent last wrote, to tell hand edits from its own.
+	OwnedStateFile = "var/lib/haagent/files.json"
 	// renewCheckEvery is how often certificates are checked against their renewal time.
 	renewCheckEvery = time.Hour
 	// joinRetryEvery paces attempts to reach another master's join service.
@@ -236,8 +238,12 @@ func (m *Master) renewLoop(ctx context.Context, sh *pki.Shared) {
 	t := time.NewTicker(renewCheckEvery)
 	defer t.Stop()
 	for {
-		if err := RenewIfDue(m.cfg.Root, sh, m.cfg.Node(), time.Now(), false); err != nil {
+		changed, err := RenewIfDue(m.cfg.Root, sh, m.cfg.Node(), time.Now(), false)
+		if err != nil {
 			m.lg.Error("certificate renewal failed; retrying in an hour", "err", err)
+		} else if len(changed) > 0 {
+			m.lg.Info("renewed certificates at 2/3 of their lifetime", "files", len(changed))
+			m.certsRenewed(changed)
 		}
 		select {
 		case <-ctx.Done():
@@ -249,18 +255,17 @@ func (m *Master) renewLoop(ctx context.Context, sh *pki.Shared) {
 
 // RenewIfDue reissues a master's leaf certificates when any is due (or always with force).
 // etcd and the join service reload certificates from disk, so no restart is needed.
-func RenewIfDue(root string, sh *pki.Shared, n pki.Node, now time.Time, force bool) error {
+func RenewIfDue(root string, sh *pki.Shared, n pki.Node, now time.Time, force bool) ([]string, error) {
 	due, err := pki.DueForRenewal(root, now)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if len(due) == 0 && !force {
-		return nil
+		return nil, nil
 	}
 	fs, err := pki.Issue(sh, n, now)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	_, err = files.Apply(root, fs)
-	return err
+	return files.Apply(root, fs)
 }

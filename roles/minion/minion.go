@@ -10,8 +10,10 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
@@ -19,8 +21,12 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/haagent/haagent/files"
+	"github.com/haagent/haagent/flannel"
 	"github.com/haagent/haagent/join"
+	"github.com/haagent/haagent/netsetup"
+	"github.com/haagent/haagent/nodeconf"
 	"github.com/haagent/haagent/pki"
+	"github.com/haagent/haagent/reconcile"
 	"github.com/haagent/haagent/status"
 	"github.com/haagent/haagent/version"
 )
@@ -41,13 +47,26 @@ type Config struct {
 	Insecure         bool
 	JoinPort         int
 	AdvertiseAddress string
+	Iface            string
+	// ContainerRuntime is docker or containerd.
+	ContainerRuntime string
+	FlannelPrefix    string
+	EtcdClientPort   int
 	Root             string
 	StatusAddress    string
+	// Systemd is auto, on or off: whether haagent manages the units.
+	Systemd string
 }
+
+// DefaultContainerRuntime is containerd: Kubernetes 1.37 has no dockershim, so docker
+// needs cri-dockerd in between.
+const DefaultContainerRuntime = "containerd"
 
 // NewConfig returns the defaults.
 func NewConfig() *Config {
-	return &Config{JoinPort: join.DefaultPort, Root: DefaultRoot, StatusAddress: status.DefaultAddress}
+	return &Config{JoinPort: join.DefaultPort, Root: DefaultRoot, StatusAddress: status.DefaultAddress,
+		ContainerRuntime: DefaultContainerRuntime, FlannelPrefix: flannel.DefaultPrefix,
+		EtcdClientPort: 2379, Systemd: reconcile.SystemdAuto}
 }
 
 // AddFlags binds the minion's flags.
@@ -57,7 +76,12 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.Token, "token", c.Token, "cluster token from 'haagent token show' on a master")
 	fs.BoolVar(&c.Insecure, "insecure", c.Insecure, "join a --insecure lab cluster: no certificates")
 	fs.IntVar(&c.JoinPort, "join-port", c.JoinPort, "port of the join service behind the lb")
-	fs.StringVar(&c.AdvertiseAddress, "advertise-address", c.AdvertiseAddress, "this node's IP, for its certificates")
+	fs.StringVar(&c.AdvertiseAddress, "advertise-address", c.AdvertiseAddress, "this node's IP (default: the IPv4 of --iface)")
+	fs.StringVar(&c.Iface, "iface", c.Iface, "network interface for flannel and the node IP")
+	fs.StringVar(&c.ContainerRuntime, "container-runtime", c.ContainerRuntime, "containerd or docker (docker needs cri-dockerd)")
+	fs.StringVar(&c.FlannelPrefix, "flannel-prefix", c.FlannelPrefix, "etcd prefix of flannel's network config")
+	fs.IntVar(&c.EtcdClientPort, "etcd-client-port", c.EtcdClientPort, "etcd client port the lb forwards")
+	fs.StringVar(&c.Systemd, "systemd", c.Systemd, "manage the units: auto (where systemd runs), on or off")
 	fs.StringVar(&c.Root, "root", c.Root, "prefix for every file haagent writes")
 	fs.StringVar(&c.StatusAddress, "status-address", c.StatusAddress, "host:port for /healthz, /readyz, /metrics and /status")
 }
@@ -70,6 +94,13 @@ func (c *Config) Complete() error {
 			return fmt.Errorf("--name: not given and the hostname is unreadable: %w", err)
 		}
 		c.Name, _, _ = strings.Cut(h, ".")
+	}
+	if c.Iface != "" && c.AdvertiseAddress == "" {
+		ip, err := netsetup.InterfaceIPv4(c.Iface)
+		if err != nil {
+			return fmt.Errorf("--iface: %w", err)
+		}
+		c.AdvertiseAddress = ip.String()
 	}
 	return nil
 }
@@ -90,6 +121,12 @@ func (c *Config) Validate() error {
 	if c.JoinPort < 1 || c.JoinPort > 65535 {
 		errs = append(errs, fmt.Errorf("--join-port: %d is not a port in 1-65535", c.JoinPort))
 	}
+	if c.ContainerRuntime != "containerd" && c.ContainerRuntime != "docker" {
+		errs = append(errs, fmt.Errorf("--container-runtime: %q is not containerd or docker", c.ContainerRuntime))
+	}
+	if !slices.Contains([]string{reconcile.SystemdAuto, reconcile.SystemdOn, reconcile.SystemdOff}, c.Systemd) {
+		errs = append(errs, fmt.Errorf("--systemd: %q is not auto, on or off", c.Systemd))
+	}
 	if !filepath.IsAbs(c.Root) {
 		errs = append(errs, fmt.Errorf("--root: %q must be an absolute path", c.Root))
 	}
@@ -101,6 +138,9 @@ type Minion struct {
 	cfg *Config
 	lg  *slog.Logger
 	reg prometheus.Gatherer
+
+	mu  sync.Mutex // guards the fields below
+	rec *reconcile.Reconciler
 }
 
 // New prepares the role; it starts nothing.
@@ -110,11 +150,12 @@ func New(cfg *Config, lg *slog.Logger, gatherer prometheus.Gatherer) *Minion {
 
 // Status is the document behind /status on a minion.
 type Status struct {
-	Role    string         `json:"role"`
-	Name    string         `json:"name"`
-	Version string         `json:"version"`
-	LB      string         `json:"lb"`
-	Certs   []pki.CertInfo `json:"certs,omitempty"`
+	Role    string            `json:"role"`
+	Name    string            `json:"name"`
+	Version string            `json:"version"`
+	LB      string            `json:"lb"`
+	Certs   []pki.CertInfo    `json:"certs,omitempty"`
+	Node    *reconcile.Status `json:"node,omitempty"`
 }
 
 // Run joins (unless it holds current certificates), then keeps them renewed until ctx ends.
@@ -135,6 +176,11 @@ func (m *Minion) Run(ctx context.Context) error {
 			<-served
 			return err
 		}
+	}
+	if err := m.startReconciler(ctx); err != nil {
+		cancel()
+		<-served
+		return err
 	}
 	_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
 	m.lg.Info("minion ready", "lb", m.cfg.LB)
@@ -169,7 +215,14 @@ func (m *Minion) ready() error {
 
 func (m *Minion) status(ctx context.Context) (any, error) {
 	certs, _ := pki.Inspect(m.cfg.Root)
-	return Status{Role: "minion", Name: m.cfg.Name, Version: version.Version, LB: m.cfg.LB, Certs: certs}, nil
+	st := Status{Role: "minion", Name: m.cfg.Name, Version: version.Version, LB: m.cfg.LB, Certs: certs}
+	m.mu.Lock()
+	if m.rec != nil {
+		ns := m.rec.Status()
+		st.Node = &ns
+	}
+	m.mu.Unlock()
+	return st, nil
 }
 
 // joinIfNeeded fetches certificates through the lb when they are missing or due.
@@ -228,4 +281,47 @@ func Join(ctx context.Context, lg *slog.Logger, root, server string, token pki.T
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// NodeConfig is what the minion's files are rendered from: everything points at the lb.
+func (c *Config) NodeConfig() nodeconf.Config {
+	scheme := "https"
+	if c.Insecure {
+		scheme = "http"
+	}
+	return nodeconf.Config{
+		Role: "minion", Name: c.Name, AdvertiseAddress: c.AdvertiseAddress, LB: c.LB,
+		EtcdEndpoints: []string{scheme + "://" + net.JoinHostPort(c.LB, strconv.Itoa(c.EtcdClientPort))},
+		FlannelPrefix: c.FlannelPrefix, FlannelIface: c.Iface,
+		ContainerRuntime: c.ContainerRuntime, Root: c.Root, Insecure: c.Insecure,
+	}
+}
+
+// Render returns every file the minion owns besides its certificates.
+func (c *Config) Render() ([]files.File, error) {
+	nc := c.NodeConfig()
+	fs, err := nodeconf.Render(nc)
+	if err != nil {
+		return nil, err
+	}
+	return append(fs, nodeconf.UnitFiles(c.Root, nodeconf.Units(nc))...), nil
+}
+
+// ownedStateFile records what haagent last wrote, to tell hand edits from its own.
+const ownedStateFile = "var/lib/haagent/files.json"
+
+func (m *Minion) startReconciler(ctx context.Context) error {
+	rec, err := reconcile.Start(ctx, m.cfg.Systemd, reconcile.Config{
+		Render: m.cfg.Render,
+		Units:  nodeconf.Units(m.cfg.NodeConfig()),
+		Owned:  &files.Owned{Root: m.cfg.Root, StatePath: ownedStateFile},
+		Logger: m.lg.With("component", "reconcile"),
+	})
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.rec = rec
+	m.mu.Unlock()
+	return nil
 }

@@ -1,0 +1,36 @@
+package master
+
+import (
+	"net"
+	"strconv"
+
+	"github.com/haagent/haagent/files"
+	"github.com/haagent/haagent/nodeconf"
+)
+
+// NodeConfig is what this master's kube and flannel files are rendered from.
+// The apiserver and flanneld talk to the local etcd member.
+func (c *Config) NodeConfig() nodeconf.Config {
+	scheme := "https"
+	if c.Insecure {
+		scheme = "http"
+	}
+	return nodeconf.Config{
+		Role: "master", Name: c.Name, AdvertiseAddress: c.AdvertiseAddress, LB: c.LB,
+		EtcdEndpoints:         []string{scheme + "://" + net.JoinHostPort(c.AdvertiseAddress, strconv.Itoa(c.EtcdClientPort))},
+		ServiceClusterIPRange: c.ServiceClusterIPRange,
+		FlannelPrefix:         c.FlannelPrefix, FlannelIface: c.Iface,
+		Root: c.Root, Insecure: c.Insecure,
+	}
+}
+
+// Render returns every file this master owns besides its certificates: the
+// EnvironmentFiles and the unit files no package provides.
+func (c *Config) Render() ([]files.File, error) {
+	nc := c.NodeConfig()
+	fs, err := nodeconf.Render(nc)
+	if err != nil {
+		return nil, err
+	}
+	return append(fs, nodeconf.UnitFiles(c.Root, nodeconf.Units(nc))...), nil
+}
