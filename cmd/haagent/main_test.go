@@ -19,7 +19,8 @@ func TestBadInputExitsTwoWithOneLineNamingTheFlag(t *testing.T) {
 	}
 	dataDir := filepath.Join(tmp, "data")
 	peers := "--peers=m1=http://127.0.0.21:2380,m2=http://127.0.0.22:2380,m3=http://127.0.0.23:2380"
-	base := []string{"--role=master", "--name=m1", "--data-dir=" + dataDir, "--root=" + tmp}
+	token := "--token=0123456789abcdef0123"
+	base := []string{"--role=master", "--name=m1", "--data-dir=" + dataDir, "--root=" + tmp, "--token=0123456789abcdef0123"}
 	tests := []struct {
 		name string
 		args []string
@@ -31,20 +32,25 @@ func TestBadInputExitsTwoWithOneLineNamingTheFlag(t *testing.T) {
 		{"peers with a bad port", append(base, "--peers=m1=http://10.0.0.1:70000"), "--peers"},
 		{"duplicate names", append(base, "--peers=m1=http://127.0.0.21:2380,m1=http://127.0.0.22:2380"), "--peers"},
 		{"duplicate URLs", append(base, "--peers=m1=http://127.0.0.21:2380,m2=http://127.0.0.21:2380"), "--peers"},
-		{"name not in peers", []string{"--role=master", "--name=m9", "--data-dir=" + dataDir, peers}, "--name"},
+		{"name not in peers", []string{"--role=master", "--name=m9", "--data-dir=" + dataDir, peers, token}, "--name"},
 		{"advertise address not matching", append(base, peers, "--advertise-address=127.0.0.99"), "--advertise-address"},
 		{"bad CIDR", append(base, peers, "--flannel-network=172.30.0.0/33"), "--flannel-network"},
 		{"CIDR with host bits", append(base, peers, "--flannel-network=172.30.0.1/16"), "--flannel-network"},
 		{"subnet length out of range", append(base, peers, "--flannel-subnet-len=8"), "--flannel-subnet-len"},
 		{"subnet length too long", append(base, peers, "--flannel-subnet-len=31"), "--flannel-subnet-len"},
 		{"unknown backend", append(base, peers, "--flannel-backend=carrier-pigeon"), "--flannel-backend"},
-		{"data dir under a file", []string{"--role=master", "--name=m1", peers, "--data-dir=" + file + "/etcd"}, "--data-dir"},
-		{"data dir is a file", []string{"--role=master", "--name=m1", peers, "--data-dir=" + file}, "--data-dir"},
-		{"relative data dir", []string{"--role=master", "--name=m1", peers, "--data-dir=etcd"}, "--data-dir"},
+		{"data dir under a file", []string{"--role=master", "--name=m1", peers, token, "--data-dir=" + file + "/etcd"}, "--data-dir"},
+		{"data dir is a file", []string{"--role=master", "--name=m1", peers, token, "--data-dir=" + file}, "--data-dir"},
+		{"relative data dir", []string{"--role=master", "--name=m1", peers, token, "--data-dir=etcd"}, "--data-dir"},
 		{"unknown flag", append(base, "--masters=a,b"), "--masters"},
 		{"bad log level", append(base, peers, "--log-level=loud"), "--log-level"},
 		{"bad port", append(base, peers, "--etcd-client-port=0"), "--etcd-client-port"},
 		{"unknown command", []string{"frobnicate"}, "frobnicate"},
+		{"missing token with several masters", []string{"--role=master", "--name=m1", peers, "--data-dir=" + dataDir}, "--token"},
+		{"malformed token", append(base, peers, "--token=short"), "--token"},
+		{"bad systemd mode", append(base, peers, "--systemd=maybe"), "--systemd"},
+		{"minion without lb", []string{"--role=minion", token}, "--lb"},
+		{"minion with a bad runtime", []string{"--role=minion", token, "--lb=10.0.0.10", "--container-runtime=rkt"}, "--container-runtime"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
