@@ -21,7 +21,8 @@ const (
 	// StateDown: Fall failures in a row (or a failure before any success). Picked only
 	// when no better backend is left, because health may lag behind reality.
 	StateDown State = iota
-	// StateUnknown: not checked yet.
+	// StateUnknown: not checked yet. Its first passed check makes it healthy at once
+	// (Rise is for coming back from down), its first failure down.
 	StateUnknown
 	// StateRecovering: down, then fewer than Rise successes in a row.
 	StateRecovering
@@ -91,6 +92,7 @@ var ErrUnreachable = errors.New("unreachable")
 type backend struct {
 	addr string
 	port int
+	pool *pool // its siblings; nil in unit tests of one backend
 	cfg  *Config
 	lg   *slog.Logger
 	met  backendMetrics
@@ -104,6 +106,7 @@ type backend struct {
 	lastErr     string
 	since       time.Time // when state last changed
 	total       uint64
+	evictions   uint64 // times evict closed its connections
 	conns       map[*proxyConn]struct{}
 	closed      bool // the balancer is stopping: track refuses new conns
 }
@@ -123,10 +126,11 @@ func newBackend(addr string, port int, cfg *Config, met *Metrics) *backend {
 	return be
 }
 
-// recordSuccess counts a passed check.
+// recordSuccess counts a passed check. A backend becoming healthy gives the
+// connections parked on down siblings somewhere better to go; see evict.
 func (be *backend) recordSuccess() {
 	be.mu.Lock()
-	defer be.mu.Unlock()
+	wasHealthy := be.state == StateHealthy
 	be.falls = 0
 	be.unreachable = false
 	next := be.state
@@ -141,13 +145,18 @@ func (be *backend) recordSuccess() {
 		}
 	}
 	be.setStateLocked(next, "check passed")
+	becameHealthy := !wasHealthy && next == StateHealthy
+	be.mu.Unlock()
+	if becameHealthy && be.pool != nil {
+		be.pool.evict()
+	}
 }
 
-// recordFailure counts a failed check or dial. When the backend goes down, its
-// proxied connections are closed (outside the lock) so that their clients reconnect
-// to a live backend at once rather than waiting for their own timeouts.
+// recordFailure counts a failed check or dial. When the backend goes down (or, being
+// down, becomes unreachable) its connections may have to be evicted; see evict.
 func (be *backend) recordFailure(reason error) {
 	be.mu.Lock()
+	wasUnreachable := be.unreachable
 	be.lastErr = reason.Error()
 	be.unreachable = errors.Is(reason, ErrUnreachable)
 	be.rises = 0
@@ -162,14 +171,48 @@ func (be *backend) recordFailure(reason error) {
 			next = StateDown
 		}
 	}
-	var doomed []*proxyConn
-	if next == StateDown && be.state != StateDown {
-		doomed = be.connsLocked()
-	}
+	wentDown := next == StateDown && (be.state != StateDown || be.unreachable && !wasUnreachable)
 	be.setStateLocked(next, be.lastErr)
 	be.mu.Unlock()
-	for _, c := range doomed {
-		c.close()
+	if wentDown && be.pool != nil {
+		be.pool.evict()
+	}
+}
+
+// evict closes, outside the locks, the connections of every down backend in the
+// pool whose clients have somewhere better to go: so that long-lived clients (gRPC
+// streams, watches) reconnect at once rather than wait for their own timeouts. That
+// is always so for an unreachable backend, whose connections are most likely dead
+// already; for a backend that answers but fails its check (every etcd member while
+// there is no leader, every apiserver while etcd has no quorum) only when another
+// backend of the port is healthy, since closing would just send the clients to a
+// backend no better than the one they had. (Suspect does not count: in a round where
+// every backend fails, some are still suspect when the first goes down.)
+func (p *pool) evict() {
+	anyHealthy := false
+	for _, be := range p.backends {
+		if be.snapshot().state == StateHealthy {
+			anyHealthy = true
+			break
+		}
+	}
+	for _, be := range p.backends {
+		be.mu.Lock()
+		var doomed []*proxyConn
+		if be.state == StateDown && (be.unreachable || anyHealthy) && len(be.conns) > 0 {
+			be.evictions++
+			doomed = be.connsLocked()
+			for _, c := range doomed {
+				be.untrackLocked(c)
+			}
+		}
+		be.mu.Unlock()
+		if len(doomed) > 0 {
+			be.lg.Info(fmt.Sprintf("%s is down: closing its %d connections", be.addr, len(doomed)), "port", be.port)
+		}
+		for _, c := range doomed {
+			c.close()
+		}
 	}
 }
 
@@ -206,11 +249,13 @@ func (be *backend) connsLocked() []*proxyConn {
 	return cs
 }
 
-// track adds a proxied connection; it returns false once the balancer is stopping.
-func (be *backend) track(c *proxyConn) bool {
+// track adds a proxied connection dialed from snap. It returns false if the
+// backend's connections were evicted since snap was taken (this one must not outlive
+// them) or the balancer is stopping.
+func (be *backend) track(c *proxyConn, snap snapshot) bool {
 	be.mu.Lock()
 	defer be.mu.Unlock()
-	if be.closed {
+	if be.closed || be.evictions != snap.evictions {
 		return false
 	}
 	be.conns[c] = struct{}{}
@@ -223,6 +268,10 @@ func (be *backend) track(c *proxyConn) bool {
 func (be *backend) untrack(c *proxyConn) {
 	be.mu.Lock()
 	defer be.mu.Unlock()
+	be.untrackLocked(c)
+}
+
+func (be *backend) untrackLocked(c *proxyConn) {
 	if _, ok := be.conns[c]; ok {
 		delete(be.conns, c)
 		be.met.active.Dec()
@@ -246,12 +295,13 @@ type snapshot struct {
 	state       State
 	unreachable bool
 	active      int
+	evictions   uint64
 }
 
 func (be *backend) snapshot() snapshot {
 	be.mu.Lock()
 	defer be.mu.Unlock()
-	return snapshot{be: be, state: be.state, unreachable: be.unreachable, active: len(be.conns)}
+	return snapshot{be: be, state: be.state, unreachable: be.unreachable, active: len(be.conns), evictions: be.evictions}
 }
 
 // rank orders candidates: the state first, then, among down backends, reachable ones.
@@ -300,10 +350,10 @@ func (c *proxyConn) close() {
 
 // backendMetrics are a backend's metrics with the port and backend labels applied.
 type backendMetrics struct {
-	up, active       prometheus.Gauge
-	total            prometheus.Counter
-	bytesIn          prometheus.Counter
-	bytesOut         prometheus.Counter
-	dial             prometheus.Observer
-	transitions      *prometheus.CounterVec // by "to"
+	up, active  prometheus.Gauge
+	total       prometheus.Counter
+	bytesIn     prometheus.Counter
+	bytesOut    prometheus.Counter
+	dial        prometheus.Observer
+	transitions *prometheus.CounterVec // by "to"
 }

@@ -22,10 +22,10 @@ import (
 //     Worst case 250+300+300 = 850 ms; a killed process (RST) is seen by the first
 //     failing check or dial, in a few milliseconds.
 //   - A new connection that meets the blackhole first waits at most CheckTimeout for
-//     the connect when another candidate is left, then goes on to the next one; the
+//     the connect while a healthy backend is left to try, then goes on to it; the
 //     failed dial counts as a failed check, so later connections skip the backend.
-//     Only the last candidate gets the full DialTimeout (1 s), which covers one lost
-//     SYN on a healthy but loaded LAN.
+//     Without a healthy alternative the connect gets the full DialTimeout (1 s):
+//     nothing better is left to try, and a LAN connect that takes longer has failed.
 //   - 300 ms is 100x a LAN round trip; a master that can't answer /readyz or /health
 //     within it twice in a row is no place to send new work. Fall 2 and Rise 2 keep a
 //     single lost packet from moving traffic back and forth.
@@ -108,8 +108,8 @@ type Config struct {
 	Fall int
 	// Rise is how many successes in a row bring a down backend back.
 	Rise int
-	// DialTimeout bounds the connect to the last backend candidate of a new
-	// connection; earlier candidates get min(DialTimeout, CheckTimeout).
+	// DialTimeout bounds the connect to a backend; while a healthy candidate is left
+	// to try after this one, the connect gets only min(DialTimeout, CheckTimeout).
 	DialTimeout time.Duration
 	// MaxConns caps the client connections held at once, over all ports; past it new
 	// clients are closed at once.

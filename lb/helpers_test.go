@@ -101,14 +101,25 @@ func (e *echoBackend) close() {
 type fakeChecker struct {
 	mu     sync.Mutex // guards the fields below
 	health map[string]Health
+	errs   map[string]error
 }
 
-func newFakeChecker() *fakeChecker { return &fakeChecker{health: map[string]Health{}} }
+func newFakeChecker() *fakeChecker {
+	return &fakeChecker{health: map[string]Health{}, errs: map[string]error{}}
+}
 
 func (f *fakeChecker) set(addr string, h Health) {
+	err := error(nil)
+	if h == HealthFailed {
+		err = errors.New("fake failure")
+	}
+	f.setErr(addr, h, err)
+}
+
+func (f *fakeChecker) setErr(addr string, h Health, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.health[addr] = h
+	f.health[addr], f.errs[addr] = h, err
 }
 
 func (f *fakeChecker) Check(ctx context.Context, addr string) (Health, error) {
@@ -118,10 +129,7 @@ func (f *fakeChecker) Check(ctx context.Context, addr string) (Health, error) {
 	if !ok {
 		return HealthOK, nil
 	}
-	if h == HealthFailed {
-		return h, errors.New("fake failure")
-	}
-	return h, nil
+	return h, f.errs[addr]
 }
 
 // manualTicker never ticks unless the test sends on c.

@@ -1,7 +1,8 @@
 // Package lb is a health-checked TCP load balancer for the masters' ports: it proxies
 // each client connection at L4 to the best backend, checks every backend several
-// times a second, and closes the connections of a backend that goes down so that
-// long-lived clients (etcd gRPC streams, Kubernetes watches) reconnect at once.
+// times a second, and closes the connections of a backend that goes down, when there
+// is a better one, so that long-lived clients (etcd gRPC streams, Kubernetes
+// watches) reconnect at once.
 package lb
 
 import (
@@ -25,8 +26,8 @@ import (
 // finished sending, in case the other side never does.
 const halfCloseTimeout = time.Minute
 
-// copyChunk is how many bytes one splice call may move before the byte counters are
-// updated; it bounds how far the bytes metric lags.
+// copyChunk is how many bytes one io.CopyN (a run of splice calls) may move before
+// the byte counters are updated; it bounds how far the bytes metric lags.
 const copyChunk = 64 << 10
 
 // warnEvery rate-limits the warnings that would otherwise come once per connection.
@@ -100,7 +101,9 @@ func New(cfg Config) (*Balancer, error) {
 			}
 		}
 		for _, a := range addrs {
-			p.backends = append(p.backends, newBackend(a, port, &b.cfg, cfg.Metrics))
+			be := newBackend(a, port, &b.cfg, cfg.Metrics)
+			be.pool = p
+			p.backends = append(p.backends, be)
 		}
 		b.pools = append(b.pools, p)
 	}
@@ -161,6 +164,9 @@ func (b *Balancer) Run(ctx context.Context) error {
 	if b.started.Swap(true) {
 		return errors.New("lb: Run called twice")
 	}
+	if ctx.Err() != nil {
+		return nil
+	}
 	var lc net.ListenConfig
 	lns := make([]*net.TCPListener, 0, len(b.pools))
 	closeAll := func() {
@@ -209,8 +215,8 @@ func (b *Balancer) Run(ctx context.Context) error {
 	return err
 }
 
-// healthLoop runs a round of checks at once, then one per tick. Ticks that come while
-// a round runs are dropped, so rounds never overlap.
+// healthLoop runs a round of checks at once, then one per tick. Rounds never
+// overlap: a round that overruns the interval is followed at once by the next.
 func (b *Balancer) healthLoop(ctx context.Context) {
 	b.checkRound(ctx)
 	if ctx.Err() != nil {
@@ -297,7 +303,7 @@ func (b *Balancer) handle(ctx context.Context, p *pool, client *net.TCPConn) {
 		b.warn("max-conns", "refusing connections: --lb-max-conns reached", "port", p.port, "max", b.cfg.MaxConns)
 		return
 	}
-	server, be, err := b.dial(ctx, p)
+	server, snap, err := b.dial(ctx, p)
 	if err != nil {
 		client.Close()
 		if ctx.Err() == nil {
@@ -306,8 +312,9 @@ func (b *Balancer) handle(ctx context.Context, p *pool, client *net.TCPConn) {
 		}
 		return
 	}
+	be := snap.be
 	pc := &proxyConn{client: client, server: server}
-	if !be.track(pc) {
+	if !be.track(pc, snap) {
 		pc.close()
 		return
 	}
@@ -337,16 +344,16 @@ func (b *Balancer) candidates(p *pool) []snapshot {
 	return snaps
 }
 
-// dial connects to the first candidate that answers. Every candidate but the last
-// gets min(DialTimeout, CheckTimeout): a LAN connect takes well under a millisecond,
-// and a blackholed backend must not hold up the client for the full DialTimeout while
-// another is left. A failed dial counts as a failed check.
-func (b *Balancer) dial(ctx context.Context, p *pool) (*net.TCPConn, *backend, error) {
+// dial connects to the first candidate that answers. A candidate followed by one that
+// is up gets min(DialTimeout, CheckTimeout): a LAN connect takes well under a
+// millisecond, and a blackholed backend must not hold up the client for the full
+// DialTimeout while a healthy one is left. A failed dial counts as a failed check.
+func (b *Balancer) dial(ctx context.Context, p *pool) (*net.TCPConn, snapshot, error) {
 	cands := b.candidates(p)
 	var errs []error
 	for i, s := range cands {
 		timeout := b.cfg.DialTimeout
-		if i < len(cands)-1 {
+		if i+1 < len(cands) && cands[i+1].state.Up() {
 			timeout = min(timeout, b.cfg.CheckTimeout)
 		}
 		dctx, cancel := context.WithTimeout(ctx, timeout)
@@ -355,17 +362,17 @@ func (b *Balancer) dial(ctx context.Context, p *pool) (*net.TCPConn, *backend, e
 		cancel()
 		if err == nil {
 			s.be.met.dial.Observe(time.Since(start).Seconds())
-			return c.(*net.TCPConn), s.be, nil
+			return c.(*net.TCPConn), s, nil
 		}
 		if ctx.Err() != nil {
-			return nil, nil, ctx.Err()
+			return nil, snapshot{}, ctx.Err()
 		}
 		errs = append(errs, err)
 		if h, _ := classify(err); h == HealthFailed {
 			s.be.recordFailure(fmt.Errorf("%w: %w", ErrUnreachable, err))
 		}
 	}
-	return nil, nil, errors.Join(errs...)
+	return nil, snapshot{}, errors.Join(errs...)
 }
 
 // proxy copies both ways until both sides have finished, passing on half-closes.

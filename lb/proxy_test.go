@@ -3,6 +3,8 @@ package lb
 import (
 	"bytes"
 	"crypto/rand"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strconv"
@@ -163,30 +165,52 @@ func blackhole(t *testing.T) string {
 	return ""
 }
 
-func TestBlackholedPrimaryFailsOverFast(t *testing.T) {
-	hole := blackhole(t)
-	b := newEchoBackend(t, "b")
-	tl := startLB(t, func(c *Config) {
-		c.BackendAddrs = map[int][]string{testPort: {hole, b.addr()}}
-		c.CheckTimeout = 200 * time.Millisecond
-		c.DialTimeout = 5 * time.Second
-	})
-	start := time.Now()
-	c := dialThrough(t, tl.addr())
-	took := time.Since(start)
-	if c.backend != "b" {
-		t.Fatalf("served by %q", c.backend)
+func TestBlackholedPrimary(t *testing.T) {
+	const checkTimeout, dialTimeout = 150 * time.Millisecond, 800 * time.Millisecond
+	tests := []struct {
+		name          string
+		secondary     Health // what the checker says of the live secondary
+		min, max      time.Duration
+		wantPrimaryIs State
+	}{
+		// A healthy secondary is left: the primary gets only CheckTimeout.
+		{"healthy alternative", HealthOK, checkTimeout, dialTimeout - 100*time.Millisecond, StateSuspect},
+		// Nothing healthy is left: the primary gets the full DialTimeout.
+		{"no healthy alternative", HealthFailed, dialTimeout, 5 * time.Second, StateSuspect},
 	}
-	// The blackholed primary gets CheckTimeout, not DialTimeout.
-	if took > 2*time.Second {
-		t.Errorf("first client took %s", took)
-	}
-	if st := tl.state(hole); st != StateSuspect {
-		t.Errorf("blackholed primary is %s, want suspect", st)
-	}
-	start = time.Now()
-	if c := dialThrough(t, tl.addr()); c.backend != "b" || time.Since(start) > 150*time.Millisecond {
-		t.Errorf("second client served by %q after %s; want b at once", c.backend, time.Since(start))
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			hole := blackhole(t)
+			b := newEchoBackend(t, "b")
+			tl := startLB(t, func(c *Config) {
+				c.BackendAddrs = map[int][]string{testPort: {hole, b.addr()}}
+				c.CheckTimeout = checkTimeout
+				c.DialTimeout = dialTimeout
+			})
+			tl.checker.set(b.addr(), tt.secondary)
+			tl.round()
+			tl.round() // Fall is 2
+			start := time.Now()
+			c := dialThrough(t, tl.addr())
+			took := time.Since(start)
+			if c.backend != "b" {
+				t.Fatalf("served by %q", c.backend)
+			}
+			if took < tt.min || took > tt.max {
+				t.Errorf("first client took %s, want %s-%s", took, tt.min, tt.max)
+			}
+			if st := tl.state(hole); st != tt.wantPrimaryIs {
+				t.Errorf("blackholed primary is %s, want %s", st, tt.wantPrimaryIs)
+			}
+			if tt.secondary != HealthOK {
+				return
+			}
+			// Suspect ranks below healthy: the next client goes straight to b.
+			start = time.Now()
+			if c := dialThrough(t, tl.addr()); c.backend != "b" || time.Since(start) > checkTimeout {
+				t.Errorf("second client served by %q after %s; want b at once", c.backend, time.Since(start))
+			}
+		})
 	}
 }
 
@@ -213,6 +237,56 @@ func TestDownClosesConnections(t *testing.T) {
 	cb.echo(t, "b untouched")
 	if n := tl.active(a.addr()); n != 0 {
 		t.Errorf("a still tracks %d connections", n)
+	}
+}
+
+func TestEviction(t *testing.T) {
+	unreachable := fmt.Errorf("%w: fake connect timeout", ErrUnreachable)
+	tests := []struct {
+		name string
+		// aErr and bErr are the failures of a and b (nil: passes), checked twice.
+		aErr, bErr error
+		wantClosed bool
+	}{
+		{"down with a healthy alternative", errors.New("503"), nil, true},
+		{"unreachable without an alternative", unreachable, errors.New("503"), true},
+		// Every etcd member without a leader: closing would gain nothing.
+		{"all answering but failing", errors.New("no leader"), errors.New("no leader"), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, b := newEchoBackend(t, "a"), newEchoBackend(t, "b")
+			tl := startLB(t, nil, a, b)
+			ca := dialThrough(t, tl.addr())
+			for addr, err := range map[string]error{a.addr(): tt.aErr, b.addr(): tt.bErr} {
+				if err != nil {
+					tl.checker.setErr(addr, HealthFailed, err)
+				}
+			}
+			tl.round()
+			tl.round()
+			if st := tl.state(a.addr()); st != StateDown {
+				t.Fatalf("a is %s", st)
+			}
+			if tt.wantClosed {
+				ca.waitClosed(t)
+				return
+			}
+			ca.echo(t, "kept while nothing is better")
+			// Clients still get through, in order, to a backend that answers.
+			if c := dialThrough(t, tl.addr()); c.backend != "a" {
+				t.Errorf("with all down served by %s", c.backend)
+			}
+			// Once b is up again, a's clients have somewhere better to go.
+			tl.checker.set(b.addr(), HealthOK)
+			tl.round()
+			tl.round()
+			if st := tl.state(b.addr()); st != StateHealthy {
+				t.Fatalf("b is %s", st)
+			}
+			ca.waitClosed(t)
+			waitFor(t, "a's connections to go", func() bool { return tl.active(a.addr()) == 0 })
+		})
 	}
 }
 

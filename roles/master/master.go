@@ -81,7 +81,7 @@ type FlannelStatus struct {
 func (m *Master) Run(ctx context.Context) error {
 	srv, err := status.Listen(status.Config{
 		Address:  m.cfg.StatusAddress,
-		Ready:    m.member.Healthy,
+		Ready:    m.ready,
 		Status:   m.status,
 		Gatherer: m.reg,
 		Logger:   m.lg,
@@ -259,4 +259,17 @@ func (m *Master) certsRenewed(paths []string) {
 	if rec != nil {
 		rec.Changed(paths...)
 	}
+}
+
+// ready is /readyz: the member is healthy and the node files are in place.
+func (m *Master) ready() error {
+	if err := m.member.Healthy(); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.rec == nil {
+		return errors.New("node files not written yet")
+	}
+	return nil
 }

@@ -204,6 +204,12 @@ func (m *Minion) Run(ctx context.Context) error {
 }
 
 func (m *Minion) ready() error {
+	m.mu.Lock()
+	rec := m.rec
+	m.mu.Unlock()
+	if rec == nil {
+		return errors.New("node files not written yet")
+	}
 	if m.cfg.Insecure {
 		return nil
 	}

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/haagent/haagent/files"
+	"github.com/haagent/haagent/nodeconf"
+	"github.com/haagent/haagent/pki"
+	"github.com/haagent/haagent/reconcile"
+	"github.com/haagent/haagent/roles/master"
+)
+
+// runReset returns a host to its freshly installed state, for baking golden images.
+func runReset(ctx context.Context, args []string) error {
+	fs := newFlagSet("haagent reset")
+	root := fs.String("root", master.DefaultRoot, "as for the agent")
+	dataDir := fs.String("data-dir", master.DefaultDataDir, "the master's etcd data dir")
+	yes := fs.Bool("yes", false, "really delete: the etcd data dir, the certificates and every file haagent rendered")
+	mode := fs.String("systemd", reconcile.SystemdAuto, "stop the managed units: auto, on or off")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	owned := &files.Owned{Root: *root, StatePath: master.OwnedStateFile}
+	rendered, err := owned.Paths()
+	if err != nil {
+		return err
+	}
+	slices.Sort(rendered)
+	doomed := append([]string{}, rendered...)
+	for _, p := range []string{pki.Dir, pki.AdminKubeconfig, pki.ControllerManagerKubeconfig, pki.SchedulerKubeconfig,
+		pki.KubeletKubeconfig, pki.ProxyKubeconfig, master.TokenFile, master.OwnedStateFile} {
+		doomed = append(doomed, p)
+	}
+	if !*yes {
+		fmt.Println("haagent reset would stop the kube and flannel units and delete:")
+		fmt.Println("  " + *dataDir + " (the etcd data dir)")
+		for _, p := range doomed {
+			fmt.Println("  " + filepath.Join(*root, p))
+		}
+		return usagef("--yes: required to delete anything; run 'haagent reset --yes' to reset this host")
+	}
+	lg := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	mgr, err := reconcile.Connect(ctx, *mode, lg)
+	if err != nil {
+		return fmt.Errorf("--systemd=%s: %w", *mode, err)
+	}
+	if mgr != nil {
+		defer mgr.Close()
+		var units []string
+		for _, c := range []nodeconf.Config{{Role: "master"}, {Role: "minion"}} {
+			for _, u := range nodeconf.Units(c) {
+				if u.Name != ".service" && !slices.Contains(units, u.Name) {
+					units = append(units, u.Name)
+				}
+			}
+		}
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		defer cancel()
+		for _, u := range slices.Backward(units) {
+			if err := mgr.Stop(sctx, u); err != nil {
+				lg.Warn("stop unit", "unit", u, "err", err)
+			}
+		}
+		if err := mgr.Disable(sctx, units...); err != nil {
+			lg.Warn("disable units", "err", err)
+		}
+	}
+	var errs []error
+	for _, p := range doomed {
+		if err := os.RemoveAll(filepath.Join(*root, p)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := os.RemoveAll(*dataDir); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("reset: %w", err)
+	}
+	fmt.Printf("reset: removed %s, the certificates and %d rendered files; this host is ready to bake\n", *dataDir, len(rendered))
+	return nil
+}

@@ -1,0 +1,229 @@
+package lb
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	balancer "github.com/haagent/haagent/lb"
+	"github.com/haagent/haagent/status"
+)
+
+// Defaults for the lb's flags. The health-check timings are the balancer's; its
+// package documents why they are what they are.
+const (
+	DefaultListenAddress = balancer.DefaultListenAddress
+	DefaultRoot          = "/"
+	DefaultPolicy        = string(balancer.DefaultPolicy)
+	DefaultCheckInterval = balancer.DefaultCheckInterval
+	DefaultCheckTimeout  = balancer.DefaultCheckTimeout
+	DefaultFall          = balancer.DefaultFall
+	DefaultRise          = balancer.DefaultRise
+	DefaultDialTimeout   = balancer.DefaultDialTimeout
+	DefaultMaxConns      = balancer.DefaultMaxConns
+	DefaultImpl          = ImplBuiltin
+)
+
+// Implementations of --lb-impl.
+const (
+	// ImplBuiltin balances in this process, with active health checks.
+	ImplBuiltin = "builtin"
+	// ImplNginx writes an nginx stream config and leaves the balancing to nginx.
+	ImplNginx = "nginx"
+)
+
+// DefaultPorts are the masters' ports the lb fronts unless --lb-ports says otherwise:
+// the apiserver and etcd's client port.
+func DefaultPorts() []int { return []int{balancer.PortAPIServer, balancer.PortEtcdClient} }
+
+// Config is everything the lb needs; see AddFlags for each field's flag.
+type Config struct {
+	Name string
+	// Masters are the masters' IPs or hostnames, primary first.
+	Masters []string
+	// Ports are the ports balanced, each on the same port of every master.
+	Ports  []int
+	Policy string
+	// CheckInterval, CheckTimeout and DialTimeout are durations; Fall and Rise are
+	// counts of checks in a row.
+	CheckInterval time.Duration
+	CheckTimeout  time.Duration
+	Fall          int
+	Rise          int
+	DialTimeout   time.Duration
+	// MaxConns caps the client connections held at once; each uses two file descriptors.
+	MaxConns      int
+	Impl          string
+	ListenAddress string
+	StatusAddress string
+	// Root prefixes every path haagent writes.
+	Root string
+}
+
+// NewConfig returns a Config holding the defaults.
+func NewConfig() *Config {
+	return &Config{
+		Ports:         DefaultPorts(),
+		Policy:        DefaultPolicy,
+		CheckInterval: DefaultCheckInterval,
+		CheckTimeout:  DefaultCheckTimeout,
+		Fall:          DefaultFall,
+		Rise:          DefaultRise,
+		DialTimeout:   DefaultDialTimeout,
+		MaxConns:      DefaultMaxConns,
+		Impl:          DefaultImpl,
+		ListenAddress: DefaultListenAddress,
+		StatusAddress: status.DefaultAddress,
+		Root:          DefaultRoot,
+	}
+}
+
+// AddFlags binds the lb's flags to c.
+func (c *Config) AddFlags(fs *pflag.FlagSet) {
+	fs.StringSliceVar(&c.Masters, "masters", c.Masters, "the masters' IPs or hostnames, comma-separated, primary first (required)")
+	fs.IntSliceVar(&c.Ports, "lb-ports", c.Ports, "ports to balance, each forwarded to the same port on every master")
+	fs.StringVar(&c.Policy, "lb-policy", c.Policy, "failover (first healthy master in --masters order) or least-conn")
+	fs.DurationVar(&c.CheckInterval, "lb-check-interval", c.CheckInterval, "time between health checks of each master (builtin only)")
+	fs.DurationVar(&c.CheckTimeout, "lb-check-timeout", c.CheckTimeout, "timeout of one health check (builtin only)")
+	fs.IntVar(&c.Fall, "lb-fall", c.Fall, "failed checks in a row that take a master out (builtin only)")
+	fs.IntVar(&c.Rise, "lb-rise", c.Rise, "passed checks in a row that bring a master back (builtin only)")
+	fs.DurationVar(&c.DialTimeout, "lb-dial-timeout", c.DialTimeout, "timeout of the connect to a master")
+	fs.IntVar(&c.MaxConns, "lb-max-conns", c.MaxConns, "client connections held at once; more are closed at once (builtin only)")
+	fs.StringVar(&c.Impl, "lb-impl", c.Impl, "builtin (balance in haagent) or nginx (write "+NginxConfPath+" for nginx)")
+	fs.StringVar(&c.ListenAddress, "listen-address", c.ListenAddress, "IP that the balanced ports bind to")
+	fs.StringVar(&c.StatusAddress, "status-address", c.StatusAddress, "host:port for /healthz, /readyz, /metrics and /status")
+	fs.StringVar(&c.Root, "root", c.Root, "prefix for every file haagent writes")
+	fs.StringVar(&c.Name, "name", c.Name, "this node's name (default: the short hostname)")
+}
+
+// Complete fills the defaults that depend on the host (the name) and trims the
+// blanks around --masters entries. It reads the host but changes nothing on it.
+func (c *Config) Complete() error {
+	if c.Name == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("--name: not given and the hostname is unreadable: %w; set --name", err)
+		}
+		c.Name, _, _ = strings.Cut(h, ".")
+	}
+	for i, m := range c.Masters {
+		c.Masters[i] = strings.TrimSpace(m)
+	}
+	return nil
+}
+
+var hostnameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$`)
+
+// Validate reports every problem at once, each naming its flag and the fix. It does
+// no I/O.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(flag, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("--%s: %s", flag, fmt.Sprintf(format, args...)))
+	}
+	if c.Name == "" {
+		bad("name", "must not be empty; set --name or fix the hostname")
+	}
+	if len(c.Masters) == 0 {
+		bad("masters", "required; list the masters' IPs or hostnames, primary first, e.g. --masters=10.0.0.11,10.0.0.12,10.0.0.13")
+	}
+	seenHost := map[string]bool{}
+	for _, m := range c.Masters {
+		switch {
+		case m == "":
+			bad("masters", "has an empty entry; remove the stray comma")
+		case strings.Contains(m, "="), strings.Contains(m, "://"):
+			bad("masters", "%q is not a plain host; give IPs or hostnames only, e.g. 10.0.0.11", m)
+		case net.ParseIP(m) != nil:
+		case strings.Contains(m, ":"):
+			bad("masters", "%q has a port; give hosts only, the ports come from --lb-ports", m)
+		case !hostnameRE.MatchString(m):
+			bad("masters", "%q is not an IP address or hostname", m)
+		}
+		key := strings.ToLower(m)
+		if ip := net.ParseIP(m); ip != nil {
+			key = ip.String()
+		}
+		if m != "" && seenHost[key] {
+			bad("masters", "%q is listed twice; list each master once", m)
+		}
+		seenHost[key] = true
+	}
+	if len(c.Ports) == 0 {
+		bad("lb-ports", "required; e.g. --lb-ports=6443,2379")
+	}
+	seenPort := map[int]bool{}
+	for _, p := range c.Ports {
+		if p < 1 || p > 65535 {
+			bad("lb-ports", "%d is not a port in 1-65535", p)
+		} else if seenPort[p] {
+			bad("lb-ports", "%d is listed twice; list each port once", p)
+		}
+		seenPort[p] = true
+	}
+	policies := make([]string, len(balancer.Policies))
+	for i, p := range balancer.Policies {
+		policies[i] = string(p)
+	}
+	if !slices.Contains(policies, c.Policy) {
+		bad("lb-policy", "%q is not one of %s", c.Policy, strings.Join(policies, ", "))
+	}
+	if c.CheckInterval < 10*time.Millisecond || c.CheckInterval > time.Minute {
+		bad("lb-check-interval", "%s is outside 10ms-1m; the default is %s", c.CheckInterval, DefaultCheckInterval)
+	}
+	if c.CheckTimeout < 10*time.Millisecond || c.CheckTimeout > 30*time.Second {
+		bad("lb-check-timeout", "%s is outside 10ms-30s; the default is %s", c.CheckTimeout, DefaultCheckTimeout)
+	}
+	if c.Fall < 1 {
+		bad("lb-fall", "%d must be at least 1", c.Fall)
+	}
+	if c.Rise < 1 {
+		bad("lb-rise", "%d must be at least 1", c.Rise)
+	}
+	if c.DialTimeout < 10*time.Millisecond || c.DialTimeout > time.Minute {
+		bad("lb-dial-timeout", "%s is outside 10ms-1m; the default is %s", c.DialTimeout, DefaultDialTimeout)
+	}
+	if c.MaxConns < 1 {
+		bad("lb-max-conns", "%d must be at least 1", c.MaxConns)
+	}
+	if c.Impl != ImplBuiltin && c.Impl != ImplNginx {
+		bad("lb-impl", "%q is not %s or %s", c.Impl, ImplBuiltin, ImplNginx)
+	}
+	if net.ParseIP(c.ListenAddress) == nil {
+		bad("listen-address", "%q is not an IP address; use 0.0.0.0 or one of this host's IPs", c.ListenAddress)
+	}
+	if _, port, err := net.SplitHostPort(c.StatusAddress); err != nil {
+		bad("status-address", "%q is not host:port", c.StatusAddress)
+	} else if p, err := strconv.Atoi(port); err == nil && seenPort[p] {
+		bad("status-address", "port %d is also in --lb-ports; choose another port", p)
+	}
+	if !filepath.IsAbs(c.Root) {
+		bad("root", "%q must be an absolute path", c.Root)
+	}
+	return errors.Join(errs...)
+}
+
+// BalancerConfig turns a validated Config into the balancer's configuration.
+func (c *Config) BalancerConfig() balancer.Config {
+	return balancer.Config{
+		ListenAddress: c.ListenAddress,
+		Ports:         slices.Clone(c.Ports),
+		Backends:      slices.Clone(c.Masters),
+		Policy:        balancer.Policy(c.Policy),
+		CheckInterval: c.CheckInterval,
+		CheckTimeout:  c.CheckTimeout,
+		Fall:          c.Fall,
+		Rise:          c.Rise,
+		DialTimeout:   c.DialTimeout,
+		MaxConns:      c.MaxConns,
+	}
+}

@@ -1,0 +1,204 @@
+// Package lb is the lb role: it fronts the masters' ports with the health-checked
+// balancer of package github.com/haagent/haagent/lb (or writes an nginx stream config),
+// serves the status endpoints and tells systemd when it is ready.
+package lb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/haagent/haagent/files"
+	balancer "github.com/haagent/haagent/lb"
+	"github.com/haagent/haagent/status"
+	"github.com/haagent/haagent/version"
+)
+
+// UnitManager restarts systemd units.
+type UnitManager interface {
+	Restart(ctx context.Context, unit string) error
+}
+
+// LB is a running lb role.
+type LB struct {
+	cfg *Config
+	lg  *slog.Logger
+	reg prometheus.Gatherer
+	bal *balancer.Balancer // nil with --lb-impl=nginx
+
+	// Units restarts nginx after its config changed (--lb-impl=nginx). Nil leaves
+	// that to the operator. Set it before Run.
+	Units UnitManager
+}
+
+// New prepares the lb from a validated config; it starts nothing. Its metrics go to
+// registerer, if not nil; gatherer serves /metrics.
+func New(cfg *Config, lg *slog.Logger, gatherer prometheus.Gatherer, registerer prometheus.Registerer) (*LB, error) {
+	l := &LB{cfg: cfg, lg: lg, reg: gatherer}
+	if cfg.Impl == ImplNginx {
+		return l, nil
+	}
+	met := balancer.NewMetrics()
+	if registerer != nil {
+		if err := met.Register(registerer); err != nil {
+			return nil, fmt.Errorf("lb metrics: %w", err)
+		}
+	}
+	bc := cfg.BalancerConfig()
+	bc.Logger = lg
+	bc.Metrics = met
+	bal, err := balancer.New(bc)
+	if err != nil {
+		return nil, err
+	}
+	l.bal = bal
+	return l, nil
+}
+
+// Run blocks until ctx ends (returning nil after a clean stop) or the balancer fails.
+func (l *LB) Run(ctx context.Context) error {
+	if l.bal == nil {
+		return l.runNginx(ctx)
+	}
+	srv, err := status.Listen(status.Config{
+		Address:  l.cfg.StatusAddress,
+		Ready:    l.bal.Ready,
+		Status:   l.status,
+		Gatherer: l.reg,
+		Logger:   l.lg,
+	})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	statusErr := make(chan error, 1)
+	go func() { statusErr <- srv.Serve(ctx) }()
+	balErr := make(chan error, 1)
+	go func() { balErr <- l.bal.Run(ctx) }()
+
+	select {
+	case <-l.bal.Serving():
+		notifyReady(l.lg)
+		l.lg.Info("lb ready", "name", l.cfg.Name, "ports", l.cfg.Ports, "masters", l.cfg.Masters,
+			"policy", l.cfg.Policy, "status", srv.Addr().String())
+		if err := l.bal.Ready(); err != nil {
+			l.lg.Warn("lb serving without a healthy master on every port", "err", err)
+		}
+	case err := <-balErr:
+		cancel()
+		<-statusErr
+		return err
+	case err := <-statusErr:
+		cancel()
+		<-balErr
+		return err
+	case <-ctx.Done():
+	}
+
+	select {
+	case err := <-balErr:
+		cancel()
+		<-statusErr
+		return err
+	case err := <-statusErr:
+		cancel()
+		<-balErr
+		return err
+	case <-ctx.Done():
+		_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
+		err := <-balErr
+		<-statusErr
+		return err
+	}
+}
+
+// runNginx writes the nginx config, restarts nginx if it changed and Units is set,
+// then serves the status endpoints until ctx ends.
+func (l *LB) runNginx(ctx context.Context) error {
+	path := filepath.Join(l.cfg.Root, NginxConfPath)
+	changed, err := files.Write(l.cfg.Root, NginxFile(l.cfg))
+	if err != nil {
+		return fmt.Errorf("nginx config: %w", err)
+	}
+	if ok, err := nginxIncludes(l.cfg.Root); err != nil || !ok {
+		l.lg.Warn("nginx.conf must include the haagent stream config at its top level, outside http{}",
+			"add", "include "+NginxConfPath+";", "err", err)
+	}
+	switch {
+	case !changed:
+		l.lg.Info("nginx config unchanged", "path", path)
+	case l.Units == nil:
+		l.lg.Info("nginx config written; reload nginx to apply it (haagent does not manage nginx.service yet)", "path", path)
+	default:
+		if err := l.Units.Restart(ctx, NginxUnit); err != nil {
+			return fmt.Errorf("restart %s after writing %s: %w", NginxUnit, path, err)
+		}
+		l.lg.Info("nginx config written and nginx restarted", "path", path)
+	}
+	srv, err := status.Listen(status.Config{
+		Address:  l.cfg.StatusAddress,
+		Ready:    l.nginxReady,
+		Status:   l.status,
+		Gatherer: l.reg,
+		Logger:   l.lg,
+	})
+	if err != nil {
+		return err
+	}
+	notifyReady(l.lg)
+	err = srv.Serve(ctx)
+	_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
+	return err
+}
+
+// nginxReady checks that something accepts connections on every balanced port.
+func (l *LB) nginxReady() error {
+	host := l.cfg.ListenAddress
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+		if ip.To4() == nil {
+			host = "::1"
+		}
+	}
+	var errs []error
+	for _, p := range l.cfg.Ports {
+		c, err := net.DialTimeout("tcp", net.JoinHostPort(host, strconv.Itoa(p)), time.Second)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("port %d: nginx does not accept connections: %w", p, err))
+			continue
+		}
+		c.Close()
+	}
+	return errors.Join(errs...)
+}
+
+func (l *LB) status(context.Context) (any, error) {
+	doc := StatusDoc{Role: "lb", Name: l.cfg.Name, Version: version.Version, Impl: l.cfg.Impl, Policy: l.cfg.Policy}
+	if l.bal != nil {
+		doc.Backends = l.bal.Backends()
+		return doc, nil
+	}
+	for _, p := range l.cfg.Ports {
+		for _, m := range l.cfg.Masters {
+			doc.Backends = append(doc.Backends, balancer.BackendStatus{
+				Port: p, Address: net.JoinHostPort(m, strconv.Itoa(p)), State: balancer.StateUnknown,
+			})
+		}
+	}
+	return doc, nil
+}
+
+func notifyReady(lg *slog.Logger) {
+	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
+		lg.Warn("could not notify systemd", "err", err)
+	}
+}
