@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/haagent/haagent/files"
+	"github.com/haagent/haagent/reconcile"
 	lbrole "github.com/haagent/haagent/roles/lb"
 	"github.com/haagent/haagent/roles/master"
 	"github.com/haagent/haagent/roles/minion"
@@ -111,10 +112,21 @@ func roles(name string) (role, bool) {
 				if err != nil {
 					return err
 				}
+				if cfg.Impl == lbrole.ImplNginx {
+					// nginx mode hands the balancing to nginx.service, which haagent restarts on change.
+					mgr, err := reconcile.Connect(ctx, reconcile.SystemdAuto, lg)
+					if err != nil {
+						return err
+					}
+					if mgr != nil {
+						defer mgr.Close()
+						l.Units = mgr
+					}
+				}
 				return l.Run(ctx)
 			},
 			render: func() ([]files.File, error) {
-				return []files.File{{Path: strings.TrimPrefix(lbrole.NginxConfPath, "/"), Mode: 0o644, Data: lbrole.RenderNginx(cfg)}}, nil
+				return []files.File{lbrole.NginxFile(cfg)}, nil
 			},
 		}, true
 	}

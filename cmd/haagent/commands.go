@@ -28,6 +28,7 @@ func commands() []command {
 		{"snapshot", "save FILE | restore FILE --data-dir DIR", "save an etcd snapshot, or restore one into a new data dir", runSnapshot},
 		{"token", "generate | show", "make a new cluster token, or print this master's token pinned to the CA", runToken},
 		{"certs", "check | renew", "list the certificates with their expiry, or renew them now", runCerts},
+		{"reset", "[--yes]", "return this host to its freshly installed state (for golden images)", runReset},
 	}
 }
 

@@ -14,7 +14,9 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/haagent/haagent/join"
 	balancer "github.com/haagent/haagent/lb"
+	"github.com/haagent/haagent/pki"
 	"github.com/haagent/haagent/status"
 )
 
@@ -42,8 +44,10 @@ const (
 )
 
 // DefaultPorts are the masters' ports the lb fronts unless --lb-ports says otherwise:
-// the apiserver and etcd's client port.
-func DefaultPorts() []int { return []int{balancer.PortAPIServer, balancer.PortEtcdClient} }
+// the apiserver, etcd's client port and the join service, so that nodes join through the lb.
+func DefaultPorts() []int {
+	return []int{balancer.PortAPIServer, balancer.PortEtcdClient, join.DefaultPort}
+}
 
 // Config is everything the lb needs; see AddFlags for each field's flag.
 type Config struct {
@@ -67,6 +71,13 @@ type Config struct {
 	StatusAddress string
 	// Root prefixes every path haagent writes.
 	Root string
+	// Token is the cluster token: the lb joins for the etcd client certificate its
+	// health checks need, and checks the apiserver against the cluster CA.
+	Token string
+	// Insecure checks plain-http etcd and skips the apiserver's certificate check.
+	Insecure bool
+	// JoinPort is the masters' join service port.
+	JoinPort int
 }
 
 // NewConfig returns a Config holding the defaults.
@@ -84,6 +95,7 @@ func NewConfig() *Config {
 		ListenAddress: DefaultListenAddress,
 		StatusAddress: status.DefaultAddress,
 		Root:          DefaultRoot,
+		JoinPort:      join.DefaultPort,
 	}
 }
 
@@ -103,6 +115,9 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.StatusAddress, "status-address", c.StatusAddress, "host:port for /healthz, /readyz, /metrics and /status")
 	fs.StringVar(&c.Root, "root", c.Root, "prefix for every file haagent writes")
 	fs.StringVar(&c.Name, "name", c.Name, "this node's name (default: the short hostname)")
+	fs.StringVar(&c.Token, "token", c.Token, "cluster token ('haagent token show' on a master): the lb joins for its health-check certificate")
+	fs.BoolVar(&c.Insecure, "insecure", c.Insecure, "the masters run --insecure: check plain-http etcd")
+	fs.IntVar(&c.JoinPort, "join-port", c.JoinPort, "the masters' join service port")
 }
 
 // Complete fills the defaults that depend on the host (the name) and trims the
@@ -208,6 +223,13 @@ func (c *Config) Validate() error {
 	}
 	if !filepath.IsAbs(c.Root) {
 		bad("root", "%q must be an absolute path", c.Root)
+	}
+	if c.Impl == ImplBuiltin && !c.Insecure {
+		if c.Token == "" {
+			bad("token", "required: the lb's health checks need a certificate; run 'haagent token show' on a master (or --insecure for a lab)")
+		} else if _, err := pki.ParseToken(c.Token); err != nil {
+			bad("token", "malformed: %v; run 'haagent token show' on a master for the right one", err)
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -10,6 +10,7 @@ import (
 
 func validConfig() *Config {
 	c := NewConfig()
+	c.Token = "0123456789abcdef0123"
 	c.Name = "lb1"
 	c.Masters = []string{"10.0.0.11", "10.0.0.12", "10.0.0.13"}
 	return c
@@ -24,6 +25,10 @@ func TestValidate(t *testing.T) {
 		{"defaults with masters", func(*Config) {}, nil},
 		{"hostnames and IPv6", func(c *Config) { c.Masters = []string{"m1.example.com", "m2", "fd00::3"} }, nil},
 		{"nginx least-conn", func(c *Config) { c.Impl = ImplNginx; c.Policy = "least-conn" }, nil},
+		{"no token", func(c *Config) { c.Token = "" }, []string{"--token: required"}},
+		{"no token needed when insecure", func(c *Config) { c.Token = ""; c.Insecure = true }, nil},
+		{"no token needed for nginx", func(c *Config) { c.Token = ""; c.Impl = ImplNginx }, nil},
+		{"malformed token", func(c *Config) { c.Token = "short" }, []string{"--token: malformed"}},
 		{"no masters", func(c *Config) { c.Masters = nil }, []string{"--masters: required; list the masters' IPs"}},
 		{"empty master", func(c *Config) { c.Masters = []string{"10.0.0.11", ""} }, []string{"--masters: has an empty entry"}},
 		{"master with port", func(c *Config) { c.Masters = []string{"10.0.0.11:6443"} }, []string{`--masters: "10.0.0.11:6443" has a port`}},
@@ -112,7 +117,7 @@ func TestFlags(t *testing.T) {
 	}
 	d := NewConfig()
 	if d.DialTimeout != time.Second || d.MaxConns != 10000 || d.Impl != ImplBuiltin || d.StatusAddress != "127.0.0.1:9110" ||
-		d.ListenAddress != "0.0.0.0" || d.Root != "/" || len(d.Ports) != 2 || d.Ports[0] != 6443 || d.Ports[1] != 2379 {
+		d.ListenAddress != "0.0.0.0" || d.Root != "/" || len(d.Ports) != 3 || d.Ports[0] != 6443 || d.Ports[1] != 2379 || d.Ports[2] != 9345 {
 		t.Errorf("defaults %+v", d)
 	}
 }

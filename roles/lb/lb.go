@@ -5,10 +5,13 @@ package lb
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -17,7 +20,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/haagent/haagent/files"
+	"github.com/haagent/haagent/join"
 	balancer "github.com/haagent/haagent/lb"
+	"github.com/haagent/haagent/pki"
 	"github.com/haagent/haagent/status"
 	"github.com/haagent/haagent/version"
 )
@@ -32,7 +37,8 @@ type LB struct {
 	cfg *Config
 	lg  *slog.Logger
 	reg prometheus.Gatherer
-	bal *balancer.Balancer // nil with --lb-impl=nginx
+	met *balancer.Metrics
+	bal *balancer.Balancer // set by Run; nil with --lb-impl=nginx
 
 	// Units restarts nginx after its config changed (--lb-impl=nginx). Nil leaves
 	// that to the operator. Set it before Run.
@@ -46,28 +52,73 @@ func New(cfg *Config, lg *slog.Logger, gatherer prometheus.Gatherer, registerer 
 	if cfg.Impl == ImplNginx {
 		return l, nil
 	}
-	met := balancer.NewMetrics()
+	l.met = balancer.NewMetrics()
 	if registerer != nil {
-		if err := met.Register(registerer); err != nil {
+		if err := l.met.Register(registerer); err != nil {
 			return nil, fmt.Errorf("lb metrics: %w", err)
 		}
 	}
-	bc := cfg.BalancerConfig()
-	bc.Logger = lg
-	bc.Metrics = met
-	bal, err := balancer.New(bc)
-	if err != nil {
-		return nil, err
-	}
-	l.bal = bal
 	return l, nil
+}
+
+// newBalancer builds the balancer; in secure mode it first joins for the etcd client
+// certificate and the CA that the health checks use.
+func (l *LB) newBalancer(ctx context.Context) (*balancer.Balancer, error) {
+	bc := l.cfg.BalancerConfig()
+	bc.Logger = l.lg
+	bc.Metrics = l.met
+	if !l.cfg.Insecure {
+		token, err := pki.ParseToken(l.cfg.Token)
+		if err != nil {
+			return nil, err
+		}
+		var servers []string
+		for _, m := range l.cfg.Masters {
+			servers = append(servers, net.JoinHostPort(m, strconv.Itoa(l.cfg.JoinPort)))
+		}
+		if err := l.ensureCerts(ctx, servers, token, time.Now()); err != nil {
+			return nil, err
+		}
+		caPEM, err := os.ReadFile(filepath.Join(l.cfg.Root, pki.CACert))
+		if err != nil {
+			return nil, err
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(caPEM)
+		bc.APIServerCA = pool
+		certFile, keyFile := filepath.Join(l.cfg.Root, pki.EtcdClientCert), filepath.Join(l.cfg.Root, pki.EtcdClientKey)
+		bc.EtcdTLS = &tls.Config{
+			RootCAs: pool,
+			// Read per handshake, so that a renewed certificate applies without a restart.
+			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+				c, err := tls.LoadX509KeyPair(certFile, keyFile)
+				return &c, err
+			},
+		}
+	}
+	return balancer.New(bc)
+}
+
+// ensureCerts joins when the lb's certificate is missing or due for renewal.
+func (l *LB) ensureCerts(ctx context.Context, servers []string, token pki.Token, now time.Time) error {
+	if _, err := os.Stat(filepath.Join(l.cfg.Root, pki.EtcdClientCert)); err == nil {
+		if due, err := pki.DueForRenewal(l.cfg.Root, now); err == nil && len(due) == 0 {
+			return nil
+		}
+	}
+	return join.Obtain(ctx, l.lg, l.cfg.Root, servers, token, join.Request{Role: "lb", Name: l.cfg.Name})
 }
 
 // Run blocks until ctx ends (returning nil after a clean stop) or the balancer fails.
 func (l *LB) Run(ctx context.Context) error {
-	if l.bal == nil {
+	if l.cfg.Impl == ImplNginx {
 		return l.runNginx(ctx)
 	}
+	bal, err := l.newBalancer(ctx)
+	if err != nil {
+		return err
+	}
+	l.bal = bal
 	srv, err := status.Listen(status.Config{
 		Address:  l.cfg.StatusAddress,
 		Ready:    l.bal.Ready,

@@ -93,6 +93,7 @@ func TestRunBuiltin(t *testing.T) {
 	c.Ports = []int{port}
 	c.ListenAddress = "127.0.0.1"
 	c.StatusAddress = "127.0.0.1:0"
+	c.Insecure = true
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}

@@ -34,8 +34,6 @@ import (
 // Defaults for the minion's flags.
 const (
 	DefaultRoot = "/"
-	// joinTimeout bounds the wait for the lb's join service at start.
-	joinTimeout = 5 * time.Minute
 	renewEvery  = time.Hour
 )
 
@@ -249,44 +247,7 @@ func (m *Minion) joinIfNeeded(ctx context.Context, now time.Time) error {
 	if m.cfg.AdvertiseAddress != "" {
 		hosts = []string{m.cfg.AdvertiseAddress}
 	}
-	return Join(ctx, m.lg, m.cfg.Root, server, token, join.Request{Role: "minion", Name: m.cfg.Name, Hosts: hosts})
-}
-
-// Join fetches a node's files from server, retrying until joinTimeout, and writes them
-// under root. A refused token or a CA that fails the pin is final.
-func Join(ctx context.Context, lg *slog.Logger, root, server string, token pki.Token, req join.Request) error {
-	deadline := time.Now().Add(joinTimeout)
-	lastLog := time.Time{}
-	for {
-		fs, _, err := join.Fetch(ctx, server, token, req)
-		if err == nil {
-			for i := range fs {
-				if pki.IsKey(fs[i].Path) {
-					fs[i].Mode = 0o600
-				}
-			}
-			if _, err := files.Apply(root, fs); err != nil {
-				return fmt.Errorf("write certificates: %w", err)
-			}
-			lg.Info("joined the cluster: wrote certificates and kubeconfigs", "via", server, "files", len(fs))
-			return nil
-		}
-		if errors.Is(err, join.ErrForbidden) || errors.Is(err, pki.ErrCAMismatch) {
-			return err
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("join via %s: no answer within %s: %w", server, joinTimeout, err)
-		}
-		if time.Since(lastLog) > 10*time.Second {
-			lg.Warn("waiting for the join service behind the lb", "server", server, "err", err)
-			lastLog = time.Now()
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Second):
-		}
-	}
+	return join.Obtain(ctx, m.lg, m.cfg.Root, []string{server}, token, join.Request{Role: "minion", Name: m.cfg.Name, Hosts: hosts})
 }
 
 // NodeConfig is what the minion's files are rendered from: everything points at the lb.
