@@ -21,7 +21,7 @@ import (
 func runMinion(t *testing.T, root, joinHost, token string) (code int, out string) {
 	t.Helper()
 	cmd := exec.Command(bin, "--role=minion", "--name=minion1", "--lb="+joinHost, "--token="+token,
-		"--root="+root, "--status-address=127.0.0.31:9110", "--advertise-address=127.0.0.31")
+		"--root="+root, "--status-address=127.0.0.31:9110", "--advertise-address=127.0.0.31", "--systemd=off")
 	var buf bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &buf, &buf
 	if err := cmd.Start(); err != nil {

@@ -1,0 +1,431 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/haagent/haagent/test/cluster"
+	"github.com/haagent/haagent/test/netns"
+	"github.com/haagent/haagent/test/probe"
+)
+
+// The lb tests' layout, in network namespaces that each test makes (test/netns):
+// three masters, an lb in front of them with m1 as its primary, and a client host
+// from which every request comes.
+const (
+	lbIP       = "10.77.0.10"
+	clientIP   = "10.77.0.5"
+	lbEndpoint = lbIP + ":2379"
+	lbStatus   = lbIP + ":9110"
+)
+
+var masterIPs = []string{"10.77.0.21", "10.77.0.22", "10.77.0.23"}
+
+// Bounds that the tests enforce. The benchmark measures the real figures (the target
+// is 1.5 s); these leave room for a loaded CI machine but catch a front end that
+// waits for TCP or connect timeouts (tens of seconds).
+const (
+	maxWriteGap    = 4 * time.Second
+	maxBackToPrime = 15 * time.Second
+	// maxWatchCatchUp is short of etcdctl's own dead-connection detection (a gRPC
+	// keepalive of at least 10 s plus 6 s), so the watch passes only if the lb closes
+	// the connections of a failed master.
+	maxWatchCatchUp = 5 * time.Second
+)
+
+// lbEnv is three masters, an lb and a client, each in its own network namespace.
+type lbEnv struct {
+	c       *cluster.Cluster
+	masters []*netns.Host
+	lbHost  *netns.Host
+	client  *netns.Host
+	lbLog   string
+	http    *http.Client
+	m1ID    uint64
+}
+
+// newLBEnv starts three masters with m1 as the etcd leader and the lb in front of
+// them, and tears everything down when the test ends.
+func newLBEnv(t *testing.T) *lbEnv {
+	t.Helper()
+	n := netns.NewT(t)
+	pairs := []string{"lb=" + lbIP, "client=" + clientIP}
+	for i, ip := range masterIPs {
+		pairs = append(pairs, fmt.Sprintf("m%d=%s", i+1, ip))
+	}
+	hs, err := n.AddHosts(pairs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &lbEnv{lbHost: hs[0], client: hs[1], masters: hs[2:]}
+	e.http = &http.Client{Timeout: 2 * time.Second,
+		Transport: &http.Transport{DialContext: e.client.DialContext, DisableKeepAlives: true}}
+	dir := t.TempDir()
+	e.lbLog = filepath.Join(dir, "lb.log")
+	e.c = cluster.NewWith(bin, dir, 3, cluster.Options{
+		IPs:  masterIPs,
+		Wrap: func(i int) []string { return e.masters[i].Wrap() },
+		Dial: func(i int) func(context.Context, string, string) (net.Conn, error) { return e.masters[i].DialContext },
+	})
+	t.Cleanup(func() {
+		e.c.StopAll()
+		if t.Failed() {
+			for _, m := range e.c.Masters {
+				t.Logf("--- log of %s ---\n%s", m.Name, m.LogTail(30))
+			}
+		}
+	})
+	startReady(t, e.c)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	eps := e.c.Endpoints()
+	if err := probe.MoveLeader(ctx, e.client.DialContext, strings.Split(eps, ","), e.c.Masters[0].ClientURL()); err != nil {
+		t.Fatal(err)
+	}
+	cli := e.newClient(t, eps)
+	ids, _, err := probe.Members(ctx, cli, strings.Split(eps, ","))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.m1ID = ids[e.c.Masters[0].ClientURL()]
+
+	e.startLB(t)
+	return e
+}
+
+// startLB runs haagent --role=lb in the lb host and waits until a new connection
+// through it reaches m1.
+func (e *lbEnv) startLB(t *testing.T) {
+	t.Helper()
+	log, err := os.Create(e.lbLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := e.lbHost.Command(bin, "--role=lb", "--masters="+strings.Join(masterIPs, ","), "--lb-ports=2379",
+		"--listen-address="+lbIP, "--status-address="+lbStatus, "--name=lb")
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		log.Close()
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); log.Close(); close(exited) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(e.lbLog)
+			t.Logf("--- log of the lb ---\n%s", tail(string(b), 40))
+		}
+	})
+	cli := e.newClient(t, lbEndpoint)
+	err = cluster.Await(20*time.Second, 50*time.Millisecond, func() error {
+		select {
+		case <-exited:
+			b, _ := os.ReadFile(e.lbLog)
+			return &cluster.Permanent{Err: fmt.Errorf("haagent --role=lb exited (is the lb role in this build?):\n%s", tail(string(b), 20))}
+		default:
+		}
+		return e.answeredByM1(cli)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// newClient is an etcd client in the client host; the test closes it.
+func (e *lbEnv) newClient(t *testing.T, endpoints string) *clientv3.Client {
+	t.Helper()
+	cli, err := probe.Client(e.client.DialContext, strings.Split(endpoints, ",")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+// answeredByM1 opens a new connection through the lb and checks that m1 answers.
+func (e *lbEnv) answeredByM1(cli *clientv3.Client) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	id, err := probe.AnsweredBy(ctx, cli, lbEndpoint)
+	if err != nil {
+		return err
+	}
+	if id != e.m1ID {
+		return fmt.Errorf("a new connection through the lb reached member %x, not m1 (%x)", id, e.m1ID)
+	}
+	return nil
+}
+
+// etcdctl runs Debian's etcdctl in the client host against the lb.
+func (e *lbEnv) etcdctl(args ...string) (string, error) {
+	cmd := e.client.Command("etcdctl", append([]string{"--endpoints=" + lbEndpoint, "--command-timeout=1s", "--dial-timeout=1s"}, args...)...)
+	cmd.Env = append(os.Environ(), "ETCDCTL_API=3")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("etcdctl %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return string(out), nil
+}
+
+func (e *lbEnv) get(path string) (string, error) {
+	resp, err := e.http.Get("http://" + lbStatus + path)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("GET %s: %s", path, resp.Status)
+	}
+	return string(b), err
+}
+
+// backendUp reads haagent_lb_backend_up for m1's etcd port from the lb's /metrics.
+func (e *lbEnv) backendUp(ip string) (float64, error) {
+	body, err := e.get("/metrics")
+	if err != nil {
+		return 0, err
+	}
+	want := `backend="` + ip + `:2379"`
+	for line := range strings.SplitSeq(body, "\n") {
+		if strings.HasPrefix(line, "haagent_lb_backend_up{") && strings.Contains(line, want) && strings.Contains(line, `port="2379"`) {
+			f := strings.Fields(line)
+			return strconv.ParseFloat(f[len(f)-1], 64)
+		}
+	}
+	return 0, fmt.Errorf("no haagent_lb_backend_up series for %s in /metrics", want)
+}
+
+// statusState finds the state of backend ip:2379 in the lb's /status JSON, wherever
+// the document nests it: an object whose address is ip:2379 (or ip with port 2379).
+func (e *lbEnv) statusState(ip string) (string, error) {
+	body, err := e.get("/status")
+	if err != nil {
+		return "", err
+	}
+	var doc any
+	if err := json.Unmarshal([]byte(body), &doc); err != nil {
+		return "", fmt.Errorf("/status is not JSON: %w: %s", err, body)
+	}
+	var found string
+	var walk func(v any)
+	walk = func(v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			addr, _ := v["address"].(string)
+			port, _ := v["port"].(float64)
+			if addr == ip+":2379" || (addr == ip && port == 2379) {
+				if s, ok := v["state"].(string); ok && found == "" {
+					found = s
+				}
+			}
+			for _, x := range v {
+				walk(x)
+			}
+		case []any:
+			for _, x := range v {
+				walk(x)
+			}
+		}
+	}
+	walk(doc)
+	if found == "" {
+		return "", fmt.Errorf("/status names no backend %s:2379 with a state: %s", ip, body)
+	}
+	return found, nil
+}
+
+// failPrimary applies a fault to m1, the lb's primary and the etcd leader.
+type fault struct {
+	name  string
+	apply func(e *lbEnv) error
+	heal  func(e *lbEnv) error
+}
+
+var faults = []fault{
+	{"kill", func(e *lbEnv) error { return e.c.Masters[0].Kill() },
+		func(e *lbEnv) error {
+			m := e.c.Masters[0]
+			if err := m.Start(); err != nil {
+				return err
+			}
+			return m.WaitReady(readyTimeout)
+		}},
+	{"blackhole", func(e *lbEnv) error { return e.masters[0].Blackhole() },
+		func(e *lbEnv) error { return e.masters[0].Heal() }},
+}
+
+// TestLBFailover: a client writing continuously through the lb keeps writing when
+// the primary master (also the etcd leader) is killed or blackholed, and new
+// connections go back to the primary once it has recovered.
+func TestLBFailover(t *testing.T) {
+	for _, f := range faults {
+		t.Run(f.name, func(t *testing.T) {
+			e := newLBEnv(t)
+			w := probe.StartWriter(context.Background(), probe.WriterConfig{
+				NewClient: func() (*clientv3.Client, error) { return probe.Client(e.client.DialContext, lbEndpoint) },
+				Key:       "lbtest/writer",
+			})
+			defer w.Stop()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := w.AwaitAcks(ctx, 20); err != nil {
+				t.Fatal(err)
+			}
+			at := time.Now()
+			if err := f.apply(e); err != nil {
+				t.Fatal(err)
+			}
+			gap := w.AwaitRecovery(at, probe.Recovery{Max: 20 * time.Second})
+			acks, fails, _, lastErr := w.Stats()
+			t.Logf("%s of m1: longest gap without an acknowledged write %s (recovered %v; %d acks, %d failed puts, last error %v)",
+				f.name, gap.Longest.Round(time.Millisecond), gap.Recovered, acks, fails, lastErr)
+			if !gap.Recovered || gap.Longest > maxWriteGap {
+				t.Fatalf("writes through the lb stopped for %s (recovered %v) after the %s of the primary; want ≤ %s",
+					gap.Longest.Round(time.Millisecond), gap.Recovered, f.name, maxWriteGap)
+			}
+			if up, err := e.backendUp(masterIPs[0]); err != nil || up != 0 {
+				t.Errorf("lb metrics: haagent_lb_backend_up of m1 = %v, %v; want 0 while m1 is down", up, err)
+			}
+
+			// Recovery: new connections go back to m1; /metrics and /status agree.
+			if err := f.heal(e); err != nil {
+				t.Fatal(err)
+			}
+			cli := e.newClient(t, lbEndpoint)
+			err := cluster.Await(maxBackToPrime, 100*time.Millisecond, func() error {
+				if err := e.answeredByM1(cli); err != nil {
+					return err
+				}
+				if up, err := e.backendUp(masterIPs[0]); err != nil || up != 1 {
+					return fmt.Errorf("haagent_lb_backend_up of m1 = %v, %v; want 1", up, err)
+				}
+				if st, err := e.statusState(masterIPs[0]); err != nil || st != "healthy" {
+					return fmt.Errorf("/status: m1 is %q, %v; want healthy", st, err)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatalf("after m1 recovered: %v", err)
+			}
+			// Writes still flow.
+			if err := w.AwaitAcks(ctx, 5); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// TestLBWatchThroughFailover: a long-lived etcd watch through the lb (Debian's
+// etcdctl in the client host) carries on through a failover: it receives a put made
+// after the primary failed.
+func TestLBWatchThroughFailover(t *testing.T) {
+	for _, f := range faults {
+		t.Run(f.name, func(t *testing.T) {
+			e := newLBEnv(t)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			cmd := e.client.CommandContext(ctx, "etcdctl", "--endpoints="+lbEndpoint, "watch", "--prefix", "/watch/")
+			cmd.Env = append(os.Environ(), "ETCDCTL_API=3")
+			out, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { cancel(); _ = cmd.Wait() }()
+			keys := make(chan string, 100)
+			go func() {
+				sc := bufio.NewScanner(out)
+				for sc.Scan() {
+					if k := sc.Text(); strings.HasPrefix(k, "/watch/") {
+						keys <- k
+					}
+				}
+				close(keys)
+			}()
+			awaitKey := func(want string, within time.Duration) error {
+				deadline := time.After(within)
+				for {
+					select {
+					case k, ok := <-keys:
+						if !ok {
+							return fmt.Errorf("etcdctl watch ended: %s", stderr.String())
+						}
+						if k == want {
+							return nil
+						}
+					case <-deadline:
+						return fmt.Errorf("the watch did not see %s within %s (stderr: %s)", want, within, stderr.String())
+					}
+				}
+			}
+			// The watch is up once it sees a put.
+			err = cluster.Await(10*time.Second, 200*time.Millisecond, func() error {
+				if _, err := e.etcdctl("put", "/watch/before", "1"); err != nil {
+					return err
+				}
+				return awaitKey("/watch/before", 500*time.Millisecond)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			at := time.Now()
+			if err := f.apply(e); err != nil {
+				t.Fatal(err)
+			}
+			var putAt time.Time
+			err = cluster.Await(20*time.Second, 50*time.Millisecond, func() error {
+				_, err := e.etcdctl("put", "/watch/after", "2")
+				putAt = time.Now()
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := awaitKey("/watch/after", maxWatchCatchUp); err != nil {
+				t.Fatalf("after the %s of the primary: %v", f.name, err)
+			}
+			t.Logf("%s: a put succeeded %s after the fault; the watch saw it %s later", f.name,
+				putAt.Sub(at).Round(time.Millisecond), time.Since(putAt).Round(time.Millisecond))
+			// Heal, so that every master stops cleanly and fast.
+			if err := f.heal(e); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
