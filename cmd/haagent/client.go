@@ -23,7 +23,10 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/haagent/haagent/embed"
+	"github.com/haagent/haagent/reconcile"
+	lbrole "github.com/haagent/haagent/roles/lb"
 	"github.com/haagent/haagent/roles/master"
+	"github.com/haagent/haagent/roles/minion"
 	"github.com/haagent/haagent/status"
 	hversion "github.com/haagent/haagent/version"
 )
@@ -70,6 +73,20 @@ func runStatus(ctx context.Context, args []string) error {
 			return fmt.Errorf("status from %s: %w", *addr, err)
 		}
 		printMasterStatus(os.Stdout, st)
+		printNode(os.Stdout, st.Node)
+	case "lb":
+		var doc lbrole.StatusDoc
+		if err := json.Unmarshal(raw, &doc); err != nil {
+			return fmt.Errorf("status from %s: %w", *addr, err)
+		}
+		lbrole.PrintStatus(os.Stdout, doc)
+	case "minion":
+		var st minion.Status
+		if err := json.Unmarshal(raw, &st); err != nil {
+			return fmt.Errorf("status from %s: %w", *addr, err)
+		}
+		fmt.Printf("role: %s   name: %s   version: %s   lb: %s\n", st.Role, st.Name, st.Version, st.LB)
+		printNode(os.Stdout, st.Node)
 	default:
 		_, err := os.Stdout.Write(append(raw, '\n'))
 		return err
@@ -82,6 +99,29 @@ func printMasterStatus(w io.Writer, st master.Status) {
 	fmt.Fprintf(w, "etcd cluster %s, this member %s (started as %s)\n\n", st.Etcd.ClusterID, st.Etcd.LocalID, st.Etcd.Mode)
 	printMembers(w, st.Etcd.Members)
 	fmt.Fprintf(w, "\nflannel: %s = %s\n", st.Flannel.Key, st.Flannel.Value)
+}
+
+// printNode prints the units and files the reconciler keeps.
+func printNode(w io.Writer, ns *reconcile.Status) {
+	if ns == nil {
+		return
+	}
+	fmt.Fprintln(w)
+	if !ns.Systemd {
+		fmt.Fprintln(w, "units: not managed (systemd is not running here, or --systemd=off)")
+	} else {
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "UNIT\tACTIVE\tSUB\tSTARTS BY HAAGENT\tLAST ERROR")
+		for _, u := range ns.Units {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", u.Name, u.Active, u.Sub, u.Restarts, u.LastError)
+		}
+		tw.Flush()
+	}
+	fmt.Fprintf(w, "files: %d managed, %d hand edits reverted; last pass %s\n", len(ns.ManagedFile), ns.Reverted,
+		ns.LastPass.Format(time.RFC3339))
+	if ns.LastError != "" {
+		fmt.Fprintf(w, "last error: %s\n", ns.LastError)
+	}
 }
 
 func printMembers(w io.Writer, ms []embed.MemberStatus) {
