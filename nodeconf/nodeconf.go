@@ -5,6 +5,7 @@
 package nodeconf
 
 import (
+	"cmp"
 	"fmt"
 	"net"
 	"sort"
@@ -47,7 +48,7 @@ type Config struct {
 	// ClusterDNS is the kubelet's cluster DNS IP (optional).
 	ClusterDNS    string
 	FlannelPrefix string
-	// FlannelIface is flanneld's --iface (optional).
+	// FlannelIface is flanneld's --iface (optional; AdvertiseAddress otherwise).
 	FlannelIface string
 	// ContainerRuntime is docker or containerd (minions).
 	ContainerRuntime string
@@ -117,8 +118,10 @@ func Render(c Config) ([]files.File, error) {
 			p(pki.CACert), p(pki.FlannelEtcdCert), p(pki.FlannelEtcdKey))
 	}
 	flannelOpts := strings.TrimSpace(flannelTLS + " --ip-masq")
-	if c.FlannelIface != "" {
-		flannelOpts += " --iface=" + c.FlannelIface
+	// flanneld picks the default route's interface unless told; the address this node
+	// announces is the right one on multi-homed hosts and works with no default route.
+	if iface := cmp.Or(c.FlannelIface, c.AdvertiseAddress); iface != "" {
+		flannelOpts += " --iface=" + iface
 	}
 	env(Flanneld,
 		[2]string{"FLANNEL_ETCD_ENDPOINTS", strings.Join(c.EtcdEndpoints, ",")},

@@ -78,6 +78,10 @@ type Reconciler struct {
 	backoff map[string]time.Duration
 	pending map[string]bool // files changed outside Render (e.g. renewed certificates)
 	enabled bool
+	// changedBeforeUnits carries the files written by a files-only pass to the first
+	// pass that manages units, so that their readers restart.
+	changedBeforeUnits []string
+	closeManager       func()
 }
 
 // New makes a reconciler; it starts nothing.
@@ -118,6 +122,9 @@ func (r *Reconciler) Status() Status {
 // Run passes once at start and then every Interval until ctx ends; it returns nil then.
 // Failures are logged and retried: the node keeps converging.
 func (r *Reconciler) Run(ctx context.Context) error {
+	if r.closeManager != nil {
+		defer r.closeManager()
+	}
 	t := time.NewTicker(r.cfg.Interval)
 	defer t.Stop()
 	for {
@@ -131,7 +138,10 @@ func (r *Reconciler) Run(ctx context.Context) error {
 }
 
 // Once makes one pass and returns the paths it rewrote.
-func (r *Reconciler) Once(ctx context.Context) []string {
+func (r *Reconciler) Once(ctx context.Context) []string { return r.pass(ctx, true) }
+
+// pass writes the files and, with units, brings the units in line.
+func (r *Reconciler) pass(ctx context.Context, units bool) []string {
 	lg := r.cfg.Logger
 	fs, err := r.cfg.Render()
 	if err != nil {
@@ -160,6 +170,14 @@ func (r *Reconciler) Once(ctx context.Context) []string {
 		}
 	}
 	r.mu.Lock()
+	if !units {
+		r.changedBeforeUnits = append(r.changedBeforeUnits, paths...)
+	} else {
+		for _, p := range r.changedBeforeUnits {
+			changed[p] = true
+		}
+		r.changedBeforeUnits = nil
+	}
 	for p := range r.pending {
 		changed[p] = true
 	}
@@ -171,7 +189,7 @@ func (r *Reconciler) Once(ctx context.Context) []string {
 		}
 	}
 	r.mu.Unlock()
-	if r.cfg.Manager == nil {
+	if r.cfg.Manager == nil || !units {
 		r.setErr("")
 		return paths
 	}
@@ -324,8 +342,10 @@ func Connect(ctx context.Context, mode string, lg *slog.Logger) (*systemd.Manage
 	return systemd.New(ctx, lg)
 }
 
-// Start connects to systemd per mode, makes one pass now (so that the files exist when
-// the role reports ready), and keeps reconciling in the background until ctx ends.
+// Start connects to systemd per mode and writes the files now, so that they exist when
+// the role reports ready. Units are left to Run, which the role starts after it has told
+// systemd it is ready: the units are ordered After=haagent.service, so starting them
+// while haagent is still activating would deadlock.
 func Start(ctx context.Context, mode string, cfg Config) (*Reconciler, error) {
 	mgr, err := Connect(ctx, mode, cfg.Logger)
 	if err != nil {
@@ -335,12 +355,11 @@ func Start(ctx context.Context, mode string, cfg Config) (*Reconciler, error) {
 		cfg.Manager = mgr
 	}
 	r := New(cfg)
-	r.Once(ctx)
-	go func() {
-		_ = r.Run(ctx)
+	r.closeManager = func() {
 		if mgr != nil {
 			mgr.Close()
 		}
-	}()
+	}
+	r.pass(ctx, false)
 	return r, nil
 }

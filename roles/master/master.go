@@ -156,6 +156,7 @@ func (m *Master) Run(ctx context.Context) error {
 		if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
 			m.lg.Warn("could not notify systemd", "err", err)
 		}
+		go m.runReconciler(ctx)
 		m.lg.Info("master ready", "name", m.cfg.Name, "status", srv.Addr().String())
 	case err := <-memberErr:
 		cancel()
@@ -272,4 +273,13 @@ func (m *Master) ready() error {
 		return errors.New("node files not written yet")
 	}
 	return nil
+}
+
+// runReconciler keeps the files and units in line until ctx ends; it starts after
+// READY=1, since the units are ordered after haagent.service.
+func (m *Master) runReconciler(ctx context.Context) {
+	m.mu.Lock()
+	rec := m.rec
+	m.mu.Unlock()
+	_ = rec.Run(ctx)
 }

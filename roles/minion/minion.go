@@ -181,6 +181,7 @@ func (m *Minion) Run(ctx context.Context) error {
 		return err
 	}
 	_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
+	go m.runReconciler(ctx)
 	m.lg.Info("minion ready", "lb", m.cfg.LB)
 	t := time.NewTicker(renewEvery)
 	defer t.Stop()
@@ -291,4 +292,13 @@ func (m *Minion) startReconciler(ctx context.Context) error {
 	m.rec = rec
 	m.mu.Unlock()
 	return nil
+}
+
+// runReconciler keeps the files and units in line until ctx ends; it starts after
+// READY=1, since the units are ordered after haagent.service.
+func (m *Minion) runReconciler(ctx context.Context) {
+	m.mu.Lock()
+	rec := m.rec
+	m.mu.Unlock()
+	_ = rec.Run(ctx)
 }
