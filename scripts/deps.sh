@@ -2,7 +2,20 @@
 # Installs the Debian packages that the tests and benchmarks use. Idempotent and quiet
 # when everything is already there, so `make test` can call it every time.
 set -euo pipefail
-pkgs=(etcd-client etcd-server nginx-light libnginx-mod-stream haproxy iproute2 nftables)
+pkgs=(
+	# outside etcd clients and the etcd 3.4 baseline
+	etcd-client etcd-server
+	# lb baselines and network namespaces
+	nginx-light libnginx-mod-stream haproxy iproute2 nftables openssl curl
+	# test hosts: a bookworm rootfs booted with systemd-nspawn in its own netns
+	debootstrap systemd-container util-linux zstd tar
+	# packages: rpm inspection and install into scratch roots, rpmlint, a dnf repo
+	rpm rpm2cpio rpmlint createrepo-c dnf cpio gnupg
+	# a static /bin/sh for the scratch roots that rpm and dnf install into
+	busybox-static
+	# cloud-init schema checks of packaging/cloud-init/*.yaml
+	cloud-init
+)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

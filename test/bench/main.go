@@ -25,6 +25,7 @@ func main() {
 		run  func(bin string, rounds int) (table, error)
 	}{
 		{"master", benchMaster},
+		{"lb", benchLB},
 	}
 	failed := false
 	for _, s := range sections {

@@ -230,17 +230,18 @@ func TestControlPlaneOnRealHosts(t *testing.T) {
 			}
 			return nil
 		})
-		await(t, "kube-apiserver on m3 back after the revert", time.Minute, func() error {
+		d := await(t, "kube-apiserver on m3 back after the revert", 3*time.Minute, func() error {
 			out, err := m3.Exec(ctx, "systemctl", "is-active", "kube-apiserver")
 			if err != nil {
 				return fmt.Errorf("%s", strings.TrimSpace(out))
 			}
 			return nil
 		})
+		t.Logf("kube-apiserver on m3 active again %s after the revert", d.Round(100*time.Millisecond))
 	})
 
 	t.Run("minion joins through the lb and flanneld gets a lease", func(t *testing.T) {
-		install(t, ctx, minion, haagent, bins, []string{"flanneld", "kubelet", "kube-proxy"},
+		install(t, ctx, minion, haagent, bins, []string{"flanneld", "kubelet", "kube-proxy", "kubectl"},
 			fmt.Sprintf("HAAGENT_ROLE=minion\nHAAGENT_LB=%s\nHAAGENT_TOKEN=%s\nHAAGENT_ADVERTISE_ADDRESS=%s\n", lb.IP, token, minion.IP))
 		await(t, "flanneld active on the minion", 3*time.Minute, func() error {
 			out, err := minion.Exec(ctx, "systemctl", "is-active", "flanneld")

@@ -18,6 +18,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	lbrole "github.com/haagent/haagent/roles/lb"
 	"github.com/haagent/haagent/test/cluster"
 	"github.com/haagent/haagent/test/netns"
 	"github.com/haagent/haagent/test/probe"
@@ -27,10 +28,9 @@ import (
 // three masters, an lb in front of them with m1 as its primary, and a client host
 // from which every request comes.
 const (
-	lbIP       = "10.77.0.10"
-	clientIP   = "10.77.0.5"
-	lbEndpoint = lbIP + ":2379"
-	lbStatus   = lbIP + ":9110"
+	lbIP     = "10.77.0.10"
+	clientIP = "10.77.0.5"
+	lbStatus = lbIP + ":9110"
 )
 
 var masterIPs = []string{"10.77.0.21", "10.77.0.22", "10.77.0.23"}
@@ -47,20 +47,30 @@ const (
 	maxWatchCatchUp = 5 * time.Second
 )
 
+// lbModes are the masters' two modes: secure (mTLS etcd; the lb joins with the token
+// for its health-check certificate) and --insecure (plain http).
+var lbModes = []struct {
+	name   string
+	secure bool
+}{{"secure", true}, {"insecure", false}}
+
 // lbEnv is three masters, an lb and a client, each in its own network namespace.
 type lbEnv struct {
-	c       *cluster.Cluster
-	masters []*netns.Host
-	lbHost  *netns.Host
-	client  *netns.Host
-	lbLog   string
-	http    *http.Client
-	m1ID    uint64
+	c          *cluster.Cluster
+	masters    []*netns.Host
+	lbHost     *netns.Host
+	client     *netns.Host
+	dir        string
+	lbLog      string
+	lbEndpoint string // the lb's etcd client URL
+	dialer     probe.Dialer
+	http       *http.Client
+	m1ID       uint64
 }
 
 // newLBEnv starts three masters with m1 as the etcd leader and the lb in front of
-// them, and tears everything down when the test ends.
-func newLBEnv(t *testing.T) *lbEnv {
+// them, secure or --insecure, and tears everything down when the test ends.
+func newLBEnv(t *testing.T, secure bool) *lbEnv {
 	t.Helper()
 	n := netns.NewT(t)
 	pairs := []string{"lb=" + lbIP, "client=" + clientIP}
@@ -71,16 +81,23 @@ func newLBEnv(t *testing.T) *lbEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &lbEnv{lbHost: hs[0], client: hs[1], masters: hs[2:]}
+	e := &lbEnv{lbHost: hs[0], client: hs[1], masters: hs[2:], dir: t.TempDir()}
 	e.http = &http.Client{Timeout: 2 * time.Second,
 		Transport: &http.Transport{DialContext: e.client.DialContext, DisableKeepAlives: true}}
-	dir := t.TempDir()
-	e.lbLog = filepath.Join(dir, "lb.log")
-	e.c = cluster.NewWith(bin, dir, 3, cluster.Options{
+	e.lbLog = filepath.Join(e.dir, "lb.log")
+	e.c = cluster.NewWith(bin, e.dir, 3, cluster.Options{
 		IPs:  masterIPs,
 		Wrap: func(i int) []string { return e.masters[i].Wrap() },
 		Dial: func(i int) func(context.Context, string, string) (net.Conn, error) { return e.masters[i].DialContext },
 	})
+	e.lbEndpoint = "http://" + lbIP + ":2379"
+	if secure {
+		e.c.Secure(testToken)
+		for _, m := range e.c.Masters {
+			m.Extra = append(m.Extra, "--lb="+lbIP) // the lb's IP in the serving certificates
+		}
+		e.lbEndpoint = "https://" + lbIP + ":2379"
+	}
 	t.Cleanup(func() {
 		e.c.StopAll()
 		if t.Failed() {
@@ -90,11 +107,20 @@ func newLBEnv(t *testing.T) *lbEnv {
 		}
 	})
 	startReady(t, e.c)
+	e.dialer = probe.Dialer{Dial: e.client.DialContext}
+	if secure {
+		f := e.tlsFiles()
+		tc, err := probe.ClientTLS(f[0], f[1], f[2])
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.dialer.TLS = tc
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	eps := e.c.Endpoints()
-	if err := probe.MoveLeader(ctx, e.client.DialContext, strings.Split(eps, ","), e.c.Masters[0].ClientURL()); err != nil {
+	if err := probe.MoveLeader(ctx, e.dialer, strings.Split(eps, ","), e.c.Masters[0].ClientURL()); err != nil {
 		t.Fatal(err)
 	}
 	cli := e.newClient(t, eps)
@@ -104,20 +130,33 @@ func newLBEnv(t *testing.T) *lbEnv {
 	}
 	e.m1ID = ids[e.c.Masters[0].ClientURL()]
 
-	e.startLB(t)
+	e.startLB(t, secure)
 	return e
+}
+
+// tlsFiles are the CA, client certificate and key that the client host uses in
+// secure mode: m1's etcd client certificate, which stays on disk when m1 fails.
+func (e *lbEnv) tlsFiles() [3]string {
+	pki := filepath.Join(e.c.Masters[0].Root, "etc/kubernetes/pki")
+	return [3]string{filepath.Join(pki, "ca.crt"), filepath.Join(pki, "etcd-client.crt"), filepath.Join(pki, "etcd-client.key")}
 }
 
 // startLB runs haagent --role=lb in the lb host and waits until a new connection
 // through it reaches m1.
-func (e *lbEnv) startLB(t *testing.T) {
+func (e *lbEnv) startLB(t *testing.T, secure bool) {
 	t.Helper()
 	log, err := os.Create(e.lbLog)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := e.lbHost.Command(bin, "--role=lb", "--masters="+strings.Join(masterIPs, ","), "--lb-ports=2379",
-		"--listen-address="+lbIP, "--status-address="+lbStatus, "--name=lb")
+	args := []string{"--role=lb", "--masters=" + strings.Join(masterIPs, ","), "--lb-ports=2379",
+		"--listen-address=" + lbIP, "--status-address=" + lbStatus, "--name=lb", "--root=" + filepath.Join(e.dir, "lb-root")}
+	if secure {
+		args = append(args, "--token="+testToken)
+	} else {
+		args = append(args, "--insecure")
+	}
+	cmd := e.lbHost.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		log.Close()
@@ -138,12 +177,12 @@ func (e *lbEnv) startLB(t *testing.T) {
 			t.Logf("--- log of the lb ---\n%s", tail(string(b), 40))
 		}
 	})
-	cli := e.newClient(t, lbEndpoint)
-	err = cluster.Await(20*time.Second, 50*time.Millisecond, func() error {
+	cli := e.newClient(t, e.lbEndpoint)
+	err = cluster.Await(30*time.Second, 50*time.Millisecond, func() error {
 		select {
 		case <-exited:
 			b, _ := os.ReadFile(e.lbLog)
-			return &cluster.Permanent{Err: fmt.Errorf("haagent --role=lb exited (is the lb role in this build?):\n%s", tail(string(b), 20))}
+			return &cluster.Permanent{Err: fmt.Errorf("haagent --role=lb exited:\n%s", tail(string(b), 20))}
 		default:
 		}
 		return e.answeredByM1(cli)
@@ -156,7 +195,7 @@ func (e *lbEnv) startLB(t *testing.T) {
 // newClient is an etcd client in the client host; the test closes it.
 func (e *lbEnv) newClient(t *testing.T, endpoints string) *clientv3.Client {
 	t.Helper()
-	cli, err := probe.Client(e.client.DialContext, strings.Split(endpoints, ",")...)
+	cli, err := e.dialer.Client(strings.Split(endpoints, ",")...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +207,7 @@ func (e *lbEnv) newClient(t *testing.T, endpoints string) *clientv3.Client {
 func (e *lbEnv) answeredByM1(cli *clientv3.Client) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	id, err := probe.AnsweredBy(ctx, cli, lbEndpoint)
+	id, err := probe.AnsweredBy(ctx, cli, e.lbEndpoint)
 	if err != nil {
 		return err
 	}
@@ -178,9 +217,19 @@ func (e *lbEnv) answeredByM1(cli *clientv3.Client) error {
 	return nil
 }
 
+// etcdctlFlags are etcdctl's flags for the lb endpoint, TLS included, then extra.
+func (e *lbEnv) etcdctlFlags(extra ...string) []string {
+	flags := []string{"--endpoints=" + e.lbEndpoint}
+	if e.dialer.TLS != nil {
+		f := e.tlsFiles()
+		flags = append(flags, "--cacert="+f[0], "--cert="+f[1], "--key="+f[2])
+	}
+	return append(flags, extra...)
+}
+
 // etcdctl runs Debian's etcdctl in the client host against the lb.
 func (e *lbEnv) etcdctl(args ...string) (string, error) {
-	cmd := e.client.Command("etcdctl", append([]string{"--endpoints=" + lbEndpoint, "--command-timeout=1s", "--dial-timeout=1s"}, args...)...)
+	cmd := e.client.Command("etcdctl", append(e.etcdctlFlags("--command-timeout=1s", "--dial-timeout=1s"), args...)...)
 	cmd.Env = append(os.Environ(), "ETCDCTL_API=3")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -218,46 +267,25 @@ func (e *lbEnv) backendUp(ip string) (float64, error) {
 	return 0, fmt.Errorf("no haagent_lb_backend_up series for %s in /metrics", want)
 }
 
-// statusState finds the state of backend ip:2379 in the lb's /status JSON, wherever
-// the document nests it: an object whose address is ip:2379 (or ip with port 2379).
+// statusState reads the state of backend ip:2379 from the lb's /status.
 func (e *lbEnv) statusState(ip string) (string, error) {
 	body, err := e.get("/status")
 	if err != nil {
 		return "", err
 	}
-	var doc any
+	var doc lbrole.StatusDoc
 	if err := json.Unmarshal([]byte(body), &doc); err != nil {
-		return "", fmt.Errorf("/status is not JSON: %w: %s", err, body)
+		return "", fmt.Errorf("/status: %w: %s", err, body)
 	}
-	var found string
-	var walk func(v any)
-	walk = func(v any) {
-		switch v := v.(type) {
-		case map[string]any:
-			addr, _ := v["address"].(string)
-			port, _ := v["port"].(float64)
-			if addr == ip+":2379" || (addr == ip && port == 2379) {
-				if s, ok := v["state"].(string); ok && found == "" {
-					found = s
-				}
-			}
-			for _, x := range v {
-				walk(x)
-			}
-		case []any:
-			for _, x := range v {
-				walk(x)
-			}
+	for _, b := range doc.Backends {
+		if b.Port == 2379 && (b.Address == ip+":2379" || b.Address == ip) {
+			return b.State.String(), nil
 		}
 	}
-	walk(doc)
-	if found == "" {
-		return "", fmt.Errorf("/status names no backend %s:2379 with a state: %s", ip, body)
-	}
-	return found, nil
+	return "", fmt.Errorf("/status lists no backend %s:2379: %s", ip, body)
 }
 
-// failPrimary applies a fault to m1, the lb's primary and the etcd leader.
+// fault fails m1, the lb's primary and the etcd leader, and heals it.
 type fault struct {
 	name  string
 	apply func(e *lbEnv) error
@@ -281,60 +309,64 @@ var faults = []fault{
 // the primary master (also the etcd leader) is killed or blackholed, and new
 // connections go back to the primary once it has recovered.
 func TestLBFailover(t *testing.T) {
-	for _, f := range faults {
-		t.Run(f.name, func(t *testing.T) {
-			e := newLBEnv(t)
-			w := probe.StartWriter(context.Background(), probe.WriterConfig{
-				NewClient: func() (*clientv3.Client, error) { return probe.Client(e.client.DialContext, lbEndpoint) },
-				Key:       "lbtest/writer",
-			})
-			defer w.Stop()
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if err := w.AwaitAcks(ctx, 20); err != nil {
-				t.Fatal(err)
-			}
-			at := time.Now()
-			if err := f.apply(e); err != nil {
-				t.Fatal(err)
-			}
-			gap := w.AwaitRecovery(at, probe.Recovery{Max: 20 * time.Second})
-			acks, fails, _, lastErr := w.Stats()
-			t.Logf("%s of m1: longest gap without an acknowledged write %s (recovered %v; %d acks, %d failed puts, last error %v)",
-				f.name, gap.Longest.Round(time.Millisecond), gap.Recovered, acks, fails, lastErr)
-			if !gap.Recovered || gap.Longest > maxWriteGap {
-				t.Fatalf("writes through the lb stopped for %s (recovered %v) after the %s of the primary; want ≤ %s",
-					gap.Longest.Round(time.Millisecond), gap.Recovered, f.name, maxWriteGap)
-			}
-			if up, err := e.backendUp(masterIPs[0]); err != nil || up != 0 {
-				t.Errorf("lb metrics: haagent_lb_backend_up of m1 = %v, %v; want 0 while m1 is down", up, err)
-			}
+	for _, mode := range lbModes {
+		for _, f := range faults {
+			t.Run(mode.name+"/"+f.name, func(t *testing.T) { testLBFailover(t, mode.secure, f) })
+		}
+	}
+}
 
-			// Recovery: new connections go back to m1; /metrics and /status agree.
-			if err := f.heal(e); err != nil {
-				t.Fatal(err)
-			}
-			cli := e.newClient(t, lbEndpoint)
-			err := cluster.Await(maxBackToPrime, 100*time.Millisecond, func() error {
-				if err := e.answeredByM1(cli); err != nil {
-					return err
-				}
-				if up, err := e.backendUp(masterIPs[0]); err != nil || up != 1 {
-					return fmt.Errorf("haagent_lb_backend_up of m1 = %v, %v; want 1", up, err)
-				}
-				if st, err := e.statusState(masterIPs[0]); err != nil || st != "healthy" {
-					return fmt.Errorf("/status: m1 is %q, %v; want healthy", st, err)
-				}
-				return nil
-			})
-			if err != nil {
-				t.Fatalf("after m1 recovered: %v", err)
-			}
-			// Writes still flow.
-			if err := w.AwaitAcks(ctx, 5); err != nil {
-				t.Fatal(err)
-			}
-		})
+func testLBFailover(t *testing.T, secure bool, f fault) {
+	e := newLBEnv(t, secure)
+	w := probe.StartWriter(context.Background(), probe.WriterConfig{
+		NewClient: func() (*clientv3.Client, error) { return e.dialer.Client(e.lbEndpoint) },
+		Key:       "lbtest/writer",
+	})
+	defer w.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := w.AwaitAcks(ctx, 20); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Now()
+	if err := f.apply(e); err != nil {
+		t.Fatal(err)
+	}
+	gap := w.AwaitRecovery(at, probe.Recovery{Max: 20 * time.Second})
+	acks, fails, _, lastErr := w.Stats()
+	t.Logf("%s of m1: longest gap without an acknowledged write %s (recovered %v; %d acks, %d failed puts, last error %v)",
+		f.name, gap.Longest.Round(time.Millisecond), gap.Recovered, acks, fails, lastErr)
+	if !gap.Recovered || gap.Longest > maxWriteGap {
+		t.Fatalf("writes through the lb stopped for %s (recovered %v) after the %s of the primary; want ≤ %s",
+			gap.Longest.Round(time.Millisecond), gap.Recovered, f.name, maxWriteGap)
+	}
+	if up, err := e.backendUp(masterIPs[0]); err != nil || up != 0 {
+		t.Errorf("lb metrics: haagent_lb_backend_up of m1 = %v, %v; want 0 while m1 is down", up, err)
+	}
+
+	// Recovery: new connections go back to m1; /metrics and /status agree.
+	if err := f.heal(e); err != nil {
+		t.Fatal(err)
+	}
+	cli := e.newClient(t, e.lbEndpoint)
+	err := cluster.Await(maxBackToPrime, 100*time.Millisecond, func() error {
+		if err := e.answeredByM1(cli); err != nil {
+			return err
+		}
+		if up, err := e.backendUp(masterIPs[0]); err != nil || up != 1 {
+			return fmt.Errorf("haagent_lb_backend_up of m1 = %v, %v; want 1", up, err)
+		}
+		if st, err := e.statusState(masterIPs[0]); err != nil || st != "healthy" {
+			return fmt.Errorf("/status: m1 is %q, %v; want healthy", st, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("after m1 recovered: %v", err)
+	}
+	// Writes still flow.
+	if err := w.AwaitAcks(ctx, 5); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -342,83 +374,87 @@ func TestLBFailover(t *testing.T) {
 // etcdctl in the client host) carries on through a failover: it receives a put made
 // after the primary failed.
 func TestLBWatchThroughFailover(t *testing.T) {
-	for _, f := range faults {
-		t.Run(f.name, func(t *testing.T) {
-			e := newLBEnv(t)
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			cmd := e.client.CommandContext(ctx, "etcdctl", "--endpoints="+lbEndpoint, "watch", "--prefix", "/watch/")
-			cmd.Env = append(os.Environ(), "ETCDCTL_API=3")
-			out, err := cmd.StdoutPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			var stderr strings.Builder
-			cmd.Stderr = &stderr
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			defer func() { cancel(); _ = cmd.Wait() }()
-			keys := make(chan string, 100)
-			go func() {
-				sc := bufio.NewScanner(out)
-				for sc.Scan() {
-					if k := sc.Text(); strings.HasPrefix(k, "/watch/") {
-						keys <- k
-					}
-				}
-				close(keys)
-			}()
-			awaitKey := func(want string, within time.Duration) error {
-				deadline := time.After(within)
-				for {
-					select {
-					case k, ok := <-keys:
-						if !ok {
-							return fmt.Errorf("etcdctl watch ended: %s", stderr.String())
-						}
-						if k == want {
-							return nil
-						}
-					case <-deadline:
-						return fmt.Errorf("the watch did not see %s within %s (stderr: %s)", want, within, stderr.String())
-					}
-				}
-			}
-			// The watch is up once it sees a put.
-			err = cluster.Await(10*time.Second, 200*time.Millisecond, func() error {
-				if _, err := e.etcdctl("put", "/watch/before", "1"); err != nil {
-					return err
-				}
-				return awaitKey("/watch/before", 500*time.Millisecond)
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
+	for _, mode := range lbModes {
+		for _, f := range faults {
+			t.Run(mode.name+"/"+f.name, func(t *testing.T) { testLBWatch(t, mode.secure, f) })
+		}
+	}
+}
 
-			at := time.Now()
-			if err := f.apply(e); err != nil {
-				t.Fatal(err)
+func testLBWatch(t *testing.T, secure bool, f fault) {
+	e := newLBEnv(t, secure)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cmd := e.client.CommandContext(ctx, "etcdctl", e.etcdctlFlags("watch", "--prefix", "/watch/")...)
+	cmd.Env = append(os.Environ(), "ETCDCTL_API=3")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cancel(); _ = cmd.Wait() }()
+	keys := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if k := sc.Text(); strings.HasPrefix(k, "/watch/") {
+				keys <- k
 			}
-			var putAt time.Time
-			err = cluster.Await(20*time.Second, 50*time.Millisecond, func() error {
-				_, err := e.etcdctl("put", "/watch/after", "2")
-				putAt = time.Now()
-				return err
-			})
-			if err != nil {
-				t.Fatal(err)
+		}
+		close(keys)
+	}()
+	awaitKey := func(want string, within time.Duration) error {
+		deadline := time.After(within)
+		for {
+			select {
+			case k, ok := <-keys:
+				if !ok {
+					return fmt.Errorf("etcdctl watch ended: %s", stderr.String())
+				}
+				if k == want {
+					return nil
+				}
+			case <-deadline:
+				return fmt.Errorf("the watch did not see %s within %s (stderr: %s)", want, within, stderr.String())
 			}
-			if err := awaitKey("/watch/after", maxWatchCatchUp); err != nil {
-				t.Fatalf("after the %s of the primary: %v", f.name, err)
-			}
-			t.Logf("%s: a put succeeded %s after the fault; the watch saw it %s later", f.name,
-				putAt.Sub(at).Round(time.Millisecond), time.Since(putAt).Round(time.Millisecond))
-			// Heal, so that every master stops cleanly and fast.
-			if err := f.heal(e); err != nil {
-				t.Fatal(err)
-			}
-		})
+		}
+	}
+	// The watch is up once it sees a put.
+	err = cluster.Await(10*time.Second, 200*time.Millisecond, func() error {
+		if _, err := e.etcdctl("put", "/watch/before", "1"); err != nil {
+			return err
+		}
+		return awaitKey("/watch/before", 500*time.Millisecond)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	at := time.Now()
+	if err := f.apply(e); err != nil {
+		t.Fatal(err)
+	}
+	var putAt time.Time
+	err = cluster.Await(20*time.Second, 50*time.Millisecond, func() error {
+		_, err := e.etcdctl("put", "/watch/after", "2")
+		putAt = time.Now()
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := awaitKey("/watch/after", maxWatchCatchUp); err != nil {
+		t.Fatalf("after the %s of the primary: %v", f.name, err)
+	}
+	t.Logf("%s: a put succeeded %s after the fault; the watch saw it %s later", f.name,
+		putAt.Sub(at).Round(time.Millisecond), time.Since(putAt).Round(time.Millisecond))
+	// Heal, so that every master stops cleanly and fast.
+	if err := f.heal(e); err != nil {
+		t.Fatal(err)
 	}
 }
 

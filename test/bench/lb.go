@@ -1,0 +1,609 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"math"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/haagent/haagent/test/cluster"
+	"github.com/haagent/haagent/test/netns"
+	"github.com/haagent/haagent/test/probe"
+)
+
+// The lb benchmark's layout, in network namespaces it makes itself: the masters, a
+// client host, and one host per proxy so that they can run side by side.
+const (
+	lbIP        = "10.77.0.10"
+	nginxIP     = "10.77.0.11"
+	haproxyIP   = "10.77.0.12"
+	lbClientIP  = "10.77.0.5"
+	lbEtcdPort  = "2379"
+	nginxModule = "/usr/lib/nginx/modules/ngx_stream_module.so"
+)
+
+var lbMasterIPs = []string{"10.77.0.21", "10.77.0.22", "10.77.0.23"}
+
+// Measurement settings. gapCap bounds one failover measurement: a front end that is
+// still stalled then is reported as "> gapCap".
+const (
+	putTimeout     = 250 * time.Millisecond
+	putInterval    = 20 * time.Millisecond
+	reconnectAfter = 2 * time.Second
+	gapCap         = 20 * time.Second
+	loadClients    = 16
+	loadWarmup     = time.Second
+	loadDuration   = 5 * time.Second
+	maxGapRounds   = 5
+	maxLoadRounds  = 3
+)
+
+// frontend is one way for a client to reach the masters.
+type frontend struct {
+	name string
+	// host runs the proxy; nil for direct, which needs nothing.
+	host *netns.Host
+	// start runs the proxy in host, logging into dir.
+	start func(h *netns.Host, dir string) (*exec.Cmd, error)
+	// endpoints are what the client is given.
+	endpoints []string
+	// baseline front ends' gaps come from fixed timers (health-check intervals,
+	// connect timeouts): they take part in the first round of each fault only.
+	baseline bool
+}
+
+// lbBench is the shared state of one lb benchmark run.
+type lbBench struct {
+	dir     string
+	c       *cluster.Cluster
+	masters []*netns.Host
+	client  *netns.Host
+	eps     []string // the masters' client URLs
+	m1ID    uint64
+}
+
+// dialer is how the benchmark's clients reach etcd: from the client host, plain
+// http (the masters run --insecure, so that haproxy's httpchk can read /health).
+func (b *lbBench) dialer() probe.Dialer { return probe.Dialer{Dial: b.client.DialContext} }
+
+// faultKind is how the primary fails.
+type faultKind struct {
+	name  string
+	apply func(b *lbBench) error
+}
+
+var lbFaults = []faultKind{
+	{"kill -9", func(b *lbBench) error { return b.c.Masters[0].Kill() }},
+	{"blackhole", func(b *lbBench) error { return b.masters[0].Blackhole() }},
+}
+
+// feResult is one front end's figures.
+type feResult struct {
+	gaps     map[string][]probe.Gap // by fault
+	loadRuns []probe.LoadResult
+}
+
+func benchLB(bin string, rounds int) (table, error) {
+	if r := netns.Reason(); r != "" {
+		return table{}, fmt.Errorf("the lb benchmark runs in network namespaces: %s", r)
+	}
+	for _, p := range []string{"nginx", "haproxy"} {
+		if _, err := exec.LookPath(p); err != nil {
+			return table{}, fmt.Errorf("%s is not installed: run scripts/deps.sh", p)
+		}
+	}
+	if _, err := os.Stat(nginxModule); err != nil {
+		return table{}, fmt.Errorf("nginx's stream module is missing (Debian package libnginx-mod-stream): %w", err)
+	}
+	// Commands run through ip netns exec, which must find the binary wherever it is.
+	if abs, err := filepath.Abs(bin); err == nil {
+		bin = abs
+	}
+	if err := netns.Cleanup(); err != nil {
+		progress("removing stale namespaces: %v", err)
+	}
+	n, err := netns.New()
+	if err != nil {
+		return table{}, err
+	}
+	defer n.Close()
+	pairs := []string{"client=" + lbClientIP, "lb=" + lbIP, "nginx=" + nginxIP, "haproxy=" + haproxyIP}
+	for i, ip := range lbMasterIPs {
+		pairs = append(pairs, fmt.Sprintf("m%d=%s", i+1, ip))
+	}
+	hs, err := n.AddHosts(pairs...)
+	if err != nil {
+		return table{}, err
+	}
+	dir, err := os.MkdirTemp("", "haagent-bench-lb")
+	if err != nil {
+		return table{}, err
+	}
+	defer os.RemoveAll(dir)
+	b := &lbBench{dir: dir, client: hs[0], masters: hs[4:]}
+	b.c = cluster.NewWith(bin, dir, 3, cluster.Options{
+		IPs:  lbMasterIPs,
+		Wrap: func(i int) []string { return b.masters[i].Wrap() },
+		Dial: func(i int) func(context.Context, string, string) (net.Conn, error) { return b.masters[i].DialContext },
+	})
+	defer b.c.StopAll()
+	if err := b.c.StartAll(); err != nil {
+		return table{}, err
+	}
+	if err := b.c.WaitReady(30 * time.Second); err != nil {
+		return table{}, err
+	}
+	b.eps = strings.Split(b.c.Endpoints(), ",")
+	if err := b.restore(); err != nil {
+		return table{}, err
+	}
+	cli, err := b.dialer().Client(b.eps...)
+	if err != nil {
+		return table{}, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ids, _, err := probe.Members(ctx, cli, b.eps)
+	cancel()
+	cli.Close()
+	if err != nil {
+		return table{}, err
+	}
+	b.m1ID = ids[b.eps[0]]
+
+	fes := []frontend{
+		{name: "haagent lb", host: hs[1], start: startHaagent(bin), endpoints: []string{lbIP + ":" + lbEtcdPort}},
+		{name: "nginx", host: hs[2], start: startNginx, endpoints: []string{nginxIP + ":" + lbEtcdPort}, baseline: true},
+		{name: "haproxy", host: hs[3], start: startHaproxy, endpoints: []string{haproxyIP + ":" + lbEtcdPort}, baseline: true},
+		{name: "direct", endpoints: b.eps},
+	}
+	res := map[string]*feResult{}
+	for _, fe := range fes {
+		res[fe.name] = &feResult{gaps: map[string][]probe.Gap{}}
+	}
+
+	// Throughput and latency: one front end at a time, taking turns in each round,
+	// each round starting with the next one.
+	loadRounds := min(max(rounds, 1), maxLoadRounds)
+	for r := range loadRounds {
+		for i := range fes {
+			fe := fes[(i+r)%len(fes)]
+			lr, err := b.loadRun(fe)
+			if err != nil {
+				return table{}, fmt.Errorf("%s load round %d: %w", fe.name, r+1, err)
+			}
+			progress("%s, load round %d: %.0f puts/s, p50 %s, p99 %s, %d failed", fe.name, r+1, lr.PerSecond(),
+				lr.P50.Round(10*time.Microsecond), lr.P99.Round(10*time.Microsecond), lr.Errors)
+			res[fe.name].loadRuns = append(res[fe.name].loadRuns, lr)
+		}
+	}
+
+	// Failover gaps: the front ends measured side by side, through the same fault, so
+	// that they share its election.
+	gapRounds := min(max(rounds, 1), maxGapRounds)
+	for _, f := range lbFaults {
+		for r := range gapRounds {
+			var in []frontend
+			for _, fe := range fes {
+				if r == 0 || !fe.baseline {
+					in = append(in, fe)
+				}
+			}
+			gs, err := b.gapRound(in, f)
+			if err != nil {
+				return table{}, fmt.Errorf("%s of the primary, round %d: %w", f.name, r+1, err)
+			}
+			var say []string
+			for i, fe := range in {
+				res[fe.name].gaps[f.name] = append(res[fe.name].gaps[f.name], gs[i])
+				say = append(say, fmt.Sprintf("%s %s", fe.name, gapCell(gs[i])))
+			}
+			progress("%s of the primary, round %d: longest write gap: %s", f.name, r+1, strings.Join(say, ", "))
+		}
+	}
+	return lbTable(fes, res, gapRounds, loadRounds), nil
+}
+
+// progress tells the operator, on stderr, what the benchmark is at.
+func progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "bench lb: "+format+"\n", args...)
+}
+
+// restore brings the cluster back to three healthy masters with m1 as the etcd
+// leader: m1's link up, m1 restarted with its data dir if it is down.
+func (b *lbBench) restore() error {
+	if err := b.masters[0].Heal(); err != nil {
+		return err
+	}
+	for _, m := range b.c.Masters {
+		if !m.Running() {
+			if err := m.Start(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := b.c.WaitReady(30 * time.Second); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return probe.MoveLeader(ctx, b.dialer(), b.eps, b.eps[0])
+}
+
+// runFrontend starts fe and waits until a new connection through it reaches m1 and a
+// put through it succeeds. The returned stop kills it.
+func (b *lbBench) runFrontend(fe frontend) (stop func(), err error) {
+	stop = func() {}
+	exited := make(chan struct{})
+	if fe.start != nil {
+		d := filepath.Join(b.dir, strings.ReplaceAll(fe.name, " ", "-"))
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, err
+		}
+		var cmd *exec.Cmd
+		if cmd, err = fe.start(fe.host, d); err != nil {
+			return nil, err
+		}
+		go func() { _ = cmd.Wait(); close(exited) }()
+		stop = func() {
+			_ = fe.host.Kill() // the proxy and any worker processes
+			<-exited
+		}
+		defer func() {
+			if err != nil {
+				stop()
+				err = fmt.Errorf("%w; logs in %s:\n%s", err, d, logTails(d))
+			}
+		}()
+	}
+	cli, err := b.dialer().Client(fe.endpoints...)
+	if err != nil {
+		return stop, err
+	}
+	defer cli.Close()
+	err = cluster.Await(20*time.Second, 50*time.Millisecond, func() error {
+		select {
+		case <-exited:
+			return &cluster.Permanent{Err: fmt.Errorf("%s exited", fe.name)}
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if fe.start != nil {
+			id, err := probe.AnsweredBy(ctx, cli, fe.endpoints[0])
+			if err != nil {
+				return err
+			}
+			if id != b.m1ID {
+				return fmt.Errorf("%s sent a new connection to %x, not the primary m1 (%x)", fe.name, id, b.m1ID)
+			}
+		}
+		_, err := cli.Put(ctx, "bench/ready", fe.name)
+		return err
+	})
+	return stop, err
+}
+
+func (b *lbBench) newClient(fe frontend) func() (*clientv3.Client, error) {
+	return func() (*clientv3.Client, error) { return b.dialer().Client(fe.endpoints...) }
+}
+
+// loadRun measures throughput and latency through fe on a healthy cluster.
+func (b *lbBench) loadRun(fe frontend) (probe.LoadResult, error) {
+	if err := b.restore(); err != nil {
+		return probe.LoadResult{}, err
+	}
+	stop, err := b.runFrontend(fe)
+	if err != nil {
+		return probe.LoadResult{}, err
+	}
+	defer stop()
+	ctx, cancel := context.WithTimeout(context.Background(), loadDuration+30*time.Second)
+	defer cancel()
+	return probe.Load(ctx, b.newClient(fe), loadClients, loadWarmup, loadDuration)
+}
+
+// gapRound starts from a healthy cluster, writes through every front end in fes at
+// once, fails the primary (the etcd leader) and returns each front end's longest time
+// without an acknowledged write.
+func (b *lbBench) gapRound(fes []frontend, f faultKind) ([]probe.Gap, error) {
+	if err := b.restore(); err != nil {
+		return nil, err
+	}
+	var ws []*probe.Writer
+	defer func() {
+		for _, w := range ws {
+			w.Stop()
+		}
+	}()
+	for _, fe := range fes {
+		stop, err := b.runFrontend(fe)
+		if err != nil {
+			return nil, err
+		}
+		defer stop()
+		ws = append(ws, probe.StartWriter(context.Background(), probe.WriterConfig{
+			NewClient: b.newClient(fe), Key: "bench/gap/" + fe.name,
+			Timeout: putTimeout, Interval: putInterval, ReconnectAfter: reconnectAfter,
+		}))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i, w := range ws {
+		if err := w.AwaitAcks(ctx, 20); err != nil {
+			return nil, fmt.Errorf("%s: %w", fes[i].name, err)
+		}
+	}
+	at := time.Now()
+	if err := f.apply(b); err != nil {
+		return nil, err
+	}
+	var gs []probe.Gap
+	for _, w := range ws {
+		gs = append(gs, w.AwaitRecovery(at, probe.Recovery{Max: gapCap}))
+	}
+	return gs, nil
+}
+
+// startHaagent runs haagent --role=lb with m1 as the primary.
+func startHaagent(bin string) func(h *netns.Host, dir string) (*exec.Cmd, error) {
+	return func(h *netns.Host, dir string) (*exec.Cmd, error) {
+		cmd := h.Command(bin, "--role=lb", "--masters="+strings.Join(lbMasterIPs, ","), "--insecure",
+			"--lb-ports="+lbEtcdPort, "--listen-address="+h.IP, "--status-address="+h.IP+":9110",
+			"--name=lb", "--root="+filepath.Join(dir, "root"))
+		return cmd, startLogged(cmd, filepath.Join(dir, "haagent-lb.log"))
+	}
+}
+
+// startNginx runs nginx's stream proxy in the classic layout: m1 primary, the others
+// backup, every timeout at nginx's default.
+func startNginx(h *netns.Host, dir string) (*exec.Cmd, error) {
+	conf := fmt.Sprintf(`load_module %s;
+daemon off;
+worker_processes auto;
+pid %s/nginx.pid;
+error_log %s/error.log notice;
+events { worker_connections 4096; }
+stream {
+    upstream etcd {
+        server %s:%s;
+        server %s:%s backup;
+        server %s:%s backup;
+    }
+    server {
+        listen %s:%s;
+        proxy_pass etcd;
+    }
+}
+`, nginxModule, dir, dir, lbMasterIPs[0], lbEtcdPort, lbMasterIPs[1], lbEtcdPort, lbMasterIPs[2], lbEtcdPort, h.IP, lbEtcdPort)
+	path := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		return nil, err
+	}
+	cmd := h.Command("nginx", "-p", dir+"/", "-c", path, "-e", filepath.Join(dir, "error.log"))
+	return cmd, startLogged(cmd, filepath.Join(dir, "stdout.log"))
+}
+
+// startHaproxy runs haproxy in tcp mode with the classic health check: GET /health
+// every 2 s (default inter), down after 3 failures (default fall), m1 primary and
+// the others backup.
+func startHaproxy(h *netns.Host, dir string) (*exec.Cmd, error) {
+	conf := fmt.Sprintf(`global
+    maxconn 4096
+
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+
+listen etcd
+    bind %s:%s
+    option httpchk GET /health
+    server m1 %s:%s check
+    server m2 %s:%s check backup
+    server m3 %s:%s check backup
+`, h.IP, lbEtcdPort, lbMasterIPs[0], lbEtcdPort, lbMasterIPs[1], lbEtcdPort, lbMasterIPs[2], lbEtcdPort)
+	path := filepath.Join(dir, "haproxy.cfg")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		return nil, err
+	}
+	cmd := h.Command("haproxy", "-db", "-f", path)
+	return cmd, startLogged(cmd, filepath.Join(dir, "haproxy.log"))
+}
+
+func startLogged(cmd *exec.Cmd, logPath string) error {
+	f, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	cmd.Stdout, cmd.Stderr = f, f
+	err = cmd.Start()
+	f.Close() // the child has its own copy
+	return err
+}
+
+func logTails(dir string) string {
+	var out []string
+	files, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+		if len(lines) > 15 {
+			lines = lines[len(lines)-15:]
+		}
+		out = append(out, "--- "+filepath.Base(f)+" ---\n"+strings.Join(lines, "\n"))
+	}
+	return strings.Join(out, "\n")
+}
+
+// sortGaps orders gaps from shortest to longest; a round that never recovered counts
+// as longer than any that did.
+func sortGaps(gs []probe.Gap) []probe.Gap {
+	s := slices.Clone(gs)
+	slices.SortFunc(s, func(a, b probe.Gap) int {
+		if a.Recovered != b.Recovered {
+			if a.Recovered {
+				return -1
+			}
+			return 1
+		}
+		return cmp.Compare(a.Longest, b.Longest)
+	})
+	return s
+}
+
+func medianGap(gs []probe.Gap) probe.Gap {
+	if len(gs) == 0 {
+		return probe.Gap{}
+	}
+	return sortGaps(gs)[len(gs)/2]
+}
+
+func worstGap(gs []probe.Gap) probe.Gap {
+	if len(gs) == 0 {
+		return probe.Gap{}
+	}
+	return sortGaps(gs)[len(gs)-1]
+}
+
+// pairedRatio is the median over the rounds of a's gap over b's gap in the same round
+// (the same fault, so the same etcd election); ok is false when b never recovered.
+func pairedRatio(a, b []probe.Gap) (r float64, ok bool) {
+	var rs []float64
+	for i := range min(len(a), len(b)) {
+		if !b[i].Recovered || b[i].Longest == 0 {
+			return 0, false
+		}
+		x := float64(a[i].Longest) / float64(b[i].Longest)
+		if !a[i].Recovered {
+			x = math.Inf(1)
+		}
+		rs = append(rs, x)
+	}
+	if len(rs) == 0 {
+		return 0, false
+	}
+	slices.Sort(rs)
+	return rs[len(rs)/2], true
+}
+
+func gapCell(g probe.Gap) string {
+	if !g.Recovered {
+		return fmt.Sprintf("> %.0f s", g.Longest.Seconds())
+	}
+	return ms(g.Longest)
+}
+
+// medianLoad takes the round with the median throughput.
+func medianLoad(rs []probe.LoadResult) probe.LoadResult {
+	s := slices.Clone(rs)
+	slices.SortFunc(s, func(a, b probe.LoadResult) int { return cmp.Compare(a.PerSecond(), b.PerSecond()) })
+	if len(s) == 0 {
+		return probe.LoadResult{}
+	}
+	return s[len(s)/2]
+}
+
+// medianOf is the median of f over the rounds.
+func medianOf(rs []probe.LoadResult, f func(probe.LoadResult) time.Duration) time.Duration {
+	var ds []time.Duration
+	for _, r := range rs {
+		ds = append(ds, f(r))
+	}
+	return median(ds)
+}
+
+func lbTable(fes []frontend, res map[string]*feResult, gapRounds, loadRounds int) table {
+	h, ng, hp, d := res[fes[0].name], res[fes[1].name], res[fes[2].name], res[fes[3].name]
+	cell := func(gs []probe.Gap) string {
+		m := medianGap(gs)
+		if w := worstGap(gs); len(gs) > 1 && w != m {
+			return fmt.Sprintf("%s (max %s)", gapCell(m), gapCell(w))
+		}
+		return gapCell(m)
+	}
+	ratioCell := func(r float64, ok bool) string {
+		switch {
+		case !ok:
+			return "-"
+		case math.IsInf(r, 1):
+			return "∞"
+		}
+		return fmt.Sprintf("%.2f×", r)
+	}
+	t := table{
+		title: fmt.Sprintf("Load balancer for etcd, in network namespaces (3 haagent masters; m1 is the primary and the etcd leader; "+
+			"gaps: median of %d rounds, nginx and haproxy 1; load: median of %d rounds)", gapRounds, loadRounds),
+		header: []string{"measure", "haagent lb", "nginx", "haproxy", "direct", "vs nginx", "vs direct", "target", "verdict"},
+	}
+	for _, f := range lbFaults {
+		hg, ngg, hpg, dg := h.gaps[f.name], ng.gaps[f.name], hp.gaps[f.name], d.gaps[f.name]
+		vsN, okN := pairedRatio(hg, ngg)
+		vsD, okD := pairedRatio(hg, dg)
+		m := medianGap(hg)
+		ok := m.Recovered && m.Longest <= 1500*time.Millisecond && (!okD || vsD <= 1.2)
+		t.rows = append(t.rows, []string{
+			f.name + " primary → longest write gap",
+			cell(hg), cell(ngg), cell(hpg), cell(dg),
+			ratioCell(vsN, okN), ratioCell(vsD, okD), "≤ 1.5 s and ≤ 1.2× direct", verdict(ok),
+		})
+	}
+	tp := func(r probe.LoadResult) float64 { return r.PerSecond() }
+	p50 := func(r probe.LoadResult) time.Duration { return r.P50 }
+	p99 := func(r probe.LoadResult) time.Duration { return r.P99 }
+	lat := func(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000) }
+	hl, nl, pl, dl := medianLoad(h.loadRuns), medianLoad(ng.loadRuns), medianLoad(hp.loadRuns), medianLoad(d.loadRuns)
+	h50, n50, p50p, d50 := medianOf(h.loadRuns, p50), medianOf(ng.loadRuns, p50), medianOf(hp.loadRuns, p50), medianOf(d.loadRuns, p50)
+	h99, n99, p99p, d99 := medianOf(h.loadRuns, p99), medianOf(ng.loadRuns, p99), medianOf(hp.loadRuns, p99), medianOf(d.loadRuns, p99)
+	t.rows = append(t.rows,
+		[]string{fmt.Sprintf("puts/s, %d clients", loadClients),
+			fmt.Sprintf("%.0f/s", tp(hl)), fmt.Sprintf("%.0f/s", tp(nl)), fmt.Sprintf("%.0f/s", tp(pl)), fmt.Sprintf("%.0f/s", tp(dl)),
+			ratio(tp(hl), tp(nl)), ratio(tp(hl), tp(dl)), "≥ 0.95× nginx", verdict(tp(hl) >= 0.95*tp(nl))},
+		[]string{"p50 put latency", lat(h50), lat(n50), lat(p50p), lat(d50),
+			ratio(float64(h50), float64(n50)), ratio(float64(h50), float64(d50)), "-", "-"},
+		[]string{"p99 put latency", lat(h99), lat(n99), lat(p99p), lat(d99),
+			ratio(float64(h99), float64(n99)), ratio(float64(h99), float64(d99)), "≤ 1.1× nginx",
+			verdict(float64(h99) <= 1.1*float64(n99))},
+	)
+	var errs []string
+	for _, fe := range fes {
+		n := 0
+		for _, r := range res[fe.name].loadRuns {
+			n += r.Errors
+		}
+		if n > 0 {
+			errs = append(errs, fmt.Sprintf("%s %d", fe.name, n))
+		}
+	}
+	t.notes = append(t.notes,
+		fmt.Sprintf("Write gap: the longest time without an acknowledged put after m1 is killed (kill -9) or blackholed (its link down: no RST). "+
+			"Every front end has its own client, all writing through the same fault: a put every %s on one connection, each with a %s timeout; "+
+			"a client that has had no ack for %s opens a new connection (a gRPC keepalive would, later: grpc-go allows none under 10 s; "+
+			"this is after the haagent lb's own detection, so its closing of a failed master's connections is what counts). "+
+			"\"vs\" for gaps is the median of the per-round ratios; \"> %s\" means writes had not resumed by then. "+
+			"No gap can be shorter than etcd's election: a follower waits the election timeout (1 s) plus a random part of up to 1 s more, "+
+			"so the 1.5 s verdict varies from run to run, while the ratio to direct, measured through the same elections, isolates what the lb adds. "+
+			"direct is etcd's clientv3 given all three masters, no lb. nginx (stream) and haproxy (tcp) run the classic layout at their defaults: "+
+			"m1 primary, the others backup; haproxy checks GET /health every 2 s, fall 3.",
+			putInterval, putTimeout, reconnectAfter, gapCap),
+		fmt.Sprintf("Load: one front end at a time, %d clients, each with its own connection and one put (128-byte value) at a time, "+
+			"for %s after %s of warm-up; throughput is the median round's, latencies the medians of the rounds' percentiles; failed puts: %s.",
+			loadClients, loadDuration, loadWarmup, orNone(errs)))
+	return t
+}
+
+func orNone(s []string) string {
+	if len(s) == 0 {
+		return "none"
+	}
+	return strings.Join(s, ", ")
+}
