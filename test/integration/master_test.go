@@ -1,5 +1,6 @@
 // Package integration runs real haagent masters as processes on 127.0.0.21-23 and
-// checks them with Debian's etcdctl, an outside client. No root is needed.
+// checks them with Debian's etcdctl, an outside client. The master tests need no root;
+// the lb tests make network namespaces, so they need root and skip without it.
 package integration
 
 import (
