@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"strings"
 
 	"github.com/vishvananda/netlink"
 )
@@ -35,4 +37,14 @@ func InterfaceIPv4(name string) (net.IP, error) {
 		return fallback, nil
 	}
 	return nil, errors.New("interface " + name + " has no IPv4 address")
+}
+
+// ShortHostname is the hostname up to its first dot, the default node name.
+func ShortHostname() (string, error) {
+	h, err := os.Hostname()
+	if err != nil {
+		return "", err
+	}
+	short, _, _ := strings.Cut(h, ".")
+	return short, nil
 }

@@ -146,3 +146,13 @@ func providedByPackage(root, unit string) bool {
 	}
 	return false
 }
+
+// Files is everything a role owns besides its certificates: Render's EnvironmentFiles
+// and the unit files that no package provides.
+func Files(c Config) ([]files.File, error) {
+	fs, err := Render(c)
+	if err != nil {
+		return nil, err
+	}
+	return append(fs, UnitFiles(c.Root, Units(c))...), nil
+}

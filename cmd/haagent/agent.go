@@ -55,22 +55,38 @@ type role struct {
 	render  func() ([]files.File, error)
 }
 
+// roleConfig is what every role's Config does: fill host defaults, then check purely.
+type roleConfig interface {
+	Complete() error
+	Validate() error
+}
+
+// prepare completes and validates c, then runs the role's own checks that touch the host.
+func prepare(c roleConfig, preflight ...func() error) func() error {
+	return func() error {
+		if err := c.Complete(); err != nil {
+			return err
+		}
+		if err := c.Validate(); err != nil {
+			return err
+		}
+		for _, f := range preflight {
+			if err := f(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
 func roles(name string) (role, bool) {
 	switch name {
 	case "master":
 		cfg := master.NewConfig()
 		return role{
 			addFlags: cfg.AddFlags,
-			prepare: func() error {
-				if err := cfg.Complete(); err != nil {
-					return err
-				}
-				if err := cfg.Validate(); err != nil {
-					return err
-				}
-				return cfg.Preflight()
-			},
-			name: func() string { return cfg.Name },
+			prepare:  prepare(cfg, cfg.Preflight),
+			name:     func() string { return cfg.Name },
 			run: func(ctx context.Context, lg *slog.Logger) error {
 				m, err := master.New(cfg, lg, prometheus.DefaultGatherer)
 				if err != nil {
@@ -84,13 +100,8 @@ func roles(name string) (role, bool) {
 		cfg := minion.NewConfig()
 		return role{
 			addFlags: cfg.AddFlags,
-			prepare: func() error {
-				if err := cfg.Complete(); err != nil {
-					return err
-				}
-				return cfg.Validate()
-			},
-			name: func() string { return cfg.Name },
+			prepare:  prepare(cfg),
+			name:     func() string { return cfg.Name },
 			run: func(ctx context.Context, lg *slog.Logger) error {
 				return minion.New(cfg, lg, prometheus.DefaultGatherer).Run(ctx)
 			},
@@ -100,13 +111,8 @@ func roles(name string) (role, bool) {
 		cfg := lbrole.NewConfig()
 		return role{
 			addFlags: cfg.AddFlags,
-			prepare: func() error {
-				if err := cfg.Complete(); err != nil {
-					return err
-				}
-				return cfg.Validate()
-			},
-			name: func() string { return cfg.Name },
+			prepare:  prepare(cfg),
+			name:     func() string { return cfg.Name },
 			run: func(ctx context.Context, lg *slog.Logger) error {
 				l, err := lbrole.New(cfg, lg, prometheus.DefaultGatherer, prometheus.DefaultRegisterer)
 				if err != nil {

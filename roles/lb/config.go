@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/haagent/haagent/join"
 	balancer "github.com/haagent/haagent/lb"
+	"github.com/haagent/haagent/netsetup"
 	"github.com/haagent/haagent/pki"
 	"github.com/haagent/haagent/status"
 )
@@ -124,11 +124,11 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 // blanks around --masters entries. It reads the host but changes nothing on it.
 func (c *Config) Complete() error {
 	if c.Name == "" {
-		h, err := os.Hostname()
+		name, err := netsetup.ShortHostname()
 		if err != nil {
 			return fmt.Errorf("--name: not given and the hostname is unreadable: %w; set --name", err)
 		}
-		c.Name, _, _ = strings.Cut(h, ".")
+		c.Name = name
 	}
 	for i, m := range c.Masters {
 		c.Masters[i] = strings.TrimSpace(m)

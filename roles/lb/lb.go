@@ -18,6 +18,7 @@ import (
 
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/haagent/haagent/files"
 	"github.com/haagent/haagent/join"
@@ -99,6 +100,34 @@ func (l *LB) newBalancer(ctx context.Context) (*balancer.Balancer, error) {
 	return balancer.New(bc)
 }
 
+// renewLoop rejoins for a new certificate once the current one is at 2/3 of its life;
+// the health checks read it per handshake, so no restart is needed.
+func (l *LB) renewLoop(ctx context.Context) {
+	token, err := pki.ParseToken(l.cfg.Token)
+	if err != nil {
+		return
+	}
+	var servers []string
+	for _, m := range l.cfg.Masters {
+		servers = append(servers, net.JoinHostPort(m, strconv.Itoa(l.cfg.JoinPort)))
+	}
+	t := time.NewTicker(renewCheckEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := l.ensureCerts(ctx, servers, token, time.Now()); err != nil && ctx.Err() == nil {
+				l.lg.Error("certificate renewal failed; retrying in an hour", "err", err)
+			}
+		}
+	}
+}
+
+// renewCheckEvery is how often the certificate is checked against its renewal time.
+const renewCheckEvery = time.Hour
+
 // ensureCerts joins when the lb's certificate is missing or due for renewal.
 func (l *LB) ensureCerts(ctx context.Context, servers []string, token pki.Token, now time.Time) error {
 	if _, err := os.Stat(filepath.Join(l.cfg.Root, pki.EtcdClientCert)); err == nil {
@@ -129,13 +158,13 @@ func (l *LB) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	statusErr := make(chan error, 1)
-	go func() { statusErr <- srv.Serve(ctx) }()
-	balErr := make(chan error, 1)
-	go func() { balErr <- l.bal.Run(ctx) }()
-
+	// The first part to fail stops the others; Run returns once all have.
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return srv.Serve(ctx) })
+	g.Go(func() error { return l.bal.Run(ctx) })
+	if !l.cfg.Insecure {
+		g.Go(func() error { l.renewLoop(ctx); return nil })
+	}
 	select {
 	case <-l.bal.Serving():
 		notifyReady(l.lg)
@@ -144,32 +173,11 @@ func (l *LB) Run(ctx context.Context) error {
 		if err := l.bal.Ready(); err != nil {
 			l.lg.Warn("lb serving without a healthy master on every port", "err", err)
 		}
-	case err := <-balErr:
-		cancel()
-		<-statusErr
-		return err
-	case err := <-statusErr:
-		cancel()
-		<-balErr
-		return err
 	case <-ctx.Done():
 	}
-
-	select {
-	case err := <-balErr:
-		cancel()
-		<-statusErr
-		return err
-	case err := <-statusErr:
-		cancel()
-		<-balErr
-		return err
-	case <-ctx.Done():
-		_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
-		err := <-balErr
-		<-statusErr
-		return err
-	}
+	err = g.Wait()
+	_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
+	return err
 }
 
 // runNginx writes the nginx config, restarts nginx if it changed and Units is set,

@@ -123,11 +123,11 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 // address and the single-member peer list. It reads the host but changes nothing.
 func (c *Config) Complete() error {
 	if c.Name == "" {
-		h, err := os.Hostname()
+		name, err := netsetup.ShortHostname()
 		if err != nil {
 			return fmt.Errorf("--name: not given and the hostname is unreadable: %w", err)
 		}
-		c.Name, _, _ = strings.Cut(h, ".")
+		c.Name = name
 	}
 	if c.Iface != "" && c.AdvertiseAddress == "" {
 		ip, err := netsetup.InterfaceIPv4(c.Iface)

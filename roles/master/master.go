@@ -14,6 +14,7 @@ import (
 
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/haagent/haagent/embed"
 	"github.com/haagent/haagent/files"
@@ -89,25 +90,32 @@ func (m *Master) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	statusErr := make(chan error, 1)
-	go func() { statusErr <- srv.Serve(ctx) }()
+	// Every part runs in the group: the first to fail stops the others, and Run returns
+	// only once all of them have.
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return srv.Serve(ctx) })
+	if err := m.start(ctx, g); err != nil {
+		g.Go(func() error { return err })
+	}
+	err = g.Wait()
+	_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
+	return err
+}
 
+// start brings the master up inside g: certificates and the join service, the etcd
+// member, then the sealed CA, flannel's config and the node files; then READY=1.
+func (m *Master) start(ctx context.Context, g *errgroup.Group) error {
 	var token pki.Token
 	var shared *pki.Shared
 	if m.cfg.Insecure {
 		m.lg.Warn("INSECURE MODE: etcd serves plain http without authentication; anyone who reaches port " +
 			"2379 owns the cluster and every Secret in it. Use --insecure only in a lab.")
 	} else {
+		var err error
 		if token, err = m.loadOrCreateToken(); err != nil {
-			cancel()
-			<-statusErr
 			return fmt.Errorf("token: %w", err)
 		}
 		if shared, err = m.ensurePKI(ctx, token); err != nil {
-			cancel()
-			<-statusErr
 			return fmt.Errorf("certificates: %w", err)
 		}
 		js, err := join.Listen(join.ServerConfig{
@@ -116,74 +124,36 @@ func (m *Master) Run(ctx context.Context) error {
 			Issue: m.issuer(shared), Logger: m.lg.With("component", "join"),
 		})
 		if err != nil {
-			cancel()
-			<-statusErr
 			return err
 		}
-		go func() {
-			if err := js.Serve(ctx); err != nil {
-				m.lg.Error("join service stopped", "err", err)
-			}
-		}()
-		go m.renewLoop(ctx, shared)
+		g.Go(func() error { return js.Serve(ctx) })
+		g.Go(func() error { m.renewLoop(ctx, shared); return nil })
 	}
-
-	memberErr := make(chan error, 1)
-	go func() { memberErr <- m.member.Run(ctx) }()
-
+	g.Go(func() error { return m.member.Run(ctx) })
 	select {
 	case <-m.member.Ready():
-		if shared != nil {
-			if err := m.untilStored(ctx, "the sealed CA", func(ctx context.Context) error {
-				return m.syncShared(ctx, m.member.Client(), token, shared)
-			}); err != nil {
-				cancel()
-				<-memberErr
-				return err
-			}
-		}
-		if err := m.seedFlannel(ctx); err != nil {
-			cancel()
-			<-memberErr
+	case <-ctx.Done():
+		return nil
+	}
+	if shared != nil {
+		if err := m.untilStored(ctx, "the sealed CA", func(ctx context.Context) error {
+			return m.syncShared(ctx, m.member.Client(), token, shared)
+		}); err != nil {
 			return err
 		}
-		if err := m.startReconciler(ctx); err != nil {
-			cancel()
-			<-memberErr
-			<-statusErr
-			return err
-		}
-		if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
-			m.lg.Warn("could not notify systemd", "err", err)
-		}
-		go m.runReconciler(ctx)
-		m.lg.Info("master ready", "name", m.cfg.Name, "status", srv.Addr().String())
-	case err := <-memberErr:
-		cancel()
-		<-statusErr
-		return err
-	case err := <-statusErr:
-		cancel()
-		<-memberErr
-		return err
-	case <-ctx.Done():
 	}
-
-	select {
-	case err := <-memberErr:
-		cancel()
-		<-statusErr
-		return err
-	case err := <-statusErr:
-		cancel()
-		<-memberErr
-		return err
-	case <-ctx.Done():
-		_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
-		err := <-memberErr
-		<-statusErr
+	if err := m.seedFlannel(ctx); err != nil {
 		return err
 	}
+	if err := m.startReconciler(ctx); err != nil {
+		return err
+	}
+	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
+		m.lg.Warn("could not notify systemd", "err", err)
+	}
+	g.Go(func() error { m.runReconciler(ctx); return nil })
+	m.lg.Info("master ready", "name", m.cfg.Name, "status", m.cfg.StatusAddress)
+	return nil
 }
 
 func (m *Master) seedFlannel(ctx context.Context) error {

@@ -27,10 +27,5 @@ func (c *Config) NodeConfig() nodeconf.Config {
 // Render returns every file this master owns besides its certificates: the
 // EnvironmentFiles and the unit files no package provides.
 func (c *Config) Render() ([]files.File, error) {
-	nc := c.NodeConfig()
-	fs, err := nodeconf.Render(nc)
-	if err != nil {
-		return nil, err
-	}
-	return append(fs, nodeconf.UnitFiles(c.Root, nodeconf.Units(nc))...), nil
+	return nodeconf.Files(c.NodeConfig())
 }

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -87,11 +86,11 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 // Complete fills the hostname default.
 func (c *Config) Complete() error {
 	if c.Name == "" {
-		h, err := os.Hostname()
+		name, err := netsetup.ShortHostname()
 		if err != nil {
 			return fmt.Errorf("--name: not given and the hostname is unreadable: %w", err)
 		}
-		c.Name, _, _ = strings.Cut(h, ".")
+		c.Name = name
 	}
 	if c.Iface != "" && c.AdvertiseAddress == "" {
 		ip, err := netsetup.InterfaceIPv4(c.Iface)
@@ -267,12 +266,7 @@ func (c *Config) NodeConfig() nodeconf.Config {
 
 // Render returns every file the minion owns besides its certificates.
 func (c *Config) Render() ([]files.File, error) {
-	nc := c.NodeConfig()
-	fs, err := nodeconf.Render(nc)
-	if err != nil {
-		return nil, err
-	}
-	return append(fs, nodeconf.UnitFiles(c.Root, nodeconf.Units(nc))...), nil
+	return nodeconf.Files(c.NodeConfig())
 }
 
 // ownedStateFile records what haagent last wrote, to tell hand edits from its own.

@@ -257,7 +257,7 @@ func TestControlPlaneOnRealHosts(t *testing.T) {
 			}
 			return nil
 		})
-		for _, u := range []string{"kubelet", "kube-proxy", "flanneld"} {
+		for _, u := range []string{"kubelet", "kube-proxy", "flanneld", "containerd"} {
 			if out, err := minion.Exec(ctx, "systemctl", "is-enabled", u); err != nil {
 				t.Errorf("%s not enabled: %s", u, out)
 			}
@@ -279,8 +279,17 @@ func TestControlPlaneOnRealHosts(t *testing.T) {
 		if err != nil || strings.TrimSpace(out) != "system:node:minion1" {
 			t.Errorf("kubelet identity: %q, %v", out, err)
 		}
-		st, _ := minion.Shell(ctx, "systemctl is-active kubelet; journalctl -u kubelet --no-pager | tail -3")
-		t.Logf("kubelet on the minion (no container runtime in the test host): %s", st)
+		await(t, "containerd active on the minion", time.Minute, func() error {
+			out, err := minion.Exec(ctx, "systemctl", "is-active", "containerd")
+			if err != nil {
+				return fmt.Errorf("%s", strings.TrimSpace(out))
+			}
+			return nil
+		})
+		st, _ := minion.Shell(ctx, "systemctl is-active kubelet; journalctl -u kubelet --no-pager | grep -v ' I[0-9]' | tail -12")
+		t.Logf("kubelet on the minion: %s", st)
+		nodes, _ := kubectl("get", "nodes", "-o", "wide")
+		t.Logf("nodes: %s", nodes)
 	})
 
 	t.Run("the control plane survives the loss of m1", func(t *testing.T) {

@@ -24,6 +24,8 @@ const Suite = "bookworm"
 var Packages = []string{
 	"systemd", "systemd-sysv", "dbus", "iproute2", "procps", "ca-certificates",
 	"iputils-ping", "netcat-openbsd", "curl", "nftables", "iptables",
+	// a container runtime for the minion's kubelet (the e2e test)
+	"containerd",
 }
 
 // recipe names how the rootfs is made after debootstrap; bump it when prepareRootfs
