@@ -85,10 +85,11 @@ After=containerd.service docker.service flanneld.service
 Wants=flanneld.service
 
 [Service]
+# systemd makes /var/lib/kubelet before it changes into it.
+StateDirectory=kubelet
 WorkingDirectory=/var/lib/kubelet
 EnvironmentFile=-/etc/kubernetes/config
 EnvironmentFile=-/etc/kubernetes/kubelet
-ExecStartPre=/bin/mkdir -p /var/lib/kubelet
 ExecStart=/usr/bin/kubelet $KUBE_LOGTOSTDERR $KUBE_LOG_LEVEL $KUBELET_API_SERVER $KUBELET_ADDRESS $KUBELET_PORT $KUBELET_HOSTNAME $KUBE_ALLOW_PRIV $KUBELET_ARGS
 Restart=on-failure
 RestartSec=2

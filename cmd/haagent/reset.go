@@ -53,6 +53,13 @@ func runReset(ctx context.Context, args []string) error {
 	}
 	if mgr != nil {
 		defer mgr.Close()
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		defer cancel()
+		// A running agent would write everything back within seconds, on a deleted data dir.
+		if st, err := mgr.States(sctx, "haagent.service"); err == nil && len(st) == 1 &&
+			st[0].ActiveState != "inactive" && st[0].ActiveState != "failed" {
+			return usagef("reset: haagent.service is %s; run 'systemctl disable --now haagent' first", st[0].ActiveState)
+		}
 		var units []string
 		for _, c := range []nodeconf.Config{{Role: "master"}, {Role: "minion"}} {
 			for _, u := range nodeconf.Units(c) {
@@ -61,16 +68,27 @@ func runReset(ctx context.Context, args []string) error {
 				}
 			}
 		}
-		sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-		defer cancel()
-		for _, u := range slices.Backward(units) {
-			if err := mgr.Stop(sctx, u); err != nil {
-				lg.Warn("stop unit", "unit", u, "err", err)
+		states, err := mgr.States(sctx, units...)
+		if err != nil {
+			return err
+		}
+		for _, u := range slices.Backward(states) {
+			if u.LoadState != "loaded" {
+				continue // this role never had it
+			}
+			if err := mgr.Stop(sctx, u.Name); err != nil {
+				lg.Warn("stop unit", "unit", u.Name, "err", err)
+			}
+			if err := mgr.Disable(sctx, u.Name); err != nil {
+				lg.Warn("disable unit", "unit", u.Name, "err", err)
 			}
 		}
-		if err := mgr.Disable(sctx, units...); err != nil {
-			lg.Warn("disable units", "err", err)
-		}
+		defer func() {
+			// The unit files haagent installed are gone: let systemd forget them.
+			if err := mgr.Reload(sctx); err != nil {
+				lg.Warn("daemon-reload", "err", err)
+			}
+		}()
 	}
 	var errs []error
 	for _, p := range doomed {

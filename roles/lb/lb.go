@@ -30,6 +30,8 @@ import (
 
 // UnitManager restarts systemd units.
 type UnitManager interface {
+	Enable(ctx context.Context, units ...string) error
+	Start(ctx context.Context, unit string) error
 	Restart(ctx context.Context, unit string) error
 }
 
@@ -193,15 +195,20 @@ func (l *LB) runNginx(ctx context.Context) error {
 			"add", "include "+NginxConfPath+";", "err", err)
 	}
 	switch {
-	case !changed:
-		l.lg.Info("nginx config unchanged", "path", path)
 	case l.Units == nil:
-		l.lg.Info("nginx config written; reload nginx to apply it (haagent does not manage nginx.service yet)", "path", path)
+		l.lg.Info("nginx config in place; systemd is not running here, so start or reload nginx yourself", "path", path, "changed", changed)
 	default:
-		if err := l.Units.Restart(ctx, NginxUnit); err != nil {
-			return fmt.Errorf("restart %s after writing %s: %w", NginxUnit, path, err)
+		if err := l.Units.Enable(ctx, NginxUnit); err != nil {
+			return fmt.Errorf("enable %s: %w", NginxUnit, err)
 		}
-		l.lg.Info("nginx config written and nginx restarted", "path", path)
+		act, verb := l.Units.Start, "started"
+		if changed {
+			act, verb = l.Units.Restart, "restarted"
+		}
+		if err := act(ctx, NginxUnit); err != nil {
+			return fmt.Errorf("%s after writing %s: %w", NginxUnit, path, err)
+		}
+		l.lg.Info("nginx config in place; nginx "+verb, "path", path, "changed", changed)
 	}
 	srv, err := status.Listen(status.Config{
 		Address:  l.cfg.StatusAddress,

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -59,10 +60,18 @@ func TestNginxDuration(t *testing.T) {
 	}
 }
 
-type fakeUnits struct{ restarted []string }
+type fakeUnits struct{ calls []string }
 
+func (f *fakeUnits) Enable(_ context.Context, units ...string) error {
+	f.calls = append(f.calls, "enable "+strings.Join(units, ","))
+	return nil
+}
+func (f *fakeUnits) Start(_ context.Context, unit string) error {
+	f.calls = append(f.calls, "start "+unit)
+	return nil
+}
 func (f *fakeUnits) Restart(_ context.Context, unit string) error {
-	f.restarted = append(f.restarted, unit)
+	f.calls = append(f.calls, "restart "+unit)
 	return nil
 }
 
@@ -98,8 +107,10 @@ func TestRunNginx(t *testing.T) {
 			t.Fatalf("run %d: Run = %v", i, err)
 		}
 	}
-	// The second run found the file unchanged and left nginx alone.
-	if len(units.restarted) != 1 || units.restarted[0] != NginxUnit {
-		t.Errorf("restarted %v, want nginx.service once", units.restarted)
+	// Both runs enable nginx; the first restarts it for the new file, the second finds the
+	// file unchanged and only makes sure nginx runs.
+	want := []string{"enable " + NginxUnit, "restart " + NginxUnit, "enable " + NginxUnit, "start " + NginxUnit}
+	if !slices.Equal(units.calls, want) {
+		t.Errorf("unit calls %v, want %v", units.calls, want)
 	}
 }

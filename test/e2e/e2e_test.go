@@ -286,8 +286,22 @@ func TestControlPlaneOnRealHosts(t *testing.T) {
 			}
 			return nil
 		})
-		st, _ := minion.Shell(ctx, "systemctl is-active kubelet; journalctl -u kubelet --no-pager | grep -v ' I[0-9]' | tail -12")
-		t.Logf("kubelet on the minion: %s", st)
+		// The kubelet reads its flags, its kubeconfig and its KubeletConfiguration, then stops
+		// at the host check: nspawn test hosts have cgroup v1 controllers, which kubelet 1.37
+		// refuses. Getting that far proves the files haagent wrote are valid.
+		var log string
+		await(t, "the kubelet to reach its host checks", time.Minute, func() error {
+			log, _ = minion.Shell(ctx, "journalctl -u kubelet --no-pager | grep -v ' I[0-9]'")
+			if !strings.Contains(log, "cgroup v1") {
+				return fmt.Errorf("not yet")
+			}
+			return nil
+		})
+		for _, bad := range []string{"unknown flag", "failed to load Kubelet config file", "invalid configuration", "failed to construct kubelet dependencies"} {
+			if strings.Contains(log, bad) {
+				t.Errorf("the kubelet refused haagent's files (%q):\n%s", bad, log)
+			}
+		}
 		nodes, _ := kubectl("get", "nodes", "-o", "wide")
 		t.Logf("nodes: %s", nodes)
 	})
