@@ -11,6 +11,9 @@ import (
 	"sync"
 )
 
+// StateFile is where haagent records what it last wrote, relative to --root.
+const StateFile = "var/lib/haagent/files.json"
+
 // BackupSuffix is appended to a hand-edited file's name before haagent replaces it.
 const BackupSuffix = ".haagent-bak"
 

@@ -3,8 +3,8 @@ package pki
 import (
 	"bytes"
 	"encoding/base64"
-	"io/fs"
 	"fmt"
+	"io/fs"
 	"net"
 	"path"
 	"text/template"

@@ -363,3 +363,13 @@ func Start(ctx context.Context, mode string, cfg Config) (*Reconciler, error) {
 	r.pass(ctx, false)
 	return r, nil
 }
+
+// ForNode starts a reconciler for a node's files and units (see Start).
+func ForNode(ctx context.Context, mode string, nc nodeconf.Config, lg *slog.Logger) (*Reconciler, error) {
+	return Start(ctx, mode, Config{
+		Render: func() ([]files.File, error) { return nodeconf.Files(nc) },
+		Units:  nodeconf.Units(nc),
+		Owned:  &files.Owned{Root: nc.Root, StatePath: files.StateFile},
+		Logger: lg.With("component", "reconcile"),
+	})
+}

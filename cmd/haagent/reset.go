@@ -27,7 +27,7 @@ func runReset(ctx context.Context, args []string) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	owned := &files.Owned{Root: *root, StatePath: master.OwnedStateFile}
+	owned := &files.Owned{Root: *root, StatePath: files.StateFile}
 	rendered, err := owned.Paths()
 	if err != nil {
 		return err
@@ -35,7 +35,7 @@ func runReset(ctx context.Context, args []string) error {
 	slices.Sort(rendered)
 	doomed := append([]string{}, rendered...)
 	for _, p := range []string{pki.Dir, pki.AdminKubeconfig, pki.ControllerManagerKubeconfig, pki.SchedulerKubeconfig,
-		pki.KubeletKubeconfig, pki.ProxyKubeconfig, master.TokenFile, master.OwnedStateFile} {
+		pki.KubeletKubeconfig, pki.ProxyKubeconfig, master.TokenFile, files.StateFile} {
 		doomed = append(doomed, p)
 	}
 	if !*yes {

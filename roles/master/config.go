@@ -122,19 +122,8 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 // Complete fills the defaults that depend on the host: the hostname, the interface
 // address and the single-member peer list. It reads the host but changes nothing.
 func (c *Config) Complete() error {
-	if c.Name == "" {
-		name, err := netsetup.ShortHostname()
-		if err != nil {
-			return fmt.Errorf("--name: not given and the hostname is unreadable: %w", err)
-		}
-		c.Name = name
-	}
-	if c.Iface != "" && c.AdvertiseAddress == "" {
-		ip, err := netsetup.InterfaceIPv4(c.Iface)
-		if err != nil {
-			return fmt.Errorf("--iface: %w", err)
-		}
-		c.AdvertiseAddress = ip.String()
+	if err := netsetup.NodeIdentity(&c.Name, c.Iface, &c.AdvertiseAddress); err != nil {
+		return err
 	}
 	if c.Peers == "" {
 		host := c.AdvertiseAddress

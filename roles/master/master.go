@@ -17,10 +17,8 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/haagent/haagent/embed"
-	"github.com/haagent/haagent/files"
 	"github.com/haagent/haagent/flannel"
 	"github.com/haagent/haagent/join"
-	"github.com/haagent/haagent/nodeconf"
 	"github.com/haagent/haagent/pki"
 	"github.com/haagent/haagent/reconcile"
 	"github.com/haagent/haagent/status"
@@ -207,12 +205,7 @@ func (m *Master) status(ctx context.Context) (any, error) {
 // startReconciler writes the node files and, where systemd runs, keeps the kube and
 // flannel units enabled, running, and restarted when a file they read changes.
 func (m *Master) startReconciler(ctx context.Context) error {
-	rec, err := reconcile.Start(ctx, m.cfg.Systemd, reconcile.Config{
-		Render: m.cfg.Render,
-		Units:  nodeconf.Units(m.cfg.NodeConfig()),
-		Owned:  &files.Owned{Root: m.cfg.Root, StatePath: OwnedStateFile},
-		Logger: m.lg.With("component", "reconcile"),
-	})
+	rec, err := reconcile.ForNode(ctx, m.cfg.Systemd, m.cfg.NodeConfig(), m.lg)
 	if err != nil {
 		return err
 	}

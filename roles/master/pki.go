@@ -24,8 +24,6 @@ import (
 // Paths of haagent's own state outside the data dir, relative to --root.
 const (
 	TokenFile = "var/lib/haagent/token"
-	// OwnedStateFile records what haagent last wrote, to tell hand edits from its own.
-	OwnedStateFile = "var/lib/haagent/files.json"
 	// renewCheckEvery is how often certificates are checked against their renewal time.
 	renewCheckEvery = time.Hour
 	// joinRetryEvery paces attempts to reach another master's join service.

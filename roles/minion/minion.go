@@ -85,19 +85,8 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 
 // Complete fills the hostname default.
 func (c *Config) Complete() error {
-	if c.Name == "" {
-		name, err := netsetup.ShortHostname()
-		if err != nil {
-			return fmt.Errorf("--name: not given and the hostname is unreadable: %w", err)
-		}
-		c.Name = name
-	}
-	if c.Iface != "" && c.AdvertiseAddress == "" {
-		ip, err := netsetup.InterfaceIPv4(c.Iface)
-		if err != nil {
-			return fmt.Errorf("--iface: %w", err)
-		}
-		c.AdvertiseAddress = ip.String()
+	if err := netsetup.NodeIdentity(&c.Name, c.Iface, &c.AdvertiseAddress); err != nil {
+		return err
 	}
 	return nil
 }
@@ -269,16 +258,8 @@ func (c *Config) Render() ([]files.File, error) {
 	return nodeconf.Files(c.NodeConfig())
 }
 
-// ownedStateFile records what haagent last wrote, to tell hand edits from its own.
-const ownedStateFile = "var/lib/haagent/files.json"
-
 func (m *Minion) startReconciler(ctx context.Context) error {
-	rec, err := reconcile.Start(ctx, m.cfg.Systemd, reconcile.Config{
-		Render: m.cfg.Render,
-		Units:  nodeconf.Units(m.cfg.NodeConfig()),
-		Owned:  &files.Owned{Root: m.cfg.Root, StatePath: ownedStateFile},
-		Logger: m.lg.With("component", "reconcile"),
-	})
+	rec, err := reconcile.ForNode(ctx, m.cfg.Systemd, m.cfg.NodeConfig(), m.lg)
 	if err != nil {
 		return err
 	}
