@@ -159,7 +159,11 @@ func (s *Server) throttled(src string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	kept := s.recent(src, time.Now())
-	s.failures[src] = kept
+	if len(kept) == 0 {
+		delete(s.failures, src) // keeps the map as small as the set of recent offenders
+	} else {
+		s.failures[src] = kept
+	}
 	return len(kept) >= s.cfg.FailureBudget
 }
 
