@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
@@ -37,6 +39,8 @@ func run() error {
 	}
 	defer os.RemoveAll(dir)
 	c := cluster.New(bin, dir, 3)
+	// Secure, as haagent is by default: mutual TLS with certificates from the cluster CA.
+	c.Secure("demo-token-0123456789abcdef")
 	defer c.StopAll()
 	start := time.Now()
 
@@ -82,8 +86,14 @@ func run() error {
 	}
 	fmt.Printf("    new leader %s elected %s after the kill\n", newLeader.Name, time.Since(killed).Round(time.Millisecond))
 
+	pki := filepath.Join(rest[0].Root, "etc/kubernetes/pki")
+	tlsCfg, err := (&transport.TLSInfo{CertFile: filepath.Join(pki, "etcd-client.crt"), KeyFile: filepath.Join(pki, "etcd-client.key"),
+		TrustedCAFile: filepath.Join(pki, "ca.crt")}).ClientConfig()
+	if err != nil {
+		return err
+	}
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{rest[0].ClientURL(), rest[1].ClientURL()},
-		DialTimeout: 3 * time.Second, Logger: zap.NewNop()})
+		TLS: tlsCfg, DialTimeout: 3 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		return err
 	}
@@ -94,7 +104,7 @@ func run() error {
 		return fmt.Errorf("write with one master down: %w", err)
 	}
 	fmt.Println("    a write with one master down succeeded")
-	if err := show(bin, "member", "list", "--endpoints="+rest[0].ClientURL()); err != nil {
+	if err := show(bin, "member", "list", "--endpoints="+rest[0].ClientURL(), "--root="+rest[0].Root); err != nil {
 		return err
 	}
 
@@ -105,7 +115,7 @@ func run() error {
 	if err := leader.WaitReady(30 * time.Second); err != nil {
 		return err
 	}
-	if err := show(bin, "member", "list", "--endpoints="+leader.ClientURL()); err != nil {
+	if err := show(bin, "member", "list", "--endpoints="+leader.ClientURL(), "--root="+leader.Root); err != nil {
 		return err
 	}
 	got, err := cli.Get(ctx, "/demo/written-while-degraded")
