@@ -20,6 +20,7 @@ import (
 
 	"github.com/haagent/haagent/files"
 	"github.com/haagent/haagent/pki"
+	"github.com/haagent/haagent/status"
 )
 
 // DefaultPort is the join service's port on masters (and the lb, which forwards it).
@@ -96,20 +97,10 @@ func (s *Server) Serve(ctx context.Context) error {
 		TLSConfig:         &tls.Config{GetCertificate: s.cfg.GetCertificate, MinVersion: tls.VersionTLS12},
 		ErrorLog:          slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelDebug),
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.ServeTLS(s.ln, "", "") }()
-	select {
-	case <-ctx.Done():
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-		return nil
-	case err := <-errc:
-		if errors.Is(err, http.ErrServerClosed) {
-			return nil
-		}
+	if err := status.ServeUntil(ctx, srv, func() error { return srv.ServeTLS(s.ln, "", "") }); err != nil {
 		return fmt.Errorf("join service: %w", err)
 	}
+	return nil
 }
 
 func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {

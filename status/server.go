@@ -76,19 +76,29 @@ func (s *Server) Serve(ctx context.Context) error {
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Gatherer, promhttp.HandlerOpts{}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	if err := ServeUntil(ctx, srv, func() error { return srv.Serve(s.ln) }); err != nil {
+		return fmt.Errorf("status endpoint %s: %w", s.cfg.Address, err)
+	}
+	return nil
+}
+
+// ServeUntil runs serve (srv's Serve or ServeTLS) until ctx ends, then shuts srv down
+// within 2 s. A clean shutdown returns nil.
+func ServeUntil(ctx context.Context, srv *http.Server, serve func() error) error {
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(s.ln) }()
+	go func() { errc <- serve() }()
 	select {
 	case <-ctx.Done():
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(sctx)
+		<-errc
 		return nil
 	case err := <-errc:
 		if errors.Is(err, http.ErrServerClosed) {
 			return nil
 		}
-		return fmt.Errorf("status endpoint %s: %w", s.cfg.Address, err)
+		return err
 	}
 }
 
