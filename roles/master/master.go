@@ -143,13 +143,15 @@ func (m *Master) start(ctx context.Context, g *errgroup.Group) error {
 	if err := m.seedFlannel(ctx); err != nil {
 		return err
 	}
-	if err := m.startReconciler(ctx); err != nil {
+	rec, err := m.startReconciler(ctx)
+	if err != nil {
 		return err
 	}
 	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
 		m.lg.Warn("could not notify systemd", "err", err)
 	}
-	g.Go(func() error { m.runReconciler(ctx); return nil })
+	// Units start only now: they are ordered after haagent.service, which is active from READY=1.
+	g.Go(func() error { return rec.Run(ctx) })
 	m.lg.Info("master ready", "name", m.cfg.Name, "status", m.cfg.StatusAddress)
 	return nil
 }
@@ -204,15 +206,15 @@ func (m *Master) status(ctx context.Context) (any, error) {
 
 // startReconciler writes the node files and, where systemd runs, keeps the kube and
 // flannel units enabled, running, and restarted when a file they read changes.
-func (m *Master) startReconciler(ctx context.Context) error {
+func (m *Master) startReconciler(ctx context.Context) (*reconcile.Reconciler, error) {
 	rec, err := reconcile.ForNode(ctx, m.cfg.Systemd, m.cfg.NodeConfig(), m.lg)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	m.mu.Lock()
 	m.rec = rec
 	m.mu.Unlock()
-	return nil
+	return rec, nil
 }
 
 // certsRenewed tells the reconciler which units must restart for renewed certificates.
@@ -236,13 +238,4 @@ func (m *Master) ready() error {
 		return errors.New("node files not written yet")
 	}
 	return nil
-}
-
-// runReconciler keeps the files and units in line until ctx ends; it starts after
-// READY=1, since the units are ordered after haagent.service.
-func (m *Master) runReconciler(ctx context.Context) {
-	m.mu.Lock()
-	rec := m.rec
-	m.mu.Unlock()
-	_ = rec.Run(ctx)
 }

@@ -163,13 +163,15 @@ func (m *Minion) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	if err := m.startReconciler(ctx); err != nil {
+	rec, err := m.startReconciler(ctx)
+	if err != nil {
 		cancel()
 		<-served
 		return err
 	}
 	_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
-	go m.runReconciler(ctx)
+	// Units start only now: they are ordered after haagent.service, which is active from READY=1.
+	go func() { _ = rec.Run(ctx) }()
 	m.lg.Info("minion ready", "lb", m.cfg.LB)
 	t := time.NewTicker(renewEvery)
 	defer t.Stop()
@@ -258,22 +260,13 @@ func (c *Config) Render() ([]files.File, error) {
 	return nodeconf.Files(c.NodeConfig())
 }
 
-func (m *Minion) startReconciler(ctx context.Context) error {
+func (m *Minion) startReconciler(ctx context.Context) (*reconcile.Reconciler, error) {
 	rec, err := reconcile.ForNode(ctx, m.cfg.Systemd, m.cfg.NodeConfig(), m.lg)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	m.mu.Lock()
 	m.rec = rec
 	m.mu.Unlock()
-	return nil
-}
-
-// runReconciler keeps the files and units in line until ctx ends; it starts after
-// READY=1, since the units are ordered after haagent.service.
-func (m *Minion) runReconciler(ctx context.Context) {
-	m.mu.Lock()
-	rec := m.rec
-	m.mu.Unlock()
-	_ = rec.Run(ctx)
+	return rec, nil
 }
