@@ -1,8 +1,11 @@
 // Package hosts boots real test hosts on one machine: a Debian rootfs under
 // systemd-nspawn with systemd as PID 1, each host in its own network namespace, all on
-// one bridge that lives in a "switch" namespace. The facts it builds on are in the
-// shared notes (test-hosts.md); everything it makes is named with the lab's ID
-// ("hah-" + random) and torn down by Teardown, or by the next lab if a run was killed.
+// one bridge that lives in a "switch" namespace. A host made with Containers can run
+// a kubelet, containerd and runc. The facts it builds on are in the shared notes
+// (test-hosts.md, pods-on-minions.md). Everything a lab makes is named with the lab's
+// ID and torn down by Teardown. A test's lab ("hah-" + random) is also removed by the
+// next lab if its run was killed; a persistent lab ("hal-" + a name the caller picks)
+// outlives its process, is reopened with Open, and goes only with Teardown or Remove.
 package hosts
 
 import (
@@ -26,19 +29,26 @@ import (
 )
 
 const (
-	// Prefix starts the name of everything a lab makes: netns, cgroups, machine names
-	// and its run dir. Another harness (test/netns) uses "hat-".
+	// Prefix starts the name of everything a test's lab makes: netns, cgroups, machine
+	// names and its run dir. Another harness (test/netns) uses "hat-".
 	Prefix = "hah-"
-	// DefaultRunDir holds each lab's overlays and console logs. Not /tmp: the upper
-	// dirs must survive as long as the lab, and may grow.
+	// PersistentPrefix starts the ID of a persistent lab (see Create). sweep leaves these
+	// labs alone: they go only with Teardown or Remove.
+	PersistentPrefix = "hal-"
+	// DefaultRunDir holds each lab's overlays, state and console logs. Not /tmp: the
+	// upper dirs must survive as long as the lab, and may grow.
 	DefaultRunDir = "/var/tmp/haagent-hosts"
 	// BootTimeout bounds Boot's wait for a host to reach running.
 	BootTimeout = 60 * time.Second
-	// firstHostIP is the first host's address; the next hosts count up from it.
-	firstHostIP = "10.77.0.10"
-	// SubnetBits is the prefix length of the hosts' addresses.
+	// SubnetBits is the prefix length of DefaultSubnet.
 	SubnetBits = 24
+	// firstHostOffset is where automatic addresses start in a lab's subnet: .10.
+	firstHostOffset = 10
 )
+
+// DefaultSubnet is the hosts' network when LabOptions leaves it unset. It exists only
+// inside the lab's namespaces, so two labs may use the same one.
+var DefaultSubnet = netip.MustParsePrefix("10.77.0.0/24")
 
 // nspawnRun is where systemd-nspawn keeps its locks and propagation dirs.
 const nspawnRun = "/run/systemd/nspawn"
@@ -50,20 +60,77 @@ var hostEnv = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/
 // ErrNotRunning is returned by Exec and friends when the host's systemd is not up.
 var ErrNotRunning = errors.New("host is not running")
 
-var nameRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,11}$`)
+var (
+	nameRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,11}$`)
+	// A persistent lab's ID names its netns and cgroups together with a host name, so
+	// it stays short.
+	persistentRE = regexp.MustCompile(`^` + PersistentPrefix + `[a-z0-9][a-z0-9-]{0,15}$`)
+)
+
+// LabOptions shape a lab. The zero value is what New and NewLab use.
+type LabOptions struct {
+	// Subnet is the hosts' network, e.g. 10.78.0.0/24: a private IPv4 prefix of 16 to 29
+	// bits. Zero means DefaultSubnet. Hosts without an explicit IP get addresses from .10
+	// of it upward.
+	Subnet netip.Prefix
+	// Logf reports slow steps (the first rootfs build) and the removal of leftovers.
+	// Nil discards them.
+	Logf func(string, ...any)
+}
+
+func (o LabOptions) withDefaults() (LabOptions, error) {
+	if !o.Subnet.IsValid() {
+		o.Subnet = DefaultSubnet
+	}
+	if o.Logf == nil {
+		o.Logf = func(string, ...any) {}
+	}
+	if !o.Subnet.Addr().Is4() || !o.Subnet.Addr().IsPrivate() || o.Subnet.Bits() < 16 || o.Subnet.Bits() > 29 || o.Subnet.Masked() != o.Subnet {
+		return o, fmt.Errorf("lab subnet %s: want a private IPv4 network of /16 to /29, e.g. 10.78.0.0/24", o.Subnet)
+	}
+	return o, nil
+}
+
+// HostOptions shape one host. The zero value is what Add uses.
+type HostOptions struct {
+	// IP is the host's address in the lab's subnet; zero picks the lowest free address
+	// from .10 upward.
+	IP netip.Addr
+	// Containers makes a host that can run containers with containerd and runc, and a
+	// kubelet: its own writable cgroup in every v1 controller, /dev/kmsg, a writable
+	// /proc/sys/net, the keyring syscalls, /var/lib/containerd on a plain dir (not the
+	// overlay) and the kernel tunables the kubelet wants, set for this host only.
+	Containers bool
+}
+
+// HostSpec names a host to add and its options, for BootWith.
+type HostSpec struct {
+	Name string
+	HostOptions
+}
 
 // Lab is one run's hosts and the switch that connects them.
 type Lab struct {
-	// ID names everything this lab makes: "hah-" and 6 hex digits.
+	// ID names everything this lab makes: Prefix and 6 hex digits, or, for a persistent
+	// lab, the ID its caller chose (PersistentPrefix and a name).
 	ID string
 	// Switch is the netns holding the bridge br0 that every host's link is attached to.
 	Switch string
+	// Subnet is the hosts' network.
+	Subnet netip.Prefix
+	// Persistent is set for a lab made by Create or reopened by Open: it outlives the
+	// process that made it.
+	Persistent bool
 
 	base string // read-only rootfs, the overlays' lower dir
 	dir  string // DefaultRunDir/ID
 	logf func(string, ...any)
 	// madeRun lists the nspawn and systemd run dirs that did not exist before this lab.
 	madeRun []string
+
+	// saveMu serializes writes of the state file. Take it before mu, and never while
+	// holding a host's mu: saving reads every host.
+	saveMu sync.Mutex
 
 	mu     sync.Mutex // guards the fields below
 	hosts  []*Host
@@ -74,21 +141,27 @@ type Lab struct {
 // down when the test ends, failed or not.
 func New(t testing.TB) *Lab {
 	t.Helper()
+	return NewWith(t, LabOptions{})
+}
+
+// NewWith is New with options; Logf defaults to t.Logf.
+func NewWith(t testing.TB, o LabOptions) *Lab {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("test hosts need root (netns, overlayfs, systemd-nspawn): run as root, e.g. via 'make test' in CI")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	l, err := NewLab(ctx, t.Logf)
+	if o.Logf == nil {
+		o.Logf = t.Logf
+	}
+	l, err := NewLabWith(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			l.mu.Lock()
-			hs := slices.Clone(l.hosts)
-			l.mu.Unlock()
-			for _, h := range hs {
+			for _, h := range l.Hosts() {
 				t.Logf("--- console of %s (%s) ---\n%s", h.Name, h.Machine, tail(h.Console(), 40))
 			}
 		}
@@ -102,8 +175,38 @@ func New(t testing.TB) *Lab {
 // NewLab checks the machine, builds or reuses the rootfs, removes what killed runs left
 // behind, and makes the switch. logf reports slow steps (the first rootfs build).
 func NewLab(ctx context.Context, logf func(string, ...any)) (*Lab, error) {
+	return NewLabWith(ctx, LabOptions{Logf: logf})
+}
+
+// NewLabWith is NewLab with options. The lab belongs to this process: the next lab
+// made after this process died removes it.
+func NewLabWith(ctx context.Context, o LabOptions) (*Lab, error) {
+	id := make([]byte, 3)
+	rand.Read(id)
+	return newLab(ctx, Prefix+hex.EncodeToString(id), o, false)
+}
+
+// Create makes a persistent lab with the ID the caller chose: PersistentPrefix and up
+// to 16 of [a-z0-9-], e.g. "hal-lab". Its hosts keep running after this process exits,
+// Open reopens it from another process, and only Teardown or Remove removes it. It
+// fails if a lab with this ID exists: Open it, or Remove it first.
+func Create(ctx context.Context, id string, o LabOptions) (*Lab, error) {
+	if !persistentRE.MatchString(id) {
+		return nil, fmt.Errorf("persistent lab ID %q: want %q and 1-16 of [a-z0-9-]", id, PersistentPrefix)
+	}
+	if _, err := os.Lstat(filepath.Join(DefaultRunDir, id)); err == nil {
+		return nil, fmt.Errorf("lab %s exists in %s: Open it, or Remove it first", id, DefaultRunDir)
+	}
+	return newLab(ctx, id, o, true)
+}
+
+func newLab(ctx context.Context, id string, o LabOptions, persistent bool) (*Lab, error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("test hosts need root")
+	}
+	o, err := o.withDefaults()
+	if err != nil {
+		return nil, err
 	}
 	var missing []string
 	for _, tool := range []string{"systemd-nspawn", "nsenter", "ip", "tar", "zstd", "debootstrap"} {
@@ -117,17 +220,14 @@ func NewLab(ctx context.Context, logf func(string, ...any)) (*Lab, error) {
 	if len(cgroupRoots()) == 0 {
 		return nil, errors.New("test hosts need a cgroup hierarchy at /sys/fs/cgroup/unified, /sys/fs/cgroup/systemd or /sys/fs/cgroup")
 	}
-	if err := sweep(logf); err != nil {
+	if err := sweep(o.Logf); err != nil {
 		return nil, fmt.Errorf("remove leftovers of killed runs: %w", err)
 	}
-	base, err := Rootfs(ctx, logf)
+	base, err := Rootfs(ctx, o.Logf)
 	if err != nil {
 		return nil, err
 	}
-	id := make([]byte, 3)
-	rand.Read(id)
-	l := &Lab{ID: Prefix + hex.EncodeToString(id), base: base, logf: logf}
-	l.Switch = l.ID + "-sw"
+	l := &Lab{ID: id, Switch: id + "-sw", Subnet: o.Subnet, Persistent: persistent, base: base, logf: o.Logf}
 	l.dir = filepath.Join(DefaultRunDir, l.ID)
 	for _, d := range []string{"/run/systemd", nspawnRun} {
 		if _, err := os.Stat(d); errors.Is(err, os.ErrNotExist) {
@@ -138,12 +238,18 @@ func NewLab(ctx context.Context, logf func(string, ...any)) (*Lab, error) {
 		return nil, err
 	}
 	// The owner file lets a later lab tell that this run died and clean up after it;
-	// made-run tells it which of nspawn's run dirs this run made.
-	if err := os.WriteFile(filepath.Join(l.dir, "owner"), []byte(selfOwner()), 0o644); err != nil {
-		return nil, err
+	// made-run tells it which of nspawn's run dirs this run made. A persistent lab has
+	// no owner: it outlives its process on purpose.
+	if !persistent {
+		if err := os.WriteFile(filepath.Join(l.dir, "owner"), []byte(selfOwner()), 0o644); err != nil {
+			return nil, err
+		}
 	}
 	if err := os.WriteFile(filepath.Join(l.dir, "made-run"), []byte(strings.Join(l.madeRun, "\n")), 0o644); err != nil {
 		return nil, err
+	}
+	if err := l.save(); err != nil {
+		return nil, errors.Join(err, l.Teardown())
 	}
 	for _, args := range [][]string{
 		{"netns", "add", l.Switch},
@@ -165,14 +271,35 @@ func (l *Lab) Hosts() []*Host {
 	return slices.Clone(l.hosts)
 }
 
+// Host returns the host with this name, or nil.
+func (l *Lab) Host(name string) *Host {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, h := range l.hosts {
+		if h.Name == name {
+			return h
+		}
+	}
+	return nil
+}
+
 // Boot adds hosts with these names and boots them in parallel, returning once every one
 // of them is running (or degraded), or with the errors of those that are not.
 func (l *Lab) Boot(ctx context.Context, names ...string) ([]*Host, error) {
+	specs := make([]HostSpec, len(names))
+	for i, n := range names {
+		specs[i].Name = n
+	}
+	return l.BootWith(ctx, specs...)
+}
+
+// BootWith is Boot with options per host.
+func (l *Lab) BootWith(ctx context.Context, specs ...HostSpec) ([]*Host, error) {
 	ctx, cancel := context.WithTimeout(ctx, BootTimeout)
 	defer cancel()
-	hs := make([]*Host, len(names))
-	for i, name := range names {
-		h, err := l.Add(name)
+	hs := make([]*Host, len(specs))
+	for i, s := range specs {
+		h, err := l.AddWith(s.Name, s.HostOptions)
 		if err != nil {
 			return nil, err
 		}
@@ -195,8 +322,21 @@ func (l *Lab) Boot(ctx context.Context, names ...string) ([]*Host, error) {
 
 // Add creates a host without starting it: its overlay over the base rootfs (with its
 // own hostname, machine-id and an /etc/hosts naming every host of the lab), its netns
-// and its link to the switch, with the next address of 10.77.0.0/24.
+// and its link to the switch, with the next free address of the lab's subnet.
 func (l *Lab) Add(name string) (*Host, error) {
+	return l.AddWith(name, HostOptions{})
+}
+
+// AddWith is Add with options.
+func (l *Lab) AddWith(name string, o HostOptions) (*Host, error) {
+	h, err := l.add(name, o)
+	if err != nil {
+		return nil, err
+	}
+	return h, l.save()
+}
+
+func (l *Lab) add(name string, o HostOptions) (*Host, error) {
 	if !nameRE.MatchString(name) {
 		return nil, fmt.Errorf("host name %q: want 1-12 of [a-z0-9-], starting with a letter", name)
 	}
@@ -210,28 +350,25 @@ func (l *Lab) Add(name string) (*Host, error) {
 			return nil, fmt.Errorf("host %s exists", name)
 		}
 	}
-	first := netip.MustParseAddr(firstHostIP)
-	ip := first
-	for range len(l.hosts) {
-		ip = ip.Next()
+	ip, err := l.pickIPLocked(o.IP)
+	if err != nil {
+		return nil, fmt.Errorf("host %s: %w", name, err)
 	}
-	h := &Host{
-		Name:    name,
-		Machine: l.ID + "-" + name,
-		IP:      ip,
-		lab:     l,
-		dir:     filepath.Join(l.dir, name),
-		veth:    "vh-" + name,
-	}
-	h.NetNS = h.Machine
-	h.Root = filepath.Join(h.dir, "merged")
-	for _, r := range cgroupRoots() {
-		h.cgroups = append(h.cgroups, filepath.Join(r, h.Machine))
+	h := l.newHost(name, ip, o.Containers)
+	if o.Containers {
+		ms, err := cgroupMounts()
+		if err != nil {
+			return nil, fmt.Errorf("host %s: %w", name, err)
+		}
+		h.cgroups = nil
+		for _, m := range ms {
+			h.cgroups = append(h.cgroups, filepath.Join(m.Dir, h.Machine))
+		}
 	}
 	// Registered before anything is made, so that Teardown removes a half-made host.
 	l.hosts = append(l.hosts, h)
 	if err := h.create(); err != nil {
-		return nil, errors.Join(fmt.Errorf("add host %s: %w", name, err), h.Teardown())
+		return nil, errors.Join(fmt.Errorf("add host %s: %w", name, err), h.teardown())
 	}
 	if err := l.writeHostsFilesLocked(); err != nil {
 		return nil, err
@@ -239,12 +376,69 @@ func (l *Lab) Add(name string) (*Host, error) {
 	return h, nil
 }
 
+// newHost fills in a host's names and paths; it makes nothing.
+func (l *Lab) newHost(name string, ip netip.Addr, containers bool) *Host {
+	h := &Host{
+		Name:       name,
+		Machine:    l.ID + "-" + name,
+		IP:         ip,
+		Containers: containers,
+		lab:        l,
+		dir:        filepath.Join(l.dir, name),
+		veth:       "vh-" + name,
+	}
+	h.NetNS = h.Machine
+	h.Root = filepath.Join(h.dir, "merged")
+	for _, r := range cgroupRoots() {
+		h.cgroups = append(h.cgroups, filepath.Join(r, h.Machine))
+	}
+	return h
+}
+
+// pickIPLocked checks an explicit address, or picks the lowest free one from .10 up.
+func (l *Lab) pickIPLocked(want netip.Addr) (netip.Addr, error) {
+	used := map[netip.Addr]bool{}
+	for _, h := range l.hosts {
+		used[h.IP] = true
+	}
+	if want.IsValid() {
+		if !l.Subnet.Contains(want) || want == l.Subnet.Addr() || want == lastAddr(l.Subnet) {
+			return netip.Addr{}, fmt.Errorf("address %s is not a host address of the lab's subnet %s", want, l.Subnet)
+		}
+		if used[want] {
+			return netip.Addr{}, fmt.Errorf("address %s is taken", want)
+		}
+		return want, nil
+	}
+	ip := l.Subnet.Addr()
+	for range firstHostOffset {
+		ip = ip.Next()
+	}
+	for ; l.Subnet.Contains(ip) && ip != lastAddr(l.Subnet); ip = ip.Next() {
+		if !used[ip] {
+			return ip, nil
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("no free address left in %s", l.Subnet)
+}
+
+// lastAddr is a prefix's broadcast address.
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Addr().As4()
+	for i := p.Bits(); i < 32; i++ {
+		b[i/8] |= 1 << (7 - i%8)
+	}
+	return netip.AddrFrom4(b)
+}
+
 // writeHostsFilesLocked gives every host an /etc/hosts naming all hosts of the lab.
 func (l *Lab) writeHostsFilesLocked() error {
 	var b strings.Builder
 	b.WriteString("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
 	for _, h := range l.hosts {
-		fmt.Fprintf(&b, "%s\t%s\n", h.IP, h.Name)
+		if !h.isTornDown() {
+			fmt.Fprintf(&b, "%s\t%s\n", h.IP, h.Name)
+		}
 	}
 	var errs []error
 	for _, h := range l.hosts {
@@ -255,9 +449,34 @@ func (l *Lab) writeHostsFilesLocked() error {
 	return errors.Join(errs...)
 }
 
+// Healthy reports what is broken in a lab: a missing switch, a host whose netns, link or
+// overlay is gone, or a host whose systemd-nspawn died without Kill. A killed host (Kill,
+// not yet started again) is healthy. A caller that reopens a lab with Open checks this
+// and, on an error, tears the lab down and makes it again.
+func (l *Lab) Healthy() error {
+	l.mu.Lock()
+	closed := l.closed
+	hs := slices.Clone(l.hosts)
+	l.mu.Unlock()
+	if closed {
+		return fmt.Errorf("lab %s is torn down", l.ID)
+	}
+	var errs []error
+	if !netnsExists(l.Switch) {
+		errs = append(errs, fmt.Errorf("lab %s: switch netns %s is missing", l.ID, l.Switch))
+	}
+	mounts := mountPoints()
+	for _, h := range hs {
+		errs = append(errs, h.healthy(mounts))
+	}
+	return errors.Join(errs...)
+}
+
 // Teardown kills and removes every host, then the switch and the lab's run dir. It is
 // safe to call twice; later calls do nothing.
 func (l *Lab) Teardown() error {
+	l.saveMu.Lock()
+	defer l.saveMu.Unlock()
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
@@ -270,7 +489,7 @@ func (l *Lab) Teardown() error {
 	errs := make([]error, len(hs))
 	var wg sync.WaitGroup
 	for i, h := range hs {
-		wg.Go(func() { errs[i] = h.Teardown() })
+		wg.Go(func() { errs[i] = h.teardown() })
 	}
 	wg.Wait()
 	if netnsExists(l.Switch) {
@@ -308,39 +527,86 @@ type Host struct {
 	Machine string
 	// NetNS is the named network namespace (/run/netns/NetNS) holding the host's eth0.
 	NetNS string
-	// IP is eth0's address, in 10.77.0.0/24.
+	// IP is eth0's address, in the lab's subnet.
 	IP netip.Addr
 	// Root is the host's file system as seen from the machine (its overlay). /tmp and
 	// /run inside the host are tmpfs and not visible here.
 	Root string
+	// Containers is set for a host that can run containers (HostOptions.Containers).
+	Containers bool
 
 	lab     *Lab
 	dir     string
 	veth    string   // the host's link, on the switch side
-	cgroups []string // one per cgroup hierarchy
+	cgroups []string // the host's own cgroup in each hierarchy it is tracked in
 
-	mu       sync.Mutex // guards the fields below
-	nspawn   *exec.Cmd
-	done     chan struct{} // closed when nspawn has exited
-	leader   int           // PID of the host's systemd, seen from the machine
-	mounted  bool
-	tornDown bool
+	mu          sync.Mutex  // guards the fields below
+	proc        *nspawnProc // nil when not started or killed
+	leader      int         // PID of the host's systemd, seen from the machine
+	leaderStart string      // its start time, which tells it from a later process with its PID
+	mounted     bool
+	tornDown    bool
 }
 
-// create makes the overlay, the identity files and the network of a new host.
+// nspawnProc is a host's systemd-nspawn: a child of this process, or, in a lab that
+// Open reopened, a process that some earlier process started.
+type nspawnProc struct {
+	pid   int
+	start string        // its start time, which tells it from a later process with its PID
+	done  chan struct{} // closed when it has exited; nil when it is not our child
+}
+
+// exited reports whether the process is gone (or a zombie).
+func (p *nspawnProc) exited() bool {
+	if p.done != nil {
+		select {
+		case <-p.done:
+			return true
+		default:
+			return false
+		}
+	}
+	return startTime(p.pid) != p.start
+}
+
+// wait waits up to d for the process to exit and reports whether it did. Another
+// process's child can't be waited for, so /proc is polled.
+func (p *nspawnProc) wait(d time.Duration) bool {
+	if p.done != nil {
+		select {
+		case <-p.done:
+			return true
+		case <-time.After(d):
+			return false
+		}
+	}
+	deadline := time.Now().Add(d)
+	for !p.exited() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return true
+}
+
+// kill sends SIGKILL, unless the PID now belongs to another process.
+func (p *nspawnProc) kill() {
+	if !p.exited() {
+		syscall.Kill(p.pid, syscall.SIGKILL)
+	}
+}
+
+// create makes the overlay, the identity files, the cgroups and the network of a new host.
 func (h *Host) create() error {
 	for _, d := range []string{"upper", "work", "merged"} {
 		if err := os.MkdirAll(filepath.Join(h.dir, d), 0o755); err != nil {
 			return err
 		}
 	}
-	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", h.lab.base, filepath.Join(h.dir, "upper"), filepath.Join(h.dir, "work"))
-	if err := syscall.Mount("overlay", h.Root, "overlay", 0, opts); err != nil {
-		return fmt.Errorf("mount overlay on %s: %w", h.Root, err)
+	if err := h.mountOverlay(); err != nil {
+		return err
 	}
-	h.mu.Lock()
-	h.mounted = true
-	h.mu.Unlock()
 	id := make([]byte, 16)
 	rand.Read(id)
 	if err := h.WriteFile("/etc/hostname", []byte(h.Name+"\n"), 0o644); err != nil {
@@ -349,13 +615,16 @@ func (h *Host) create() error {
 	if err := h.WriteFile("/etc/machine-id", []byte(hex.EncodeToString(id)+"\n"), 0o444); err != nil {
 		return err
 	}
-	for _, d := range h.cgroups {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return fmt.Errorf("make cgroup %s: %w", d, err)
+	if err := makeCgroups(h.cgroups); err != nil {
+		return err
+	}
+	if h.Containers {
+		if err := h.prepareContainers(); err != nil {
+			return err
 		}
 	}
 	ctx := context.Background()
-	addr := netip.PrefixFrom(h.IP, SubnetBits).String()
+	addr := netip.PrefixFrom(h.IP, h.lab.Subnet.Bits()).String()
 	for _, args := range [][]string{
 		{"netns", "add", h.NetNS},
 		// The pair is made in the switch netns, so its names only need to be unique there.
@@ -372,21 +641,53 @@ func (h *Host) create() error {
 	return nil
 }
 
+// mountOverlay mounts the host's overlay at Root over the lab's base rootfs.
+func (h *Host) mountOverlay() error {
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", h.lab.base, filepath.Join(h.dir, "upper"), filepath.Join(h.dir, "work"))
+	if err := syscall.Mount("overlay", h.Root, "overlay", 0, opts); err != nil {
+		return fmt.Errorf("mount overlay on %s: %w", h.Root, err)
+	}
+	h.mu.Lock()
+	h.mounted = true
+	h.mu.Unlock()
+	return nil
+}
+
 // launcher moves itself into the host's own cgroups, then becomes systemd-nspawn. With no
 // systemd on the machine, nspawn would otherwise put every payload into the root cgroup.
 const launcher = `for d in $HAH_CGROUPS; do echo $$ > "$d/cgroup.procs" || exit 1; done; exec systemd-nspawn "$@"`
 
 // Start boots the host: systemd-nspawn on its overlay, in its netns. It returns once the
 // host's PID 1 exists; WaitRunning waits for systemd to finish booting. A host that was
-// killed can be started again, with its disk as it was; its link comes back up.
+// killed, or whose nspawn died, can be started again, with its disk as it was; its link
+// comes back up. nspawn runs in its own session and outlives this process.
 func (h *Host) Start(ctx context.Context) error {
+	err := h.start(ctx)
+	return errors.Join(err, h.lab.save())
+}
+
+func (h *Host) start(ctx context.Context) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.tornDown {
 		return errors.New("host is torn down")
 	}
-	if h.nspawn != nil {
-		return fmt.Errorf("host %s is already started", h.Name)
+	if h.proc != nil {
+		if !h.proc.exited() {
+			return fmt.Errorf("host %s is already started", h.Name)
+		}
+		// Its nspawn died without Kill: clear what it left before booting again.
+		if err := h.stopLocked(); err != nil {
+			return err
+		}
+	}
+	if !h.mounted {
+		h.mu.Unlock()
+		err := h.mountOverlay()
+		h.mu.Lock()
+		if err != nil {
+			return err
+		}
 	}
 	if err := run(ctx, "ip", "-n", h.lab.Switch, "link", "set", h.veth, "up"); err != nil {
 		return err
@@ -398,9 +699,19 @@ func (h *Host) Start(ctx context.Context) error {
 	defer log.Close()
 	args := []string{"-c", launcher, "launcher",
 		"-D", h.Root, "-M", h.Machine, "-b", "--register=no", "--keep-unit",
-		"--network-namespace-path=/run/netns/" + h.NetNS, "--capability=CAP_NET_ADMIN"}
+		"--network-namespace-path=/run/netns/" + h.NetNS}
+	env := append(slices.Clone(hostEnv), "HAH_CGROUPS="+strings.Join(h.cgroups, " "))
+	if h.Containers {
+		cargs, cenv, err := h.containerArgs()
+		if err != nil {
+			return err
+		}
+		args, env = append(args, cargs...), append(env, cenv...)
+	} else {
+		args = append(args, "--capability=CAP_NET_ADMIN")
+	}
 	cmd := exec.Command("/bin/sh", args...)
-	cmd.Env = append(slices.Clone(hostEnv), "HAH_CGROUPS="+strings.Join(h.cgroups, " "))
+	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
@@ -408,17 +719,18 @@ func (h *Host) Start(ctx context.Context) error {
 	}
 	done := make(chan struct{})
 	go func() { cmd.Wait(); close(done) }()
-	h.nspawn, h.done = cmd, done
+	pid := cmd.Process.Pid
+	h.proc = &nspawnProc{pid: pid, start: startTime(pid), done: done}
 
 	// The host's PID 1 is nspawn's child once it has exec'd systemd.
 	for {
-		if pid := systemdChild(cmd.Process.Pid); pid > 0 {
-			h.leader = pid
+		if c := systemdChild(pid); c > 0 {
+			h.leader, h.leaderStart = c, startTime(c)
 			return nil
 		}
 		select {
 		case <-done:
-			h.nspawn, h.leader = nil, 0
+			h.proc, h.leader, h.leaderStart = nil, 0, ""
 			return fmt.Errorf("systemd-nspawn for %s exited at start:\n%s", h.Name, tail(h.consoleLocked(), 20))
 		case <-ctx.Done():
 			return fmt.Errorf("host %s: no PID 1 yet: %w", h.Name, ctx.Err())
@@ -448,7 +760,45 @@ func systemdChild(pid int) int {
 func (h *Host) Leader() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if !h.runningLocked() {
+		return 0
+	}
 	return h.leader
+}
+
+// Running reports whether the host's nspawn and its systemd are alive. Unlike
+// WaitRunning it does not ask systemd whether booting has finished.
+func (h *Host) Running() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.runningLocked()
+}
+
+func (h *Host) runningLocked() bool {
+	return h.proc != nil && !h.proc.exited() && h.leader > 0 && startTime(h.leader) == h.leaderStart
+}
+
+// healthy reports what is broken in a host; mounts are the machine's mount points.
+func (h *Host) healthy(mounts map[string]bool) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.tornDown {
+		return nil
+	}
+	var errs []error
+	if !netnsExists(h.NetNS) {
+		errs = append(errs, fmt.Errorf("host %s: netns %s is missing", h.Name, h.NetNS))
+	}
+	if !mounts[h.Root] {
+		errs = append(errs, fmt.Errorf("host %s: overlay %s is not mounted", h.Name, h.Root))
+	}
+	if err := run(context.Background(), "ip", "-n", h.lab.Switch, "link", "show", "dev", h.veth); err != nil {
+		errs = append(errs, fmt.Errorf("host %s: link %s on the switch: %w", h.Name, h.veth, err))
+	}
+	if h.proc != nil && !h.runningLocked() {
+		errs = append(errs, fmt.Errorf("host %s: systemd-nspawn (PID %d) or its systemd died without Kill:\n%s", h.Name, h.proc.pid, tail(h.consoleLocked(), 10)))
+	}
+	return errors.Join(errs...)
 }
 
 // WaitRunning polls `systemctl is-system-running` until it says running or degraded.
@@ -485,16 +835,8 @@ func (h *Host) Command(ctx context.Context, args ...string) *exec.Cmd {
 // Exec runs a command inside the host and returns its combined output. The error names
 // the command and carries the output.
 func (h *Host) Exec(ctx context.Context, args ...string) (string, error) {
-	h.mu.Lock()
-	leader, done := h.leader, h.done
-	h.mu.Unlock()
-	if leader == 0 {
+	if h.Leader() == 0 {
 		return "", ErrNotRunning
-	}
-	select {
-	case <-done:
-		return "", ErrNotRunning
-	default:
 	}
 	b, err := h.Command(ctx, args...).CombinedOutput()
 	if err != nil {
@@ -515,9 +857,13 @@ func (h *Host) hostPath(p string) (string, error) {
 		return "", fmt.Errorf("%s: want an absolute path inside the host", p)
 	}
 	p = filepath.Clean(p)
-	for _, hidden := range []string{"/tmp", "/run", "/dev", "/proc", "/sys"} {
-		if p == hidden || strings.HasPrefix(p, hidden+"/") {
-			return "", fmt.Errorf("%s: %s is not on the host's disk (tmpfs or an API file system inside the host); use /var/tmp or /usr/local", p, hidden)
+	hidden := []string{"/tmp", "/run", "/dev", "/proc", "/sys"}
+	if h.Containers {
+		hidden = append(hidden, containerdDir)
+	}
+	for _, d := range hidden {
+		if p == d || strings.HasPrefix(p, d+"/") {
+			return "", fmt.Errorf("%s: %s is not on the host's disk (tmpfs, a bind mount or an API file system inside the host); use /var/tmp or /usr/local", p, d)
 		}
 	}
 	return filepath.Join(h.Root, p), nil
@@ -532,23 +878,7 @@ func (h *Host) WriteFile(dest string, data []byte, mode os.FileMode) error {
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(p), ".hah-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), p)
+	return writeFileAtomic(p, data, mode)
 }
 
 // CopyIn copies a file of the machine into the host at dest, keeping its mode. dest must
@@ -574,7 +904,8 @@ func (h *Host) ReadFile(p string) ([]byte, error) {
 	return os.ReadFile(hp)
 }
 
-// Console returns what the host printed on its console (nspawn's output) so far.
+// Console returns what the host printed on its console (nspawn's output) so far, over
+// all its boots.
 func (h *Host) Console() string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -591,27 +922,29 @@ func (h *Host) consoleLocked() string {
 // resets. Start boots it again.
 func (h *Host) Kill() error {
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	return errors.Join(h.Blackhole(), h.stopLocked())
+	err := errors.Join(h.Blackhole(), h.stopLocked())
+	h.mu.Unlock()
+	return errors.Join(err, h.lab.save())
 }
 
 // stopLocked kills the host's processes and waits for nspawn to exit.
 func (h *Host) stopLocked() error {
-	if h.nspawn == nil {
+	if h.proc == nil {
 		return nil
 	}
-	if h.leader > 0 {
+	if h.leader > 0 && startTime(h.leader) == h.leaderStart {
 		syscall.Kill(h.leader, syscall.SIGKILL)
 	}
 	var errs []error
-	select {
-	case <-h.done:
-	case <-time.After(10 * time.Second):
-		h.nspawn.Process.Kill()
-		<-h.done
-		errs = append(errs, fmt.Errorf("host %s: systemd-nspawn did not exit after its PID 1 died; killed it", h.Name))
+	if !h.proc.wait(10 * time.Second) {
+		h.proc.kill()
+		if !h.proc.wait(10 * time.Second) {
+			errs = append(errs, fmt.Errorf("host %s: systemd-nspawn (PID %d) survives SIGKILL", h.Name, h.proc.pid))
+		} else {
+			errs = append(errs, fmt.Errorf("host %s: systemd-nspawn did not exit after its PID 1 died; killed it", h.Name))
+		}
 	}
-	h.nspawn, h.leader = nil, 0
+	h.proc, h.leader, h.leaderStart = nil, 0, ""
 	// Anything left in the host's cgroups (nothing, normally) goes too.
 	errs = append(errs, killCgroups(h.cgroups))
 	return errors.Join(errs...)
@@ -635,8 +968,14 @@ func (h *Host) isTornDown() bool {
 }
 
 // Teardown kills every process of the host, unmounts its overlay, deletes its netns
-// and its cgroups and removes its dir. Safe to call twice.
+// and its cgroups and removes its dir. Safe to call twice. The lab's state file drops
+// it, so Open does not bring it back.
 func (h *Host) Teardown() error {
+	err := h.teardown()
+	return errors.Join(err, h.lab.save())
+}
+
+func (h *Host) teardown() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.tornDown {
@@ -647,7 +986,7 @@ func (h *Host) Teardown() error {
 	for _, d := range h.cgroups {
 		errs = append(errs, removeCgroup(d))
 	}
-	if h.mounted {
+	if h.mounted || mountPoints()[h.Root] {
 		removeNspawnLock(h.Root)
 		errs = append(errs, unmount(h.Root))
 		h.mounted = false
@@ -675,159 +1014,4 @@ func unmount(mp string) error {
 		return fmt.Errorf("unmount %s: %w", mp, err)
 	}
 	return nil
-}
-
-func netnsExists(name string) bool {
-	_, err := os.Stat(filepath.Join("/run/netns", name))
-	return err == nil
-}
-
-// cgroupRoots are the hierarchies a host's processes are tracked in: the hybrid
-// layout's unified and name=systemd trees, or a pure cgroup2 mount.
-func cgroupRoots() []string {
-	var roots []string
-	for _, d := range []string{"/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd"} {
-		if _, err := os.Stat(filepath.Join(d, "cgroup.procs")); err == nil {
-			roots = append(roots, d)
-		}
-	}
-	if len(roots) == 0 {
-		if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
-			roots = append(roots, "/sys/fs/cgroup")
-		}
-	}
-	return roots
-}
-
-// killCgroups sends SIGKILL to every process in these cgroup trees until they are empty.
-func killCgroups(dirs []string) error {
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var pids []int
-		for _, d := range dirs {
-			pids = append(pids, cgroupPIDs(d)...)
-		}
-		if len(pids) == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("processes %v survive in %v", pids, dirs)
-		}
-		for _, p := range pids {
-			syscall.Kill(p, syscall.SIGKILL)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// cgroupPIDs lists the processes in a cgroup and all cgroups below it.
-func cgroupPIDs(dir string) []int {
-	var pids []int
-	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() || d.Name() != "cgroup.procs" {
-			return nil
-		}
-		b, _ := os.ReadFile(p)
-		for _, f := range strings.Fields(string(b)) {
-			if n, err := strconv.Atoi(f); err == nil && n > 0 {
-				pids = append(pids, n)
-			}
-		}
-		return nil
-	})
-	return pids
-}
-
-// removeCgroup removes a cgroup and the cgroups below it, deepest first.
-func removeCgroup(dir string) error {
-	var dirs []string
-	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			dirs = append(dirs, p)
-		}
-		return nil
-	})
-	var errs []error
-	for _, d := range slices.Backward(dirs) {
-		if err := syscall.Rmdir(d); err != nil && !errors.Is(err, syscall.ENOENT) {
-			errs = append(errs, fmt.Errorf("remove cgroup %s: %w", d, err))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// selfOwner identifies this process across PID reuse: its PID and start time.
-func selfOwner() string {
-	return fmt.Sprintf("%d %s\n", os.Getpid(), startTime(os.Getpid()))
-}
-
-func startTime(pid int) string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return ""
-	}
-	// The command name may hold spaces; the fields after its closing paren are fixed.
-	s := string(b)
-	s = s[strings.LastIndexByte(s, ')')+1:]
-	f := strings.Fields(s)
-	if len(f) < 20 || f[0] == "Z" {
-		return "" // a zombie is as dead as a missing process
-	}
-	return f[19] // field 22 of stat: starttime
-}
-
-// sweep removes what labs of dead processes left: their cgroups (and so their hosts'
-// processes), overlays, netns and run dirs. A lab whose owner still runs is left alone.
-func sweep(logf func(string, ...any)) error {
-	entries, err := os.ReadDir(DefaultRunDir)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, e := range entries {
-		id := e.Name()
-		if !e.IsDir() || !strings.HasPrefix(id, Prefix) {
-			continue
-		}
-		dir := filepath.Join(DefaultRunDir, id)
-		if b, err := os.ReadFile(filepath.Join(dir, "owner")); err == nil {
-			var pid int
-			var start string
-			fmt.Sscan(string(b), &pid, &start)
-			if pid > 0 && startTime(pid) == start {
-				continue // still running
-			}
-		} else if info, err := e.Info(); err == nil && time.Since(info.ModTime()) < time.Minute {
-			continue // being made right now
-		}
-		logf("hosts: removing leftovers of killed run %s", id)
-		var cgs []string
-		for _, r := range cgroupRoots() {
-			m, _ := filepath.Glob(filepath.Join(r, id+"-*"))
-			cgs = append(cgs, m...)
-		}
-		errs = append(errs, killCgroups(cgs))
-		for _, cg := range cgs {
-			errs = append(errs, removeCgroup(cg))
-		}
-		for _, mp := range mountsUnder(dir) {
-			removeNspawnLock(mp)
-			errs = append(errs, unmount(mp))
-		}
-		nss, _ := filepath.Glob(filepath.Join("/run/netns", id+"-*"))
-		for _, ns := range nss {
-			errs = append(errs, run(context.Background(), "ip", "netns", "del", filepath.Base(ns)))
-		}
-		props, _ := filepath.Glob(filepath.Join(nspawnRun, "propagate", id+"-*"))
-		for _, p := range props {
-			os.RemoveAll(p)
-		}
-		made, _ := os.ReadFile(filepath.Join(dir, "made-run"))
-		errs = append(errs, removeTree(dir))
-		removeRunDirs(strings.Fields(string(made)))
-	}
-	return errors.Join(errs...)
 }

@@ -24,13 +24,24 @@ const Suite = "bookworm"
 var Packages = []string{
 	"systemd", "systemd-sysv", "dbus", "iproute2", "procps", "ca-certificates",
 	"iputils-ping", "netcat-openbsd", "curl", "nftables", "iptables",
-	// a container runtime for the minion's kubelet (the e2e test)
-	"containerd",
+	// a container runtime for the minion's kubelet (the e2e test); runc is containerd's
+	// dependency, named so that it stays when containerd's dependencies change
+	"containerd", "runc",
+	// the CNI plugins (bridge, host-local, loopback, portmap in /usr/lib/cni) that the
+	// minion's conflist uses, since Debian has no flannel CNI plugin
+	"containernetworking-plugins",
+	// kube-proxy's and the kubelet's host tools beyond iptables and nft: conntrack to
+	// inspect and flush entries, ethtool for checksum offload on vxlan links, socat
+	// for port-forwarding runtimes that still shell out to it
+	"conntrack", "ethtool", "socat",
+	// Debian's distribution registry, for the lab's lb host to serve images; not
+	// started at boot (see prepareRootfs)
+	"docker-registry",
 }
 
 // recipe names how the rootfs is made after debootstrap; bump it when prepareRootfs
 // changes so that cached rootfs are rebuilt.
-const recipe = "2"
+const recipe = "3"
 
 // DefaultCacheDir holds the rootfs tarball and its extracted copy, outside the repo.
 // HAAGENT_TEST_CACHE overrides it.
@@ -132,8 +143,9 @@ func buildTarball(ctx context.Context, cache, tarball string) error {
 	return os.Rename(tmp, tarball)
 }
 
-// prepareRootfs trims docs and locales and removes what must differ per host: each
-// host gets its own hostname and machine-id in its overlay.
+// prepareRootfs trims docs and locales, removes what must differ per host (each host
+// gets its own hostname and machine-id in its overlay), and keeps the registry from
+// starting on every host.
 func prepareRootfs(root string) error {
 	for _, glob := range []string{
 		"usr/share/doc/*", "usr/share/man/*", "usr/share/info/*", "usr/share/locale/*",
@@ -148,6 +160,11 @@ func prepareRootfs(root string) error {
 		}
 	}
 	if err := os.Remove(filepath.Join(root, "etc/hostname")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	// The registry's postinst enables it; only the host that serves images should run
+	// it, and that host enables it itself.
+	if err := os.Remove(filepath.Join(root, "etc/systemd/system/multi-user.target.wants/docker-registry.service")); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
 	// An empty machine-id is "not set yet"; every host writes its own.
