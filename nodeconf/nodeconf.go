@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/haagent/haagent/files"
@@ -27,6 +28,7 @@ const (
 	Kubelet           = "etc/kubernetes/kubelet"
 	KubeletConfig     = "etc/kubernetes/kubelet-config.yaml"
 	Proxy             = "etc/kubernetes/proxy"
+	ProxyConfig       = "etc/kubernetes/proxy-config.yaml"
 	Flanneld          = "etc/sysconfig/flanneld"
 	// UnitDir is where haagent installs a unit that no package provides.
 	UnitDir = "etc/systemd/system"
@@ -58,6 +60,28 @@ type Config struct {
 	Insecure bool
 	// LogLevel is the components' --v.
 	LogLevel int
+
+	// The minion's runtime and pod network (ignored on masters).
+
+	// CgroupDriver is systemd or cgroupfs, the same for the kubelet and the runtime.
+	CgroupDriver string
+	// CgroupV1 says the host has v1 controllers; FailCgroupV1 then decides whether the
+	// kubelet refuses to run (upstream's default since 1.35) or runs on them.
+	CgroupV1     bool
+	FailCgroupV1 bool
+	// ContainerdMajor picks containerd's config format: 1 (config version 2) or 2 (version 3).
+	ContainerdMajor int
+	// CNIBinDir is where the standard CNI plugins are installed.
+	CNIBinDir string
+	// RestrictOOMScoreAdj tells the runtime it may not lower oom_score_adj (no CAP_SYS_RESOURCE).
+	RestrictOOMScoreAdj bool
+	// SandboxImage is the pause image the runtime pins.
+	SandboxImage string
+	// Mirrors are the registry mirrors written into the runtime's registry hosts.
+	Mirrors []Mirror
+	// Subnet is flanneld's lease for this node; nil until flanneld has one, and then the
+	// pod network's CNI config is not written yet.
+	Subnet *FlannelSubnet
 }
 
 // Unit is one systemd unit a role runs, with the files it reads.
@@ -79,9 +103,9 @@ func Units(c Config) []Unit {
 	case "minion":
 		return []Unit{
 			{"flanneld.service", []string{Flanneld}},
-			{c.ContainerRuntime + ".service", nil},
-			{"kubelet.service", []string{KubeConfig, Kubelet, KubeletConfig, pki.KubeletKubeconfig}},
-			{"kube-proxy.service", []string{KubeConfig, Proxy, pki.ProxyKubeconfig}},
+			{c.ContainerRuntime + ".service", runtimeReads(c)},
+			{"kubelet.service", []string{KubeConfig, Kubelet, KubeletConfig, pki.KubeletKubeconfig, pki.KubeletServingCert}},
+			{"kube-proxy.service", []string{KubeConfig, Proxy, ProxyConfig, pki.ProxyKubeconfig}},
 		}
 	}
 	return nil
@@ -142,6 +166,9 @@ func Render(c Config) ([]files.File, error) {
 				"--client-ca-file=" + p(pki.CACert),
 				"--kubelet-client-certificate=" + p(pki.APIServerKubeletCrt),
 				"--kubelet-client-key=" + p(pki.APIServerKubeletKey),
+				// Kubelets serve with certificates from the cluster CA, for their node IP.
+				"--kubelet-certificate-authority=" + p(pki.CACert),
+				"--kubelet-preferred-address-types=InternalIP,Hostname,ExternalIP",
 				"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 				"--service-account-key-file=" + p(pki.SAPub),
 				"--service-account-signing-key-file=" + p(pki.SAKey),
@@ -183,9 +210,25 @@ func Render(c Config) ([]files.File, error) {
 			}, " ")},
 		)
 		out = append(out, files.File{Path: KubeletConfig, Mode: 0o644, Data: kubeletConfig(c, p)})
+		// Everything kube-proxy is told is in its config file: with --config, 1.37 ignores
+		// most of its other flags.
 		env(Proxy,
-			[2]string{"KUBE_PROXY_ARGS", "--kubeconfig=" + p(pki.ProxyKubeconfig) + " --hostname-override=" + c.Name},
+			[2]string{"KUBE_PROXY_ARGS", "--config=" + p(ProxyConfig)},
 		)
+		out = append(out, files.File{Path: ProxyConfig, Mode: 0o644, Data: proxyConfig(c, p)})
+		if c.ContainerRuntime == "containerd" {
+			out = append(out, files.File{Path: ContainerdConfig, Mode: 0o644, Data: containerdConfig(c)})
+			for _, m := range c.Mirrors {
+				out = append(out, registryHosts(m))
+			}
+		}
+		if c.Subnet != nil {
+			b, err := cniConfList(c.Subnet)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, files.File{Path: CNIConfList, Mode: 0o644, Data: b})
+		}
 	default:
 		return nil, fmt.Errorf("no node files for role %q", c.Role)
 	}
@@ -199,6 +242,10 @@ func kubeletConfig(c Config, p func(string) string) []byte {
 	if c.ContainerRuntime == "docker" {
 		// The kubelet has no dockershim since 1.24: docker hosts talk CRI through cri-dockerd.
 		endpoint = "unix:///run/cri-dockerd.sock"
+	}
+	cgroupV1 := ""
+	if c.CgroupV1 {
+		cgroupV1 = "# This host has cgroup v1 controllers, deprecated upstream (KEP-5573).\nfailCgroupV1: " + strconv.FormatBool(c.FailCgroupV1) + "\n"
 	}
 	dns := ""
 	if c.ClusterDNS != "" {
@@ -215,9 +262,41 @@ authentication:
     clientCAFile: ` + p(pki.CACert) + `
 authorization:
   mode: Webhook
-cgroupDriver: systemd
-containerRuntimeEndpoint: ` + endpoint + `
+cgroupDriver: ` + cmp.Or(c.CgroupDriver, "systemd") + `
+` + cgroupV1 + `containerRuntimeEndpoint: ` + endpoint + `
+# Swap on a VM is the hypervisor's business; pods get none of it (swapBehavior NoSwap).
+failSwapOn: false
+tlsCertFile: ` + p(pki.KubeletServingCert) + `
+tlsPrivateKeyFile: ` + p(pki.KubeletServingKey) + `
 ` + dns)
+}
+
+// proxyConfig is kube-proxy's KubeProxyConfiguration.
+func proxyConfig(c Config, p func(string) string) []byte {
+	cidr := ""
+	if c.Subnet != nil {
+		cidr = "clusterCIDR: " + c.Subnet.Network.String() + "\n"
+	}
+	return []byte(Header + "\n" + `apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection:
+  kubeconfig: ` + p(pki.ProxyKubeconfig) + `
+hostnameOverride: ` + c.Name + `
+bindAddress: 0.0.0.0
+mode: iptables
+` + cidr + `# 0 leaves the kernel's conntrack table size as the host has it: kube-proxy may not
+# write it from a network namespace, and a host's own tuning wins.
+conntrack:
+  maxPerCore: 0
+`)
+}
+
+// runtimeReads are the files whose change restarts the container runtime.
+func runtimeReads(c Config) []string {
+	if c.ContainerRuntime == "containerd" {
+		return []string{ContainerdConfig}
+	}
+	return nil
 }
 
 func joinRoot(root, rel string) string {

@@ -22,21 +22,35 @@ func render(t *testing.T, c Config) []files.File {
 }
 
 func TestRenderGolden(t *testing.T) {
-	for _, c := range []Config{
-		{Role: "master", Name: "centos-master-1", AdvertiseAddress: "10.0.0.21", LB: "10.0.0.10",
+	subnet, err := ParseSubnetEnv([]byte("FLANNEL_NETWORK=172.30.0.0/16\nFLANNEL_SUBNET=172.30.20.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	minion := Config{Role: "minion", Name: "centos-minion-1", AdvertiseAddress: "10.0.0.31", LB: "10.0.0.10",
+		EtcdEndpoints: []string{"https://10.0.0.10:2379"}, ServiceClusterIPRange: "10.254.0.0/16",
+		FlannelPrefix: "/kube-centos/network", FlannelIface: "eth1", ContainerRuntime: "containerd", Root: "/",
+		CgroupDriver: "cgroupfs", CgroupV1: true, ContainerdMajor: 1, CNIBinDir: "/usr/lib/cni",
+		RestrictOOMScoreAdj: true, SandboxImage: DefaultSandboxImage, Subnet: subnet,
+		Mirrors: []Mirror{{"docker.io", "http://10.0.0.11:5000"}, {"registry.k8s.io", "http://10.0.0.11:5000"}}}
+	v2 := minion
+	v2.CgroupDriver, v2.CgroupV1, v2.ContainerdMajor, v2.CNIBinDir, v2.RestrictOOMScoreAdj, v2.Subnet, v2.Mirrors =
+		"systemd", false, 2, "/opt/cni/bin", false, nil, nil
+	for name, c := range map[string]Config{
+		"master": {Role: "master", Name: "centos-master-1", AdvertiseAddress: "10.0.0.21", LB: "10.0.0.10",
 			EtcdEndpoints: []string{"https://10.0.0.21:2379"}, ServiceClusterIPRange: "10.254.0.0/16",
 			FlannelPrefix: "/kube-centos/network", Root: "/"},
-		{Role: "minion", Name: "centos-minion-1", AdvertiseAddress: "10.0.0.31", LB: "10.0.0.10",
-			EtcdEndpoints: []string{"https://10.0.0.10:2379"}, ServiceClusterIPRange: "10.254.0.0/16",
-			FlannelPrefix: "/kube-centos/network", FlannelIface: "eth1", ContainerRuntime: "containerd", Root: "/"},
+		// A cgroup v1 host with Debian's containerd 1.6, mirrors, and flanneld's lease in place.
+		"minion": minion,
+		// A cgroup v2 host with containerd 2.x, before flanneld has a lease: no CNI config yet.
+		"minion-containerd2": v2,
 	} {
-		t.Run(c.Role, func(t *testing.T) {
+		t.Run(name, func(t *testing.T) {
 			var b strings.Builder
 			for _, f := range render(t, c) {
 				b.WriteString("==> /" + f.Path + " (" + f.Mode.String() + ")\n")
 				b.Write(f.Data)
 			}
-			golden := filepath.Join("testdata", c.Role+".golden")
+			golden := filepath.Join("testdata", name+".golden")
 			if *update {
 				if err := os.WriteFile(golden, []byte(b.String()), 0o644); err != nil {
 					t.Fatal(err)
@@ -93,6 +107,52 @@ func TestUnitFilesOnlyWhereMissing(t *testing.T) {
 	for _, f := range all {
 		if !strings.Contains(string(f.Data), "EnvironmentFile=-/etc/") {
 			t.Errorf("%s reads no EnvironmentFile", f.Path)
+		}
+	}
+}
+
+func TestParseMirror(t *testing.T) {
+	for in, want := range map[string]string{
+		"docker.io=http://lb1:5000":          "docker.io http://lb1:5000",
+		"registry.k8s.io=https://m.example/": "registry.k8s.io https://m.example",
+		"lb1:5000=http://10.0.0.11:5000":     "lb1:5000 http://10.0.0.11:5000",
+	} {
+		m, err := ParseMirror(in)
+		if err != nil || m.Registry+" "+m.Endpoint != want {
+			t.Errorf("ParseMirror(%q) = %+v, %v; want %s", in, m, err, want)
+		}
+	}
+	for _, bad := range []string{"", "docker.io", "=http://x", "docker.io=", "docker.io=lb1:5000", "docker.io=ftp://x",
+		"docker.io=http://x/path", "a/b=http://x", "docker.io=http://"} {
+		if m, err := ParseMirror(bad); err == nil {
+			t.Errorf("ParseMirror(%q) = %+v, want an error", bad, m)
+		}
+	}
+}
+
+func TestParseSubnetEnv(t *testing.T) {
+	s, err := ParseSubnetEnv([]byte("FLANNEL_NETWORK=172.30.0.0/16\nFLANNEL_SUBNET=172.30.7.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Subnet.Masked().String() != "172.30.7.0/24" || s.MTU != 1450 || s.IPMasq {
+		t.Fatalf("parsed %+v", s)
+	}
+	b, err := cniConfList(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Without flanneld's masquerading, the bridge does it.
+	if !strings.Contains(string(b), `"ipMasq": true`) || !strings.Contains(string(b), `"subnet": "172.30.7.0/24"`) {
+		t.Fatalf("conflist:\n%s", b)
+	}
+	for _, bad := range []string{
+		"",
+		"FLANNEL_NETWORK=172.30.0.0/16\nFLANNEL_SUBNET=10.1.0.1/24\nFLANNEL_MTU=1450\n",
+		"FLANNEL_NETWORK=172.30.0.0/16\nFLANNEL_SUBNET=172.30.7.1/24\nFLANNEL_MTU=x\n",
+	} {
+		if _, err := ParseSubnetEnv([]byte(bad)); err == nil {
+			t.Errorf("ParseSubnetEnv(%q): want an error", bad)
 		}
 	}
 }

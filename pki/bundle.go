@@ -39,8 +39,12 @@ const (
 	FlannelEtcdKey      = Dir + "/flannel-etcd-client.key"
 	KubeletClientCert   = Dir + "/kubelet-client.crt"
 	KubeletClientKey    = Dir + "/kubelet-client.key"
-	KubeProxyCert       = Dir + "/kube-proxy.crt"
-	KubeProxyKey        = Dir + "/kube-proxy.key"
+	// KubeletServingCert is the kubelet's own HTTPS certificate, from the cluster CA, so
+	// that the apiserver can verify the kubelet it talks to for logs, exec and port-forward.
+	KubeletServingCert = Dir + "/kubelet-server.crt"
+	KubeletServingKey  = Dir + "/kubelet-server.key"
+	KubeProxyCert      = Dir + "/kube-proxy.crt"
+	KubeProxyKey       = Dir + "/kube-proxy.key"
 
 	AdminKubeconfig             = "etc/kubernetes/admin.kubeconfig"
 	ControllerManagerKubeconfig = "etc/kubernetes/controller-manager.kubeconfig"
@@ -102,6 +106,8 @@ func Issue(sh *Shared, n Node, now time.Time) ([]files.File, error) {
 	case "minion":
 		b.leaf(KubeletClientCert, KubeletClientKey, LeafSpec{CommonName: "system:node:" + n.Name,
 			Organization: []string{"system:nodes"}, Client: true})
+		b.leaf(KubeletServingCert, KubeletServingKey, LeafSpec{CommonName: "system:node:" + n.Name,
+			Organization: []string{"system:nodes"}, Hosts: local, Server: true})
 		b.leaf(KubeProxyCert, KubeProxyKey, LeafSpec{CommonName: "system:kube-proxy", Client: true})
 		b.leaf(FlannelEtcdCert, FlannelEtcdKey, LeafSpec{CommonName: "flannel", Client: true})
 		b.kubeconfig(KubeletKubeconfig, n.APIServer, LeafSpec{CommonName: "system:node:" + n.Name,

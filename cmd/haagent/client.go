@@ -85,7 +85,7 @@ func runStatus(ctx context.Context, args []string) error {
 		if err := json.Unmarshal(raw, &st); err != nil {
 			return fmt.Errorf("status from %s: %w", *addr, err)
 		}
-		fmt.Printf("role: %s   name: %s   version: %s   lb: %s\n", st.Role, st.Name, st.Version, st.LB)
+		minion.PrintStatus(os.Stdout, st)
 		printNode(os.Stdout, st.Node)
 	default:
 		_, err := os.Stdout.Write(append(raw, '\n'))

@@ -51,6 +51,12 @@ func TestBadInputExitsTwoWithOneLineNamingTheFlag(t *testing.T) {
 		{"bad systemd mode", append(base, peers, "--systemd=maybe"), "--systemd"},
 		{"minion without lb", []string{"--role=minion", token}, "--lb"},
 		{"minion with a bad runtime", []string{"--role=minion", token, "--lb=10.0.0.10", "--container-runtime=rkt"}, "--container-runtime"},
+		{"mirror without a registry", []string{"--role=minion", token, "--lb=10.0.0.10", "--registry-mirror=http://lb1:5000"}, "--registry-mirror"},
+		{"mirror that is no URL", []string{"--role=minion", token, "--lb=10.0.0.10", "--registry-mirror=docker.io=lb1:5000"}, "--registry-mirror"},
+		{"mirror with a path", []string{"--role=minion", token, "--lb=10.0.0.10", "--registry-mirror=docker.io=http://lb1:5000/v2"}, "--registry-mirror"},
+		{"registry mirrored twice", []string{"--role=minion", token, "--lb=10.0.0.10", "--registry-mirror=docker.io=http://a,docker.io=http://b"}, "--registry-mirror"},
+		{"bad cgroup driver", []string{"--role=minion", token, "--lb=10.0.0.10", "--cgroup-driver=cgroupv1"}, "--cgroup-driver"},
+		{"relative images dir", []string{"--role=minion", token, "--lb=10.0.0.10", "--images-dir=images"}, "--images-dir"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

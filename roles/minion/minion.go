@@ -6,12 +6,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,8 +22,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
 
+	"golang.org/x/sync/errgroup"
+
+	"github.com/haagent/haagent/airgap"
 	"github.com/haagent/haagent/files"
 	"github.com/haagent/haagent/flannel"
+	"github.com/haagent/haagent/hostinfo"
 	"github.com/haagent/haagent/join"
 	"github.com/haagent/haagent/netsetup"
 	"github.com/haagent/haagent/nodeconf"
@@ -53,7 +60,38 @@ type Config struct {
 	StatusAddress    string
 	// Systemd is auto, on or off: whether haagent manages the units.
 	Systemd string
+	// CgroupDriver is auto, systemd or cgroupfs, for the kubelet and the runtime alike.
+	CgroupDriver string
+	// FailCgroupV1 makes the kubelet refuse a cgroup v1 host, as upstream does by default.
+	FailCgroupV1 bool
+	// RegistryMirrors are REGISTRY=URL pairs written into containerd's registry hosts.
+	RegistryMirrors []string
+	// SandboxImage is the pause image containerd pins.
+	SandboxImage string
+	// ImagesDir holds airgap image tarballs imported at start, relative to Root.
+	ImagesDir string
+
+	// Host holds what Complete read off this host.
+	Host HostFacts
 }
+
+// HostFacts are the facts of the host that the minion's files depend on.
+type HostFacts struct {
+	CgroupMode hostinfo.CgroupMode `json:"cgroupMode"`
+	// ContainerdVersion is "major.minor", empty when containerd is not installed.
+	ContainerdVersion string `json:"containerdVersion,omitempty"`
+	containerdMajor   int
+	CNIBinDir         string `json:"cniBinDir"`
+	// RestrictOOMScoreAdj is set where haagent lacks CAP_SYS_RESOURCE (inside a container).
+	RestrictOOMScoreAdj bool `json:"restrictOOMScoreAdj,omitempty"`
+}
+
+// Cgroup drivers.
+const (
+	CgroupDriverAuto     = "auto"
+	CgroupDriverSystemd  = "systemd"
+	CgroupDriverCgroupfs = "cgroupfs"
+)
 
 // DefaultContainerRuntime is containerd: Kubernetes 1.37 has no dockershim, so docker
 // needs cri-dockerd in between.
@@ -63,7 +101,8 @@ const DefaultContainerRuntime = "containerd"
 func NewConfig() *Config {
 	return &Config{JoinPort: join.DefaultPort, Root: DefaultRoot, StatusAddress: status.DefaultAddress,
 		ContainerRuntime: DefaultContainerRuntime, FlannelPrefix: flannel.DefaultPrefix,
-		EtcdClientPort: 2379, Systemd: reconcile.SystemdAuto}
+		EtcdClientPort: 2379, Systemd: reconcile.SystemdAuto, CgroupDriver: CgroupDriverAuto,
+		SandboxImage: nodeconf.DefaultSandboxImage, ImagesDir: "/" + airgap.DefaultDir}
 }
 
 // AddFlags binds the minion's flags.
@@ -81,14 +120,61 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.Systemd, "systemd", c.Systemd, "manage the units: auto (where systemd runs), on or off")
 	fs.StringVar(&c.Root, "root", c.Root, "prefix for every file haagent writes")
 	fs.StringVar(&c.StatusAddress, "status-address", c.StatusAddress, "host:port for /healthz, /readyz, /metrics and /status")
+	fs.StringVar(&c.CgroupDriver, "cgroup-driver", c.CgroupDriver, "cgroup driver of the kubelet and the runtime: auto (cgroupfs on cgroup v1, systemd on v2), systemd or cgroupfs")
+	fs.BoolVar(&c.FailCgroupV1, "fail-cgroup-v1", c.FailCgroupV1, "make the kubelet refuse to run on a cgroup v1 host (upstream's default); haagent otherwise lets it run there")
+	fs.StringSliceVar(&c.RegistryMirrors, "registry-mirror", c.RegistryMirrors, "REGISTRY=URL: pull REGISTRY's images from URL first, e.g. docker.io=http://10.0.0.11:5000 (repeatable, or comma-separated)")
+	fs.StringVar(&c.SandboxImage, "sandbox-image", c.SandboxImage, "the pause image the runtime pins for pod sandboxes")
+	fs.StringVar(&c.ImagesDir, "images-dir", c.ImagesDir, "image tarballs (*.tar, *.tar.gz) here are imported into containerd at start, for sites with no registry")
 }
 
-// Complete fills the hostname default.
+// Complete fills the hostname default and reads the host's facts.
 func (c *Config) Complete() error {
 	if err := netsetup.NodeIdentity(&c.Name, c.Iface, &c.AdvertiseAddress); err != nil {
 		return err
 	}
+	c.Host = ReadHostFacts(c.Root)
 	return nil
+}
+
+// ReadHostFacts reads the cgroup mode, the containerd version, the CNI plugin dir and
+// whether runc may lower oom_score_adj.
+func ReadHostFacts(root string) HostFacts {
+	h := HostFacts{CgroupMode: hostinfo.DetectCgroupMode(root), CNIBinDir: hostinfo.CNIBinDir(root)}
+	// A containerd that isn't installed yet gets the config version 2 format, which
+	// containerd 2.x also reads (it migrates it in memory).
+	if bin, err := exec.LookPath("containerd"); err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if major, minor, err := hostinfo.ContainerdVersion(ctx, bin); err == nil {
+			h.containerdMajor, h.ContainerdVersion = major, fmt.Sprintf("%d.%d", major, minor)
+		}
+	}
+	if ok, err := hostinfo.CanRaiseOOMPriority(); err == nil && !ok {
+		h.RestrictOOMScoreAdj = true
+	}
+	return h
+}
+
+// cgroupDriver resolves auto: cgroupfs on a v1 host, where the systemd driver needs
+// systemd to own every controller (containers rarely delegate them), systemd on v2.
+func (c *Config) cgroupDriver() string {
+	if c.CgroupDriver != CgroupDriverAuto {
+		return c.CgroupDriver
+	}
+	if c.Host.CgroupMode.IsV1() {
+		return CgroupDriverCgroupfs
+	}
+	return CgroupDriverSystemd
+}
+
+func (c *Config) mirrors() []nodeconf.Mirror {
+	var out []nodeconf.Mirror
+	for _, s := range c.RegistryMirrors {
+		if m, err := nodeconf.ParseMirror(s); err == nil {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // Validate reports every problem at once. It does no I/O.
@@ -116,6 +202,27 @@ func (c *Config) Validate() error {
 	if !filepath.IsAbs(c.Root) {
 		errs = append(errs, fmt.Errorf("--root: %q must be an absolute path", c.Root))
 	}
+	if !slices.Contains([]string{CgroupDriverAuto, CgroupDriverSystemd, CgroupDriverCgroupfs}, c.CgroupDriver) {
+		errs = append(errs, fmt.Errorf("--cgroup-driver: %q is not auto, systemd or cgroupfs", c.CgroupDriver))
+	}
+	seen := map[string]bool{}
+	for _, s := range c.RegistryMirrors {
+		m, err := nodeconf.ParseMirror(s)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--registry-mirror: %v", err))
+			continue
+		}
+		if seen[m.Registry] {
+			errs = append(errs, fmt.Errorf("--registry-mirror: %s is mirrored twice; give one mirror per registry", m.Registry))
+		}
+		seen[m.Registry] = true
+	}
+	if c.SandboxImage == "" || strings.ContainsAny(c.SandboxImage, " \t") {
+		errs = append(errs, fmt.Errorf("--sandbox-image: %q is not an image reference; e.g. %s", c.SandboxImage, nodeconf.DefaultSandboxImage))
+	}
+	if !filepath.IsAbs(c.ImagesDir) {
+		errs = append(errs, fmt.Errorf("--images-dir: %q must be an absolute path", c.ImagesDir))
+	}
 	return errors.Join(errs...)
 }
 
@@ -125,8 +232,9 @@ type Minion struct {
 	lg  *slog.Logger
 	reg prometheus.Gatherer
 
-	mu  sync.Mutex // guards the fields below
-	rec *reconcile.Reconciler
+	mu     sync.Mutex // guards the fields below
+	rec    *reconcile.Reconciler
+	images *airgap.Result
 }
 
 // New prepares the role; it starts nothing.
@@ -140,11 +248,17 @@ type Status struct {
 	Name    string            `json:"name"`
 	Version string            `json:"version"`
 	LB      string            `json:"lb"`
+	Host    HostFacts         `json:"host"`
+	Driver  string            `json:"cgroupDriver"`
+	Subnet  string            `json:"podSubnet,omitempty"`
+	Images  *airgap.Result    `json:"airgapImages,omitempty"`
 	Certs   []pki.CertInfo    `json:"certs,omitempty"`
 	Node    *reconcile.Status `json:"node,omitempty"`
 }
 
-// Run joins (unless it holds current certificates), then keeps them renewed until ctx ends.
+// Run joins (unless it holds current certificates), writes the node's files, tells
+// systemd it is ready, then keeps the files, units and certificates current and imports
+// the airgap images, until ctx ends.
 func (m *Minion) Run(ctx context.Context) error {
 	srv, err := status.Listen(status.Config{
 		Address: m.cfg.StatusAddress, Ready: m.ready, Status: m.status, Gatherer: m.reg, Logger: m.lg,
@@ -152,36 +266,41 @@ func (m *Minion) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ctx) }()
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return srv.Serve(ctx) })
+	g.Go(func() error { return m.run(ctx, g) })
+	return g.Wait()
+}
+
+func (m *Minion) run(ctx context.Context, g *errgroup.Group) error {
+	m.warnAboutCgroups()
+	if m.cfg.Root == "/" {
+		m.setSysctls()
+	}
 	if !m.cfg.Insecure {
 		if err := m.joinIfNeeded(ctx, time.Now()); err != nil {
-			cancel()
-			<-served
 			return err
 		}
 	}
 	rec, err := m.startReconciler(ctx)
 	if err != nil {
-		cancel()
-		<-served
 		return err
 	}
 	_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
+	m.lg.Info("minion ready", "lb", m.cfg.LB, "cgroup-mode", m.cfg.Host.CgroupMode, "cgroup-driver", m.cfg.cgroupDriver(),
+		"containerd", m.cfg.Host.ContainerdVersion)
 	// Units start only now: they are ordered after haagent.service, which is active from READY=1.
-	go func() { _ = rec.Run(ctx) }()
-	m.lg.Info("minion ready", "lb", m.cfg.LB)
+	g.Go(func() error { return rec.Run(ctx) })
+	if m.cfg.ContainerRuntime == "containerd" {
+		g.Go(func() error { return m.importImages(ctx) })
+	}
 	t := time.NewTicker(renewEvery)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
-			return <-served
-		case err := <-served:
-			return err
+			return nil
 		case <-t.C:
 			if !m.cfg.Insecure {
 				if err := m.joinIfNeeded(ctx, time.Now()); err != nil {
@@ -190,6 +309,62 @@ func (m *Minion) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// warnAboutCgroups says once what the kubelet will do on a cgroup v1 host.
+func (m *Minion) warnAboutCgroups() {
+	mode := m.cfg.Host.CgroupMode
+	switch {
+	case !mode.IsV1():
+	case m.cfg.FailCgroupV1:
+		m.lg.Error("this host has cgroup v1 controllers and --fail-cgroup-v1 is set: the kubelet will refuse to run; boot the host with the unified hierarchy (systemd.unified_cgroup_hierarchy=1)",
+			"cgroup-mode", mode)
+	default:
+		m.lg.Warn("this host has cgroup v1 controllers: the kubelet runs on them (failCgroupV1: false), but Kubernetes deprecates v1 and plans to remove it after 1.37; move to cgroup v2 (systemd.unified_cgroup_hierarchy=1), or set --fail-cgroup-v1 to refuse v1 now",
+			"cgroup-mode", mode)
+	}
+}
+
+// kernelSettings are what the kubelet, kube-proxy and the bridge need, as kubeadm's
+// preflight and k3s's agent set them: routed pods, and bridged pod traffic seen by
+// kube-proxy's iptables rules.
+var kernelSettings = map[string]string{
+	"net/ipv4/ip_forward":                 "1",
+	"net/bridge/bridge-nf-call-iptables":  "1",
+	"net/bridge/bridge-nf-call-ip6tables": "1",
+}
+
+func (m *Minion) setSysctls() {
+	for k, v := range kernelSettings {
+		p := "/proc/sys/" + k
+		if cur, err := os.ReadFile(p); err == nil && strings.TrimSpace(string(cur)) == v {
+			continue
+		}
+		if err := os.WriteFile(p, []byte(v), 0o644); err != nil {
+			m.lg.Warn("could not set a kernel setting that pods need", "sysctl", strings.ReplaceAll(k, "/", "."), "want", v, "err", err)
+			continue
+		}
+		m.lg.Info("set kernel setting", "sysctl", strings.ReplaceAll(k, "/", "."), "value", v)
+	}
+}
+
+// importImages imports the airgap tarballs once containerd answers. A failure is
+// logged and shown in /status; it never stops the minion.
+func (m *Minion) importImages(ctx context.Context) error {
+	res, err := airgap.Import(ctx, airgap.Config{
+		Dir: filepath.Join(m.cfg.Root, m.cfg.ImagesDir), Logger: m.lg.With("component", "airgap"),
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		m.lg.Error("airgap images not imported", "err", err)
+		res.Failed["*"] = err.Error()
+	}
+	m.mu.Lock()
+	m.images = &res
+	m.mu.Unlock()
+	return nil
 }
 
 func (m *Minion) ready() error {
@@ -210,24 +385,42 @@ func (m *Minion) ready() error {
 
 func (m *Minion) status(ctx context.Context) (any, error) {
 	certs, _ := pki.Inspect(m.cfg.Root)
-	st := Status{Role: "minion", Name: m.cfg.Name, Version: version.Version, LB: m.cfg.LB, Certs: certs}
+	st := Status{Role: "minion", Name: m.cfg.Name, Version: version.Version, LB: m.cfg.LB, Certs: certs,
+		Host: m.cfg.Host, Driver: m.cfg.cgroupDriver()}
+	if s := m.cfg.subnet(); s != nil {
+		st.Subnet = s.Subnet.Masked().String()
+	}
 	m.mu.Lock()
 	if m.rec != nil {
 		ns := m.rec.Status()
 		st.Node = &ns
 	}
+	st.Images = m.images
 	m.mu.Unlock()
 	return st, nil
 }
 
+// joinFiles are the files a joined minion holds; one missing (a minion joined by an
+// older haagent has no serving certificate) means joining again.
+var joinFiles = []string{pki.KubeletKubeconfig, pki.ProxyKubeconfig, pki.KubeletServingCert, pki.FlannelEtcdCert}
+
 // joinIfNeeded fetches certificates through the lb when they are missing or due.
 func (m *Minion) joinIfNeeded(ctx context.Context, now time.Time) error {
-	if _, err := os.Stat(filepath.Join(m.cfg.Root, pki.KubeletKubeconfig)); err == nil {
+	missing := ""
+	for _, f := range joinFiles {
+		if _, err := os.Stat(filepath.Join(m.cfg.Root, f)); err != nil {
+			missing = f
+			break
+		}
+	}
+	if missing == "" {
 		due, err := pki.DueForRenewal(m.cfg.Root, now)
 		if err == nil && len(due) == 0 {
 			return nil
 		}
 		m.lg.Info("certificates due for renewal: rejoining", "due", due)
+	} else if missing != joinFiles[0] {
+		m.lg.Info("a certificate is missing: rejoining", "missing", "/"+missing)
 	}
 	token, err := pki.ParseToken(m.cfg.Token)
 	if err != nil {
@@ -241,7 +434,21 @@ func (m *Minion) joinIfNeeded(ctx context.Context, now time.Time) error {
 	return join.Obtain(ctx, m.lg, m.cfg.Root, []string{server}, token, join.Request{Role: "minion", Name: m.cfg.Name, Hosts: hosts})
 }
 
-// NodeConfig is what the minion's files are rendered from: everything points at the lb.
+// subnet is flanneld's lease for this node, or nil while it has none.
+func (c *Config) subnet() *nodeconf.FlannelSubnet {
+	b, err := os.ReadFile(filepath.Join(c.Root, nodeconf.FlannelSubnetEnv))
+	if err != nil {
+		return nil
+	}
+	s, err := nodeconf.ParseSubnetEnv(b)
+	if err != nil {
+		return nil
+	}
+	return s
+}
+
+// NodeConfig is what the minion's files are rendered from: everything points at the lb,
+// and the pod network follows flanneld's current lease.
 func (c *Config) NodeConfig() nodeconf.Config {
 	scheme := "https"
 	if c.Insecure {
@@ -252,6 +459,10 @@ func (c *Config) NodeConfig() nodeconf.Config {
 		EtcdEndpoints: []string{scheme + "://" + net.JoinHostPort(c.LB, strconv.Itoa(c.EtcdClientPort))},
 		FlannelPrefix: c.FlannelPrefix, FlannelIface: c.Iface,
 		ContainerRuntime: c.ContainerRuntime, Root: c.Root, Insecure: c.Insecure,
+		CgroupDriver: c.cgroupDriver(), CgroupV1: c.Host.CgroupMode.IsV1(), FailCgroupV1: c.FailCgroupV1,
+		ContainerdMajor: c.Host.containerdMajor, CNIBinDir: c.Host.CNIBinDir,
+		RestrictOOMScoreAdj: c.Host.RestrictOOMScoreAdj, SandboxImage: c.SandboxImage,
+		Mirrors: c.mirrors(), Subnet: c.subnet(),
 	}
 }
 
@@ -261,7 +472,13 @@ func (c *Config) Render() ([]files.File, error) {
 }
 
 func (m *Minion) startReconciler(ctx context.Context) (*reconcile.Reconciler, error) {
-	rec, err := reconcile.ForNode(ctx, m.cfg.Systemd, m.cfg.NodeConfig(), m.lg)
+	rec, err := reconcile.Start(ctx, m.cfg.Systemd, reconcile.Config{
+		// Rendered afresh on every pass: flanneld's lease can change under us.
+		Render: m.cfg.Render,
+		Units:  nodeconf.Units(m.cfg.NodeConfig()),
+		Owned:  &files.Owned{Root: m.cfg.Root, StatePath: files.StateFile},
+		Logger: m.lg.With("component", "reconcile"),
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -269,4 +486,30 @@ func (m *Minion) startReconciler(ctx context.Context) (*reconcile.Reconciler, er
 	m.rec = rec
 	m.mu.Unlock()
 	return rec, nil
+}
+
+// PrintStatus writes the minion's part of `haagent status`.
+func PrintStatus(w io.Writer, st Status) {
+	fmt.Fprintf(w, "role: %s   name: %s   version: %s   lb: %s\n", st.Role, st.Name, st.Version, st.LB)
+	cg := string(st.Host.CgroupMode)
+	if st.Host.CgroupMode.IsV1() {
+		cg += " (deprecated upstream; the kubelet runs with failCgroupV1: false unless --fail-cgroup-v1)"
+	}
+	fmt.Fprintf(w, "cgroups: %s   driver: %s\n", cg, st.Driver)
+	rt := "containerd " + st.Host.ContainerdVersion
+	if st.Host.ContainerdVersion == "" {
+		rt = "containerd: not found on PATH"
+	}
+	subnet := st.Subnet
+	if subnet == "" {
+		subnet = "none yet (waiting for flanneld's lease)"
+	}
+	fmt.Fprintf(w, "runtime: %s   CNI plugins: %s   pod subnet: %s\n", rt, st.Host.CNIBinDir, subnet)
+	if im := st.Images; im != nil && (len(im.Imported) > 0 || len(im.Failed) > 0) {
+		fmt.Fprintf(w, "airgap images: %d imported", len(im.Imported))
+		for f, e := range im.Failed {
+			fmt.Fprintf(w, "; %s failed: %s", f, e)
+		}
+		fmt.Fprintln(w)
+	}
 }
