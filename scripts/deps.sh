@@ -15,6 +15,8 @@ pkgs=(
 	busybox-static
 	# cloud-init schema checks of packaging/cloud-init/*.yaml
 	cloud-init
+	# the lab's image registry (the distribution registry), which test/images pushes to
+	docker-registry
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -1,0 +1,128 @@
+// Command nginx stands in for the nginx image in the lab's registry, so that a pod
+// manifest with `image: nginx` runs without the internet: it serves nginx's welcome page
+// (naming the pod's hostname, so replicas can be told apart), answers /healthz, and logs
+// one line per request to stdout for `kubectl logs`.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"html"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+// defaultAddr is nginx's own: a pod that expects nginx talks to port 80.
+const defaultAddr = ":80"
+
+func main() {
+	addr := defaultAddr
+	if a := os.Getenv("NGINX_ADDR"); a != "" {
+		addr = a
+	}
+	flag.StringVar(&addr, "addr", addr, "listen address (env NGINX_ADDR)")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := run(ctx, addr, log.New(os.Stdout, "", log.LstdFlags)); err != nil {
+		fmt.Fprintln(os.Stderr, "nginx:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, addr string, logger *log.Logger) error {
+	host, err := os.Hostname()
+	if err != nil {
+		return fmt.Errorf("hostname: %w", err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", addr, err)
+	}
+	// The real address, so that a caller that asked for port 0 learns which one it got.
+	logger.Printf("listening on %s", ln.Addr())
+
+	srv := &http.Server{
+		Handler:           logRequests(logger, handler(host)),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve %s: %w", addr, err)
+	case <-ctx.Done():
+	}
+	// Well inside the kubelet's default grace period of 30 s.
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve %s: %w", addr, err)
+	}
+	logger.Printf("stopped")
+	return nil
+}
+
+func handler(host string) http.Handler {
+	page := fmt.Sprintf(welcome, html.EscapeString(host))
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		fmt.Fprint(w, page)
+	})
+	return mux
+}
+
+const welcome = `<!DOCTYPE html>
+<html>
+<head>
+<title>Welcome to nginx!</title>
+</head>
+<body>
+<h1>Welcome to nginx!</h1>
+<p>Served by pod %s.</p>
+<p>This is haagent's stand-in for the nginx image, built for a lab without the internet.</p>
+</body>
+</html>
+`
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	s.status = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	n, err := s.ResponseWriter.Write(b)
+	s.bytes += n
+	return n, err
+}
+
+// logRequests writes an access-log line in the spirit of nginx's combined format.
+func logRequests(logger *log.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(rec, r)
+		logger.Printf("%s %q %d %d %q", r.RemoteAddr, r.Method+" "+r.URL.RequestURI()+" "+r.Proto, rec.status, rec.bytes, r.UserAgent())
+	})
+}
