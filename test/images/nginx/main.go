@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"html"
+	"io"
 	"log"
 	"net"
 	"net/http"
@@ -28,7 +29,17 @@ func main() {
 		addr = a
 	}
 	flag.StringVar(&addr, "addr", addr, "listen address (env NGINX_ADDR)")
+	// The image has no shell and no curl; -get lets a pod of it be the client in tests
+	// (kubectl exec POD -- /nginx -get http://10.254.0.10/).
+	get := flag.String("get", "", "fetch this URL, print its body and exit (non-zero on a failure or a non-2xx answer)")
 	flag.Parse()
+	if *get != "" {
+		if err := fetch(*get); err != nil {
+			fmt.Fprintln(os.Stderr, "nginx -get:", err)
+			os.Exit(1)
+		}
+		return
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -36,6 +47,22 @@ func main() {
 		fmt.Fprintln(os.Stderr, "nginx:", err)
 		os.Exit(1)
 	}
+}
+
+func fetch(url string) error {
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(os.Stdout, resp.Body); err != nil {
+		return fmt.Errorf("read %s: %w", url, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	return nil
 }
 
 func run(ctx context.Context, addr string, logger *log.Logger) error {

@@ -1,0 +1,462 @@
+// Package sixhost is the walkthrough's six-host lab on one machine: lb1, master1-3 and
+// minion1-2 as systemd test hosts (test/hosts) on their own private network, with
+// haagent installed from the project's .deb, the real Kubernetes 1.37.2 and flannel
+// binaries, and a real registry on lb1 serving nginx and pause images built from the
+// project's own programs. `go run ./test/lab` drives a persistent one; the e2e test
+// and the benchmark make their own.
+package sixhost
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/vishvananda/netns"
+
+	"github.com/haagent/haagent/pki"
+	"github.com/haagent/haagent/test/hosts"
+	"github.com/haagent/haagent/test/images"
+)
+
+// ID is the persistent lab's ID, for `go run ./test/lab`.
+const ID = "hal-lab"
+
+// Subnet is the lab's own network, inside its namespaces only.
+var Subnet = netip.MustParsePrefix("10.78.0.0/24")
+
+// Host roles.
+const (
+	RoleLB     = "lb"
+	RoleMaster = "master"
+	RoleMinion = "minion"
+)
+
+// Spec is one host of the lab.
+type Spec struct {
+	Name string
+	Role string
+	IP   netip.Addr
+}
+
+// Specs are the walkthrough's table: lb .11, masters .21-.23, minions .31-.32.
+var Specs = []Spec{
+	{"lb1", RoleLB, addr(11)},
+	{"master1", RoleMaster, addr(21)},
+	{"master2", RoleMaster, addr(22)},
+	{"master3", RoleMaster, addr(23)},
+	{"minion1", RoleMinion, addr(31)},
+	{"minion2", RoleMinion, addr(32)},
+}
+
+func addr(last byte) netip.Addr {
+	a := Subnet.Addr().As4()
+	a[3] = last
+	return netip.AddrFrom4(a)
+}
+
+// LB is the lb's address.
+var LB = addr(11)
+
+// RegistryPort is where lb1's registry listens (Debian's docker-registry default).
+const RegistryPort = 5000
+
+// Mirrors are what the minions are told: both registries that pods and the sandbox
+// name are served by lb1.
+const Mirrors = "docker.io=http://lb1:5000,registry.k8s.io=http://lb1:5000"
+
+// components are the binaries each role needs besides haagent, from the kube cache.
+var components = map[string][]string{
+	RoleLB:     {"kubectl", "etcdctl"},
+	RoleMaster: {"kube-apiserver", "kube-controller-manager", "kube-scheduler", "flanneld", "kubectl", "etcdctl"},
+	RoleMinion: {"kubelet", "kube-proxy", "flanneld", "kubectl"},
+}
+
+// Config says where the lab's parts come from.
+type Config struct {
+	// Deb is the haagent .deb to install on every host.
+	Deb string
+	// KubeBin and FlannelBin are the dirs of the real binaries (scripts/build-kube.sh).
+	KubeBin, FlannelBin string
+	// WorkDir is scratch space for the images.
+	WorkDir string
+	Logf    func(string, ...any)
+}
+
+// DefaultConfig reads HAAGENT_KUBE_BIN and HAAGENT_FLANNEL_BIN, else the cache dirs of
+// scripts/build-kube.sh.
+func DefaultConfig() Config {
+	return Config{
+		KubeBin:    envOr("HAAGENT_KUBE_BIN", "/var/cache/haagent/kube/v1.37.2/bin"),
+		FlannelBin: envOr("HAAGENT_FLANNEL_BIN", "/var/cache/haagent/kube/flannel-v0.28.10/bin"),
+		Logf:       func(string, ...any) {},
+	}
+}
+
+func envOr(k, d string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return d
+}
+
+func (c Config) binary(name string) string {
+	switch name {
+	case "flanneld":
+		return filepath.Join(c.FlannelBin, name)
+	case "etcdctl":
+		return "/usr/bin/etcdctl"
+	}
+	return filepath.Join(c.KubeBin, name)
+}
+
+// Check reports every missing part at once, saying how to get it.
+func (c Config) Check() error {
+	var errs []error
+	if _, err := os.Stat(c.Deb); err != nil {
+		errs = append(errs, fmt.Errorf("haagent .deb: %w (make package builds it)", err))
+	}
+	seen := map[string]bool{}
+	for _, bins := range components {
+		for _, b := range bins {
+			if seen[b] {
+				continue
+			}
+			seen[b] = true
+			if _, err := os.Stat(c.binary(b)); err != nil {
+				errs = append(errs, fmt.Errorf("%s missing at %s: run scripts/build-kube.sh (make kube), and apt-get install etcd-client", b, c.binary(b)))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// RepoRoot is the repository's top dir.
+func RepoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// BuildDeb runs `make package` into dir and returns the .deb's path.
+func BuildDeb(ctx context.Context, dir string) (string, error) {
+	root := RepoRoot()
+	vb, err := os.ReadFile(filepath.Join(root, "VERSION"))
+	if err != nil {
+		return "", err
+	}
+	v := strings.TrimSpace(string(vb))
+	cmd := exec.CommandContext(ctx, "make", "-C", root, "-f", "Makefile", "package", "BIN="+filepath.Join(dir, "haagent"), "DIST="+dir)
+	// Not the jobserver of a `make test` that may run us.
+	cmd.Env = slices.DeleteFunc(os.Environ(), func(e string) bool {
+		return strings.HasPrefix(e, "MAKEFLAGS=") || strings.HasPrefix(e, "MFLAGS=") || strings.HasPrefix(e, "MAKELEVEL=")
+	})
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("make package: %w\n%s", err, out)
+	}
+	deb := filepath.Join(dir, "haagent_"+v+"-1_amd64.deb")
+	if _, err := os.Stat(deb); err != nil {
+		return "", fmt.Errorf("make package made no %s: %w", deb, err)
+	}
+	return deb, nil
+}
+
+// HostSpecs are the specs test/hosts boots: the minions can run containers.
+func HostSpecs() []hosts.HostSpec {
+	var out []hosts.HostSpec
+	for _, s := range Specs {
+		out = append(out, hosts.HostSpec{Name: s.Name, HostOptions: hosts.HostOptions{IP: s.IP, Containers: s.Role == RoleMinion}})
+	}
+	return out
+}
+
+// Lab is a booted six-host lab.
+type Lab struct {
+	Hosts *hosts.Lab
+	Token string
+}
+
+// Host returns the named host.
+func (l *Lab) Host(name string) *hosts.Host { return l.Hosts.Host(name) }
+
+// Masters are master1-3.
+func (l *Lab) Masters() []*hosts.Host {
+	return []*hosts.Host{l.Host("master1"), l.Host("master2"), l.Host("master3")}
+}
+
+// Minions are minion1-2.
+func (l *Lab) Minions() []*hosts.Host { return []*hosts.Host{l.Host("minion1"), l.Host("minion2")} }
+
+// Boot adds and boots the six hosts on a fresh hosts lab.
+func Boot(ctx context.Context, hl *hosts.Lab) (*Lab, error) {
+	if _, err := hl.BootWith(ctx, HostSpecs()...); err != nil {
+		return nil, fmt.Errorf("boot the six hosts: %w", err)
+	}
+	return &Lab{Hosts: hl}, nil
+}
+
+// tokenFile keeps the lab's token on lb1, so that a reopened lab knows it.
+const tokenFile = "/var/lib/haagent-lab/token"
+
+// upMarker on lb1 says that Install finished.
+const upMarker = "/var/lib/haagent-lab/up"
+
+// Reopen wraps a reopened hosts lab.
+func Reopen(hl *hosts.Lab) (*Lab, error) {
+	l := &Lab{Hosts: hl}
+	for _, s := range Specs {
+		if hl.Host(s.Name) == nil {
+			return nil, fmt.Errorf("lab %s has no host %s", hl.ID, s.Name)
+		}
+	}
+	b, err := l.Host("lb1").ReadFile(tokenFile)
+	if err != nil {
+		return nil, fmt.Errorf("lab %s: no token: %w", hl.ID, err)
+	}
+	l.Token = strings.TrimSpace(string(b))
+	return l, nil
+}
+
+// Complete reports whether Install finished on this lab.
+func (l *Lab) Complete() bool {
+	_, err := l.Host("lb1").ReadFile(upMarker)
+	return err == nil
+}
+
+// env is /etc/sysconfig/haagent for a host, as cloud-init would write it.
+func (l *Lab) env(s Spec) string {
+	var peers, masters []string
+	for _, o := range Specs {
+		if o.Role == RoleMaster {
+			peers = append(peers, fmt.Sprintf("%s=http://%s:2380", o.Name, o.IP))
+			masters = append(masters, o.IP.String())
+		}
+	}
+	lines := []string{"HAAGENT_ROLE=" + s.Role, "HAAGENT_TOKEN=" + l.Token}
+	switch s.Role {
+	case RoleMaster:
+		lines = append(lines, "HAAGENT_PEERS="+strings.Join(peers, ","), "HAAGENT_LB="+LB.String())
+	case RoleLB:
+		lines = append(lines, "HAAGENT_MASTERS="+strings.Join(masters, ","))
+	case RoleMinion:
+		lines = append(lines, "HAAGENT_LB="+LB.String(), "HAAGENT_IFACE=eth0", "HAAGENT_REGISTRY_MIRROR="+Mirrors)
+	}
+	return strings.Join(lines, "\n") + "\n"
+}
+
+// Install puts haagent (from the .deb) and the kube binaries on every host, writes only
+// /etc/sysconfig/haagent, starts haagent everywhere, fills lb1's registry, and returns
+// once both minions are Ready.
+func (l *Lab) Install(ctx context.Context, cfg Config) error {
+	if err := cfg.Check(); err != nil {
+		return err
+	}
+	if l.Token == "" {
+		tok, err := pki.GenerateToken()
+		if err != nil {
+			return err
+		}
+		l.Token = tok.String()
+	}
+	if err := l.Host("lb1").WriteFile(tokenFile, []byte(l.Token+"\n"), 0o600); err != nil {
+		return err
+	}
+	imgDir := filepath.Join(cfg.WorkDir, "images")
+	var set images.Set
+	var imgErr error
+	var wg sync.WaitGroup
+	wg.Go(func() { set, imgErr = images.Build(ctx, imgDir) })
+	start := time.Now()
+	errs := make([]error, len(Specs))
+	for i, s := range Specs {
+		wg.Go(func() { errs[i] = l.installHost(ctx, cfg, s) })
+	}
+	wg.Wait()
+	if err := errors.Join(append(errs, imgErr)...); err != nil {
+		return err
+	}
+	cfg.Logf("lab: haagent and the kube binaries installed on six hosts in %s", time.Since(start).Round(100*time.Millisecond))
+	if err := l.fillRegistry(ctx, set); err != nil {
+		return err
+	}
+	// Masters first, all at once (they wait for each other), then the lb and the minions.
+	for _, role := range []string{RoleMaster, RoleLB, RoleMinion} {
+		for _, s := range Specs {
+			if s.Role == role {
+				if _, err := l.Host(s.Name).Shell(ctx, "systemctl enable haagent && systemctl start --no-block haagent"); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	if err := l.waitAdminKubeconfig(ctx); err != nil {
+		return err
+	}
+	if err := l.WaitNodesReady(ctx, 10*time.Minute); err != nil {
+		return err
+	}
+	cfg.Logf("lab: both minions Ready %s after install began", time.Since(start).Round(time.Second))
+	return l.Host("lb1").WriteFile(upMarker, []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o644)
+}
+
+func (l *Lab) installHost(ctx context.Context, cfg Config, s Spec) error {
+	h := l.Host(s.Name)
+	if err := h.CopyIn(cfg.Deb, "/var/tmp/haagent.deb"); err != nil {
+		return err
+	}
+	for _, b := range components[s.Role] {
+		if err := h.CopyIn(cfg.binary(b), "/usr/bin/"+b); err != nil {
+			return fmt.Errorf("%s: %w", s.Name, err)
+		}
+	}
+	if err := h.WriteFile("/etc/sysconfig/haagent", []byte(l.env(s)), 0o600); err != nil {
+		return err
+	}
+	// Every host shares one rootfs with containerd and the registry; only minions run
+	// the one and lb1 the other.
+	var off []string
+	if s.Role != RoleMinion {
+		off = append(off, "containerd")
+	}
+	if s.Role != RoleLB {
+		off = append(off, "docker-registry")
+	}
+	script := "dpkg -i /var/tmp/haagent.deb >/var/tmp/dpkg.log 2>&1 || { cat /var/tmp/dpkg.log; exit 1; }"
+	if len(off) > 0 {
+		script += " && systemctl disable --now " + strings.Join(off, " ") + " 2>/dev/null"
+	}
+	if s.Role == RoleLB {
+		script += " && systemctl enable --now docker-registry"
+	}
+	if out, err := h.Shell(ctx, script); err != nil {
+		return fmt.Errorf("install on %s: %w\n%s", s.Name, err, out)
+	}
+	return nil
+}
+
+// DialIn returns a dial function whose sockets live in the host's network namespace,
+// so that this process can talk to lab hosts without any route from the machine's own.
+func DialIn(h *hosts.Host) func(ctx context.Context, network, address string) (net.Conn, error) {
+	return func(ctx context.Context, network, address string) (net.Conn, error) {
+		// A socket belongs to the netns of the thread that made it; the connect that
+		// follows needs no particular thread.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			return nil, fmt.Errorf("current netns: %w", err)
+		}
+		defer orig.Close()
+		ns, err := netns.GetFromName(h.NetNS)
+		if err != nil {
+			return nil, fmt.Errorf("netns of %s: %w", h.Name, err)
+		}
+		defer ns.Close()
+		if err := netns.Set(ns); err != nil {
+			return nil, fmt.Errorf("enter netns of %s: %w", h.Name, err)
+		}
+		defer netns.Set(orig)
+		var d net.Dialer
+		return d.DialContext(ctx, network, address)
+	}
+}
+
+// fillRegistry pushes nginx and pause into lb1's registry, from lb1's own netns.
+func (l *Lab) fillRegistry(ctx context.Context, set images.Set) error {
+	lb := l.Host("lb1")
+	reg := fmt.Sprintf("%s:%d", LB, RegistryPort)
+	dial := DialIn(lb)
+	if err := Await(ctx, "lb1's registry to answer on "+reg, time.Minute, func() error {
+		c, err := dial(ctx, "tcp", reg)
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	}); err != nil {
+		return err
+	}
+	nginx, err := set.Nginx()
+	if err != nil {
+		return err
+	}
+	pause, err := set.Pause()
+	if err != nil {
+		return err
+	}
+	for ref, img := range map[string]v1.Image{images.Nginx: nginx, images.Pause: pause} {
+		if err := images.Push(ctx, img, reg+"/"+ref, images.WithDialContext(dial)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Await polls cond every 250 ms until it returns nil, or fails after timeout saying
+// what it waited for and the last error.
+func Await(ctx context.Context, what string, timeout time.Duration, cond func() error) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var last error
+	for {
+		if last = cond(); last == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting %s for %s: %w (last: %v)", timeout, what, ctx.Err(), last)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// adminKubeconfig is where lb1 keeps the admin kubeconfig that Kubectl uses.
+const adminKubeconfig = "/root/.kube/config"
+
+// waitAdminKubeconfig copies master1's admin kubeconfig (which points at the lb) to lb1.
+func (l *Lab) waitAdminKubeconfig(ctx context.Context) error {
+	var admin []byte
+	err := Await(ctx, "master1 to write /etc/kubernetes/admin.kubeconfig", 6*time.Minute, func() error {
+		var err error
+		admin, err = l.Host("master1").ReadFile("/etc/kubernetes/admin.kubeconfig")
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return l.Host("lb1").WriteFile(adminKubeconfig, admin, 0o600)
+}
+
+// Kubectl runs the real kubectl on lb1 with the admin kubeconfig, through the lb.
+func (l *Lab) Kubectl(ctx context.Context, args ...string) (string, error) {
+	return l.Host("lb1").Exec(ctx, append([]string{"kubectl", "--kubeconfig=" + adminKubeconfig, "--request-timeout=10s"}, args...)...)
+}
+
+// KubectlCommand is Kubectl as a command, for streaming its output to a terminal.
+func (l *Lab) KubectlCommand(ctx context.Context, args ...string) *exec.Cmd {
+	return l.Host("lb1").Command(ctx, append([]string{"kubectl", "--kubeconfig=" + adminKubeconfig}, args...)...)
+}
+
+// WaitNodesReady waits until both minions are Ready nodes.
+func (l *Lab) WaitNodesReady(ctx context.Context, timeout time.Duration) error {
+	return Await(ctx, "minion1 and minion2 to be Ready nodes", timeout, func() error {
+		out, err := l.Kubectl(ctx, "get", "nodes", "-o", `jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}`)
+		if err != nil {
+			return err
+		}
+		for _, n := range []string{"minion1", "minion2"} {
+			if !strings.Contains(out, n+"=True") {
+				return fmt.Errorf("nodes: %s", strings.Join(strings.Fields(out), " "))
+			}
+		}
+		return nil
+	})
+}
