@@ -7,7 +7,7 @@ LDFLAGS := -s -w -X github.com/haagent/haagent/version.Version=$(VERSION) -X git
 BIN := bin/haagent
 export CGO_ENABLED := 0
 
-.PHONY: build test e2e demo bench deps kube clean
+.PHONY: build test e2e demo lab bench deps kube clean
 
 build:
 	go build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/haagent
@@ -35,7 +35,12 @@ e2e: deps build kube
 demo: build
 	HAAGENT_BIN=$(CURDIR)/$(BIN) go run ./test/demo
 
-bench: deps build
+# lab boots the walkthrough's six hosts (lb1, master1-3, minion1-2) and returns once both
+# minions are Ready; `go run ./test/lab help` says what else it does. Root, Linux.
+lab: deps kube
+	go run ./test/lab up
+
+bench: deps build kube
 	HAAGENT_BIN=$(CURDIR)/$(BIN) go run ./test/bench
 
 clean:
