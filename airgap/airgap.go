@@ -100,7 +100,12 @@ func Import(ctx context.Context, cfg Config) (Result, error) {
 	}
 	for _, t := range tarballs {
 		start := time.Now()
-		if err := importOne(ctx, cfg, t); err != nil {
+		// A second and third try, for a containerd that restarts under us; a corrupt
+		// tarball fails the same way each time, in milliseconds.
+		_, err := backoff.Retry(ctx, func() (struct{}, error) {
+			return struct{}{}, importOne(ctx, cfg, t)
+		}, backoff.WithMaxTries(3), backoff.WithBackOff(backoff.NewExponentialBackOff()))
+		if err != nil {
 			lg.Error("airgap image tarball not imported; importing the others", "file", t, "err", err)
 			res.Failed[filepath.Base(t)] = err.Error()
 			continue

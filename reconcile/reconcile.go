@@ -82,6 +82,10 @@ type Reconciler struct {
 	// pass that manages units, so that their readers restart.
 	changedBeforeUnits []string
 	closeManager       func()
+	// firstPass is closed once the units have been brought in line once (the files at
+	// least written, where no units are managed).
+	firstPass     chan struct{}
+	firstPassOnce sync.Once
 }
 
 // New makes a reconciler; it starts nothing.
@@ -92,7 +96,7 @@ func New(cfg Config) *Reconciler {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	r := &Reconciler{cfg: cfg, backoff: map[string]time.Duration{}, pending: map[string]bool{}}
+	r := &Reconciler{cfg: cfg, backoff: map[string]time.Duration{}, pending: map[string]bool{}, firstPass: make(chan struct{})}
 	r.st.Systemd = cfg.Manager != nil
 	for _, u := range cfg.Units {
 		r.st.Units = append(r.st.Units, UnitStatus{Name: u.Name})
@@ -138,7 +142,15 @@ func (r *Reconciler) Run(ctx context.Context) error {
 }
 
 // Once makes one pass and returns the paths it rewrote.
-func (r *Reconciler) Once(ctx context.Context) []string { return r.pass(ctx, true) }
+func (r *Reconciler) Once(ctx context.Context) []string {
+	defer r.firstPassOnce.Do(func() { close(r.firstPass) })
+	return r.pass(ctx, true)
+}
+
+// FirstPass is closed after the first full pass: the units have been started, or
+// restarted for the files that changed, once. What needs a unit running with haagent's
+// files (importing images into containerd) waits for it.
+func (r *Reconciler) FirstPass() <-chan struct{} { return r.firstPass }
 
 // pass writes the files and, with units, brings the units in line.
 func (r *Reconciler) pass(ctx context.Context, units bool) []string {

@@ -292,7 +292,15 @@ func (m *Minion) run(ctx context.Context, g *errgroup.Group) error {
 	// Units start only now: they are ordered after haagent.service, which is active from READY=1.
 	g.Go(func() error { return rec.Run(ctx) })
 	if m.cfg.ContainerRuntime == "containerd" {
-		g.Go(func() error { return m.importImages(ctx) })
+		g.Go(func() error {
+			// Not before containerd runs with haagent's config: the first pass restarts it.
+			select {
+			case <-rec.FirstPass():
+			case <-ctx.Done():
+				return nil
+			}
+			return m.importImages(ctx)
+		})
 	}
 	t := time.NewTicker(renewEvery)
 	defer t.Stop()
