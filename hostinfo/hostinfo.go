@@ -47,6 +47,9 @@ func DetectCgroupMode(root string) CgroupMode {
 	if st.Type == unix.CGROUP2_SUPER_MAGIC {
 		return CgroupV2
 	}
+	if st.Type != unix.TMPFS_MAGIC {
+		return CgroupUnknown // v1 controllers are mounted under a tmpfs at /sys/fs/cgroup
+	}
 	if err := unix.Statfs(filepath.Join(dir, "unified"), &st); err == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
 		return CgroupHybrid
 	}
