@@ -31,7 +31,12 @@ func TestDetectCgroupMode(t *testing.T) {
 		t.Fatalf("cgroup mode of / unknown")
 	}
 	// A root with no cgroup file system at all.
-	empty := t.TempDir()
+	// Not t.TempDir(): /tmp may be a tmpfs, which is what v1's /sys/fs/cgroup is.
+	empty, err := os.MkdirTemp(".", "root-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(empty) })
 	if err := os.MkdirAll(filepath.Join(empty, "sys/fs/cgroup"), 0o755); err != nil {
 		t.Fatal(err)
 	}
