@@ -82,7 +82,7 @@ done
 // prepareContainers writes the setup unit of a host that runs containers into its
 // overlay, enabled, and makes the dir that becomes its /var/lib/containerd.
 func (h *Host) prepareContainers() error {
-	if err := os.MkdirAll(filepath.Join(h.dir, "containerd"), 0o711); err != nil {
+	if err := os.MkdirAll(h.ContainerdDir(), 0o711); err != nil {
 		return err
 	}
 	for _, s := range kubeletSysctls {
@@ -132,9 +132,19 @@ func (h *Host) containerArgs() (args, env []string, err error) {
 			args = append(args, fmt.Sprintf("--bind=%s:%s", filepath.Join(m.Dir, h.Machine), m.Dir))
 		}
 	}
-	args = append(args, "--bind="+filepath.Join(h.dir, "containerd")+":"+containerdDir)
+	args = append(args, "--bind="+h.ContainerdDir()+":"+containerdDir)
 	// /proc/sys/net is per netns, so it can be writable (the portmap plugin sets
 	// route_localnet); the rest of /proc/sys stays read-only.
 	env = []string{"SYSTEMD_NSPAWN_API_VFS_WRITABLE=network"}
 	return args, env, nil
+}
+
+// ContainerdDir is where a containers host's /var/lib/containerd lives on the machine,
+// a plain dir of its run dir, or "" for a plain host. Host.ReadFile and WriteFile
+// refuse paths below /var/lib/containerd: they would reach the overlay under the mount.
+func (h *Host) ContainerdDir() string {
+	if !h.Containers {
+		return ""
+	}
+	return filepath.Join(h.dir, "containerd")
 }

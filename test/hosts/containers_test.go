@@ -48,7 +48,8 @@ var tunables = map[string]string{
 // lab subnet of its own with an explicit address, and runs containers in it with the
 // real containerd and runc: an image imported onto the overlayfs snapshotter, its
 // output, a memory limit that is applied and enforced. The kubelet's tunables read as
-// it wants inside the host and stay unchanged on the machine.
+// it wants inside the host and stay unchanged on the machine. The plain host serves
+// images with Debian's registry, as the lab's lb does.
 func TestContainersHost(t *testing.T) {
 	subnet := netip.MustParsePrefix("10.78.0.0/24")
 	lab := hosts.NewWith(t, hosts.LabOptions{Subnet: subnet})
@@ -153,6 +154,34 @@ func TestContainersHost(t *testing.T) {
 	out, err = ctr("run", "--rm", "--memory-limit", fmt.Sprint(16<<20), "hah.test/busybox:1", "hog", "/bin/busybox", "sh", "-c", "head -c 67108864 /dev/zero | tail; echo tail exit $?")
 	if err != nil || !strings.Contains(out, "tail exit 137") {
 		t.Errorf("a container kept 64 MiB under a 16 MiB limit, want tail killed (137): %q, %v", out, err)
+	}
+
+	// The plain host serves images with Debian's registry, which no host starts at boot,
+	// and the containers host pushes to it and pulls from it.
+	if out, _ := p.Exec(ctx, "systemctl", "is-enabled", "docker-registry"); strings.TrimSpace(out) != "disabled" {
+		t.Errorf("docker-registry is %q at boot, want disabled", strings.TrimSpace(out))
+	}
+	// Debian's config asks for htpasswd auth with no users: a lab writes its own.
+	registryConfig := "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /var/lib/docker-registry\nhttp:\n  addr: :5000\n"
+	if err := p.WriteFile("/etc/docker/registry/config.yml", []byte(registryConfig), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Exec(ctx, "systemctl", "start", "docker-registry"); err != nil {
+		t.Fatal(err)
+	}
+	if err := await(ctx, func() error { _, err := p.Exec(ctx, "curl", "-fsS", "http://127.0.0.1:5000/v2/"); return err }); err != nil {
+		t.Fatalf("registry answering on the plain host: %v", err)
+	}
+	remote := p.IP.String() + ":5000/busybox:1"
+	for _, args := range [][]string{
+		{"images", "tag", "hah.test/busybox:1", remote},
+		{"images", "push", "--plain-http", remote},
+		{"images", "rm", remote},
+		{"images", "pull", "--plain-http", remote},
+	} {
+		if _, err := ctr(args...); err != nil {
+			t.Fatalf("image through the registry: %v", err)
+		}
 	}
 
 	// The machine's own tunables never changed.

@@ -118,8 +118,8 @@ type Lab struct {
 	Switch string
 	// Subnet is the hosts' network.
 	Subnet netip.Prefix
-	// Persistent is set for a lab made by Create or reopened by Open: it outlives the
-	// process that made it.
+	// Persistent is set for a lab made by Create (and so for it reopened by Open): it
+	// outlives the process that made it.
 	Persistent bool
 
 	base string // read-only rootfs, the overlays' lower dir
