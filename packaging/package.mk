@@ -7,7 +7,10 @@
 ifndef HAAGENT_PACKAGE_MK
 HAAGENT_PACKAGE_MK := 1
 
-NFPM_VERSION ?= v2.45.2
+# v2.48.0 or newer: older nfpm (rpmpack) wrote the rpm payload's file names as absolute
+# paths, so `rpm2cpio x.rpm | cpio -id` as root unpacked into / (goreleaser/nfpm#1122);
+# since v2.48.0 they are ./usr/bin/haagent, as rpmbuild writes them.
+NFPM_VERSION ?= v2.48.0
 # nfpm is installed once per version into a cache dir outside the repo.
 NFPM_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/haagent/nfpm-$(NFPM_VERSION)
 NFPM ?= $(NFPM_DIR)/nfpm

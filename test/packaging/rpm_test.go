@@ -1,6 +1,8 @@
 package packaging
 
 import (
+	"bytes"
+	"fmt"
 	"maps"
 	"os"
 	"os/exec"
@@ -107,6 +109,64 @@ func TestRPMMetadata(t *testing.T) {
 	}
 }
 
+// TestRPMPayloadRelative lists the names in the rpm's cpio payload (rpm2cpio | cpio -t,
+// nothing is unpacked): each must be relative, ./ and the path that the header names,
+// as rpmbuild writes them. With absolute names (/usr/bin/haagent, as nfpm wrote them
+// before v2.48.0: goreleaser/nfpm#1122) the usual `rpm2cpio haagent.rpm | cpio -idmv`
+// run as root writes into the machine's /, and so does rpmlint's own cpio. rpm2cpio
+// must also exit 0 (with nfpm's older rpm writer it exited 1 on every haagent rpm).
+func TestRPMPayloadRelative(t *testing.T) {
+	p := getPackages(t)
+	for _, b := range []build{p.Old, p.New} {
+		// An error still comes with the names that cpio listed: check those too.
+		names, err := rpmPayloadNames(b.RPM)
+		if err != nil {
+			t.Error(err)
+		}
+		for _, n := range names {
+			if strings.HasPrefix(n, "/") {
+				t.Errorf("%s: payload name %q is absolute", filepath.Base(b.RPM), n)
+			}
+		}
+		var want []string
+		for _, f := range lines(rpmq(t, "-qp", "--qf", `[%{FILENAMES}\n]`, b.RPM)) {
+			want = append(want, "."+f)
+		}
+		if !slices.Equal(slices.Sorted(slices.Values(names)), slices.Sorted(slices.Values(want))) {
+			t.Errorf("%s: payload names %q, want %q (the header's paths with a leading .)", filepath.Base(b.RPM), names, want)
+		}
+	}
+}
+
+// rpmPayloadNames lists the names in an rpm's cpio payload: rpm2cpio piped into
+// `cpio -t`, which only reads. On an error it still returns what cpio listed.
+func rpmPayloadNames(rpm string) ([]string, error) {
+	r2c := exec.Command("rpm2cpio", rpm)
+	list := exec.Command("cpio", "-t", "--quiet")
+	pipe, err := r2c.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	list.Stdin = pipe
+	var out, r2cErr, listErr bytes.Buffer
+	r2c.Stderr, list.Stdout, list.Stderr = &r2cErr, &out, &listErr
+	if err := r2c.Start(); err != nil {
+		return nil, fmt.Errorf("rpm2cpio %s: %v", rpm, err)
+	}
+	listRun := list.Run()
+	r2cRun := r2c.Wait()
+	names := lines(out.String())
+	switch {
+	case r2cRun != nil:
+		return names, fmt.Errorf("rpm2cpio %s: %v\n%s", rpm, r2cRun, r2cErr.String())
+	case listRun != nil:
+		return names, fmt.Errorf("rpm2cpio %s | cpio -t: %v\n%s", rpm, listRun, listErr.String())
+	case len(names) == 0:
+		return nil, fmt.Errorf("rpm2cpio %s | cpio -t listed nothing", rpm)
+	}
+	return names, nil
+}
+
 // TestDebMetadata checks the deb's control data: version, conffiles and maintainer
 // scripts (exactly packaging/scripts/deb/*).
 func TestDebMetadata(t *testing.T) {
@@ -150,22 +210,20 @@ func TestRPMLint(t *testing.T) {
 		t.Fatal("rpmlint is missing: run scripts/deps.sh (make test does)")
 	}
 	p := getPackages(t)
-	// nfpm writes the payload's file names as absolute paths, and rpmlint unpacks it with
-	// a bare `cpio -id`, which then writes into / (goreleaser/nfpm#1122). A cpio that
-	// strips the leading / keeps rpmlint in its own dir, and when we are root rpmlint
-	// runs as nobody, so that it cannot write outside its dirs anyway.
+	// rpmlint unpacks the payload with a bare `cpio -id` in a temp dir. The payload's
+	// names are relative (TestRPMPayloadRelative); should they ever be absolute again
+	// (goreleaser/nfpm#1122, nfpm before v2.48.0), that cpio would write into /, so
+	// when we are root rpmlint runs as nobody, who cannot write outside its dirs.
 	dir, err := os.MkdirTemp("", "haagent-rpmlint-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer os.RemoveAll(dir)
-	writeFile(t, filepath.Join(dir, "bin", "cpio"), "#!/bin/sh\nexec /usr/bin/cpio --no-absolute-filenames \"$@\"\n")
-	os.Chmod(filepath.Join(dir, "bin", "cpio"), 0o755)
 	rpm := filepath.Join(dir, filepath.Base(p.Old.RPM))
 	writeFile(t, rpm, mustRead(t, p.Old.RPM))
 	writeFile(t, filepath.Join(dir, "haagent.rpmlintrc"), mustRead(t, filepath.Join(repoRoot, "packaging", "haagent.rpmlintrc")))
 	home := filepath.Join(dir, "home")
-	env := []string{"HOME=" + home, "TMPDIR=" + dir, "PATH=" + filepath.Join(dir, "bin") + ":" + os.Getenv("PATH")}
+	env := []string{"HOME=" + home, "TMPDIR=" + dir}
 	// rpmlint checks the signature against the keys in ~/.rpmdb.
 	if _, err := runErr(env, dir, "rpm", "--import", p.PubKey); err != nil {
 		t.Fatal(err)
@@ -242,7 +300,8 @@ func TestContentsMatch(t *testing.T) {
 		}
 	}
 
-	// Unpacked, byte for byte. cpio must strip the payload's leading / (see TestRPMLint).
+	// Unpacked, byte for byte. The payload's names are relative (TestRPMPayloadRelative);
+	// --no-absolute-filenames keeps this test out of / even if they were not.
 	rpmDir, debDir := t.TempDir(), t.TempDir()
 	cmd := exec.Command("sh", "-c", `rpm2cpio "$1" | cpio -idm --no-absolute-filenames --quiet`, "sh", p.Old.RPM)
 	cmd.Dir = rpmDir
