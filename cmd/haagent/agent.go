@@ -2,10 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,7 +32,7 @@ func (l *logFlags) add(fs *pflag.FlagSet) {
 func (l *logFlags) logger(w io.Writer) (*slog.Logger, error) {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(l.level)); err != nil {
-		return nil, usagef("--log-level: %q is not one of debug, info, warn, error", l.level)
+		return nil, fmt.Errorf("--log-level: %q is not one of debug, info, warn, error", l.level)
 	}
 	opts := &slog.HandlerOptions{Level: lvl}
 	switch l.format {
@@ -41,7 +41,7 @@ func (l *logFlags) logger(w io.Writer) (*slog.Logger, error) {
 	case "json":
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
-	return nil, usagef("--log-format: %q is not text or json", l.format)
+	return nil, fmt.Errorf("--log-format: %q is not text or json", l.format)
 }
 
 // role is one entry of the role table: how to bind its flags, check them, run it and
@@ -142,82 +142,100 @@ func roles(name string) (role, bool) {
 var roleNames = []string{"lb", "master", "minion"}
 
 // roleFromArgs finds --role before the full parse, because the role decides which
-// flags exist. The environment is the fallback, as for every flag.
-func roleFromArgs(args []string) string {
+// flags exist. The last one wins, as in the parse; the environment is the fallback, as
+// for every flag.
+func roleFromArgs(args []string, lookupEnv func(string) (string, bool)) string {
+	role, found := "", false
 	for i, a := range args {
 		if a == "--" {
 			break
 		}
 		if v, ok := strings.CutPrefix(a, "--role="); ok {
-			return v
-		}
-		if a == "--role" && i+1 < len(args) {
-			return args[i+1]
+			role, found = v, true
+		} else if a == "--role" && i+1 < len(args) {
+			role, found = args[i+1], true
 		}
 	}
-	return os.Getenv(envName("role"))
+	if !found {
+		role, _ = lookupEnv(envName("role"))
+	}
+	return role
 }
 
-// parseRole builds the role's flag set, parses args and the environment, and checks the
-// result. help is true when the operator asked for --help (the usage was printed).
-func parseRole(cmd string, args []string, lf *logFlags) (r role, help bool, err error) {
-	name := roleFromArgs(args)
-	if name == "" {
-		return r, false, usagef("--role: missing; use --role=lb, --role=master or --role=minion (or HAAGENT_ROLE)")
-	}
+// agent is the root command, which runs the role named by --role, and render, which
+// prints that role's files: both take the agent's flags.
+type agent struct {
+	// name is the role found before the parse; flagRole is --role as parsed.
+	name, flagRole string
+	role           role
+	// roleErr says why name is no role; nil when it is one.
+	roleErr error
+	log     logFlags
+	stderr  io.Writer
+}
+
+func newAgent(name string, stderr io.Writer) *agent {
+	a := &agent{name: name, flagRole: name, stderr: stderr}
 	r, ok := roles(name)
-	if !ok {
-		return r, false, usagef("--role: %q is not a role; use lb, master or minion", name)
+	switch {
+	case name == "":
+		a.roleErr = errors.New("--role: missing; use --role=lb, --role=master or --role=minion (or HAAGENT_ROLE)")
+	case !ok:
+		a.roleErr = fmt.Errorf("--role: %q is not a role; use lb, master or minion", name)
+	default:
+		a.role = r
 	}
-	fs := newFlagSet(cmd + " --role=" + name)
-	fs.String("role", name, "lb, master or minion")
-	lf.add(fs)
-	wantHelp := fs.BoolP("help", "h", false, "show this help")
-	r.addFlags(fs)
-	if err := parseFlags(fs, args); err != nil {
-		return r, false, err
-	}
-	if *wantHelp {
-		fmt.Printf("Usage of %s:\n%s", fs.Name(), fs.FlagUsages())
-		return r, true, nil
-	}
-	if err := r.prepare(); err != nil {
-		return r, false, usageError{err}
-	}
-	return r, false, nil
+	return a
 }
 
-func runAgent(ctx context.Context, args []string) error {
-	var lf logFlags
-	r, help, err := parseRole("haagent", args, &lf)
-	if err != nil || help {
-		return err
+// flags binds --role, the logging flags and, once a role is named, the role's flags.
+func (a *agent) flags(fs *pflag.FlagSet) {
+	fs.StringVar(&a.flagRole, "role", a.name, "lb, master or minion")
+	a.log.add(fs)
+	if a.roleErr == nil {
+		a.role.addFlags(fs)
 	}
-	lg, err := lf.logger(os.Stderr)
+}
+
+// prepare checks the parsed flags and fills the role's host defaults; every error is a
+// usage error, and the logging flags' are reported with the role's.
+func (a *agent) prepare() (*slog.Logger, error) {
+	if a.roleErr != nil {
+		return nil, usageError{a.roleErr}
+	}
+	if a.flagRole != a.name {
+		return nil, usagef("--role: %q, but %q was taken for it before the parse; give the role once, as --role=ROLE", a.flagRole, a.name)
+	}
+	lg, logErr := a.log.logger(a.stderr)
+	if err := errors.Join(logErr, a.role.prepare()); err != nil {
+		return nil, usageError{err}
+	}
+	return lg, nil
+}
+
+func (a *agent) run(ctx context.Context, _ io.Writer, _ []string) error {
+	lg, err := a.prepare()
 	if err != nil {
 		return err
 	}
-	role := roleFromArgs(args)
-	lg = lg.With("role", role, "name", r.name())
+	lg = lg.With("role", a.name, "name", a.role.name())
 	lg.Info("haagent starting", "version", version.Version)
-	return r.run(ctx, lg)
+	return a.role.run(ctx, lg)
 }
 
-// runRender prints every file the role would write, and touches nothing.
-func runRender(ctx context.Context, args []string) error {
-	var lf logFlags
-	r, help, err := parseRole("haagent render", args, &lf)
-	if err != nil || help {
+// render prints every file the role would write, and touches nothing.
+func (a *agent) render(ctx context.Context, w io.Writer, _ []string) error {
+	if _, err := a.prepare(); err != nil {
 		return err
 	}
-	fs, err := r.render()
+	fs, err := a.role.render()
 	if err != nil {
 		return err
 	}
 	for _, f := range fs {
-		fmt.Printf("==> /%s (mode %04o)\n%s", f.Path, f.Mode.Perm(), f.Data)
+		fmt.Fprintf(w, "==> /%s (mode %04o)\n%s", f.Path, f.Mode.Perm(), f.Data)
 		if len(f.Data) > 0 && f.Data[len(f.Data)-1] != '\n' {
-			fmt.Println()
+			fmt.Fprintln(w)
 		}
 	}
 	return nil

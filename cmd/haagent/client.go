@@ -31,74 +31,67 @@ import (
 	hversion "github.com/haagent/haagent/version"
 )
 
-func runVersion(ctx context.Context, args []string) error {
-	fs := newFlagSet("haagent version")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	fmt.Printf("haagent %s (commit %s, %s, etcd %s)\n", hversion.Version, hversion.Commit, runtime.Version(), version.Version)
-	return nil
+func runVersion(ctx context.Context, w io.Writer, _ []string) error {
+	_, err := fmt.Fprintf(w, "haagent %s (commit %s, %s, etcd %s)\n", hversion.Version, hversion.Commit, runtime.Version(), version.Version)
+	return err
 }
 
-func runStatus(ctx context.Context, args []string) error {
-	fs := newFlagSet("haagent status")
-	addr := fs.String("status-address", status.DefaultAddress, "the local haagent's --status-address")
-	out := fs.StringP("output", "o", "text", "text or json")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if *out != "text" && *out != "json" {
-		return usagef("--output: %q is not text or json", *out)
+// statusCmd is `haagent status`: it reads the local agent's /status.
+type statusCmd struct {
+	addr, output string
+}
+
+func (s *statusCmd) flags(fs *pflag.FlagSet) {
+	fs.StringVar(&s.addr, "status-address", status.DefaultAddress, "the local haagent's --status-address")
+	fs.StringVarP(&s.output, "output", "o", "text", "text or json")
+}
+
+func (s *statusCmd) run(ctx context.Context, w io.Writer, _ []string) error {
+	if s.output != "text" && s.output != "json" {
+		return usagef("--output: %q is not text or json", s.output)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	var raw json.RawMessage
-	if err := status.Fetch(ctx, *addr, &raw); err != nil {
+	if err := status.Fetch(ctx, s.addr, &raw); err != nil {
 		return err
 	}
-	if *out == "json" {
-		_, err := os.Stdout.Write(append(raw, '\n'))
+	if s.output == "json" {
+		_, err := w.Write(append(raw, '\n'))
 		return err
 	}
 	var head struct {
 		Role string `json:"role"`
 	}
 	if err := json.Unmarshal(raw, &head); err != nil {
-		return fmt.Errorf("status from %s: %w", *addr, err)
+		return fmt.Errorf("status from %s: %w", s.addr, err)
 	}
 	switch head.Role {
 	case "master":
 		var st master.Status
 		if err := json.Unmarshal(raw, &st); err != nil {
-			return fmt.Errorf("status from %s: %w", *addr, err)
+			return fmt.Errorf("status from %s: %w", s.addr, err)
 		}
-		printMasterStatus(os.Stdout, st)
-		printNode(os.Stdout, st.Node)
+		master.PrintStatus(w, st)
+		printNode(w, st.Node)
 	case "lb":
 		var doc lbrole.StatusDoc
 		if err := json.Unmarshal(raw, &doc); err != nil {
-			return fmt.Errorf("status from %s: %w", *addr, err)
+			return fmt.Errorf("status from %s: %w", s.addr, err)
 		}
-		lbrole.PrintStatus(os.Stdout, doc)
+		lbrole.PrintStatus(w, doc)
 	case "minion":
 		var st minion.Status
 		if err := json.Unmarshal(raw, &st); err != nil {
-			return fmt.Errorf("status from %s: %w", *addr, err)
+			return fmt.Errorf("status from %s: %w", s.addr, err)
 		}
-		minion.PrintStatus(os.Stdout, st)
-		printNode(os.Stdout, st.Node)
+		minion.PrintStatus(w, st)
+		printNode(w, st.Node)
 	default:
-		_, err := os.Stdout.Write(append(raw, '\n'))
+		_, err := w.Write(append(raw, '\n'))
 		return err
 	}
 	return nil
-}
-
-func printMasterStatus(w io.Writer, st master.Status) {
-	fmt.Fprintf(w, "role: %s   name: %s   version: %s\n", st.Role, st.Name, st.Version)
-	fmt.Fprintf(w, "etcd cluster %s, this member %s (started as %s)\n\n", st.Etcd.ClusterID, st.Etcd.LocalID, st.Etcd.Mode)
-	printMembers(w, st.Etcd.Members)
-	fmt.Fprintf(w, "\nflannel: %s = %s\n", st.Flannel.Key, st.Flannel.Value)
 }
 
 // printNode prints the units and files the reconciler keeps.
@@ -122,38 +115,6 @@ func printNode(w io.Writer, ns *reconcile.Status) {
 	if ns.LastError != "" {
 		fmt.Fprintf(w, "last error: %s\n", ns.LastError)
 	}
-}
-
-func printMembers(w io.Writer, ms []embed.MemberStatus) {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tID\tPEER URL\tCLIENT URL\tROLE\tHEALTH\tDB SIZE")
-	for _, m := range ms {
-		role := "follower"
-		switch {
-		case !m.Started:
-			role = "unstarted"
-		case m.Learner:
-			role = "learner"
-		case m.Leader:
-			role = "leader"
-		case !m.Healthy:
-			role = "unreachable"
-		}
-		health := "healthy"
-		if !m.Healthy {
-			health = "unhealthy"
-			if m.Error != "" {
-				health += ": " + m.Error
-			}
-		}
-		size := "-"
-		if m.DBSize > 0 {
-			size = humanize.IBytes(uint64(m.DBSize))
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.ID, strings.Join(m.PeerURLs, ","),
-			strings.Join(m.ClientURLs, ","), role, health, size)
-	}
-	tw.Flush()
 }
 
 // etcdClientFlags locate the local etcd member the way the master's own flags do, so
@@ -203,105 +164,116 @@ func (f *etcdClientFlags) client() (*clientv3.Client, error) {
 	return cli, nil
 }
 
-func runMember(ctx context.Context, args []string) error {
-	fs := newFlagSet("haagent member")
-	var ef etcdClientFlags
-	ef.add(fs)
-	out := fs.StringP("output", "o", "text", "text or json")
-	if err := parseFlags(fs, args); err != nil {
-		return err
+// memberCmd is `haagent member list|remove`; both reach the local member.
+type memberCmd struct {
+	etcd   etcdClientFlags
+	output string
+}
+
+func (m *memberCmd) listFlags(fs *pflag.FlagSet) {
+	fs.StringVarP(&m.output, "output", "o", "text", "text or json")
+}
+
+func (m *memberCmd) list(ctx context.Context, w io.Writer, _ []string) error {
+	if m.output != "text" && m.output != "json" {
+		return usagef("--output: %q is not text or json", m.output)
 	}
-	rest := fs.Args()
-	if len(rest) == 0 || (rest[0] == "list" && len(rest) != 1) || (rest[0] == "remove" && len(rest) != 2) ||
-		(rest[0] != "list" && rest[0] != "remove") {
-		return usagef("member: use 'haagent member list' or 'haagent member remove NAME'")
-	}
-	cli, err := ef.client()
+	cli, err := m.etcd.client()
 	if err != nil {
 		return err
 	}
 	defer cli.Close()
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	if rest[0] == "list" {
-		cs, err := embed.ClusterStatusOf(ctx, cli, "")
-		if err != nil {
-			return fmt.Errorf("member list via %s: %w", strings.Join(cli.Endpoints(), ","), err)
-		}
-		if *out == "json" {
-			enc := json.NewEncoder(os.Stdout)
-			enc.SetIndent("", "  ")
-			return enc.Encode(cs.Members)
-		}
-		printMembers(os.Stdout, cs.Members)
-		return nil
+	cs, err := embed.ClusterStatusOf(ctx, cli, "")
+	if err != nil {
+		return fmt.Errorf("member list via %s: %w", strings.Join(cli.Endpoints(), ","), err)
 	}
-	name := rest[1]
+	if m.output == "json" {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(cs.Members)
+	}
+	master.PrintMembers(w, cs.Members)
+	return nil
+}
+
+func (m *memberCmd) remove(ctx context.Context, w io.Writer, args []string) error {
+	name := args[0]
+	cli, err := m.etcd.client()
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
 	list, err := cli.MemberList(ctx)
 	if err != nil {
 		return fmt.Errorf("member list via %s: %w", strings.Join(cli.Endpoints(), ","), err)
 	}
-	for _, m := range list.Members {
-		if m.Name == name || types.ID(m.ID).String() == name {
+	for _, mb := range list.Members {
+		if mb.Name == name || types.ID(mb.ID).String() == name {
 			// etcd refuses reconfiguration until every member has been connected for a
 			// few seconds (strict reconfig check); that passes on its own, so wait it out.
 			for {
-				_, err := cli.MemberRemove(ctx, m.ID)
+				_, err := cli.MemberRemove(ctx, mb.ID)
 				if err == nil {
 					break
 				}
 				if !errors.Is(err, rpctypes.ErrUnhealthy) || ctx.Err() != nil {
-					return fmt.Errorf("remove member %s (%s): %w", name, types.ID(m.ID), err)
+					return fmt.Errorf("remove member %s (%s): %w", name, types.ID(mb.ID), err)
 				}
 				select {
 				case <-ctx.Done():
 				case <-time.After(500 * time.Millisecond):
 				}
 			}
-			fmt.Printf("removed member %s (%s)\n", name, types.ID(m.ID))
+			fmt.Fprintf(w, "removed member %s (%s)\n", name, types.ID(mb.ID))
 			return nil
 		}
 	}
 	return fmt.Errorf("remove member %s: no member has that name or ID", name)
 }
 
-func runSnapshot(ctx context.Context, args []string) error {
-	fs := newFlagSet("haagent snapshot")
-	var ef etcdClientFlags
-	ef.add(fs)
-	mc := master.NewConfig()
-	fs.StringVar(&mc.DataDir, "data-dir", "", "restore: the new data dir (must not exist yet)")
-	fs.StringVar(&mc.Name, "name", "", "restore: this member's name (default: the short hostname)")
-	fs.StringVar(&mc.Peers, "peers", "", "restore: the masters, as for the agent")
-	fs.StringVar(&mc.AdvertiseAddress, "advertise-address", "", "restore: as for the agent")
-	fs.IntVar(&mc.EtcdPeerPort, "etcd-peer-port", mc.EtcdPeerPort, "restore: as for the agent")
-	fs.StringVar(&mc.ClusterToken, "cluster-token", mc.ClusterToken, "restore: as for the agent")
-	if err := parseFlags(fs, args); err != nil {
+// snapshotCmd is `haagent snapshot save|restore`: save reaches the local member, restore
+// takes the new member's identity as the agent would.
+type snapshotCmd struct {
+	etcd etcdClientFlags
+	mc   *master.Config // restore's flags
+}
+
+func (s *snapshotCmd) restoreFlags(fs *pflag.FlagSet) {
+	s.mc = master.NewConfig()
+	mc := s.mc
+	fs.StringVar(&mc.DataDir, "data-dir", "", "the new data dir (must not exist yet)")
+	fs.StringVar(&mc.Name, "name", "", "this member's name (default: the short hostname)")
+	fs.StringVar(&mc.Peers, "peers", "", "the masters, as for the agent")
+	fs.StringVar(&mc.AdvertiseAddress, "advertise-address", "", "as for the agent")
+	fs.IntVar(&mc.EtcdPeerPort, "etcd-peer-port", mc.EtcdPeerPort, "as for the agent")
+	fs.StringVar(&mc.ClusterToken, "cluster-token", mc.ClusterToken, "as for the agent")
+}
+
+func (s *snapshotCmd) save(ctx context.Context, w io.Writer, args []string) error {
+	file := args[0]
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	cfg, err := s.etcd.config()
+	if err != nil {
 		return err
 	}
-	rest := fs.Args()
-	if len(rest) != 2 || (rest[0] != "save" && rest[0] != "restore") {
-		return usagef("snapshot: use 'haagent snapshot save FILE' or 'haagent snapshot restore FILE --data-dir DIR'")
+	if _, err := snapshot.SaveWithVersion(ctx, zap.NewNop(), cfg, file); err != nil {
+		return fmt.Errorf("snapshot save %s: %w", file, err)
 	}
-	file := rest[1]
-	lg := zap.NewNop()
-	if rest[0] == "save" {
-		ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-		defer cancel()
-		cfg, err := ef.config()
-		if err != nil {
-			return err
-		}
-		if _, err := snapshot.SaveWithVersion(ctx, lg, cfg, file); err != nil {
-			return fmt.Errorf("snapshot save %s: %w", file, err)
-		}
-		fi, err := os.Stat(file)
-		if err != nil {
-			return err
-		}
-		fmt.Printf("saved snapshot %s (%s)\n", file, humanize.IBytes(uint64(fi.Size())))
-		return nil
+	fi, err := os.Stat(file)
+	if err != nil {
+		return err
 	}
+	fmt.Fprintf(w, "saved snapshot %s (%s)\n", file, humanize.IBytes(uint64(fi.Size())))
+	return nil
+}
+
+func (s *snapshotCmd) restore(ctx context.Context, w io.Writer, args []string) error {
+	file, mc := args[0], s.mc
 	if mc.DataDir == "" {
 		return usagef("--data-dir: required for restore; name a directory that does not exist yet")
 	}
@@ -319,7 +291,7 @@ func runSnapshot(ctx context.Context, args []string) error {
 	if !ok {
 		return usagef("--name: %q is not in --peers (%s)", mc.Name, peers)
 	}
-	err = etcdutlsnapshot.NewV3(lg).Restore(etcdutlsnapshot.RestoreConfig{
+	err = etcdutlsnapshot.NewV3(zap.NewNop()).Restore(etcdutlsnapshot.RestoreConfig{
 		SnapshotPath:        file,
 		Name:                mc.Name,
 		OutputDataDir:       mc.DataDir,
@@ -330,6 +302,6 @@ func runSnapshot(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("snapshot restore %s into %s: %w", file, mc.DataDir, err)
 	}
-	fmt.Printf("restored %s into %s as member %s of %s\n", file, mc.DataDir, mc.Name, peers)
+	fmt.Fprintf(w, "restored %s into %s as member %s of %s\n", file, mc.DataDir, mc.Name, peers)
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/haagent/haagent/embed"
@@ -31,7 +32,7 @@ func usagef(format string, args ...any) error { return usageError{fmt.Errorf(for
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:])
+	err := run(ctx, osStdio(), os.Args[1:])
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "haagent: "+oneLinePerProblem(err))
@@ -55,21 +56,8 @@ func exitCode(err error) int {
 	}
 }
 
+// oneLinePerProblem formats err for stderr. The problems of a joined error (Validate's,
+// however deeply joined) each get their own line, as errors.Join puts them.
 func oneLinePerProblem(err error) string {
-	var joined interface{ Unwrap() []error }
-	var ue usageError
-	if errors.As(err, &ue) {
-		err = ue.err
-	}
-	if errors.As(err, &joined) {
-		s := ""
-		for i, e := range joined.Unwrap() {
-			if i > 0 {
-				s += "\nhaagent: "
-			}
-			s += e.Error()
-		}
-		return s
-	}
-	return err.Error()
+	return strings.ReplaceAll(err.Error(), "\n", "\nhaagent: ")
 }

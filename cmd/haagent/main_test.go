@@ -1,13 +1,18 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
 
@@ -57,10 +62,22 @@ func TestBadInputExitsTwoWithOneLineNamingTheFlag(t *testing.T) {
 		{"registry mirrored twice", []string{"--role=minion", token, "--lb=10.0.0.10", "--registry-mirror=docker.io=http://a,docker.io=http://b"}, "--registry-mirror"},
 		{"bad cgroup driver", []string{"--role=minion", token, "--lb=10.0.0.10", "--cgroup-driver=cgroupv1"}, "--cgroup-driver"},
 		{"relative images dir", []string{"--role=minion", token, "--lb=10.0.0.10", "--images-dir=images"}, "--images-dir"},
+		{"unknown command with a suggestion", []string{"stauts"}, "status"},
+		{"subcommand missing", []string{"member"}, "list, remove"},
+		{"unknown subcommand", []string{"token", "gen"}, "generate"},
+		{"argument missing", []string{"member", "remove"}, "NAME"},
+		{"argument too many", []string{"version", "now"}, "takes no arguments"},
+		{"flag of another subcommand", []string{"member", "remove", "m1", "-o", "json"}, "-o"},
+		{"help on no command", []string{"help", "frobnicate"}, "frobnicate"},
+		{"help on no subcommand", []string{"help", "member", "frob"}, "member frob"},
+		{"completion for no shell", []string{"completion", "tcsh"}, "tcsh"},
+		{"completion with an argument", []string{"completion", "bash", "now"}, "now"},
+		{"status output", []string{"status", "-o", "yaml"}, "--output"},
+		{"restore without a data dir", []string{"snapshot", "restore", file}, "--data-dir"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := run(context.Background(), tt.args)
+			err := run(context.Background(), testStdio(nil), tt.args)
 			var ue usageError
 			if !errors.As(err, &ue) {
 				t.Fatalf("run(%q) = %v, want a usage error", tt.args, err)
@@ -87,7 +104,7 @@ func TestBadInputExitsTwoWithOneLineNamingTheFlag(t *testing.T) {
 }
 
 func TestManyProblemsAreAllReported(t *testing.T) {
-	err := run(context.Background(), []string{"--role=master", "--name=m1", "--peers=m1=http://127.0.0.21:2380",
+	err := run(context.Background(), testStdio(nil), []string{"--role=master", "--name=m1", "--peers=m1=http://127.0.0.21:2380",
 		"--flannel-network=nope", "--flannel-backend=nope", "--etcd-peer-port=0", "--data-dir=/tmp/x"})
 	msg := oneLinePerProblem(err)
 	for _, flag := range []string{"--flannel-network", "--flannel-backend", "--etcd-peer-port"} {
@@ -98,7 +115,7 @@ func TestManyProblemsAreAllReported(t *testing.T) {
 }
 
 func TestEnvironmentUnderFlags(t *testing.T) {
-	fs := newFlagSet("t")
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
 	peers := fs.String("peers", "", "")
 	name := fs.String("name", "dflt", "")
 	port := fs.Int("etcd-client-port", 2379, "")
@@ -106,17 +123,295 @@ func TestEnvironmentUnderFlags(t *testing.T) {
 	if err := fs.Parse([]string{"--name=flag-name"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := applyEnv(fs, func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
+	if err := applyEnv(fs, lookupIn(env)); err != nil {
 		t.Fatal(err)
 	}
 	if *peers != "from-env" || *name != "flag-name" || *port != 3379 {
 		t.Fatalf("peers=%q name=%q port=%d; want env for peers and port, the flag for name", *peers, *name, *port)
 	}
-	bad := newFlagSet("t")
+	bad := pflag.NewFlagSet("t", pflag.ContinueOnError)
 	bad.Int("etcd-client-port", 2379, "")
 	err := applyEnv(bad, func(k string) (string, bool) { return "many", k == "HAAGENT_ETCD_CLIENT_PORT" })
 	if err == nil || !strings.Contains(err.Error(), "HAAGENT_ETCD_CLIENT_PORT") || !strings.Contains(err.Error(), "--etcd-client-port") {
 		t.Fatalf("bad env value: err = %v, want one naming the variable and the flag", err)
 	}
-	var _ *pflag.FlagSet = bad
+}
+
+// TestEnvironmentThroughCommands runs whole command lines: HAAGENT_ROLE picks the role
+// and so its flags, each HAAGENT_<FLAG> sets the flag of the command that runs, and a
+// flag on the command line wins.
+func TestEnvironmentThroughCommands(t *testing.T) {
+	root := t.TempDir()
+	env := map[string]string{
+		"HAAGENT_ROLE": "master", "HAAGENT_NAME": "m1", "HAAGENT_DATA_DIR": filepath.Join(root, "etcd"),
+		"HAAGENT_ROOT": root, "HAAGENT_SYSTEMD": "off", "HAAGENT_SERVICE_CLUSTER_IP_RANGE": "10.96.0.0/12",
+	}
+	out, err := runOut(t, env, "render")
+	if err != nil {
+		t.Fatalf("render with the role and its flags from the environment: %v", err)
+	}
+	if !strings.Contains(out, "--service-cluster-ip-range=10.96.0.0/12") || !strings.Contains(out, filepath.Join(root, "etc/kubernetes")) {
+		t.Fatalf("render did not take HAAGENT_SERVICE_CLUSTER_IP_RANGE and HAAGENT_ROOT:\n%s", out)
+	}
+	out, err = runOut(t, env, "render", "--service-cluster-ip-range=10.100.0.0/16")
+	if err != nil || !strings.Contains(out, "10.100.0.0/16") || strings.Contains(out, "10.96.0.0/12") {
+		t.Fatalf("the flag did not win over HAAGENT_SERVICE_CLUSTER_IP_RANGE (err %v):\n%s", err, out)
+	}
+	// The role's flags come with the role from the environment: --role on the command
+	// line beats HAAGENT_ROLE, and then the master's flags are unknown.
+	if _, err := runOut(t, env, "render", "--role=lb", "--service-cluster-ip-range=10.100.0.0/16"); err == nil ||
+		!strings.Contains(err.Error(), "--service-cluster-ip-range") || exitCode(err) != exitUsage {
+		t.Fatalf("an lb with a master's flag: %v, want a usage error naming the flag", err)
+	}
+	// Subcommands read the environment too.
+	if _, err := runOut(t, map[string]string{"HAAGENT_OUTPUT": "yaml"}, "status"); err == nil || !strings.Contains(err.Error(), `--output: "yaml"`) {
+		t.Fatalf("status with HAAGENT_OUTPUT=yaml: %v, want the --output error", err)
+	}
+	empty := t.TempDir()
+	if _, err := runOut(t, map[string]string{"HAAGENT_ROOT": empty}, "token", "show"); err == nil || !strings.Contains(err.Error(), empty) {
+		t.Fatalf("token show with HAAGENT_ROOT: %v, want an error about %s", err, empty)
+	}
+	// A bad value in the environment is bad input, like on the command line; help is not
+	// spoilt by it.
+	bad := map[string]string{"HAAGENT_ROLE": "master", "HAAGENT_ETCD_CLIENT_PORT": "many", "HAAGENT_JOIN_PORT": "x"}
+	if _, err := runOut(t, bad); exitCode(err) != exitUsage || strings.Count(oneLinePerProblem(err), "\n") != 1 {
+		t.Fatalf("two bad variables: %v, want a usage error with one line for each", err)
+	}
+	if out, err := runOut(t, bad, "--help"); err != nil || !strings.Contains(out, "--etcd-client-port") {
+		t.Fatalf("--help with bad variables: %v\n%s", err, out)
+	}
+}
+
+// TestExitCodes checks that a failure of a command that ran is 1, not bad input.
+func TestExitCodes(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"version"}, exitOK},
+		{[]string{"token", "generate"}, exitOK},
+		{[]string{"token", "show", "--root=" + t.TempDir()}, exitFailure},
+		{[]string{"certs", "check", "--root=" + t.TempDir()}, exitFailure},
+		{[]string{"token", "show", "extra"}, exitUsage},
+		{[]string{"help", "nothing"}, exitUsage},
+	} {
+		_, err := runOut(t, nil, tt.args...)
+		if code := exitCode(err); code != tt.code {
+			t.Errorf("haagent %s: exit %d (%v), want %d", strings.Join(tt.args, " "), code, err, tt.code)
+		}
+	}
+}
+
+// TestHelpOnEveryCommand asks every command for its help three ways (--help, -h and
+// `haagent help CMD`): each exits 0 and lists every flag the command takes.
+func TestHelpOnEveryCommand(t *testing.T) {
+	root, _ := newRoot(testStdio(nil), nil)
+	var paths [][]string
+	var walk func(c *cobra.Command, path []string)
+	walk = func(c *cobra.Command, path []string) {
+		paths = append(paths, path)
+		for _, s := range c.Commands() {
+			if s.IsAvailableCommand() {
+				walk(s, append(slices.Clone(path), s.Name()))
+			}
+		}
+	}
+	walk(root, nil)
+	if len(paths) < 20 {
+		t.Fatalf("only %d commands: %v", len(paths), paths)
+	}
+	// What each must show besides its own flags, so that the test does not only compare
+	// the tree with itself.
+	want := map[string][]string{
+		"":                 {"--role", "--log-level", "render", "status", "member", "snapshot", "token", "certs", "reset", "completion"},
+		"render":           {"--role", "--log-format"},
+		"status":           {"--status-address", "-o, --output"},
+		"member":           {"--endpoints", "list", "remove"},
+		"member list":      {"--endpoints", "--insecure", "-o, --output"},
+		"member remove":    {"NAME", "--endpoints", "--etcd-client-port"},
+		"snapshot save":    {"FILE", "--endpoints", "--root"},
+		"snapshot restore": {"FILE", "--data-dir", "--peers", "--cluster-token"},
+		"token":            {"generate", "show"},
+		"token show":       {"--root"},
+		"certs check":      {"--root"},
+		"certs renew":      {"--peers", "--root", "--token"},
+		"reset":            {"--yes", "--data-dir", "--systemd"},
+		"completion":       {"bash", "zsh", "fish"},
+	}
+	for _, path := range paths {
+		name := strings.Join(path, " ")
+		for _, how := range [][]string{append(slices.Clone(path), "--help"), append(slices.Clone(path), "-h"), append([]string{"help"}, path...)} {
+			t.Run(strings.Join(how, " "), func(t *testing.T) {
+				out, err := runOut(t, nil, how...)
+				if err != nil {
+					t.Fatalf("exit %d: %v", exitCode(err), err)
+				}
+				if !strings.Contains(out, "Usage:\n  haagent "+name) {
+					t.Errorf("no usage line for haagent %s:\n%s", name, out)
+				}
+				c, _, err := root.Find(path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				c.Flags().VisitAll(func(f *pflag.Flag) {
+					if !strings.Contains(out, "--"+f.Name+" ") && !strings.Contains(out, "--"+f.Name+"[") {
+						t.Errorf("--%s missing", f.Name)
+					}
+				})
+				c.InheritedFlags().VisitAll(func(f *pflag.Flag) {
+					if !strings.Contains(out, "--"+f.Name+" ") && !strings.Contains(out, "--"+f.Name+"[") {
+						t.Errorf("inherited --%s missing", f.Name)
+					}
+				})
+				for _, w := range want[name] {
+					if !strings.Contains(out, w) {
+						t.Errorf("%q missing", w)
+					}
+				}
+				if t.Failed() {
+					t.Logf("output:\n%s", out)
+				}
+			})
+		}
+	}
+}
+
+// TestRoleHelpListsTheRoleFlags checks `haagent --role=ROLE --help` and `haagent render
+// --role=ROLE --help`, which the packaging test reads to check the sysconfig template:
+// each lists the role's own flags, and only its own.
+func TestRoleHelpListsTheRoleFlags(t *testing.T) {
+	others := map[string]string{"lb": "--lb-policy", "master": "--flannel-network", "minion": "--container-runtime"}
+	for _, role := range roleNames {
+		r, _ := roles(role)
+		fs := pflag.NewFlagSet(role, pflag.ContinueOnError)
+		r.addFlags(fs)
+		for _, args := range [][]string{{"--role=" + role, "--help"}, {"render", "--role", role, "-h"}} {
+			out, err := runOut(t, nil, args...)
+			if err != nil {
+				t.Fatalf("%v: %v", args, err)
+			}
+			fs.VisitAll(func(f *pflag.Flag) {
+				if !strings.Contains(out, "--"+f.Name) {
+					t.Errorf("%v: --%s missing", args, f.Name)
+				}
+			})
+			for other, flag := range others {
+				if other != role && strings.Contains(out, flag) {
+					t.Errorf("%v: lists %s, a flag of the %s role", args, flag, other)
+				}
+			}
+		}
+		// HAAGENT_ROLE names the role as well as --role.
+		out, err := runOut(t, map[string]string{"HAAGENT_ROLE": role}, "--help")
+		if err != nil || !strings.Contains(out, others[role]) {
+			t.Errorf("HAAGENT_ROLE=%s haagent --help: %v, lacks %s", role, err, others[role])
+		}
+	}
+}
+
+// TestCompletion checks the scripts for each shell, and the completions they ask
+// haagent for: commands, a role's flags, flag values.
+func TestCompletion(t *testing.T) {
+	for shell, marker := range map[string]string{"bash": "complete -o default -F __start_haagent haagent", "zsh": "#compdef haagent", "fish": "complete -c haagent"} {
+		out, err := runOut(t, nil, "completion", shell)
+		if err != nil || !strings.Contains(out, marker) {
+			t.Errorf("completion %s: %v; script lacks %q", shell, err, marker)
+		}
+		if shell == "bash" {
+			script := filepath.Join(t.TempDir(), "haagent.bash")
+			if err := os.WriteFile(script, []byte(out), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if b, err := exec.Command("bash", "-n", script).CombinedOutput(); err != nil {
+				t.Errorf("bash -n on the completion script: %v\n%s", err, b)
+			}
+		}
+	}
+	for _, tt := range []struct {
+		env  map[string]string
+		args []string
+		want []string
+	}{
+		{nil, []string{"__complete", ""}, []string{"member\t", "snapshot\t", "completion\t"}},
+		{nil, []string{"__complete", "member", ""}, []string{"list\t", "remove\t"}},
+		{nil, []string{"__complete", "--role", ""}, []string{"lb\n", "master\n", "minion\n"}},
+		{nil, []string{"__complete", "--role=master", "--flannel-"}, []string{"--flannel-network\t", "--flannel-backend\t"}},
+		{map[string]string{"HAAGENT_ROLE": "lb"}, []string{"__complete", "--lb-p"}, []string{"--lb-ports\t", "--lb-policy\t"}},
+		{nil, []string{"__complete", "status", "-o", ""}, []string{"text\n", "json\n"}},
+		{nil, []string{"__complete", "help", "sn"}, []string{"snapshot\t"}},
+	} {
+		out, err := runOut(t, tt.env, tt.args...)
+		if err != nil {
+			t.Errorf("%v: %v", tt.args, err)
+		}
+		for _, w := range tt.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("%v (env %v): %q missing from\n%s", tt.args, tt.env, w, out)
+			}
+		}
+	}
+}
+
+// TestManPages generates the pages as `make man` does: one per command, and haagent.1
+// with every role's flags.
+func TestManPages(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := runOut(t, map[string]string{"HAAGENT_ROLE": "lb"}, "gen-man", dir); err != nil {
+		t.Fatal(err)
+	}
+	for _, page := range []string{"haagent.1", "haagent-member-remove.1", "haagent-snapshot-restore.1", "haagent-token-generate.1",
+		"haagent-certs-renew.1", "haagent-completion-bash.1", "haagent-render.1", "haagent-reset.1"} {
+		if _, err := os.Stat(filepath.Join(dir, page)); err != nil {
+			t.Errorf("%s: %v", page, err)
+		}
+	}
+	for _, hidden := range []string{"haagent-gen-man.1", "haagent-help.1"} {
+		if _, err := os.Stat(filepath.Join(dir, hidden)); err == nil {
+			t.Errorf("%s exists", hidden)
+		}
+	}
+	main, err := os.ReadFile(filepath.Join(dir, "haagent.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, role := range roleNames {
+		r, _ := roles(role)
+		fs := pflag.NewFlagSet(role, pflag.ContinueOnError)
+		r.addFlags(fs)
+		fs.VisitAll(func(f *pflag.Flag) {
+			// troff escapes the dashes.
+			if !strings.Contains(string(main), `\fB--`+f.Name+`\fP`) {
+				t.Errorf("haagent.1 lacks --%s of the %s role", f.Name, role)
+			}
+		})
+	}
+	// HAAGENT_ROLE of the build does not leak into render's page.
+	render, _ := os.ReadFile(filepath.Join(dir, "haagent-render.1"))
+	if strings.Contains(string(render), "lb-policy") {
+		t.Errorf("haagent-render.1 lists the lb's flags")
+	}
+}
+
+// testStdio is a run's stdio with output into buffers and env as the whole environment.
+func testStdio(env map[string]string) stdio {
+	return stdio{&bytes.Buffer{}, &bytes.Buffer{}, lookupIn(env)}
+}
+
+func lookupIn(env map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+}
+
+// runOut runs a command line with env as the whole environment and returns its stdout.
+func runOut(t *testing.T, env map[string]string, args ...string) (string, error) {
+	t.Helper()
+	var out bytes.Buffer
+	err := run(context.Background(), stdio{&out, io.Discard, lookupIn(env)}, args)
+	return out.String(), err
+}
+
+func TestOneLinePerProblem(t *testing.T) {
+	err := usageError{errors.Join(errors.New("--log-level: bad"), errors.Join(errors.New("--peers: bad"), errors.New("--name: bad")))}
+	if got, want := oneLinePerProblem(err), "--log-level: bad\nhaagent: --peers: bad\nhaagent: --name: bad"; got != want {
+		t.Fatalf("got %q, want %q", got, want)
+	}
 }

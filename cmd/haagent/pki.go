@@ -4,89 +4,108 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/pflag"
+
 	"github.com/haagent/haagent/pki"
 	"github.com/haagent/haagent/roles/master"
 )
 
-func runToken(ctx context.Context, args []string) error {
-	fs := newFlagSet("haagent token")
-	root := fs.String("root", master.DefaultRoot, "the master's --root")
-	if err := parseFlags(fs, args); err != nil {
+// tokenCmd is `haagent token generate|show`.
+type tokenCmd struct {
+	root string
+}
+
+func (t *tokenCmd) flags(fs *pflag.FlagSet) {
+	fs.StringVar(&t.root, "root", master.DefaultRoot, "the master's --root")
+}
+
+func (t *tokenCmd) generate(ctx context.Context, w io.Writer, _ []string) error {
+	tok, err := pki.GenerateToken()
+	if err != nil {
 		return err
 	}
-	rest := fs.Args()
-	if len(rest) != 1 || (rest[0] != "generate" && rest[0] != "show") {
-		return usagef("token: use 'haagent token generate' or 'haagent token show'")
-	}
-	if rest[0] == "generate" {
-		t, err := pki.GenerateToken()
-		if err != nil {
-			return err
-		}
-		fmt.Println(t)
-		return nil
-	}
-	secret, err := os.ReadFile(filepath.Join(*root, master.TokenFile))
+	_, err = fmt.Fprintln(w, tok)
+	return err
+}
+
+func (t *tokenCmd) show(ctx context.Context, w io.Writer, _ []string) error {
+	secret, err := os.ReadFile(filepath.Join(t.root, master.TokenFile))
 	if err != nil {
 		return fmt.Errorf("token show: %w; run it on a master (or pass that master's --root)", err)
 	}
-	t, err := pki.ParseToken(string(secret))
+	tok, err := pki.ParseToken(string(secret))
 	if err != nil {
 		return fmt.Errorf("token show: %s: %w", master.TokenFile, err)
 	}
-	caPEM, err := os.ReadFile(filepath.Join(*root, pki.CACert))
+	caPEM, err := os.ReadFile(filepath.Join(t.root, pki.CACert))
 	if err != nil {
 		return fmt.Errorf("token show: the cluster CA is not here yet (%w); start the master first", err)
 	}
 	ca, err := pki.ParseCert(caPEM)
 	if err != nil {
-		return err
+		return fmt.Errorf("token show: %s: %w", pki.CACert, err)
 	}
-	fmt.Println(t.Pinned(ca.Raw))
-	return nil
+	_, err = fmt.Fprintln(w, tok.Pinned(ca.Raw))
+	return err
 }
 
-func runCerts(ctx context.Context, args []string) error {
-	fs := newFlagSet("haagent certs")
-	mc := master.NewConfig()
-	mc.AddFlags(fs) // renew reissues with this master's identity, from the same flags and HAAGENT_* variables
-	if err := parseFlags(fs, args); err != nil {
-		return err
+// certsCmd is `haagent certs check|renew`.
+type certsCmd struct {
+	root string         // check's --root
+	mc   *master.Config // renew's flags
+}
+
+func (c *certsCmd) checkFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&c.root, "root", master.DefaultRoot, "the master's --root")
+}
+
+// renewFlags are the master's own: renew reissues with this master's identity, from the
+// same flags and HAAGENT_* variables as the agent.
+func (c *certsCmd) renewFlags(fs *pflag.FlagSet) {
+	c.mc = master.NewConfig()
+	c.mc.AddFlags(fs)
+}
+
+func (c *certsCmd) renew(ctx context.Context, w io.Writer, _ []string) error {
+	mc := c.mc
+	sh, err := pki.LoadShared(mc.Root)
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("certs renew: no CA key under %s: renew runs on a master; a minion renews by rejoining (restart haagent)", mc.Root)
+	} else if err != nil {
+		return fmt.Errorf("certs renew: %w", err)
 	}
-	rest := fs.Args()
-	if len(rest) != 1 || (rest[0] != "check" && rest[0] != "renew") {
-		return usagef("certs: use 'haagent certs check' or 'haagent certs renew'")
+	if err := mc.Complete(); err != nil {
+		return usageError{err}
 	}
-	if rest[0] == "renew" {
-		sh, err := pki.LoadShared(mc.Root)
-		if errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("certs renew: no CA key under %s: renew runs on a master; a minion renews by rejoining (restart haagent)", mc.Root)
-		} else if err != nil {
-			return fmt.Errorf("certs renew: %w", err)
-		}
-		if err := mc.Complete(); err != nil {
-			return usageError{err}
-		}
-		if _, err := master.RenewIfDue(mc.Root, sh, mc.Node(), time.Now(), true); err != nil {
-			return fmt.Errorf("certs renew: %w", err)
-		}
-		fmt.Println("renewed every certificate of this master; etcd and the join service pick them up at their next handshake")
+	if _, err := master.RenewIfDue(mc.Root, sh, mc.Node(), time.Now(), true); err != nil {
+		return fmt.Errorf("certs renew: %w", err)
 	}
-	infos, err := pki.Inspect(mc.Root)
+	fmt.Fprintln(w, "renewed every certificate of this master; etcd and the join service pick them up at their next handshake")
+	return listCerts(w, mc.Root)
+}
+
+func (c *certsCmd) check(ctx context.Context, w io.Writer, _ []string) error {
+	return listCerts(w, c.root)
+}
+
+// listCerts prints the certificates under root with their expiry and renewal date.
+func listCerts(w io.Writer, root string) error {
+	infos, err := pki.Inspect(root)
 	if err != nil {
 		return fmt.Errorf("certs check: %w", err)
 	}
 	if len(infos) == 0 {
-		return fmt.Errorf("certs check: no certificates under %s", filepath.Join(mc.Root, pki.Dir))
+		return fmt.Errorf("certs check: no certificates under %s", filepath.Join(root, pki.Dir))
 	}
 	now := time.Now()
-	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PATH\tSUBJECT\tEXPIRES\tRENEW AT\tSTATE")
 	for _, ci := range infos {
 		state := "ok"

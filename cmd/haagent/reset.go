@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"time"
+
+	"github.com/spf13/pflag"
 
 	"github.com/haagent/haagent/files"
 	"github.com/haagent/haagent/nodeconf"
@@ -17,17 +20,22 @@ import (
 	"github.com/haagent/haagent/roles/master"
 )
 
-// runReset returns a host to its freshly installed state, for baking golden images.
-func runReset(ctx context.Context, args []string) error {
-	fs := newFlagSet("haagent reset")
-	root := fs.String("root", master.DefaultRoot, "as for the agent")
-	dataDir := fs.String("data-dir", master.DefaultDataDir, "the master's etcd data dir")
-	yes := fs.Bool("yes", false, "really delete: the etcd data dir, the certificates and every file haagent rendered")
-	mode := fs.String("systemd", reconcile.SystemdAuto, "stop the managed units: auto, on or off")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	owned := &files.Owned{Root: *root, StatePath: files.StateFile}
+// resetCmd is `haagent reset`: it returns a host to its freshly installed state, for
+// baking golden images.
+type resetCmd struct {
+	root, dataDir, mode string
+	yes                 bool
+}
+
+func (r *resetCmd) flags(fs *pflag.FlagSet) {
+	fs.StringVar(&r.root, "root", master.DefaultRoot, "as for the agent")
+	fs.StringVar(&r.dataDir, "data-dir", master.DefaultDataDir, "the master's etcd data dir")
+	fs.BoolVar(&r.yes, "yes", false, "really delete: the etcd data dir, the certificates and every file haagent rendered")
+	fs.StringVar(&r.mode, "systemd", reconcile.SystemdAuto, "stop the managed units: auto, on or off")
+}
+
+func (r *resetCmd) run(ctx context.Context, w io.Writer, _ []string) error {
+	owned := &files.Owned{Root: r.root, StatePath: files.StateFile}
 	rendered, err := owned.Paths()
 	if err != nil {
 		return err
@@ -38,18 +46,18 @@ func runReset(ctx context.Context, args []string) error {
 		pki.KubeletKubeconfig, pki.ProxyKubeconfig, master.TokenFile, files.StateFile} {
 		doomed = append(doomed, p)
 	}
-	if !*yes {
-		fmt.Println("haagent reset would stop the kube and flannel units and delete:")
-		fmt.Println("  " + *dataDir + " (the etcd data dir)")
+	if !r.yes {
+		fmt.Fprintln(w, "haagent reset would stop the kube and flannel units and delete:")
+		fmt.Fprintln(w, "  "+r.dataDir+" (the etcd data dir)")
 		for _, p := range doomed {
-			fmt.Println("  " + filepath.Join(*root, p))
+			fmt.Fprintln(w, "  "+filepath.Join(r.root, p))
 		}
 		return usagef("--yes: required to delete anything; run 'haagent reset --yes' to reset this host")
 	}
 	lg := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	mgr, err := reconcile.Connect(ctx, *mode, lg)
+	mgr, err := reconcile.Connect(ctx, r.mode, lg)
 	if err != nil {
-		return fmt.Errorf("--systemd=%s: %w", *mode, err)
+		return fmt.Errorf("--systemd=%s: %w", r.mode, err)
 	}
 	if mgr != nil {
 		defer mgr.Close()
@@ -92,16 +100,16 @@ func runReset(ctx context.Context, args []string) error {
 	}
 	var errs []error
 	for _, p := range doomed {
-		if err := os.RemoveAll(filepath.Join(*root, p)); err != nil {
+		if err := os.RemoveAll(filepath.Join(r.root, p)); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	if err := os.RemoveAll(*dataDir); err != nil {
+	if err := os.RemoveAll(r.dataDir); err != nil {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("reset: %w", err)
 	}
-	fmt.Printf("reset: removed %s, the certificates and %d rendered files; this host is ready to bake\n", *dataDir, len(rendered))
+	fmt.Fprintf(w, "reset: removed %s, the certificates and %d rendered files; this host is ready to bake\n", r.dataDir, len(rendered))
 	return nil
 }

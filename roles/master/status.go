@@ -1,0 +1,55 @@
+package master
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/dustin/go-humanize"
+
+	"github.com/haagent/haagent/embed"
+)
+
+// PrintStatus writes st as `haagent status` shows it: the member, its cluster's members
+// as a table, and flannel's network config.
+func PrintStatus(w io.Writer, st Status) {
+	fmt.Fprintf(w, "role: %s   name: %s   version: %s\n", st.Role, st.Name, st.Version)
+	fmt.Fprintf(w, "etcd cluster %s, this member %s (started as %s)\n\n", st.Etcd.ClusterID, st.Etcd.LocalID, st.Etcd.Mode)
+	PrintMembers(w, st.Etcd.Members)
+	fmt.Fprintf(w, "\nflannel: %s = %s\n", st.Flannel.Key, st.Flannel.Value)
+}
+
+// PrintMembers writes etcd members as an aligned table: name, ID, URLs, role (leader,
+// follower, learner, unstarted or unreachable), health and db size.
+func PrintMembers(w io.Writer, ms []embed.MemberStatus) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tID\tPEER URL\tCLIENT URL\tROLE\tHEALTH\tDB SIZE")
+	for _, m := range ms {
+		role := "follower"
+		switch {
+		case !m.Started:
+			role = "unstarted"
+		case m.Learner:
+			role = "learner"
+		case m.Leader:
+			role = "leader"
+		case !m.Healthy:
+			role = "unreachable"
+		}
+		health := "healthy"
+		if !m.Healthy {
+			health = "unhealthy"
+			if m.Error != "" {
+				health += ": " + m.Error
+			}
+		}
+		size := "-"
+		if m.DBSize > 0 {
+			size = humanize.IBytes(uint64(m.DBSize))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.ID, strings.Join(m.PeerURLs, ","),
+			strings.Join(m.ClientURLs, ","), role, health, size)
+	}
+	_ = tw.Flush()
+}
