@@ -34,14 +34,14 @@ var Packages = []string{
 	// inspect and flush entries, ethtool for checksum offload on vxlan links, socat
 	// for port-forwarding runtimes that still shell out to it
 	"conntrack", "ethtool", "socat",
-	// Debian's distribution registry, for the lab's lb host to serve images; not
-	// started at boot (see prepareRootfs)
+	// Debian's distribution registry, for the lab's lb host to serve images: not
+	// started at boot, plain HTTP on :5000 without auth (see prepareRootfs)
 	"docker-registry",
 }
 
 // recipe names how the rootfs is made after debootstrap; bump it when prepareRootfs
 // changes so that cached rootfs are rebuilt.
-const recipe = "3"
+const recipe = "4"
 
 // DefaultCacheDir holds the rootfs tarball and its extracted copy, outside the repo.
 // HAAGENT_TEST_CACHE overrides it.
@@ -143,9 +143,37 @@ func buildTarball(ctx context.Context, cache, tarball string) error {
 	return os.Rename(tmp, tarball)
 }
 
+// registryConfig replaces Debian's, which asks for htpasswd auth with no users, so
+// every client gets 401. The registry is only reachable inside a lab's namespaces.
+const (
+	registryConfigPath = "etc/docker/registry/config.yml"
+	registryConfig     = `# The test hosts' registry (test/hosts): plain HTTP on :5000, no auth.
+version: 0.1
+log:
+  fields:
+    service: registry
+storage:
+  cache:
+    blobdescriptor: inmemory
+  filesystem:
+    rootdirectory: /var/lib/docker-registry
+  delete:
+    enabled: true
+http:
+  addr: :5000
+  headers:
+    X-Content-Type-Options: [nosniff]
+health:
+  storagedriver:
+    enabled: true
+    interval: 10s
+    threshold: 3
+`
+)
+
 // prepareRootfs trims docs and locales, removes what must differ per host (each host
-// gets its own hostname and machine-id in its overlay), and keeps the registry from
-// starting on every host.
+// gets its own hostname and machine-id in its overlay), keeps the registry from
+// starting on every host, and lets it serve without auth.
 func prepareRootfs(root string) error {
 	for _, glob := range []string{
 		"usr/share/doc/*", "usr/share/man/*", "usr/share/info/*", "usr/share/locale/*",
@@ -166,6 +194,9 @@ func prepareRootfs(root string) error {
 	// it, and that host enables it itself.
 	if err := os.Remove(filepath.Join(root, "etc/systemd/system/multi-user.target.wants/docker-registry.service")); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
+	}
+	if err := os.WriteFile(filepath.Join(root, registryConfigPath), []byte(registryConfig), 0o644); err != nil {
+		return fmt.Errorf("write the registry's config: %w", err)
 	}
 	// An empty machine-id is "not set yet"; every host writes its own.
 	return os.WriteFile(filepath.Join(root, "etc/machine-id"), nil, 0o444)
