@@ -330,7 +330,9 @@ func (l *Lab) installHost(ctx context.Context, cfg Config, s Spec) error {
 	if s.Role != RoleLB {
 		off = append(off, "docker-registry")
 	}
-	script := "dpkg -i /var/tmp/haagent.deb >/var/tmp/dpkg.log 2>&1 || { cat /var/tmp/dpkg.log; exit 1; }"
+	// cloud-init writes its files before it installs packages: keep ours, as
+	// --force-confold does for a conffile that is already there.
+	script := "DEBIAN_FRONTEND=noninteractive dpkg -i --force-confold /var/tmp/haagent.deb >/var/tmp/dpkg.log 2>&1 </dev/null || { cat /var/tmp/dpkg.log; exit 1; }"
 	if len(off) > 0 {
 		script += " && systemctl disable --now " + strings.Join(off, " ") + " 2>/dev/null"
 	}
