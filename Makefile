@@ -7,10 +7,21 @@ LDFLAGS := -s -w -X github.com/haagent/haagent/version.Version=$(VERSION) -X git
 BIN := bin/haagent
 export CGO_ENABLED := 0
 
-.PHONY: build test e2e demo lab bench deps kube clean
+.PHONY: build man test e2e demo lab bench deps kube clean
 
 build:
 	go build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/haagent
+
+# man writes a man page per command into MAN_DIR (next to the binary), gzipped as
+# distros ship them. The binary writes them itself, so that they say what it does; they
+# are dated by the last commit, so that one tree always makes the same pages.
+MAN_DIR ?= $(dir $(BIN))man
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null)
+man: build
+	mkdir -p $(MAN_DIR)
+	rm -f $(MAN_DIR)/haagent*.1 $(MAN_DIR)/haagent*.1.gz
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(BIN) gen-man $(MAN_DIR)
+	gzip -9n $(MAN_DIR)/haagent*.1
 
 # deps installs the Debian packages the tests and benchmarks use (apt-get, as root).
 deps:

@@ -1,8 +1,8 @@
 # Packages: `make package` builds dist/haagent-$(VERSION).x86_64.rpm and
 # dist/haagent_$(VERSION)-$(RELEASE)_amd64.deb from nfpm.yaml; `make repo` makes
 # dist/repo a yum/dnf repository of the rpms in dist/. Included by the Makefile, which
-# defines VERSION, BIN and the build target. Every variable can be overridden on the
-# command line, e.g.
+# defines VERSION, BIN, MAN_DIR and the build and man targets. Every variable can be
+# overridden on the command line, e.g.
 #   make package VERSION=0.1.0.1 BIN=/tmp/x/haagent DIST=/tmp/x/dist
 ifndef HAAGENT_PACKAGE_MK
 HAAGENT_PACKAGE_MK := 1
@@ -22,14 +22,14 @@ DEB := $(DIST)/haagent_$(VERSION)-$(RELEASE)_amd64.deb
 # Set RPM_SIGNING_KEY to an armored OpenPGP secret key file to sign the rpm (its
 # passphrase, if any, in NFPM_RPM_PASSPHRASE).
 RPM_SIGNING_KEY ?=
-NFPM_ENV = VERSION=$(VERSION) RELEASE=$(RELEASE) HAAGENT_BIN=$(BIN) RPM_SIGNING_KEY=$(RPM_SIGNING_KEY)
+NFPM_ENV = VERSION=$(VERSION) RELEASE=$(RELEASE) HAAGENT_BIN=$(BIN) HAAGENT_MAN=$(MAN_DIR) RPM_SIGNING_KEY=$(RPM_SIGNING_KEY)
 
 .PHONY: package repo
 
 $(NFPM):
 	GOBIN=$(NFPM_DIR) CGO_ENABLED=0 go install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
 
-package: build $(NFPM)
+package: man $(NFPM)
 	mkdir -p $(DIST)
 	$(NFPM_ENV) $(NFPM) pkg --config nfpm.yaml --packager rpm --target $(RPM)
 	$(NFPM_ENV) $(NFPM) pkg --config nfpm.yaml --packager deb --target $(DEB)
