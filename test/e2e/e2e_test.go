@@ -14,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+
 	"github.com/haagent/haagent/nodeconf"
 	"github.com/haagent/haagent/test/hosts"
 	"github.com/haagent/haagent/test/images"
@@ -83,6 +86,10 @@ func TestWalkthrough(t *testing.T) {
 	set, err := images.Build(ctx, filepath.Join(work, "airgap"))
 	must(t, err)
 	img, err := set.Nginx()
+	must(t, err)
+	// Its own image ID: the kubelet (1.35+, KubeletEnsureSecretPulledImages) asks for
+	// credentials for an ID it pulled itself under another name, and it pulls nginx.
+	img, err = mutate.Config(img, v1.Config{Entrypoint: []string{images.NginxPath}, Labels: map[string]string{"haagent.test/airgap": "1"}})
 	must(t, err)
 	tarball := filepath.Join(work, "airgap.tar")
 	must(t, images.WriteTarball(img, airgapImage, tarball))

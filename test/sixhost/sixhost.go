@@ -304,6 +304,13 @@ func (l *Lab) Install(ctx context.Context, cfg Config) error {
 	if err := l.WaitNodesReady(ctx, 10*time.Minute); err != nil {
 		return err
 	}
+	// Pods can be created once the controller-manager has made the default ServiceAccount.
+	if err := Await(ctx, "the default ServiceAccount (made by the controller-manager)", 5*time.Minute, func() error {
+		_, err := l.Kubectl(ctx, "get", "serviceaccount", "default")
+		return err
+	}); err != nil {
+		return err
+	}
 	cfg.Logf("lab: both minions Ready %s after install began", time.Since(start).Round(time.Second))
 	return l.Host("lb1").WriteFile(upMarker, []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o644)
 }
@@ -338,6 +345,10 @@ func (l *Lab) installHost(ctx context.Context, cfg Config, s Spec) error {
 	}
 	if s.Role == RoleLB {
 		script += " && systemctl enable --now docker-registry"
+	} else {
+		// lb1 is the lab's gateway. A real host has a default route; without any route,
+		// a ClusterIP connect from a minion itself fails before kube-proxy's DNAT runs.
+		script += " && ip route replace default via " + LB.String()
 	}
 	if out, err := h.Shell(ctx, script); err != nil {
 		return fmt.Errorf("install on %s: %w\n%s", s.Name, err, out)
