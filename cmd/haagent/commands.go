@@ -148,6 +148,8 @@ func newRoot(sio stdio, args []string) (root *cobra.Command, ran *bool) {
 		return usageError{flagError(err)}
 	})
 	root.SetHelpCommand(helpCommand())
+	// Only member's subcommands inherit flags, and those are member's, not global.
+	root.SetUsageTemplate(strings.Replace(root.UsageTemplate(), "Global Flags:", "Inherited Flags:", 1))
 	return root, ran
 }
 
