@@ -238,7 +238,7 @@ spec:
 		})
 	})
 
-	t.Run("kubectl logs and exec through lb1", func(t *testing.T) {
+	t.Run("kubectl logs, exec and port-forward through lb1", func(t *testing.T) {
 		out, err := kubectl("logs", "nginx-pod")
 		must(t, err)
 		if !strings.Contains(out, "GET /") {
@@ -247,6 +247,14 @@ spec:
 		out, err = kubectl("exec", "nginx-pod", "--", "/nginx", "-get", "http://127.0.0.1/healthz")
 		if err != nil || strings.TrimSpace(out) != "ok" {
 			t.Errorf("kubectl exec: %q %v", out, err)
+		}
+		// port-forward on lb1 stays in the foreground: run it beside a bounded wait for
+		// its local port to answer, in one shell.
+		out, err = lb.Shell(ctx, `kubectl --kubeconfig=/root/.kube/config port-forward pod/nginx-pod 18080:80 >/var/tmp/pf.log 2>&1 & pf=$!
+for i in $(seq 100); do if curl -sf --max-time 1 http://127.0.0.1:18080/healthz; then kill $pf; exit 0; fi; sleep 0.1; done
+kill $pf; cat /var/tmp/pf.log; exit 1`)
+		if err != nil || strings.TrimSpace(out) != "ok" {
+			t.Errorf("kubectl port-forward: %q %v", out, err)
 		}
 	})
 
