@@ -156,3 +156,28 @@ func TestParseSubnetEnv(t *testing.T) {
 		}
 	}
 }
+
+func TestKubeletCgroupV1Setting(t *testing.T) {
+	base := Config{Role: "minion", Name: "m", AdvertiseAddress: "10.0.0.31", LB: "10.0.0.10", ContainerRuntime: "containerd", Root: "/"}
+	kubelet := func(c Config) string {
+		for _, f := range render(t, c) {
+			if f.Path == KubeletConfig {
+				return string(f.Data)
+			}
+		}
+		t.Fatal("no kubelet config rendered")
+		return ""
+	}
+	v1 := base
+	v1.CgroupV1 = true
+	if !strings.Contains(kubelet(v1), "\nfailCgroupV1: false\n") {
+		t.Errorf("a v1 host does not let the kubelet run")
+	}
+	v1.FailCgroupV1 = true
+	if !strings.Contains(kubelet(v1), "\nfailCgroupV1: true\n") {
+		t.Errorf("--fail-cgroup-v1 does not make the kubelet refuse v1")
+	}
+	if strings.Contains(kubelet(base), "failCgroupV1") {
+		t.Errorf("a v2 host gets a cgroup v1 setting")
+	}
+}
