@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 VERSION := $(shell cat VERSION)
 COMMIT := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
-LDFLAGS := -s -w -X github.com/haagent/haagent/version.Version=$(VERSION) -X github.com/haagent/haagent/version.Commit=$(COMMIT)
+LDFLAGS := -s -w -X github.com/haagent/haagent/release.Version=$(VERSION) -X github.com/haagent/haagent/release.Commit=$(COMMIT)
 BIN := bin/haagent
 export CGO_ENABLED := 0
 
@@ -38,7 +38,7 @@ kube:
 # timing tests measure failover and must not share the two cores with an e2e cluster.
 test: deps build kube
 	HAAGENT_BIN=$(CURDIR)/$(BIN) CGO_ENABLED=1 go test -race -p 1 -count=1 -timeout 60m ./...
-	go test -run='^$$' -fuzz=FuzzParsePeers -fuzztime=5s ./embed/
+	go test -run='^$$' -fuzz=FuzzParsePeers -fuzztime=5s ./etcdmember/
 
 e2e: deps build kube
 	HAAGENT_BIN=$(CURDIR)/$(BIN) go test -count=1 -timeout 30m -v ./test/e2e/

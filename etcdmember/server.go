@@ -1,7 +1,7 @@
-// Package embed owns this host's etcd member: it decides whether to bootstrap, join,
+// Package etcdmember owns this host's etcd member: it decides whether to bootstrap, join,
 // restart or replace, runs etcd inside the haagent process, promotes a learner once it
 // has caught up, and notices when the cluster has removed it.
-package embed
+package etcdmember
 
 import (
 	"context"
@@ -21,10 +21,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/client/pkg/v3/types"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	etcdembed "go.etcd.io/etcd/server/v3/embed"
+	"go.etcd.io/etcd/server/v3/embed"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/membership"
 	"go.etcd.io/etcd/server/v3/storage/wal"
 )
@@ -131,7 +132,7 @@ type Server struct {
 	stopping atomic.Bool // set when haagent stops etcd on purpose
 
 	mu     sync.Mutex // guards the fields below
-	etcd   *etcdembed.Etcd
+	etcd   *embed.Etcd
 	client *clientv3.Client
 	mode   Mode
 }
@@ -203,7 +204,7 @@ func (s *Server) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	e, err := etcdembed.StartEtcd(s.etcdConfig(p))
+	e, err := embed.StartEtcd(s.etcdConfig(p))
 	if err != nil {
 		return fmt.Errorf("start etcd (%s): %w", p.mode, err)
 	}
@@ -247,7 +248,7 @@ func (s *Server) Run(ctx context.Context) error {
 
 // awaitReady waits for the member to publish itself, which needs a quorum, and logs
 // what it waits for every 10 s so that a stuck bootstrap is visible.
-func (s *Server) awaitReady(ctx context.Context, e *etcdembed.Etcd) error {
+func (s *Server) awaitReady(ctx context.Context, e *embed.Etcd) error {
 	deadline := time.NewTimer(s.cfg.StartTimeout)
 	defer deadline.Stop()
 	tick := time.NewTicker(10 * time.Second)
@@ -273,7 +274,7 @@ func (s *Server) awaitReady(ctx context.Context, e *etcdembed.Etcd) error {
 
 // stoppedByItself explains an etcd stop that haagent did not ask for. etcd stops itself
 // when it applies its own removal, or when peers refuse it as a removed member.
-func (s *Server) stoppedByItself(ctx context.Context, e *etcdembed.Etcd) error {
+func (s *Server) stoppedByItself(ctx context.Context, e *embed.Etcd) error {
 	id := e.Server.MemberID()
 	removed := false
 	if rc, ok := e.Server.Cluster().(*membership.RaftCluster); ok && rc.IsIDRemoved(id) {
@@ -297,8 +298,8 @@ func (s *Server) stoppedByItself(ctx context.Context, e *etcdembed.Etcd) error {
 		ErrRemoved, note, s.cfg.DataDir)
 }
 
-func (s *Server) etcdConfig(p plan) *etcdembed.Config {
-	ec := etcdembed.NewConfig()
+func (s *Server) etcdConfig(p plan) *embed.Config {
+	ec := embed.NewConfig()
 	ec.Name = s.cfg.Name
 	ec.Dir = s.cfg.DataDir
 	ec.InitialCluster = p.initialCluster
@@ -316,7 +317,7 @@ func (s *Server) etcdConfig(p plan) *etcdembed.Config {
 		ec.PeerTLSInfo = transport.TLSInfo{CertFile: t.PeerCert, KeyFile: t.PeerKey, TrustedCAFile: t.CA, ClientCertAuth: true}
 		ec.ClientTLSInfo = transport.TLSInfo{CertFile: t.ServerCert, KeyFile: t.ServerKey, TrustedCAFile: t.CA, ClientCertAuth: true}
 	}
-	ec.ZapLoggerBuilder = etcdembed.NewZapLoggerBuilder(newZapLogger(s.lg, s.cfg.EtcdLogLevel, &s.stopping))
+	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(newZapLogger(s.lg, s.cfg.EtcdLogLevel, &s.stopping))
 	return ec
 }
 
@@ -406,7 +407,7 @@ func (s *Server) makeRoom(ctx context.Context, p *plan) error {
 	for _, m := range p.remove {
 		err := retry(ctx, s.lg, "remove stale member "+types.ID(m.ID).String(), func(ctx context.Context) error {
 			_, err := cli.MemberRemove(ctx, m.ID)
-			if err != nil && strings.Contains(err.Error(), "member not found") {
+			if isEtcdError(err, rpctypes.ErrMemberNotFound) {
 				return nil
 			}
 			return err
@@ -424,7 +425,7 @@ func (s *Server) makeRoom(ctx context.Context, p *plan) error {
 			s.lg.Info("added to the cluster as a learner", "id", types.ID(resp.Member.ID).String())
 			return nil
 		}
-		if !strings.Contains(err.Error(), "Peer URLs already exists") {
+		if !isEtcdError(err, rpctypes.ErrPeerURLExist) {
 			return err
 		}
 		// An earlier attempt added us but died before etcd wrote its data dir: take that place.
@@ -444,7 +445,7 @@ func (s *Server) makeRoom(ctx context.Context, p *plan) error {
 }
 
 // promote turns this learner into a voting member once the leader says it is in sync.
-func (s *Server) promote(ctx context.Context, e *etcdembed.Etcd) error {
+func (s *Server) promote(ctx context.Context, e *embed.Etcd) error {
 	var others []string
 	for _, m := range e.Server.Cluster().Members() {
 		if m.ID != e.Server.MemberID() {
@@ -461,7 +462,7 @@ func (s *Server) promote(ctx context.Context, e *etcdembed.Etcd) error {
 	id := uint64(e.Server.MemberID())
 	err = retry(ctx, s.lg, "promote learner", func(ctx context.Context) error {
 		_, err := cli.MemberPromote(ctx, id)
-		if err != nil && strings.Contains(err.Error(), "not a learner") {
+		if isEtcdError(err, rpctypes.ErrMemberNotLearner) {
 			return nil
 		}
 		return err
@@ -471,6 +472,13 @@ func (s *Server) promote(ctx context.Context, e *etcdembed.Etcd) error {
 	}
 	s.lg.Info("promoted from learner to voting member", "id", e.Server.MemberID().String())
 	return nil
+}
+
+// isEtcdError tells whether err, from clientv3, is etcd's typed error target. The
+// client converts gRPC errors with rpctypes.Error already; converting again covers an
+// error that came through a path that did not.
+func isEtcdError(err, target error) bool {
+	return err != nil && errors.Is(rpctypes.Error(err), target)
 }
 
 func (s *Server) newClient(endpoints []string) (*clientv3.Client, error) {

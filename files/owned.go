@@ -72,20 +72,6 @@ func (o *Owned) Apply(fs []File) ([]Change, error) {
 	return changes, o.save(state)
 }
 
-// Forget drops files from the state, e.g. after they were removed on purpose.
-func (o *Owned) Forget(paths ...string) error {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	state, err := o.load()
-	if err != nil {
-		return err
-	}
-	for _, p := range paths {
-		delete(state, p)
-	}
-	return o.save(state)
-}
-
 // Paths lists every file haagent has written.
 func (o *Owned) Paths() ([]string, error) {
 	o.mu.Lock()

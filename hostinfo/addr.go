@@ -1,6 +1,4 @@
-// Package netsetup reads the host's network configuration over netlink: which address
-// an interface carries, so that a node can announce the right one.
-package netsetup
+package hostinfo
 
 import (
 	"errors"

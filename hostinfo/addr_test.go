@@ -1,4 +1,4 @@
-package netsetup
+package hostinfo
 
 import "testing"
 

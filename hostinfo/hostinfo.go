@@ -1,5 +1,6 @@
-// Package hostinfo reads the facts about this host that a minion's files depend on:
-// the cgroup mode, the installed containerd's major version, where the CNI plugins
+// Package hostinfo reads the facts about this host that a node's config depends on:
+// its short hostname and an interface's IPv4 address (a node's default name and
+// address), the cgroup mode, the installed containerd's version, where the CNI plugins
 // live, and whether this process may lower oom_score_adj. It only reads.
 package hostinfo
 

@@ -1,9 +1,9 @@
-// Package lb is a health-checked TCP load balancer for the masters' ports: it proxies
-// each client connection at L4 to the best backend, checks every backend several
-// times a second, and closes the connections of a backend that goes down, when there
-// is a better one, so that long-lived clients (etcd gRPC streams, Kubernetes
-// watches) reconnect at once.
-package lb
+// Package loadbalancer is a health-checked TCP load balancer for the masters' ports:
+// it proxies each client connection at L4 to the best backend, checks every backend
+// several times a second, and closes the connections of a backend that goes down, when
+// there is a better one, so that long-lived clients (etcd gRPC streams, Kubernetes
+// watches) reconnect at once. The lb role (package roles/lb) runs it.
+package loadbalancer
 
 import (
 	"cmp"

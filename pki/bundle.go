@@ -68,14 +68,6 @@ type Node struct {
 	APIServer string
 }
 
-// Shared is what masters hold in common: the CA with its key and the service-account keys.
-type Shared struct {
-	CA        *CA
-	SAKeyPEM  []byte
-	SAPubPEM  []byte
-	ClusterID string
-}
-
 // Issue returns every file the node's role needs: certificates, keys and kubeconfigs.
 func Issue(sh *Shared, n Node, now time.Time) ([]files.File, error) {
 	b := &bundle{ca: sh.CA, now: now}

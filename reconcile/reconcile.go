@@ -7,7 +7,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -319,17 +318,6 @@ func (r *Reconciler) setErr(msg string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.st.LastError = msg
-}
-
-// UnitFilePaths is a helper for tests and status: the unit files among fs.
-func UnitFilePaths(fs []files.File) []string {
-	var out []string
-	for _, f := range fs {
-		if filepath.Dir(f.Path) == nodeconf.UnitDir {
-			out = append(out, f.Path)
-		}
-	}
-	return out
 }
 
 // Systemd modes of --systemd.

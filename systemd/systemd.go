@@ -5,7 +5,6 @@ package systemd
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -172,6 +171,3 @@ func (m *Manager) States(ctx context.Context, units ...string) ([]UnitState, err
 	}
 	return out, nil
 }
-
-// ErrUnavailable means systemd isn't running here, so units are not managed.
-var ErrUnavailable = errors.New("systemd is not running here")

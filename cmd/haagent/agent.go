@@ -13,10 +13,10 @@ import (
 
 	"github.com/haagent/haagent/files"
 	"github.com/haagent/haagent/reconcile"
+	"github.com/haagent/haagent/release"
 	lbrole "github.com/haagent/haagent/roles/lb"
 	"github.com/haagent/haagent/roles/master"
 	"github.com/haagent/haagent/roles/minion"
-	"github.com/haagent/haagent/version"
 )
 
 // logFlags are the agent's logging flags, shared by every role.
@@ -219,7 +219,7 @@ func (a *agent) run(ctx context.Context, _ io.Writer, _ []string) error {
 		return err
 	}
 	lg = lg.With("role", a.name, "name", a.role.name())
-	lg.Info("haagent starting", "version", version.Version)
+	lg.Info("haagent starting", "version", release.Version)
 	return a.role.run(ctx, lg)
 }
 

@@ -22,17 +22,17 @@ import (
 	etcdutlsnapshot "go.etcd.io/etcd/etcdutl/v3/snapshot"
 	"go.uber.org/zap"
 
-	"github.com/haagent/haagent/embed"
+	"github.com/haagent/haagent/etcdmember"
 	"github.com/haagent/haagent/reconcile"
+	"github.com/haagent/haagent/release"
 	lbrole "github.com/haagent/haagent/roles/lb"
 	"github.com/haagent/haagent/roles/master"
 	"github.com/haagent/haagent/roles/minion"
 	"github.com/haagent/haagent/status"
-	hversion "github.com/haagent/haagent/version"
 )
 
 func runVersion(ctx context.Context, w io.Writer, _ []string) error {
-	_, err := fmt.Fprintf(w, "haagent %s (commit %s, %s, etcd %s)\n", hversion.Version, hversion.Commit, runtime.Version(), version.Version)
+	_, err := fmt.Fprintf(w, "haagent %s (commit %s, %s, etcd %s)\n", release.Version, release.Commit, runtime.Version(), version.Version)
 	return err
 }
 
@@ -130,14 +130,14 @@ type etcdClientFlags struct {
 func (f *etcdClientFlags) add(fs *pflag.FlagSet) {
 	fs.StringVar(&f.endpoints, "endpoints", "", "etcd client URLs (default: the local member, from --listen-address and --etcd-client-port)")
 	fs.StringVar(&f.listenAddr, "listen-address", master.DefaultListenAddress, "the master's --listen-address")
-	fs.IntVar(&f.clientPort, "etcd-client-port", embed.DefaultClientPort, "the master's --etcd-client-port")
+	fs.IntVar(&f.clientPort, "etcd-client-port", etcdmember.DefaultClientPort, "the master's --etcd-client-port")
 	fs.BoolVar(&f.insecure, "insecure", false, "the master runs --insecure (plain http)")
 	fs.StringVar(&f.root, "root", master.DefaultRoot, "the master's --root, where its etcd client certificate is")
 }
 
 // config connects with the master's own etcd client certificate unless it runs --insecure.
 func (f *etcdClientFlags) config() (clientv3.Config, error) {
-	ec := embed.Config{ListenHost: f.listenAddr, ClientPort: f.clientPort}
+	ec := etcdmember.Config{ListenHost: f.listenAddr, ClientPort: f.clientPort}
 	if !f.insecure {
 		ec.TLS = (&master.Config{Root: f.root}).TLSFiles()
 	}
@@ -185,7 +185,7 @@ func (m *memberCmd) list(ctx context.Context, w io.Writer, _ []string) error {
 	defer cli.Close()
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	cs, err := embed.ClusterStatusOf(ctx, cli, "")
+	cs, err := etcdmember.ClusterStatusOf(ctx, cli, "")
 	if err != nil {
 		return fmt.Errorf("member list via %s: %w", strings.Join(cli.Endpoints(), ","), err)
 	}

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/haagent/haagent/embed"
+	"github.com/haagent/haagent/etcdmember"
 )
 
 // Exit codes; systemd's RestartPreventExitStatus can name exitRemoved.
@@ -49,7 +49,7 @@ func exitCode(err error) int {
 	switch {
 	case errors.As(err, &ue):
 		return exitUsage
-	case errors.Is(err, embed.ErrRemoved):
+	case errors.Is(err, etcdmember.ErrRemoved):
 		return exitRemoved
 	default:
 		return exitFailure

@@ -9,7 +9,7 @@ import (
 	"github.com/spf13/cobra/doc"
 	"github.com/spf13/pflag"
 
-	"github.com/haagent/haagent/version"
+	"github.com/haagent/haagent/release"
 )
 
 // genMan writes a man page for every command into dir (haagent.1, haagent-member-remove.1
@@ -46,7 +46,7 @@ func genMan(dir string) error {
 		}
 	}
 	noGenTag(root)
-	header := &doc.GenManHeader{Section: "1", Source: "haagent " + version.Version, Manual: "haagent manual"}
+	header := &doc.GenManHeader{Section: "1", Source: "haagent " + release.Version, Manual: "haagent manual"}
 	if err := doc.GenManTree(root, header, dir); err != nil {
 		return fmt.Errorf("man pages into %s: %w", dir, err)
 	}

@@ -13,9 +13,9 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/haagent/haagent/hostinfo"
 	"github.com/haagent/haagent/join"
-	balancer "github.com/haagent/haagent/lb"
-	"github.com/haagent/haagent/netsetup"
+	"github.com/haagent/haagent/loadbalancer"
 	"github.com/haagent/haagent/pki"
 	"github.com/haagent/haagent/status"
 )
@@ -23,15 +23,15 @@ import (
 // Defaults for the lb's flags. The health-check timings are the balancer's; its
 // package documents why they are what they are.
 const (
-	DefaultListenAddress = balancer.DefaultListenAddress
+	DefaultListenAddress = loadbalancer.DefaultListenAddress
 	DefaultRoot          = "/"
-	DefaultPolicy        = string(balancer.DefaultPolicy)
-	DefaultCheckInterval = balancer.DefaultCheckInterval
-	DefaultCheckTimeout  = balancer.DefaultCheckTimeout
-	DefaultFall          = balancer.DefaultFall
-	DefaultRise          = balancer.DefaultRise
-	DefaultDialTimeout   = balancer.DefaultDialTimeout
-	DefaultMaxConns      = balancer.DefaultMaxConns
+	DefaultPolicy        = string(loadbalancer.DefaultPolicy)
+	DefaultCheckInterval = loadbalancer.DefaultCheckInterval
+	DefaultCheckTimeout  = loadbalancer.DefaultCheckTimeout
+	DefaultFall          = loadbalancer.DefaultFall
+	DefaultRise          = loadbalancer.DefaultRise
+	DefaultDialTimeout   = loadbalancer.DefaultDialTimeout
+	DefaultMaxConns      = loadbalancer.DefaultMaxConns
 	DefaultImpl          = ImplBuiltin
 )
 
@@ -46,7 +46,7 @@ const (
 // DefaultPorts are the masters' ports the lb fronts unless --lb-ports says otherwise:
 // the apiserver, etcd's client port and the join service, so that nodes join through the lb.
 func DefaultPorts() []int {
-	return []int{balancer.PortAPIServer, balancer.PortEtcdClient, join.DefaultPort}
+	return []int{loadbalancer.PortAPIServer, loadbalancer.PortEtcdClient, join.DefaultPort}
 }
 
 // Config is everything the lb needs; see AddFlags for each field's flag.
@@ -124,7 +124,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 // blanks around --masters entries. It reads the host but changes nothing on it.
 func (c *Config) Complete() error {
 	if c.Name == "" {
-		name, err := netsetup.ShortHostname()
+		name, err := hostinfo.ShortHostname()
 		if err != nil {
 			return fmt.Errorf("--name: not given and the hostname is unreadable: %w; set --name", err)
 		}
@@ -185,8 +185,8 @@ func (c *Config) Validate() error {
 		}
 		seenPort[p] = true
 	}
-	policies := make([]string, len(balancer.Policies))
-	for i, p := range balancer.Policies {
+	policies := make([]string, len(loadbalancer.Policies))
+	for i, p := range loadbalancer.Policies {
 		policies[i] = string(p)
 	}
 	if !slices.Contains(policies, c.Policy) {
@@ -235,12 +235,12 @@ func (c *Config) Validate() error {
 }
 
 // BalancerConfig turns a validated Config into the balancer's configuration.
-func (c *Config) BalancerConfig() balancer.Config {
-	return balancer.Config{
+func (c *Config) BalancerConfig() loadbalancer.Config {
+	return loadbalancer.Config{
 		ListenAddress: c.ListenAddress,
 		Ports:         slices.Clone(c.Ports),
 		Backends:      slices.Clone(c.Masters),
-		Policy:        balancer.Policy(c.Policy),
+		Policy:        loadbalancer.Policy(c.Policy),
 		CheckInterval: c.CheckInterval,
 		CheckTimeout:  c.CheckTimeout,
 		Fall:          c.Fall,

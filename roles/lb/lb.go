@@ -1,6 +1,6 @@
 // Package lb is the lb role: it fronts the masters' ports with the health-checked
-// balancer of package github.com/haagent/haagent/lb (or writes an nginx stream config),
-// serves the status endpoints and tells systemd when it is ready.
+// balancer of package loadbalancer (or writes an nginx stream config), serves the
+// status endpoints and tells systemd when it is ready.
 package lb
 
 import (
@@ -22,10 +22,10 @@ import (
 
 	"github.com/haagent/haagent/files"
 	"github.com/haagent/haagent/join"
-	balancer "github.com/haagent/haagent/lb"
+	"github.com/haagent/haagent/loadbalancer"
 	"github.com/haagent/haagent/pki"
+	"github.com/haagent/haagent/release"
 	"github.com/haagent/haagent/status"
-	"github.com/haagent/haagent/version"
 )
 
 // UnitManager restarts systemd units.
@@ -40,8 +40,8 @@ type LB struct {
 	cfg *Config
 	lg  *slog.Logger
 	reg prometheus.Gatherer
-	met *balancer.Metrics
-	bal *balancer.Balancer // set by Run; nil with --lb-impl=nginx
+	met *loadbalancer.Metrics
+	bal *loadbalancer.Balancer // set by Run; nil with --lb-impl=nginx
 
 	// Units restarts nginx after its config changed (--lb-impl=nginx). Nil leaves
 	// that to the operator. Set it before Run.
@@ -55,7 +55,7 @@ func New(cfg *Config, lg *slog.Logger, gatherer prometheus.Gatherer, registerer 
 	if cfg.Impl == ImplNginx {
 		return l, nil
 	}
-	l.met = balancer.NewMetrics()
+	l.met = loadbalancer.NewMetrics()
 	if registerer != nil {
 		if err := l.met.Register(registerer); err != nil {
 			return nil, fmt.Errorf("lb metrics: %w", err)
@@ -66,7 +66,7 @@ func New(cfg *Config, lg *slog.Logger, gatherer prometheus.Gatherer, registerer 
 
 // newBalancer builds the balancer; in secure mode it first joins for the etcd client
 // certificate and the CA that the health checks use.
-func (l *LB) newBalancer(ctx context.Context) (*balancer.Balancer, error) {
+func (l *LB) newBalancer(ctx context.Context) (*loadbalancer.Balancer, error) {
 	bc := l.cfg.BalancerConfig()
 	bc.Logger = l.lg
 	bc.Metrics = l.met
@@ -99,7 +99,7 @@ func (l *LB) newBalancer(ctx context.Context) (*balancer.Balancer, error) {
 			},
 		}
 	}
-	return balancer.New(bc)
+	return loadbalancer.New(bc)
 }
 
 // renewLoop rejoins for a new certificate once the current one is at 2/3 of its life;
@@ -248,15 +248,15 @@ func (l *LB) nginxReady() error {
 }
 
 func (l *LB) status(context.Context) (any, error) {
-	doc := StatusDoc{Role: "lb", Name: l.cfg.Name, Version: version.Version, Impl: l.cfg.Impl, Policy: l.cfg.Policy}
+	doc := StatusDoc{Role: "lb", Name: l.cfg.Name, Version: release.Version, Impl: l.cfg.Impl, Policy: l.cfg.Policy}
 	if l.bal != nil {
 		doc.Backends = l.bal.Backends()
 		return doc, nil
 	}
 	for _, p := range l.cfg.Ports {
 		for _, m := range l.cfg.Masters {
-			doc.Backends = append(doc.Backends, balancer.BackendStatus{
-				Port: p, Address: net.JoinHostPort(m, strconv.Itoa(p)), State: balancer.StateUnknown,
+			doc.Backends = append(doc.Backends, loadbalancer.BackendStatus{
+				Port: p, Address: net.JoinHostPort(m, strconv.Itoa(p)), State: loadbalancer.StateUnknown,
 			})
 		}
 	}

@@ -20,15 +20,15 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	balancer "github.com/haagent/haagent/lb"
+	"github.com/haagent/haagent/loadbalancer"
 	"github.com/haagent/haagent/status"
 )
 
 func TestPrintStatus(t *testing.T) {
 	var b bytes.Buffer
-	PrintStatus(&b, StatusDoc{Role: "lb", Backends: []balancer.BackendStatus{
-		{Port: 6443, Address: "10.0.0.11:6443", State: balancer.StateHealthy, Active: 12, Total: 3456},
-		{Port: 6443, Address: "10.0.0.12:6443", State: balancer.StateDown, LastError: "unreachable: dial tcp 10.0.0.12:6443: i/o timeout"},
+	PrintStatus(&b, StatusDoc{Role: "lb", Backends: []loadbalancer.BackendStatus{
+		{Port: 6443, Address: "10.0.0.11:6443", State: loadbalancer.StateHealthy, Active: 12, Total: 3456},
+		{Port: 6443, Address: "10.0.0.12:6443", State: loadbalancer.StateDown, LastError: "unreachable: dial tcp 10.0.0.12:6443: i/o timeout"},
 	}})
 	want := `PORT  BACKEND         STATE    ACTIVE  TOTAL  LAST ERROR
 6443  10.0.0.11:6443  healthy  12      3456   -
@@ -66,7 +66,7 @@ func TestRunBuiltin(t *testing.T) {
 	}
 	defer m1.Close()
 	port := m1.Addr().(*net.TCPAddr).Port
-	if balancer.DefaultCheckKind(port) != balancer.CheckTCP {
+	if loadbalancer.DefaultCheckKind(port) != loadbalancer.CheckTCP {
 		t.Skipf("port %d has a special check", port)
 	}
 	m2, err := net.Listen("tcp", net.JoinHostPort("127.0.0.3", strconv.Itoa(port)))
@@ -141,7 +141,7 @@ func TestRunBuiltin(t *testing.T) {
 	if err := status.Fetch(ctx, statusAddr, &doc); err != nil {
 		t.Fatal(err)
 	}
-	if doc.Role != "lb" || doc.Name != "lb1" || len(doc.Backends) != 2 || doc.Backends[0].State != balancer.StateHealthy {
+	if doc.Role != "lb" || doc.Name != "lb1" || len(doc.Backends) != 2 || doc.Backends[0].State != loadbalancer.StateHealthy {
 		t.Errorf("status %+v", doc)
 	}
 	resp, err := http.Get("http://" + statusAddr + "/readyz")

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/haagent/haagent/files"
-	balancer "github.com/haagent/haagent/lb"
+	"github.com/haagent/haagent/loadbalancer"
 )
 
 // NginxConfPath is where --lb-impl=nginx writes its config, under --root.
@@ -61,12 +61,12 @@ func RenderNginx(cfg *Config) []byte {
 		}
 		up := fmt.Sprintf("haagent_%d", port)
 		fmt.Fprintf(&b, "    upstream %s {\n", up)
-		if cfg.Policy == string(balancer.PolicyLeastConn) {
+		if cfg.Policy == string(loadbalancer.PolicyLeastConn) {
 			b.WriteString("        least_conn;\n")
 		}
 		for j, m := range cfg.Masters {
 			backup := ""
-			if cfg.Policy != string(balancer.PolicyLeastConn) && j > 0 {
+			if cfg.Policy != string(loadbalancer.PolicyLeastConn) && j > 0 {
 				backup = " backup"
 			}
 			fmt.Fprintf(&b, "        server %s max_fails=1 fail_timeout=%s%s;\n",

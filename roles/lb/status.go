@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"text/tabwriter"
 
-	balancer "github.com/haagent/haagent/lb"
+	"github.com/haagent/haagent/loadbalancer"
 )
 
 // StatusDoc is the document behind /status and `haagent status` on an lb.
@@ -15,9 +15,9 @@ type StatusDoc struct {
 	Name    string `json:"name"`
 	Version string `json:"version"`
 	// Impl is builtin or nginx; with nginx the backends' states are unknown.
-	Impl     string                   `json:"impl"`
-	Policy   string                   `json:"policy"`
-	Backends []balancer.BackendStatus `json:"backends"`
+	Impl     string                       `json:"impl"`
+	Policy   string                       `json:"policy"`
+	Backends []loadbalancer.BackendStatus `json:"backends"`
 }
 
 // PrintStatus writes doc's backends as an aligned table: port, backend, state,

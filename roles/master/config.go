@@ -15,10 +15,10 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
-	"github.com/haagent/haagent/embed"
+	"github.com/haagent/haagent/etcdmember"
 	"github.com/haagent/haagent/flannel"
+	"github.com/haagent/haagent/hostinfo"
 	"github.com/haagent/haagent/join"
-	"github.com/haagent/haagent/netsetup"
 	"github.com/haagent/haagent/pki"
 	"github.com/haagent/haagent/reconcile"
 	"github.com/haagent/haagent/status"
@@ -73,12 +73,12 @@ const DefaultServiceClusterIPRange = "10.254.0.0/16"
 func NewConfig() *Config {
 	return &Config{
 		ListenAddress:     DefaultListenAddress,
-		EtcdClientPort:    embed.DefaultClientPort,
-		EtcdPeerPort:      embed.DefaultPeerPort,
+		EtcdClientPort:    etcdmember.DefaultClientPort,
+		EtcdPeerPort:      etcdmember.DefaultPeerPort,
 		DataDir:           DefaultDataDir,
-		ClusterToken:      embed.DefaultClusterToken,
-		HeartbeatInterval: embed.DefaultHeartbeatInterval,
-		ElectionTimeout:   embed.DefaultElectionTimeout,
+		ClusterToken:      etcdmember.DefaultClusterToken,
+		HeartbeatInterval: etcdmember.DefaultHeartbeatInterval,
+		ElectionTimeout:   etcdmember.DefaultElectionTimeout,
 		FlannelPrefix:     flannel.DefaultPrefix,
 		FlannelNetwork:    flannel.DefaultNetwork,
 		FlannelSubnetLen:  flannel.DefaultSubnetLen,
@@ -122,7 +122,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 // Complete fills the defaults that depend on the host: the hostname, the interface
 // address and the single-member peer list. It reads the host but changes nothing.
 func (c *Config) Complete() error {
-	if err := netsetup.NodeIdentity(&c.Name, c.Iface, &c.AdvertiseAddress); err != nil {
+	if err := hostinfo.NodeIdentity(&c.Name, c.Iface, &c.AdvertiseAddress); err != nil {
 		return err
 	}
 	if c.Peers == "" {
@@ -147,8 +147,8 @@ func (c *Config) Complete() error {
 
 // ParsePeers parses --peers. In secure mode every peer URL is https, whatever the
 // operator wrote, so that classic http:// lists keep working.
-func (c *Config) ParsePeers() (embed.Peers, error) {
-	ps, err := embed.ParsePeers(c.Peers, c.scheme(), c.EtcdPeerPort)
+func (c *Config) ParsePeers() (etcdmember.Peers, error) {
+	ps, err := etcdmember.ParsePeers(c.Peers, c.scheme(), c.EtcdPeerPort)
 	if err != nil {
 		return nil, err
 	}
@@ -274,7 +274,7 @@ func (c *Config) Preflight() error {
 	}
 }
 
-func peerNames(ps embed.Peers) string {
+func peerNames(ps etcdmember.Peers) string {
 	names := make([]string, len(ps))
 	for i, p := range ps {
 		names[i] = p.Name
@@ -294,12 +294,12 @@ func sameHost(a, b string) bool {
 }
 
 // EmbedConfig turns a validated Config into the etcd member's configuration.
-func (c *Config) EmbedConfig() (embed.Config, error) {
+func (c *Config) EmbedConfig() (etcdmember.Config, error) {
 	peers, err := c.ParsePeers()
 	if err != nil {
-		return embed.Config{}, err
+		return etcdmember.Config{}, err
 	}
-	return embed.Config{
+	return etcdmember.Config{
 		Name:              c.Name,
 		Peers:             peers,
 		ListenHost:        c.ListenAddress,
@@ -309,8 +309,8 @@ func (c *Config) EmbedConfig() (embed.Config, error) {
 		ClusterToken:      c.ClusterToken,
 		HeartbeatInterval: c.HeartbeatInterval,
 		ElectionTimeout:   c.ElectionTimeout,
-		ProbeTimeout:      embed.DefaultProbeTimeout,
-		StartTimeout:      embed.DefaultStartTimeout,
-		PromoteTimeout:    embed.DefaultPromoteTimeout,
+		ProbeTimeout:      etcdmember.DefaultProbeTimeout,
+		StartTimeout:      etcdmember.DefaultStartTimeout,
+		PromoteTimeout:    etcdmember.DefaultPromoteTimeout,
 	}, nil
 }

@@ -1,5 +1,6 @@
-// Package master is the master role: it runs this host's etcd member, seeds flannel's
-// network config, serves the status endpoints and tells systemd when it is ready.
+// Package master is the master role: it gets or creates the cluster's certificates,
+// serves the join service, runs this host's etcd member, stores the sealed CA and
+// flannel's network config in etcd, and keeps the control plane's files and units.
 package master
 
 import (
@@ -16,13 +17,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/haagent/haagent/embed"
+	"github.com/haagent/haagent/etcdmember"
 	"github.com/haagent/haagent/flannel"
 	"github.com/haagent/haagent/join"
 	"github.com/haagent/haagent/pki"
 	"github.com/haagent/haagent/reconcile"
+	"github.com/haagent/haagent/release"
 	"github.com/haagent/haagent/status"
-	"github.com/haagent/haagent/version"
 )
 
 // seedTimeout bounds the flannel seeding after etcd is ready; it needs a quorum.
@@ -32,7 +33,7 @@ const seedTimeout = 2 * time.Minute
 type Master struct {
 	cfg    *Config
 	lg     *slog.Logger
-	member *embed.Server
+	member *etcdmember.Server
 	reg    prometheus.Gatherer
 
 	mu  sync.Mutex // guards the fields below
@@ -53,7 +54,7 @@ func New(cfg *Config, lg *slog.Logger, gatherer prometheus.Gatherer) (*Master, e
 	if lg.Enabled(context.Background(), slog.LevelDebug) {
 		ec.EtcdLogLevel = slog.LevelDebug
 	}
-	member, err := embed.New(ec)
+	member, err := etcdmember.New(ec)
 	if err != nil {
 		return nil, err
 	}
@@ -62,12 +63,12 @@ func New(cfg *Config, lg *slog.Logger, gatherer prometheus.Gatherer) (*Master, e
 
 // Status is the document behind /status and `haagent status` on a master.
 type Status struct {
-	Role    string              `json:"role"`
-	Name    string              `json:"name"`
-	Version string              `json:"version"`
-	Etcd    embed.ClusterStatus `json:"etcd"`
-	Flannel FlannelStatus       `json:"flannel"`
-	Node    *reconcile.Status   `json:"node,omitempty"`
+	Role    string                   `json:"role"`
+	Name    string                   `json:"name"`
+	Version string                   `json:"version"`
+	Etcd    etcdmember.ClusterStatus `json:"etcd"`
+	Flannel FlannelStatus            `json:"flannel"`
+	Node    *reconcile.Status        `json:"node,omitempty"`
 }
 
 // FlannelStatus is flannel's network config as stored in etcd.
@@ -188,7 +189,7 @@ func (m *Master) status(ctx context.Context) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := Status{Role: "master", Name: m.cfg.Name, Version: version.Version, Etcd: cs}
+	st := Status{Role: "master", Name: m.cfg.Name, Version: release.Version, Etcd: cs}
 	m.mu.Lock()
 	if m.rec != nil {
 		ns := m.rec.Status()

@@ -15,7 +15,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/storage/wal"
 
-	"github.com/haagent/haagent/embed"
+	"github.com/haagent/haagent/etcdmember"
 	"github.com/haagent/haagent/files"
 	"github.com/haagent/haagent/join"
 	"github.com/haagent/haagent/pki"
@@ -31,9 +31,9 @@ const (
 )
 
 // TLSFiles are the etcd certificate paths under the root.
-func (c *Config) TLSFiles() *embed.TLSFiles {
+func (c *Config) TLSFiles() *etcdmember.TLSFiles {
 	p := func(rel string) string { return filepath.Join(c.Root, rel) }
-	return &embed.TLSFiles{
+	return &etcdmember.TLSFiles{
 		CA:       p(pki.CACert),
 		PeerCert: p(pki.EtcdPeerCert), PeerKey: p(pki.EtcdPeerKey),
 		ServerCert: p(pki.EtcdServerCrt), ServerKey: p(pki.EtcdServerKey),
@@ -115,7 +115,7 @@ func (m *Master) ensurePKI(ctx context.Context, token pki.Token) (*pki.Shared, e
 	hasData := wal.Exist(filepath.Join(m.cfg.DataDir, "member", "wal"))
 	mayCreate := first && token.CAHash == "" && !hasData
 
-	deadline := time.Now().Add(embed.DefaultStartTimeout)
+	deadline := time.Now().Add(etcdmember.DefaultStartTimeout)
 	lastLog := time.Time{}
 	for {
 		for _, srv := range servers {
@@ -150,7 +150,7 @@ func (m *Master) ensurePKI(ctx context.Context, token pki.Token) (*pki.Shared, e
 		}
 		if time.Now().After(deadline) {
 			return nil, fmt.Errorf("no master's join service answered on %v within %s; the first master in --peers (%s) creates the CA, so start it, or give a master that runs",
-				servers, embed.DefaultStartTimeout, peers[0].Name)
+				servers, etcdmember.DefaultStartTimeout, peers[0].Name)
 		}
 		if time.Since(lastLog) > 10*time.Second {
 			m.lg.Warn("waiting for another master's join service to get the cluster certificates", "servers", servers)

@@ -8,7 +8,7 @@ import (
 
 	"github.com/dustin/go-humanize"
 
-	"github.com/haagent/haagent/embed"
+	"github.com/haagent/haagent/etcdmember"
 )
 
 // PrintStatus writes st as `haagent status` shows it: the member, its cluster's members
@@ -22,7 +22,7 @@ func PrintStatus(w io.Writer, st Status) {
 
 // PrintMembers writes etcd members as an aligned table: name, ID, URLs, role (leader,
 // follower, learner, unstarted or unreachable), health and db size.
-func PrintMembers(w io.Writer, ms []embed.MemberStatus) {
+func PrintMembers(w io.Writer, ms []etcdmember.MemberStatus) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tID\tPEER URL\tCLIENT URL\tROLE\tHEALTH\tDB SIZE")
 	for _, m := range ms {

@@ -1,5 +1,6 @@
 // Package minion is the minion role: it joins the cluster through the lb with the
-// token, keeps its certificates and kubeconfigs current, and serves its status.
+// token, keeps its certificates and kubeconfigs current, keeps the kubelet's,
+// kube-proxy's, flanneld's and the runtime's files and units, and imports airgap images.
 package minion
 
 import (
@@ -29,12 +30,11 @@ import (
 	"github.com/haagent/haagent/flannel"
 	"github.com/haagent/haagent/hostinfo"
 	"github.com/haagent/haagent/join"
-	"github.com/haagent/haagent/netsetup"
 	"github.com/haagent/haagent/nodeconf"
 	"github.com/haagent/haagent/pki"
 	"github.com/haagent/haagent/reconcile"
+	"github.com/haagent/haagent/release"
 	"github.com/haagent/haagent/status"
-	"github.com/haagent/haagent/version"
 )
 
 // Defaults for the minion's flags.
@@ -129,7 +129,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 
 // Complete fills the hostname default and reads the host's facts.
 func (c *Config) Complete() error {
-	if err := netsetup.NodeIdentity(&c.Name, c.Iface, &c.AdvertiseAddress); err != nil {
+	if err := hostinfo.NodeIdentity(&c.Name, c.Iface, &c.AdvertiseAddress); err != nil {
 		return err
 	}
 	c.Host = ReadHostFacts(c.Root)
@@ -393,7 +393,7 @@ func (m *Minion) ready() error {
 
 func (m *Minion) status(ctx context.Context) (any, error) {
 	certs, _ := pki.Inspect(m.cfg.Root)
-	st := Status{Role: "minion", Name: m.cfg.Name, Version: version.Version, LB: m.cfg.LB, Certs: certs,
+	st := Status{Role: "minion", Name: m.cfg.Name, Version: release.Version, LB: m.cfg.LB, Certs: certs,
 		Host: m.cfg.Host, Driver: m.cfg.cgroupDriver()}
 	if s := m.cfg.subnet(); s != nil {
 		st.Subnet = s.Subnet.Masked().String()

@@ -1,0 +1,93 @@
+package pki
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Shared is what masters hold in common: the CA with its key and the service-account keys.
+type Shared struct {
+	CA       *CA
+	SAKeyPEM []byte
+	SAPubPEM []byte
+}
+
+// sharedDoc is the JSON sealed into etcd under SharedKey.
+type sharedDoc struct {
+	CACert   []byte `json:"caCert"`
+	CAKey    []byte `json:"caKey"`
+	SAKey    []byte `json:"saKey"`
+	SAPub    []byte `json:"saPub"`
+	Version  int    `json:"version"`
+	IssuedAt string `json:"issuedAt"`
+}
+
+// SharedKey is the etcd key holding the sealed shared material.
+const SharedKey = "/haagent/pki/shared"
+
+// NewShared makes a new CA and service-account key pair: the first master does this once.
+func NewShared(now time.Time) (*Shared, error) {
+	ca, err := NewCA("haagent-ca", now)
+	if err != nil {
+		return nil, err
+	}
+	saKey, saPub, err := NewServiceAccountKey()
+	if err != nil {
+		return nil, err
+	}
+	return &Shared{CA: ca, SAKeyPEM: saKey, SAPubPEM: saPub}, nil
+}
+
+// LoadShared reads the shared material from a master's disk.
+func LoadShared(root string) (*Shared, error) {
+	read := func(p string) ([]byte, error) { return os.ReadFile(filepath.Join(root, p)) }
+	caCert, err := read(CACert)
+	if err != nil {
+		return nil, err
+	}
+	caKey, err := read(CAKey)
+	if err != nil {
+		return nil, err
+	}
+	ca, err := LoadCA(caCert, caKey)
+	if err != nil {
+		return nil, err
+	}
+	saKey, err := read(SAKey)
+	if err != nil {
+		return nil, err
+	}
+	saPub, err := read(SAPub)
+	if err != nil {
+		return nil, err
+	}
+	return &Shared{CA: ca, SAKeyPEM: saKey, SAPubPEM: saPub}, nil
+}
+
+// SealShared encrypts the shared material with the token, for etcd.
+func SealShared(t Token, sh *Shared) ([]byte, error) {
+	doc, err := json.Marshal(sharedDoc{CACert: sh.CA.CertPEM, CAKey: sh.CA.KeyPEM, SAKey: sh.SAKeyPEM, SAPub: sh.SAPubPEM, Version: 1})
+	if err != nil {
+		return nil, err
+	}
+	return Seal(t, doc)
+}
+
+// OpenShared decrypts what SealShared made.
+func OpenShared(t Token, sealed []byte) (*Shared, error) {
+	pt, err := Open(t, sealed)
+	if err != nil {
+		return nil, err
+	}
+	var d sharedDoc
+	if err := json.Unmarshal(pt, &d); err != nil {
+		return nil, err
+	}
+	ca, err := LoadCA(d.CACert, d.CAKey)
+	if err != nil {
+		return nil, err
+	}
+	return &Shared{CA: ca, SAKeyPEM: d.SAKey, SAPubPEM: d.SAPub}, nil
+}
