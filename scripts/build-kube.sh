@@ -11,6 +11,7 @@
 #   $CACHE/v1.37.2/src/                 scratch module (go.mod/go.sum) for the kube build
 #   $CACHE/flannel-v0.28.10/bin/flanneld
 #   $CACHE/flannel-v0.28.10/src/        scratch module with the generated main.go
+#   $CACHE/containerd-v2.4.2/bin/{containerd,ctr}
 #   $CACHE/build-times.log              one line per binary built
 #
 # Why a scratch module: k8s.io/kubernetes' go.mod replaces every staging module with a
@@ -22,11 +23,14 @@ set -euo pipefail
 
 KUBE_VERSION=${HAAGENT_KUBE_VERSION:-v1.37.2}
 FLANNEL_VERSION=${HAAGENT_FLANNEL_VERSION:-v0.28.10}
+# containerd 2.x, which no Debian release ships yet: a minion's config must work with it too.
+CONTAINERD_VERSION=${HAAGENT_CONTAINERD_VERSION:-v2.4.2}
 CACHE=${HAAGENT_KUBE_CACHE:-/var/cache/haagent/kube}
 KUBE_BINS=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
 
 KUBE_DIR=$CACHE/$KUBE_VERSION
 FLANNEL_DIR=$CACHE/flannel-$FLANNEL_VERSION
+CONTAINERD_DIR=$CACHE/containerd-$CONTAINERD_VERSION
 TIMES_LOG=$CACHE/build-times.log
 
 log() { printf 'build-kube: %s\n' "$*" >&2; }
@@ -41,20 +45,27 @@ command -v go >/dev/null || { [[ -x /usr/local/go/bin/go ]] && PATH=/usr/local/g
 command -v go >/dev/null || die "go not found"
 
 # Which binaries to consider.
-want_kube=() want_flannel=0
+want_kube=() want_flannel=0 want_containerd=0
 if (($#)); then
 	for b in "$@"; do
 		case " ${KUBE_BINS[*]} " in
 		*" $b "*) want_kube+=("$b") ;;
-		*) [[ $b == flanneld ]] && want_flannel=1 || die "unknown binary '$b' (known: ${KUBE_BINS[*]} flanneld)" ;;
+		*)
+			case $b in
+			flanneld) want_flannel=1 ;;
+			containerd) want_containerd=1 ;;
+			*) die "unknown binary '$b' (known: ${KUBE_BINS[*]} flanneld containerd)" ;;
+			esac
+			;;
 		esac
 	done
 else
 	want_kube=("${KUBE_BINS[@]}")
 	want_flannel=1
+	want_containerd=1
 fi
 
-mkdir -p "$KUBE_DIR/bin" "$KUBE_DIR/src" "$FLANNEL_DIR/bin" "$FLANNEL_DIR/src" ||
+mkdir -p "$KUBE_DIR/bin" "$KUBE_DIR/src" "$FLANNEL_DIR/bin" "$FLANNEL_DIR/src" "$CONTAINERD_DIR/bin" ||
 	die "cannot create cache dirs under $CACHE"
 
 # One build at a time per cache dir (2 cores; builds use GBs of RAM and GOCACHE).
@@ -69,6 +80,7 @@ version_ok() {
 	local bin=$1 want=$2 out name=${1##*/}
 	[[ -x $bin ]] || return 1
 	case ${name%.tmp} in
+	ctr) out=$(timeout 20 "$bin" --version 2>&1) || return 1 ;;
 	kubectl) out=$(timeout 20 "$bin" version --client 2>&1) || return 1 ;;
 	*) out=$(timeout 20 "$bin" --version 2>&1) || return 1 ;;
 	esac
@@ -190,10 +202,31 @@ build_flannel() {
 	record_time flanneld $((SECONDS - t0)) "$FLANNEL_VERSION"
 }
 
+# ---------------------------------------------------------------- containerd 2.x
+build_containerd() {
+	local b t0 want=${CONTAINERD_VERSION#v}
+	for b in containerd ctr; do
+		if version_ok "$CONTAINERD_DIR/bin/$b" "$want"; then
+			log "$b $CONTAINERD_VERSION already built"
+			continue
+		fi
+		log "building $b $CONTAINERD_VERSION (CGO_ENABLED=0, no btrfs/devmapper/zfs snapshotters) ..."
+		t0=$SECONDS
+		(cd "$CONTAINERD_DIR" && GOBIN="$CONTAINERD_DIR/bin.tmp" CGO_ENABLED=0 go install -trimpath \
+			-tags no_btrfs,no_devmapper,no_zfs "github.com/containerd/containerd/v2/cmd/$b@$CONTAINERD_VERSION") >&2 ||
+			die "go install of $b $CONTAINERD_VERSION failed (see above)"
+		version_ok "$CONTAINERD_DIR/bin.tmp/$b" "$want" || die "$b built but does not report $want"
+		mv -f "$CONTAINERD_DIR/bin.tmp/$b" "$CONTAINERD_DIR/bin/$b"
+		rmdir "$CONTAINERD_DIR/bin.tmp" 2>/dev/null || true
+		record_time "$b" $((SECONDS - t0)) "$CONTAINERD_VERSION"
+	done
+}
+
 # ---------------------------------------------------------------- main
 T0=$SECONDS
 # flanneld first: it is quick, and a test needing only it should not wait for kube.
 ((want_flannel)) && build_flannel
+((want_containerd)) && build_containerd
 for b in "${want_kube[@]}"; do build_kube "$b"; done
 log "done in $((SECONDS - T0))s; kube bins in $KUBE_DIR/bin, flanneld in $FLANNEL_DIR/bin"
 echo "$KUBE_DIR/bin"
