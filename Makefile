@@ -33,15 +33,17 @@ kube:
 	./scripts/build-kube.sh
 
 # test runs everything: unit tests with -race, the --peers fuzzer for a few seconds, the
-# integration tests (processes on 127.0.0.x and in network namespaces), the packaging
+# integration tests (processes on 127.0.0.x, and in network namespaces), the packaging
 # tests and the e2e test on real systemd hosts. Packages run one at a time (-p 1): the
 # timing tests measure failover and must not share the two cores with an e2e cluster.
+# HAAGENT_REQUIRE_ROOT_TESTS=1 makes every root-only test fail where it would skip
+# (test/rootonly): a run that is not root fails instead of passing untested.
 test: deps build kube
-	HAAGENT_BIN=$(CURDIR)/$(BIN) CGO_ENABLED=1 go test -race -p 1 -count=1 -timeout 60m ./...
+	HAAGENT_REQUIRE_ROOT_TESTS=1 HAAGENT_BIN=$(CURDIR)/$(BIN) CGO_ENABLED=1 go test -race -p 1 -count=1 -timeout 60m ./...
 	go test -run='^$$' -fuzz=FuzzParsePeers -fuzztime=5s ./etcdmember/
 
 e2e: deps build kube
-	HAAGENT_BIN=$(CURDIR)/$(BIN) go test -count=1 -timeout 30m -v ./test/e2e/
+	HAAGENT_REQUIRE_ROOT_TESTS=1 HAAGENT_BIN=$(CURDIR)/$(BIN) go test -count=1 -timeout 30m -v ./test/e2e/
 
 demo: build
 	HAAGENT_BIN=$(CURDIR)/$(BIN) go run ./test/demo

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,9 +14,11 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/haagent/haagent/test/cluster"
-	"github.com/haagent/haagent/test/netns"
+	"github.com/haagent/haagent/test/await"
+	"github.com/haagent/haagent/test/hosts"
+	"github.com/haagent/haagent/test/netlab"
 	"github.com/haagent/haagent/test/probe"
+	"github.com/haagent/haagent/test/procs"
 )
 
 // The lb benchmark's layout, in network namespaces it makes itself: the masters, a
@@ -50,10 +51,10 @@ const (
 // frontend is one way for a client to reach the masters.
 type frontend struct {
 	name string
-	// host runs the proxy; nil for direct, which needs nothing.
-	host *netns.Host
-	// start runs the proxy in host, logging into dir.
-	start func(h *netns.Host, dir string) (*exec.Cmd, error)
+	// node runs the proxy; nil for direct, which needs nothing.
+	node *netlab.Node
+	// start runs the proxy in node, logging into dir.
+	start func(n *netlab.Node, dir string) (*procs.Proc, error)
 	// endpoints are what the client is given.
 	endpoints []string
 	// baseline front ends' gaps come from fixed timers (health-check intervals,
@@ -64,9 +65,9 @@ type frontend struct {
 // lbBench is the shared state of one lb benchmark run.
 type lbBench struct {
 	dir     string
-	c       *cluster.Cluster
-	masters []*netns.Host
-	client  *netns.Host
+	c       *procs.Cluster
+	masters []*netlab.Node
+	client  *netlab.Node
 	eps     []string // the masters' client URLs
 	m1ID    uint64
 }
@@ -93,8 +94,8 @@ type feResult struct {
 }
 
 func benchLB(bin string, rounds int) (table, error) {
-	if r := netns.Reason(); r != "" {
-		return table{}, fmt.Errorf("the lb benchmark runs in network namespaces: %s", r)
+	if os.Geteuid() != 0 {
+		return table{}, fmt.Errorf("the lb benchmark runs in network namespaces: run it as root")
 	}
 	for _, p := range []string{"nginx", "haproxy"} {
 		if _, err := exec.LookPath(p); err != nil {
@@ -108,19 +109,17 @@ func benchLB(bin string, rounds int) (table, error) {
 	if abs, err := filepath.Abs(bin); err == nil {
 		bin = abs
 	}
-	if err := netns.Cleanup(); err != nil {
-		progress("removing stale namespaces: %v", err)
-	}
-	n, err := netns.New()
+	ctx := context.Background()
+	lab, err := hosts.NewLabWith(ctx, hosts.LabOptions{NetworkOnly: true, Logf: progress})
 	if err != nil {
 		return table{}, err
 	}
-	defer n.Close()
+	defer lab.Teardown()
 	pairs := []string{"client=" + lbClientIP, "lb=" + lbIP, "nginx=" + nginxIP, "haproxy=" + haproxyIP}
 	for i, ip := range lbMasterIPs {
 		pairs = append(pairs, fmt.Sprintf("m%d=%s", i+1, ip))
 	}
-	hs, err := n.AddHosts(pairs...)
+	hs, err := lab.AddNodes(ctx, pairs...)
 	if err != nil {
 		return table{}, err
 	}
@@ -130,11 +129,7 @@ func benchLB(bin string, rounds int) (table, error) {
 	}
 	defer os.RemoveAll(dir)
 	b := &lbBench{dir: dir, client: hs[0], masters: hs[4:]}
-	b.c = cluster.NewWith(bin, dir, 3, cluster.Options{
-		IPs:  lbMasterIPs,
-		Wrap: func(i int) []string { return b.masters[i].Wrap() },
-		Dial: func(i int) func(context.Context, string, string) (net.Conn, error) { return b.masters[i].DialContext },
-	})
+	b.c = procs.NewClusterWith(bin, dir, 3, procs.Options{Nodes: b.masters})
 	defer b.c.StopAll()
 	if err := b.c.StartAll(); err != nil {
 		return table{}, err
@@ -150,8 +145,8 @@ func benchLB(bin string, rounds int) (table, error) {
 	if err != nil {
 		return table{}, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	ids, _, err := probe.Members(ctx, cli, b.eps)
+	mctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	ids, _, err := probe.Members(mctx, cli, b.eps)
 	cancel()
 	cli.Close()
 	if err != nil {
@@ -160,9 +155,9 @@ func benchLB(bin string, rounds int) (table, error) {
 	b.m1ID = ids[b.eps[0]]
 
 	fes := []frontend{
-		{name: "haagent lb", host: hs[1], start: startHaagent(bin), endpoints: []string{lbIP + ":" + lbEtcdPort}},
-		{name: "nginx", host: hs[2], start: startNginx, endpoints: []string{nginxIP + ":" + lbEtcdPort}, baseline: true},
-		{name: "haproxy", host: hs[3], start: startHaproxy, endpoints: []string{haproxyIP + ":" + lbEtcdPort}, baseline: true},
+		{name: "haagent lb", node: hs[1], start: startHaagent(bin), endpoints: []string{lbIP + ":" + lbEtcdPort}},
+		{name: "nginx", node: hs[2], start: startNginx, endpoints: []string{nginxIP + ":" + lbEtcdPort}, baseline: true},
+		{name: "haproxy", node: hs[3], start: startHaproxy, endpoints: []string{haproxyIP + ":" + lbEtcdPort}, baseline: true},
 		{name: "direct", endpoints: b.eps},
 	}
 	res := map[string]*feResult{}
@@ -235,27 +230,25 @@ func (b *lbBench) restore() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	return probe.MoveLeader(ctx, b.dialer(), b.eps, b.eps[0])
+	return probe.MoveLeader(ctx, b.dialer(), b.eps, b.eps[0], 30*time.Second)
 }
 
 // runFrontend starts fe and waits until a new connection through it reaches m1 and a
 // put through it succeeds. The returned stop kills it.
 func (b *lbBench) runFrontend(fe frontend) (stop func(), err error) {
 	stop = func() {}
-	exited := make(chan struct{})
+	var p *procs.Proc
 	if fe.start != nil {
 		d := filepath.Join(b.dir, strings.ReplaceAll(fe.name, " ", "-"))
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, err
 		}
-		var cmd *exec.Cmd
-		if cmd, err = fe.start(fe.host, d); err != nil {
+		if p, err = fe.start(fe.node, d); err != nil {
 			return nil, err
 		}
-		go func() { _ = cmd.Wait(); close(exited) }()
 		stop = func() {
-			_ = fe.host.Kill() // the proxy and any worker processes
-			<-exited
+			_ = fe.node.KillAll() // the proxy and any worker processes
+			_, _ = p.Wait(procs.KillTimeout)
 		}
 		defer func() {
 			if err != nil {
@@ -269,11 +262,9 @@ func (b *lbBench) runFrontend(fe frontend) (stop func(), err error) {
 		return stop, err
 	}
 	defer cli.Close()
-	err = cluster.Await(20*time.Second, 50*time.Millisecond, func() error {
-		select {
-		case <-exited:
-			return &cluster.Permanent{Err: fmt.Errorf("%s exited", fe.name)}
-		default:
+	err = await.Until(context.Background(), "a put through "+fe.name+", whose new connections reach m1", 20*time.Second, func() error {
+		if p != nil && !p.Running() {
+			return await.Stop(fmt.Errorf("%s exited", fe.name))
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
@@ -338,7 +329,7 @@ func (b *lbBench) gapRound(fes []frontend, f faultKind) ([]probe.Gap, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for i, w := range ws {
-		if err := w.AwaitAcks(ctx, 20); err != nil {
+		if err := w.AwaitAcks(ctx, 20, 10*time.Second); err != nil {
 			return nil, fmt.Errorf("%s: %w", fes[i].name, err)
 		}
 	}
@@ -354,18 +345,16 @@ func (b *lbBench) gapRound(fes []frontend, f faultKind) ([]probe.Gap, error) {
 }
 
 // startHaagent runs haagent --role=lb with m1 as the primary.
-func startHaagent(bin string) func(h *netns.Host, dir string) (*exec.Cmd, error) {
-	return func(h *netns.Host, dir string) (*exec.Cmd, error) {
-		cmd := h.Command(bin, "--role=lb", "--masters="+strings.Join(lbMasterIPs, ","), "--insecure",
-			"--lb-ports="+lbEtcdPort, "--listen-address="+h.IP, "--status-address="+h.IP+":9110",
-			"--name=lb", "--root="+filepath.Join(dir, "root"))
-		return cmd, startLogged(cmd, filepath.Join(dir, "haagent-lb.log"))
+func startHaagent(bin string) func(n *netlab.Node, dir string) (*procs.Proc, error) {
+	return func(n *netlab.Node, dir string) (*procs.Proc, error) {
+		lb := procs.NewLB(bin, procs.LBConfig{IP: n.IP.String(), Masters: lbMasterIPs, Ports: lbEtcdPort, Dir: dir, Node: n})
+		return lb.Proc, lb.Start()
 	}
 }
 
 // startNginx runs nginx's stream proxy in the classic layout: m1 primary, the others
 // backup, every timeout at nginx's default.
-func startNginx(h *netns.Host, dir string) (*exec.Cmd, error) {
+func startNginx(n *netlab.Node, dir string) (*procs.Proc, error) {
 	conf := fmt.Sprintf(`load_module %s;
 daemon off;
 worker_processes auto;
@@ -383,19 +372,22 @@ stream {
         proxy_pass etcd;
     }
 }
-`, nginxModule, dir, dir, lbMasterIPs[0], lbEtcdPort, lbMasterIPs[1], lbEtcdPort, lbMasterIPs[2], lbEtcdPort, h.IP, lbEtcdPort)
+`, nginxModule, dir, dir, lbMasterIPs[0], lbEtcdPort, lbMasterIPs[1], lbEtcdPort, lbMasterIPs[2], lbEtcdPort, n.IP, lbEtcdPort)
 	path := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		return nil, err
 	}
-	cmd := h.Command("nginx", "-p", dir+"/", "-c", path, "-e", filepath.Join(dir, "error.log"))
-	return cmd, startLogged(cmd, filepath.Join(dir, "stdout.log"))
+	p := procs.New(procs.Spec{Name: "nginx", Log: filepath.Join(dir, "stdout.log"), Node: n,
+		Argv: func() []string {
+			return []string{"nginx", "-p", dir + "/", "-c", path, "-e", filepath.Join(dir, "error.log")}
+		}})
+	return p, p.Start()
 }
 
 // startHaproxy runs haproxy in tcp mode with the classic health check: GET /health
 // every 2 s (default inter), down after 3 failures (default fall), m1 primary and
 // the others backup.
-func startHaproxy(h *netns.Host, dir string) (*exec.Cmd, error) {
+func startHaproxy(n *netlab.Node, dir string) (*procs.Proc, error) {
 	conf := fmt.Sprintf(`global
     maxconn 4096
 
@@ -411,24 +403,14 @@ listen etcd
     server m1 %s:%s check
     server m2 %s:%s check backup
     server m3 %s:%s check backup
-`, h.IP, lbEtcdPort, lbMasterIPs[0], lbEtcdPort, lbMasterIPs[1], lbEtcdPort, lbMasterIPs[2], lbEtcdPort)
+`, n.IP, lbEtcdPort, lbMasterIPs[0], lbEtcdPort, lbMasterIPs[1], lbEtcdPort, lbMasterIPs[2], lbEtcdPort)
 	path := filepath.Join(dir, "haproxy.cfg")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		return nil, err
 	}
-	cmd := h.Command("haproxy", "-db", "-f", path)
-	return cmd, startLogged(cmd, filepath.Join(dir, "haproxy.log"))
-}
-
-func startLogged(cmd *exec.Cmd, logPath string) error {
-	f, err := os.Create(logPath)
-	if err != nil {
-		return err
-	}
-	cmd.Stdout, cmd.Stderr = f, f
-	err = cmd.Start()
-	f.Close() // the child has its own copy
-	return err
+	p := procs.New(procs.Spec{Name: "haproxy", Log: filepath.Join(dir, "haproxy.log"), Node: n,
+		Argv: func() []string { return []string{"haproxy", "-db", "-f", path} }})
+	return p, p.Start()
 }
 
 func logTails(dir string) string {

@@ -3,83 +3,18 @@ package main
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
-	"github.com/haagent/haagent/test/cluster"
+	"github.com/haagent/haagent/test/await"
+	"github.com/haagent/haagent/test/procs"
 )
-
-// member abstracts the thing being measured: a haagent master or a plain etcd 3.4.
-type member interface {
-	start() error
-	kill() error
-	stop()
-	pid() int
-	clientURL() string
-	ready() bool
-}
-
-type haagentMember struct{ m *cluster.Master }
-
-func (h haagentMember) start() error      { return h.m.Start() }
-func (h haagentMember) kill() error       { return h.m.Kill() }
-func (h haagentMember) stop()             { _, _ = h.m.Stop() }
-func (h haagentMember) pid() int          { return h.m.Pid() }
-func (h haagentMember) clientURL() string { return h.m.ClientURL() }
-func (h haagentMember) ready() bool       { return h.m.Ready(context.Background()) }
-
-// etcdMember is Debian's etcd 3.4 started with the same static cluster, the baseline.
-type etcdMember struct {
-	name, ip, dir, cluster string
-	cmd                    *exec.Cmd
-	done                   chan struct{}
-}
-
-func (e *etcdMember) start() error {
-	e.cmd = exec.Command("etcd", "--name", e.name, "--data-dir", e.dir,
-		"--listen-peer-urls", "http://"+e.ip+":2380", "--initial-advertise-peer-urls", "http://"+e.ip+":2380",
-		"--listen-client-urls", "http://"+e.ip+":2379", "--advertise-client-urls", "http://"+e.ip+":2379",
-		"--initial-cluster", e.cluster, "--initial-cluster-token", "etcd-cluster", "--initial-cluster-state", "new",
-		"--log-level", "error")
-	e.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := e.cmd.Start(); err != nil {
-		return err
-	}
-	e.done = make(chan struct{})
-	go func() { _ = e.cmd.Wait(); close(e.done) }()
-	return nil
-}
-func (e *etcdMember) kill() error { _ = e.cmd.Process.Kill(); <-e.done; return nil }
-func (e *etcdMember) stop() {
-	if e.cmd != nil && e.cmd.Process != nil {
-		_ = e.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-e.done:
-		case <-time.After(10 * time.Second):
-			_ = e.kill()
-		}
-	}
-}
-func (e *etcdMember) pid() int          { return e.cmd.Process.Pid }
-func (e *etcdMember) clientURL() string { return "http://" + e.ip + ":2379" }
-func (e *etcdMember) ready() bool {
-	c := http.Client{Timeout: time.Second}
-	resp, err := c.Get(e.clientURL() + "/health")
-	if err != nil {
-		return false
-	}
-	defer resp.Body.Close()
-	return resp.StatusCode == 200
-}
 
 // figures are one round's measurements.
 type figures struct {
@@ -131,35 +66,40 @@ func masterRound(bin, kind string, round int) (figures, error) {
 		return figures{}, err
 	}
 	defer os.RemoveAll(dir)
-	c := cluster.New(bin, dir, 3)
-	var ms []member
+	c := procs.NewCluster(bin, dir, 3)
+	// The members measured: haagent's masters, or etcd alone with the same static cluster.
+	var ms []*procs.Proc
+	var eps []string
 	for _, m := range c.Masters {
 		if kind == "haagent" {
-			ms = append(ms, haagentMember{m})
+			ms = append(ms, m.Proc)
 		} else {
-			ms = append(ms, &etcdMember{name: m.Name, ip: m.IP, dir: filepath.Join(dir, m.Name), cluster: c.Peers()})
+			ms = append(ms, procs.NewEtcd(m.Name, m.IP, dir, c.Peers()))
 		}
+		eps = append(eps, m.ClientURL())
 	}
 	defer func() {
 		for _, m := range ms {
-			m.stop()
+			m.StopOrKill()
 		}
 	}()
 	var f figures
 	t0 := time.Now()
 	for _, m := range ms {
-		if err := m.start(); err != nil {
+		if err := m.Start(); err != nil {
 			return f, err
 		}
 	}
-	err = cluster.Await(30*time.Second, 5*time.Millisecond, func() error {
+	err = await.Until(context.Background(), "all three "+kind+" members to be ready", 30*time.Second, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
 		for _, m := range ms {
-			if !m.ready() {
-				return fmt.Errorf("waiting for %s to be ready", m.clientURL())
+			if err := m.Ready(ctx); err != nil {
+				return err
 			}
 		}
 		return nil
-	})
+	}, await.Every(5*time.Millisecond))
 	if err != nil {
 		return f, err
 	}
@@ -167,12 +107,8 @@ func masterRound(bin, kind string, round int) (figures, error) {
 
 	// Let the cluster settle, then read an idle member's RSS.
 	time.Sleep(2 * time.Second)
-	f.rssKiB = rssKiB(ms[1].pid())
+	f.rssKiB = rssKiB(ms[1].Pid())
 
-	var eps []string
-	for _, m := range ms {
-		eps = append(eps, m.clientURL())
-	}
 	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		return f, err
@@ -183,10 +119,10 @@ func masterRound(bin, kind string, round int) (figures, error) {
 		return f, err
 	}
 	t1 := time.Now()
-	if err := ms[leaderIdx].kill(); err != nil {
+	if err := ms[leaderIdx].Kill(); err != nil {
 		return f, err
 	}
-	err = cluster.Await(15*time.Second, 5*time.Millisecond, func() error {
+	err = await.Until(context.Background(), "a new leader after the kill of the old one", 15*time.Second, func() error {
 		for i, ep := range eps {
 			if i == leaderIdx {
 				continue
@@ -202,7 +138,7 @@ func masterRound(bin, kind string, round int) (figures, error) {
 			}
 		}
 		return nil
-	})
+	}, await.Every(5*time.Millisecond))
 	if err != nil {
 		return f, err
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/haagent/haagent/test/await"
 	"github.com/haagent/haagent/test/hosts"
 	"github.com/haagent/haagent/test/sixhost"
 )
@@ -56,13 +57,13 @@ func benchPods(bin string, rounds int) (table, error) {
 		if _, err := l.Kubectl(ctx, "create", "-f", "/var/tmp/"+name+".yaml"); err != nil {
 			return 0, err
 		}
-		err := sixhost.Await(ctx, name+" Running", 3*time.Minute, func() error {
+		err := await.Until(ctx, name+" Running", 3*time.Minute, func() error {
 			out, err := l.Kubectl(ctx, "get", "pod", name, "-o", "jsonpath={.status.phase}")
 			if err != nil || out != "Running" {
 				return fmt.Errorf("phase %q %v", out, err)
 			}
 			return nil
-		})
+		}, await.Every(250*time.Millisecond))
 		return time.Since(t0), err
 	}
 	// The first pod on each minion pulls nginx through the mirror; warm both up first,
@@ -87,7 +88,7 @@ func benchPods(bin string, rounds int) (table, error) {
 	}
 	halted := time.Now()
 	firstCreate := time.Duration(0)
-	err = sixhost.Await(ctx, "a create through lb1 after master1's halt", 3*time.Minute, func() error {
+	err = await.Until(ctx, "a create through lb1 after master1's halt", 3*time.Minute, func() error {
 		n++
 		name := fmt.Sprintf("bench-%d", n)
 		if _, err := l.Kubectl(ctx, "run", name, "--image=nginx", "--restart=Never"); err != nil {
@@ -95,7 +96,7 @@ func benchPods(bin string, rounds int) (table, error) {
 		}
 		firstCreate = time.Since(halted)
 		return nil
-	})
+	}, await.Every(250*time.Millisecond))
 	if err != nil {
 		return table{}, err
 	}

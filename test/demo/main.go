@@ -14,7 +14,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
-	"github.com/haagent/haagent/test/cluster"
+	"github.com/haagent/haagent/test/await"
+	"github.com/haagent/haagent/test/procs"
 )
 
 func main() {
@@ -38,7 +39,7 @@ func run() error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	c := cluster.New(bin, dir, 3)
+	c := procs.NewCluster(bin, dir, 3)
 	// Secure, as haagent is by default: mutual TLS with certificates from the cluster CA.
 	c.Secure("demo-token-0123456789abcdef")
 	defer c.StopAll()
@@ -70,17 +71,17 @@ func run() error {
 	if err := leader.Kill(); err != nil {
 		return err
 	}
-	var rest []*cluster.Master
+	var rest []*procs.Master
 	for _, m := range c.Masters {
 		if m != leader {
 			rest = append(rest, m)
 		}
 	}
-	var newLeader *cluster.Master
-	err = cluster.Await(15*time.Second, 20*time.Millisecond, func() error {
+	var newLeader *procs.Master
+	err = await.Until(context.Background(), "a new leader agreed by the two other masters", 15*time.Second, func() error {
 		newLeader, err = c.Leader(rest...)
 		return err
-	})
+	}, await.Every(20*time.Millisecond))
 	if err != nil {
 		return err
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
 	"github.com/haagent/haagent/nodeconf"
+	"github.com/haagent/haagent/test/await"
 	"github.com/haagent/haagent/test/hosts"
 	"github.com/haagent/haagent/test/images"
 	"github.com/haagent/haagent/test/sixhost"
@@ -46,10 +47,11 @@ func must(t *testing.T, err error) {
 	}
 }
 
-func await(t *testing.T, ctx context.Context, what string, timeout time.Duration, cond func() error) time.Duration {
+// waitFor is await.Until for a test: it fails the test, and says how long it waited.
+func waitFor(t *testing.T, ctx context.Context, what string, timeout time.Duration, cond func() error) time.Duration {
 	t.Helper()
 	start := time.Now()
-	if err := sixhost.Await(ctx, what, timeout, cond); err != nil {
+	if err := await.Until(ctx, what, timeout, cond, await.Every(250*time.Millisecond)); err != nil {
 		t.Fatal(err)
 	}
 	return time.Since(start)
@@ -104,7 +106,7 @@ func TestWalkthrough(t *testing.T) {
 	apply := func(name, manifest string) {
 		t.Helper()
 		must(t, lb.WriteFile("/var/tmp/"+name+".yaml", []byte(manifest), 0o644))
-		await(t, ctx, "kubectl create of "+name+" through lb1", 2*time.Minute, func() error {
+		waitFor(t, ctx, "kubectl create of "+name+" through lb1", 2*time.Minute, func() error {
 			out, err := kubectl("create", "-f", "/var/tmp/"+name+".yaml")
 			if err != nil && strings.Contains(out, "AlreadyExists") {
 				return nil
@@ -121,7 +123,7 @@ func TestWalkthrough(t *testing.T) {
 	}
 	waitRunning := func(name string, timeout time.Duration) (ip netip.Addr, node string) {
 		t.Helper()
-		await(t, ctx, "pod "+name+" Running with an IP", timeout, func() error {
+		waitFor(t, ctx, "pod "+name+" Running with an IP", timeout, func() error {
 			f := strings.Fields(podIP(name))
 			if len(f) != 3 || f[0] != "Running" {
 				return fmt.Errorf("pod %s: %v", name, f)
@@ -203,7 +205,7 @@ spec:
 		if !flannelNet.Contains(ip) {
 			t.Fatalf("client IP %s not in %s", ip, flannelNet)
 		}
-		await(t, ctx, "client to fetch nginx-pod's page across minions", time.Minute, func() error {
+		waitFor(t, ctx, "client to fetch nginx-pod's page across minions", time.Minute, func() error {
 			out, err := kubectl("exec", "client", "--", "/nginx", "-get", "http://"+nginxIP.String()+"/")
 			if err != nil || !strings.Contains(out, "Welcome to nginx!") {
 				return fmt.Errorf("%q %v", out, err)
@@ -221,7 +223,7 @@ spec:
 		must(t, err)
 		cip := strings.TrimSpace(out)
 		for _, m := range l.Minions() {
-			await(t, ctx, "the Service "+cip+" from "+m.Name, time.Minute, func() error {
+			waitFor(t, ctx, "the Service "+cip+" from "+m.Name, time.Minute, func() error {
 				out, err := m.Exec(ctx, "curl", "-sS", "--max-time", "3", "http://"+cip+"/")
 				if err != nil || !strings.Contains(out, "Welcome to nginx!") {
 					return fmt.Errorf("%q %v", out, err)
@@ -229,7 +231,7 @@ spec:
 				return nil
 			})
 		}
-		await(t, ctx, "the Service from the client pod", time.Minute, func() error {
+		waitFor(t, ctx, "the Service from the client pod", time.Minute, func() error {
 			out, err := kubectl("exec", "client", "--", "/nginx", "-get", "http://"+cip+"/healthz")
 			if err != nil || strings.TrimSpace(out) != "ok" {
 				return fmt.Errorf("%q %v", out, err)
@@ -259,7 +261,7 @@ kill $pf; cat /var/tmp/pf.log; exit 1`)
 	})
 
 	t.Run("airgap tarballs are imported; a corrupt one is logged", func(t *testing.T) {
-		await(t, ctx, "the airgap image in minion1's containerd", time.Minute, func() error {
+		waitFor(t, ctx, "the airgap image in minion1's containerd", time.Minute, func() error {
 			out, err := minion1.Exec(ctx, "ctr", "-n", "k8s.io", "images", "ls", "-q")
 			if err != nil || !strings.Contains(out, airgapImage) {
 				return fmt.Errorf("images: %q %v", out, err)
@@ -288,7 +290,7 @@ spec:
 		m2 := l.Host("master2")
 		_, err := m2.Exec(ctx, "systemctl", "stop", "kube-scheduler")
 		must(t, err)
-		d := await(t, ctx, "haagent to restart kube-scheduler on master2", time.Minute, func() error {
+		d := waitFor(t, ctx, "haagent to restart kube-scheduler on master2", time.Minute, func() error {
 			out, err := m2.Exec(ctx, "systemctl", "is-active", "kube-scheduler")
 			if err != nil {
 				return fmt.Errorf("%s", strings.TrimSpace(out))
@@ -302,7 +304,7 @@ spec:
 		m3 := l.Host("master3")
 		_, err := m3.Shell(ctx, `echo 'KUBE_API_ARGS="--hand-edit"' >> /etc/kubernetes/apiserver`)
 		must(t, err)
-		await(t, ctx, "haagent to revert /etc/kubernetes/apiserver on master3", time.Minute, func() error {
+		waitFor(t, ctx, "haagent to revert /etc/kubernetes/apiserver on master3", time.Minute, func() error {
 			cur, err := m3.ReadFile("/etc/kubernetes/apiserver")
 			if err != nil || strings.Contains(string(cur), "--hand-edit") {
 				return fmt.Errorf("not reverted yet")
@@ -313,7 +315,7 @@ spec:
 			}
 			return nil
 		})
-		await(t, ctx, "kube-apiserver on master3 active after the revert", 3*time.Minute, func() error {
+		waitFor(t, ctx, "kube-apiserver on master3 active after the revert", 3*time.Minute, func() error {
 			out, err := m3.Exec(ctx, "systemctl", "is-active", "kube-apiserver")
 			if err != nil {
 				return fmt.Errorf("%s", strings.TrimSpace(out))

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/haagent/haagent/test/cluster"
 	"github.com/haagent/haagent/test/hosts"
 	"github.com/haagent/haagent/test/images"
+	"github.com/haagent/haagent/test/procs"
 )
 
 // TestMinionRuntimeOnOneHost runs a minion's haagent on one host that can run
@@ -26,7 +26,7 @@ func TestMinionRuntimeOnOneHost(t *testing.T) {
 	must(t, err)
 	h := hs[0]
 	work := t.TempDir()
-	bin, err := cluster.Binary(work)
+	bin, err := procs.Binary(work)
 	must(t, err)
 	must(t, h.CopyIn(bin, "/usr/bin/haagent"))
 	set, err := images.Build(ctx, filepath.Join(work, "img"))
@@ -52,7 +52,7 @@ func TestMinionRuntimeOnOneHost(t *testing.T) {
 		}
 	})
 
-	await(t, ctx, "both airgap tarballs handled", 2*time.Minute, func() error {
+	waitFor(t, ctx, "both airgap tarballs handled", 2*time.Minute, func() error {
 		if !strings.Contains(journal("haagent"), "corrupt.tar") {
 			return fmt.Errorf("corrupt.tar not reported yet")
 		}
@@ -103,7 +103,7 @@ func TestMinionRuntimeOnOneHost(t *testing.T) {
 		}
 		_, err = h.Shell(ctx, lease(6))
 		must(t, err)
-		await(t, ctx, "the conflist rewritten for 172.30.6.0/24", time.Minute, func() error {
+		waitFor(t, ctx, "the conflist rewritten for 172.30.6.0/24", time.Minute, func() error {
 			conf, err := h.ReadFile("/etc/cni/net.d/10-haagent.conflist")
 			if err != nil || !strings.Contains(string(conf), `"subnet": "172.30.6.0/24"`) {
 				return fmt.Errorf("not yet: %v", err)

@@ -1,6 +1,7 @@
 package hosts
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/haagent/haagent/test/await"
 )
 
 // cgroupRoot is where the machine mounts its cgroup hierarchies.
@@ -147,8 +150,7 @@ func killCgroups(dirs []string) error {
 			return nil
 		})
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	return await.Until(context.Background(), fmt.Sprintf("the processes in %v to die of SIGKILL", dirs), 10*time.Second, func() error {
 		var pids []int
 		for _, d := range dirs {
 			pids = append(pids, cgroupPIDs(d)...)
@@ -156,14 +158,11 @@ func killCgroups(dirs []string) error {
 		if len(pids) == 0 {
 			return nil
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("processes %v survive in %v", pids, dirs)
-		}
 		for _, p := range pids {
 			syscall.Kill(p, syscall.SIGKILL)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return fmt.Errorf("processes %v are left", pids)
+	})
 }
 
 // cgroupPIDs lists the processes in a cgroup and all cgroups below it.
@@ -205,16 +204,14 @@ func removeCgroup(dir string) error {
 // rmdirCgroup removes one empty cgroup. A cgroup whose last process was just killed
 // can stay busy for a moment while the kernel frees it.
 func rmdirCgroup(d string) error {
-	var err error
-	for range 50 {
-		err = syscall.Rmdir(d)
-		if err == nil || errors.Is(err, syscall.ENOENT) {
+	return await.Until(context.Background(), "the kernel to free cgroup "+d, time.Second, func() error {
+		err := syscall.Rmdir(d)
+		switch {
+		case err == nil || errors.Is(err, syscall.ENOENT):
 			return nil
-		}
-		if !errors.Is(err, syscall.EBUSY) {
+		case errors.Is(err, syscall.EBUSY):
 			return err
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return err
+		return await.Stop(err)
+	}, await.Every(20*time.Millisecond))
 }

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/haagent/haagent/test/await"
 	"github.com/haagent/haagent/test/hosts"
 )
 
@@ -111,7 +112,7 @@ func TestContainersHost(t *testing.T) {
 	if _, err := c.Exec(ctx, "systemctl", "restart", "containerd"); err != nil {
 		t.Fatal(err)
 	}
-	if err := await(ctx, func() error { _, err := c.Exec(ctx, "ctr", "version"); return err }); err != nil {
+	if err := await.Until(ctx, "containerd to answer ctr version", time.Minute, func() error { _, err := c.Exec(ctx, "ctr", "version"); return err }, await.Every(100*time.Millisecond)); err != nil {
 		t.Fatalf("containerd answering: %v", err)
 	}
 	if err := c.WriteFile("/var/tmp/busybox.tar", busyboxImage(t, "hah.test/busybox:1"), 0o644); err != nil {
@@ -164,7 +165,7 @@ func TestContainersHost(t *testing.T) {
 	if _, err := p.Exec(ctx, "systemctl", "start", "docker-registry"); err != nil {
 		t.Fatal(err)
 	}
-	if err := await(ctx, func() error { _, err := p.Exec(ctx, "curl", "-fsS", "http://127.0.0.1:5000/v2/"); return err }); err != nil {
+	if err := await.Until(ctx, "the registry to answer on the plain host", time.Minute, func() error { _, err := p.Exec(ctx, "curl", "-fsS", "http://127.0.0.1:5000/v2/"); return err }, await.Every(100*time.Millisecond)); err != nil {
 		t.Fatalf("registry answering on the plain host: %v", err)
 	}
 	remote := p.IP.String() + ":5000/busybox:1"

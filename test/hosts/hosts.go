@@ -1,11 +1,13 @@
-// Package hosts boots real test hosts on one machine: a Debian rootfs under
-// systemd-nspawn with systemd as PID 1, each host in its own network namespace, all on
-// one bridge that lives in a "switch" namespace. A host made with Containers can run
-// a kubelet, containerd and runc. The facts it builds on are in the shared notes
-// (test-hosts.md, pods-on-minions.md). Everything a lab makes is named with the lab's
-// ID and torn down by Teardown. A test's lab ("hah-" + random) is also removed by the
-// next lab if its run was killed; a persistent lab ("hal-" + a name the caller picks)
-// outlives its process, is reopened with Open, and goes only with Teardown or Remove.
+// Package hosts owns the tests' labs on one machine: a switch (test/netlab) and, on it,
+// hosts and nodes. A host is a Debian rootfs under systemd-nspawn with systemd as PID 1
+// in its own network namespace; one made with Containers can run a kubelet, containerd
+// and runc. A node is a bare network namespace, for processes that a test runs itself
+// (test/procs). The facts it builds on are in the shared notes (test-hosts.md,
+// pods-on-minions.md). Everything a lab makes is named with the lab's ID and torn down
+// by Teardown. A test's lab ("hah-" + random) is also removed by the next lab if its run
+// was killed; a persistent lab ("hal-" + a name the caller picks) outlives its process,
+// is reopened with Open, and goes only with Teardown or Remove. This is the tests' one
+// owner of namespaces, and its sweep their one cleanup after killed runs.
 package hosts
 
 import (
@@ -14,6 +16,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -26,11 +29,15 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/haagent/haagent/test/await"
+	"github.com/haagent/haagent/test/netlab"
+	"github.com/haagent/haagent/test/rootonly"
 )
 
 const (
 	// Prefix starts the name of everything a test's lab makes: netns, cgroups, machine
-	// names and its run dir. Another harness (test/netns) uses "hat-".
+	// names and its run dir.
 	Prefix = "hah-"
 	// PersistentPrefix starts the ID of a persistent lab (see Create). sweep leaves these
 	// labs alone: they go only with Teardown or Remove.
@@ -76,6 +83,9 @@ type LabOptions struct {
 	// Logf reports slow steps (the first rootfs build) and the removal of leftovers.
 	// Nil discards them.
 	Logf func(string, ...any)
+	// NetworkOnly makes a lab of nodes only (AddNode), for processes that the test runs
+	// itself: it needs neither the rootfs nor systemd-nspawn, and Add refuses.
+	NetworkOnly bool
 }
 
 func (o LabOptions) withDefaults() (LabOptions, error) {
@@ -122,7 +132,8 @@ type Lab struct {
 	// outlives the process that made it.
 	Persistent bool
 
-	base string // read-only rootfs, the overlays' lower dir
+	sw   *netlab.Switch
+	base string // read-only rootfs, the overlays' lower dir; "" in a NetworkOnly lab
 	dir  string // DefaultRunDir/ID
 	logf func(string, ...any)
 	// madeRun lists the nspawn and systemd run dirs that did not exist before this lab.
@@ -134,11 +145,12 @@ type Lab struct {
 
 	mu     sync.Mutex // guards the fields below
 	hosts  []*Host
+	nodes  []*netlab.Node
 	closed bool
 }
 
-// New makes a lab for a test, skipping the test when not run as root, and tears the lab
-// down when the test ends, failed or not.
+// New makes a lab for a test, and tears it down when the test ends, failed or not.
+// Where the test can't run as root, it skips, or fails under make test (test/rootonly).
 func New(t testing.TB) *Lab {
 	t.Helper()
 	return NewWith(t, LabOptions{})
@@ -147,9 +159,7 @@ func New(t testing.TB) *Lab {
 // NewWith is New with options; Logf defaults to t.Logf.
 func NewWith(t testing.TB, o LabOptions) *Lab {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("test hosts need root (netns, overlayfs, systemd-nspawn): run as root, e.g. via 'make test' in CI")
-	}
+	rootonly.Require(t, "a test lab (network namespaces, overlayfs, systemd-nspawn)")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	if o.Logf == nil {
@@ -208,8 +218,12 @@ func newLab(ctx context.Context, id string, o LabOptions, persistent bool) (*Lab
 	if err != nil {
 		return nil, err
 	}
+	tools := []string{"systemd-nspawn", "nsenter", "ip", "tar", "zstd", "debootstrap"}
+	if o.NetworkOnly {
+		tools = []string{"ip"}
+	}
 	var missing []string
-	for _, tool := range []string{"systemd-nspawn", "nsenter", "ip", "tar", "zstd", "debootstrap"} {
+	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
 			missing = append(missing, tool)
 		}
@@ -217,17 +231,20 @@ func newLab(ctx context.Context, id string, o LabOptions, persistent bool) (*Lab
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("test hosts need %s: run scripts/deps.sh (make test does)", strings.Join(missing, ", "))
 	}
-	if len(cgroupRoots()) == 0 {
+	if !o.NetworkOnly && len(cgroupRoots()) == 0 {
 		return nil, errors.New("test hosts need a cgroup hierarchy at /sys/fs/cgroup/unified, /sys/fs/cgroup/systemd or /sys/fs/cgroup")
 	}
 	if err := sweep(o.Logf); err != nil {
 		return nil, fmt.Errorf("remove leftovers of killed runs: %w", err)
 	}
-	base, err := Rootfs(ctx, o.Logf)
-	if err != nil {
-		return nil, err
+	var base string
+	if !o.NetworkOnly {
+		if base, err = Rootfs(ctx, o.Logf); err != nil {
+			return nil, err
+		}
 	}
 	l := &Lab{ID: id, Switch: id + "-sw", Subnet: o.Subnet, Persistent: persistent, base: base, logf: o.Logf}
+	l.sw = &netlab.Switch{NetNS: l.Switch}
 	l.dir = filepath.Join(DefaultRunDir, l.ID)
 	for _, d := range []string{"/run/systemd", nspawnRun} {
 		if _, err := os.Stat(d); errors.Is(err, os.ErrNotExist) {
@@ -251,15 +268,8 @@ func newLab(ctx context.Context, id string, o LabOptions, persistent bool) (*Lab
 	if err := l.save(); err != nil {
 		return nil, errors.Join(err, l.Teardown())
 	}
-	for _, args := range [][]string{
-		{"netns", "add", l.Switch},
-		{"-n", l.Switch, "link", "set", "lo", "up"},
-		{"-n", l.Switch, "link", "add", "br0", "type", "bridge"},
-		{"-n", l.Switch, "link", "set", "br0", "up"},
-	} {
-		if err := run(ctx, "ip", args...); err != nil {
-			return nil, errors.Join(err, l.Teardown())
-		}
+	if _, err := netlab.NewSwitch(ctx, l.Switch); err != nil {
+		return nil, errors.Join(err, l.Teardown())
 	}
 	return l, nil
 }
@@ -337,18 +347,13 @@ func (l *Lab) AddWith(name string, o HostOptions) (*Host, error) {
 }
 
 func (l *Lab) add(name string, o HostOptions) (*Host, error) {
-	if !nameRE.MatchString(name) {
-		return nil, fmt.Errorf("host name %q: want 1-12 of [a-z0-9-], starting with a letter", name)
+	if l.base == "" {
+		return nil, fmt.Errorf("host %s: lab %s is NetworkOnly: it has nodes, not hosts", name, l.ID)
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.closed {
-		return nil, errors.New("lab is torn down")
-	}
-	for _, o := range l.hosts {
-		if o.Name == name {
-			return nil, fmt.Errorf("host %s exists", name)
-		}
+	if err := l.checkNewNameLocked(name); err != nil {
+		return nil, err
 	}
 	ip, err := l.pickIPLocked(o.IP)
 	if err != nil {
@@ -376,6 +381,93 @@ func (l *Lab) add(name string, o HostOptions) (*Host, error) {
 	return h, nil
 }
 
+// checkNewNameLocked refuses a bad name, or one that a host or node of the lab has.
+func (l *Lab) checkNewNameLocked(name string) error {
+	if !nameRE.MatchString(name) {
+		return fmt.Errorf("host name %q: want 1-12 of [a-z0-9-], starting with a letter", name)
+	}
+	if l.closed {
+		return errors.New("lab is torn down")
+	}
+	for _, o := range l.hosts {
+		if o.Name == name {
+			return fmt.Errorf("host %s exists", name)
+		}
+	}
+	for _, n := range l.nodes {
+		if n.Name == name {
+			return fmt.Errorf("node %s exists", name)
+		}
+	}
+	return nil
+}
+
+// newNode describes a host's or a node's place on the switch; it makes nothing. The
+// link's name is unique in the switch's namespace and, at most 15 bytes, fits Linux's.
+func (l *Lab) newNode(name string, ip netip.Addr) *netlab.Node {
+	return l.sw.Node(name, l.ID+"-"+name, "vh-"+name, netip.PrefixFrom(ip, l.Subnet.Bits()))
+}
+
+// AddNode makes a node: a network namespace on the switch with eth0 at ip (zero picks
+// the next free address of the lab's subnet), for processes that the test runs itself
+// (test/procs). Teardown kills them and removes it.
+func (l *Lab) AddNode(ctx context.Context, name string, ip netip.Addr) (*netlab.Node, error) {
+	n, err := l.addNode(ctx, name, ip)
+	if err != nil {
+		return nil, err
+	}
+	return n, l.save()
+}
+
+func (l *Lab) addNode(ctx context.Context, name string, ip netip.Addr) (*netlab.Node, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.checkNewNameLocked(name); err != nil {
+		return nil, err
+	}
+	ip, err := l.pickIPLocked(ip)
+	if err != nil {
+		return nil, fmt.Errorf("node %s: %w", name, err)
+	}
+	n := l.newNode(name, ip)
+	// Registered before anything is made, so that Teardown removes a half-made node.
+	l.nodes = append(l.nodes, n)
+	// The dir records the node in the run dir, where a sweep after a killed run finds
+	// what to remove.
+	if err := os.MkdirAll(filepath.Join(l.dir, name), 0o755); err != nil {
+		return nil, err
+	}
+	if err := n.Create(ctx); err != nil {
+		return nil, errors.Join(err, n.Delete())
+	}
+	return n, nil
+}
+
+// AddNodes adds a node per name=ip pair, e.g. AddNodes(ctx, "m1=10.77.0.21", "lb=10.77.0.10").
+func (l *Lab) AddNodes(ctx context.Context, pairs ...string) ([]*netlab.Node, error) {
+	var ns []*netlab.Node
+	for _, p := range pairs {
+		name, addr, ok := strings.Cut(p, "=")
+		ip, err := netip.ParseAddr(addr)
+		if !ok || err != nil {
+			return nil, fmt.Errorf("node %q: want name=IPv4 address", p)
+		}
+		n, err := l.AddNode(ctx, name, ip)
+		if err != nil {
+			return nil, err
+		}
+		ns = append(ns, n)
+	}
+	return ns, nil
+}
+
+// Nodes returns the lab's nodes in the order they were added.
+func (l *Lab) Nodes() []*netlab.Node {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.nodes)
+}
+
 // newHost fills in a host's names and paths; it makes nothing.
 func (l *Lab) newHost(name string, ip netip.Addr, containers bool) *Host {
 	h := &Host{
@@ -385,9 +477,9 @@ func (l *Lab) newHost(name string, ip netip.Addr, containers bool) *Host {
 		Containers: containers,
 		lab:        l,
 		dir:        filepath.Join(l.dir, name),
-		veth:       "vh-" + name,
+		node:       l.newNode(name, ip),
 	}
-	h.NetNS = h.Machine
+	h.NetNS = h.node.NetNS
 	h.Root = filepath.Join(h.dir, "merged")
 	for _, r := range cgroupRoots() {
 		h.cgroups = append(h.cgroups, filepath.Join(r, h.Machine))
@@ -400,6 +492,9 @@ func (l *Lab) pickIPLocked(want netip.Addr) (netip.Addr, error) {
 	used := map[netip.Addr]bool{}
 	for _, h := range l.hosts {
 		used[h.IP] = true
+	}
+	for _, n := range l.nodes {
+		used[n.IP] = true
 	}
 	if want.IsValid() {
 		if !l.Subnet.Contains(want) || want == l.Subnet.Addr() || want == lastAddr(l.Subnet) {
@@ -462,12 +557,17 @@ func (l *Lab) Healthy() error {
 		return fmt.Errorf("lab %s is torn down", l.ID)
 	}
 	var errs []error
-	if !netnsExists(l.Switch) {
+	if !netlab.Exists(l.Switch) {
 		errs = append(errs, fmt.Errorf("lab %s: switch netns %s is missing", l.ID, l.Switch))
 	}
 	mounts := mountPoints()
 	for _, h := range hs {
 		errs = append(errs, h.healthy(mounts))
+	}
+	for _, n := range l.Nodes() {
+		if !netlab.Exists(n.NetNS) {
+			errs = append(errs, fmt.Errorf("node %s: netns %s is missing", n.Name, n.NetNS))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -484,6 +584,7 @@ func (l *Lab) Teardown() error {
 	}
 	l.closed = true
 	hs := slices.Clone(l.hosts)
+	ns := slices.Clone(l.nodes)
 	l.mu.Unlock()
 
 	errs := make([]error, len(hs))
@@ -492,9 +593,10 @@ func (l *Lab) Teardown() error {
 		wg.Go(func() { errs[i] = h.teardown() })
 	}
 	wg.Wait()
-	if netnsExists(l.Switch) {
-		errs = append(errs, run(context.Background(), "ip", "netns", "del", l.Switch))
+	for _, n := range ns {
+		errs = append(errs, n.Delete())
 	}
+	errs = append(errs, l.sw.Delete())
 	errs = append(errs, removeTree(l.dir))
 	removeRunDirs(l.madeRun)
 	return errors.Join(errs...)
@@ -537,8 +639,8 @@ type Host struct {
 
 	lab     *Lab
 	dir     string
-	veth    string   // the host's link, on the switch side
-	cgroups []string // the host's own cgroup in each hierarchy it is tracked in
+	node    *netlab.Node // the host's netns and link
+	cgroups []string     // the host's own cgroup in each hierarchy it is tracked in
 
 	mu          sync.Mutex  // guards the fields below
 	proc        *nspawnProc // nil when not started or killed
@@ -580,14 +682,12 @@ func (p *nspawnProc) wait(d time.Duration) bool {
 			return false
 		}
 	}
-	deadline := time.Now().Add(d)
-	for !p.exited() {
-		if time.Now().After(deadline) {
-			return false
+	return await.Until(context.Background(), fmt.Sprintf("systemd-nspawn (PID %d) to exit", p.pid), d, func() error {
+		if !p.exited() {
+			return errors.New("it runs")
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return true
+		return nil
+	}, await.Every(20*time.Millisecond)) == nil
 }
 
 // kill sends SIGKILL, unless the PID now belongs to another process.
@@ -623,22 +723,7 @@ func (h *Host) create() error {
 			return err
 		}
 	}
-	ctx := context.Background()
-	addr := netip.PrefixFrom(h.IP, h.lab.Subnet.Bits()).String()
-	for _, args := range [][]string{
-		{"netns", "add", h.NetNS},
-		// The pair is made in the switch netns, so its names only need to be unique there.
-		{"-n", h.lab.Switch, "link", "add", h.veth, "type", "veth", "peer", "name", "eth0", "netns", h.NetNS},
-		{"-n", h.lab.Switch, "link", "set", h.veth, "master", "br0", "up"},
-		{"-n", h.NetNS, "addr", "add", addr, "dev", "eth0"},
-		{"-n", h.NetNS, "link", "set", "eth0", "up"},
-		{"-n", h.NetNS, "link", "set", "lo", "up"},
-	} {
-		if err := run(ctx, "ip", args...); err != nil {
-			return err
-		}
-	}
-	return nil
+	return h.node.Create(context.Background())
 }
 
 // mountOverlay mounts the host's overlay at Root over the lab's base rootfs.
@@ -689,7 +774,7 @@ func (h *Host) start(ctx context.Context) error {
 			return err
 		}
 	}
-	if err := run(ctx, "ip", "-n", h.lab.Switch, "link", "set", h.veth, "up"); err != nil {
+	if err := h.node.Heal(); err != nil {
 		return err
 	}
 	log, err := os.OpenFile(filepath.Join(h.dir, "console.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -723,20 +808,27 @@ func (h *Host) start(ctx context.Context) error {
 	h.proc = &nspawnProc{pid: pid, start: startTime(pid), done: done}
 
 	// The host's PID 1 is nspawn's child once it has exec'd systemd.
-	for {
-		if c := systemdChild(pid); c > 0 {
-			h.leader, h.leaderStart = c, startTime(c)
-			return nil
-		}
+	err = await.Until(ctx, "the PID 1 (systemd) of host "+h.Name, BootTimeout, func() error {
 		select {
 		case <-done:
-			h.proc, h.leader, h.leaderStart = nil, 0, ""
-			return fmt.Errorf("systemd-nspawn for %s exited at start:\n%s", h.Name, tail(h.consoleLocked(), 20))
-		case <-ctx.Done():
-			return fmt.Errorf("host %s: no PID 1 yet: %w", h.Name, ctx.Err())
-		case <-time.After(20 * time.Millisecond):
+			return await.Stop(fmt.Errorf("systemd-nspawn exited at start:\n%s", tail(h.consoleLocked(), 20)))
+		default:
+		}
+		c := systemdChild(pid)
+		if c == 0 {
+			return errors.New("systemd-nspawn has no systemd child yet")
+		}
+		h.leader, h.leaderStart = c, startTime(c)
+		return nil
+	}, await.Every(20*time.Millisecond))
+	if err != nil && h.leader == 0 {
+		select {
+		case <-done:
+			h.proc = nil
+		default:
 		}
 	}
+	return err
 }
 
 // systemdChild is the PID of the child of pid that runs systemd, or 0.
@@ -786,14 +878,14 @@ func (h *Host) healthy(mounts map[string]bool) error {
 		return nil
 	}
 	var errs []error
-	if !netnsExists(h.NetNS) {
+	if !netlab.Exists(h.NetNS) {
 		errs = append(errs, fmt.Errorf("host %s: netns %s is missing", h.Name, h.NetNS))
 	}
 	if !mounts[h.Root] {
 		errs = append(errs, fmt.Errorf("host %s: overlay %s is not mounted", h.Name, h.Root))
 	}
-	if err := run(context.Background(), "ip", "-n", h.lab.Switch, "link", "show", "dev", h.veth); err != nil {
-		errs = append(errs, fmt.Errorf("host %s: link %s on the switch: %w", h.Name, h.veth, err))
+	if err := h.node.LinkUp(context.Background()); err != nil {
+		errs = append(errs, fmt.Errorf("host %s: link %s on the switch: %w", h.Name, h.node.Link, err))
 	}
 	if h.proc != nil && !h.runningLocked() {
 		errs = append(errs, fmt.Errorf("host %s: systemd-nspawn (PID %d) or its systemd died without Kill:\n%s", h.Name, h.proc.pid, tail(h.consoleLocked(), 10)))
@@ -802,25 +894,25 @@ func (h *Host) healthy(mounts map[string]bool) error {
 }
 
 // WaitRunning polls `systemctl is-system-running` until it says running or degraded.
+// It gives up after BootTimeout, or when ctx ends.
 func (h *Host) WaitRunning(ctx context.Context) error {
-	for {
+	err := await.Until(ctx, "host "+h.Name+" to finish booting", BootTimeout, func() error {
 		out, err := h.Exec(ctx, "systemctl", "is-system-running")
-		last := strings.TrimSpace(out)
 		if errors.Is(err, ErrNotRunning) {
-			return fmt.Errorf("host %s: %w:\n%s", h.Name, err, tail(h.Console(), 20))
+			return await.Stop(fmt.Errorf("%w:\n%s", err, tail(h.Console(), 20)))
 		}
-		if last == "running" || last == "degraded" {
-			return nil
+		if st := strings.TrimSpace(out); st != "running" && st != "degraded" {
+			return fmt.Errorf("systemctl is-system-running says %q", st)
 		}
-		select {
-		case <-ctx.Done():
-			jctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			jobs, _ := h.Exec(jctx, "systemctl", "list-jobs", "--no-legend")
-			cancel()
-			return fmt.Errorf("host %s: not running (last state %q): %w; jobs:\n%s", h.Name, last, ctx.Err(), jobs)
-		case <-time.After(50 * time.Millisecond):
-		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, ErrNotRunning) {
+		jctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		jobs, _ := h.Exec(jctx, "systemctl", "list-jobs", "--no-legend")
+		cancel()
+		return fmt.Errorf("%w; jobs:\n%s", err, jobs)
 	}
+	return err
 }
 
 // Command returns a command that runs inside the host, in all of its namespaces, with a
@@ -952,13 +1044,16 @@ func (h *Host) stopLocked() error {
 
 // Blackhole takes the host's link down on the switch side: its packets vanish and
 // nobody gets a reset.
-func (h *Host) Blackhole() error {
-	return run(context.Background(), "ip", "-n", h.lab.Switch, "link", "set", h.veth, "down")
-}
+func (h *Host) Blackhole() error { return h.node.Blackhole() }
 
 // Heal brings the host's link back up.
-func (h *Host) Heal() error {
-	return run(context.Background(), "ip", "-n", h.lab.Switch, "link", "set", h.veth, "up")
+func (h *Host) Heal() error { return h.node.Heal() }
+
+// DialContext connects from inside the host's network namespace, so that the test
+// reaches the lab without any route from the machine's own; it fits net/http's
+// Transport.DialContext. addr must be an IP literal with a port.
+func (h *Host) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	return h.node.DialContext(ctx, network, addr)
 }
 
 func (h *Host) isTornDown() bool {
@@ -991,9 +1086,7 @@ func (h *Host) teardown() error {
 		errs = append(errs, unmount(h.Root))
 		h.mounted = false
 	}
-	if netnsExists(h.NetNS) {
-		errs = append(errs, run(context.Background(), "ip", "netns", "del", h.NetNS))
-	}
+	errs = append(errs, h.node.Delete())
 	// nspawn removes its propagation dir when the container dies; this is for a
 	// nspawn that was itself killed.
 	os.RemoveAll(filepath.Join(nspawnRun, "propagate", h.Machine))
@@ -1003,15 +1096,16 @@ func (h *Host) teardown() error {
 
 // unmount unmounts mp, lazily if it stays busy.
 func unmount(mp string) error {
-	var err error
-	for range 20 {
-		if err = syscall.Unmount(mp, 0); err == nil || errors.Is(err, syscall.EINVAL) {
-			return nil // EINVAL: not mounted
+	err := await.Until(context.Background(), "the unmount of "+mp, time.Second, func() error {
+		if err := syscall.Unmount(mp, 0); err != nil && !errors.Is(err, syscall.EINVAL) {
+			return err
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if err2 := syscall.Unmount(mp, syscall.MNT_DETACH); err2 != nil {
-		return fmt.Errorf("unmount %s: %w", mp, err)
+		return nil // EINVAL: not mounted
+	})
+	if err != nil {
+		if err2 := syscall.Unmount(mp, syscall.MNT_DETACH); err2 != nil {
+			return fmt.Errorf("unmount %s: %w", mp, err)
+		}
 	}
 	return nil
 }

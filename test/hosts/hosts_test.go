@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/haagent/haagent/test/await"
 	"github.com/haagent/haagent/test/hosts"
 )
 
@@ -56,13 +57,13 @@ func TestTwoHosts(t *testing.T) {
 		t.Fatal(err)
 	}
 	sent := "hello from h1"
-	if err := await(ctx, func() error {
+	if err := await.Until(ctx, "h1 to connect to h2:7777", time.Minute, func() error {
 		_, err := h1.Shell(ctx, "echo '"+sent+"' | nc -N -w 2 "+h2.IP.String()+" 7777")
 		return err
 	}); err != nil {
 		t.Fatalf("tcp h1 -> h2:7777: %v", err)
 	}
-	if err := await(ctx, func() error {
+	if err := await.Until(ctx, "h2 to write the line it got", time.Minute, func() error {
 		b, err := h2.ReadFile("/var/tmp/got")
 		if err == nil && strings.TrimSpace(string(b)) != sent {
 			err = fmt.Errorf("got %q", b)
@@ -95,7 +96,7 @@ func TestTwoHosts(t *testing.T) {
 	if err := h2.Heal(); err != nil {
 		t.Fatal(err)
 	}
-	if err := await(ctx, func() error { _, err := h1.Exec(ctx, "ping", "-c", "1", "-W", "1", h2.IP.String()); return err }); err != nil {
+	if err := await.Until(ctx, "a ping from h1 to the healed h2", time.Minute, func() error { _, err := h1.Exec(ctx, "ping", "-c", "1", "-W", "1", h2.IP.String()); return err }, await.Every(100*time.Millisecond)); err != nil {
 		t.Errorf("ping after heal: %v", err)
 	}
 
@@ -121,7 +122,7 @@ func TestTwoHosts(t *testing.T) {
 	if b, err := h2.ReadFile("/var/tmp/got"); err != nil || strings.TrimSpace(string(b)) != sent {
 		t.Errorf("disk did not survive the crash: %q, %v", b, err)
 	}
-	if err := await(ctx, func() error { _, err := h1.Exec(ctx, "ping", "-c", "1", "-W", "1", "h2"); return err }); err != nil {
+	if err := await.Until(ctx, "a ping from h1 to the rebooted h2", time.Minute, func() error { _, err := h1.Exec(ctx, "ping", "-c", "1", "-W", "1", "h2"); return err }, await.Every(100*time.Millisecond)); err != nil {
 		t.Errorf("ping the rebooted host: %v", err)
 	}
 
@@ -181,19 +182,5 @@ func TestNames(t *testing.T) {
 	}
 	if _, err := lab.Add("ok"); err == nil {
 		t.Error("a duplicate name was accepted")
-	}
-}
-
-func await(ctx context.Context, f func() error) error {
-	for {
-		err := f()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(100 * time.Millisecond):
-		}
 	}
 }

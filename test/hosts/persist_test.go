@@ -15,7 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/haagent/haagent/test/await"
 	"github.com/haagent/haagent/test/hosts"
+	"github.com/haagent/haagent/test/rootonly"
 )
 
 // createLabEnv, when set, makes TestPersistentLabCreator create the persistent lab it
@@ -33,9 +35,7 @@ const (
 // that dies behind the lab's back makes it unhealthy, and Teardown from a reopened lab
 // leaves nothing behind.
 func TestPersistentLab(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("test hosts need root (netns, overlayfs, systemd-nspawn): run as root, e.g. via 'make test' in CI")
-	}
+	rootonly.Require(t, "a persistent lab")
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	b := make([]byte, 3)
@@ -74,6 +74,9 @@ func TestPersistentLab(t *testing.T) {
 	a1, a2 := lab.Host("a1"), lab.Host("a2")
 	if a1 == nil || a2 == nil || len(lab.Hosts()) != 2 {
 		t.Fatalf("reopened lab has hosts %v, want a1 and a2", lab.Hosts())
+	}
+	if ns := lab.Nodes(); len(ns) != 1 || ns[0].Name != "n1" || ns[0].IP.String() != "10.79.0.31" {
+		t.Errorf("reopened lab has nodes %v, want n1 at 10.79.0.31", ns)
 	}
 	if !lab.Persistent || lab.Subnet.String() != "10.79.0.0/24" || a1.IP.String() != "10.79.0.21" || a2.IP.String() != "10.79.0.22" || !a1.Containers || a2.Containers {
 		t.Errorf("reopened lab: persistent %v, subnet %s, a1 %s containers %v, a2 %s containers %v", lab.Persistent, lab.Subnet, a1.IP, a1.Containers, a2.IP, a2.Containers)
@@ -117,7 +120,7 @@ func TestPersistentLab(t *testing.T) {
 	if err := syscall.Kill(a1.Leader(), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	if err := await(ctx, func() error {
+	if err := await.Until(ctx, "Healthy to report the death of a1", time.Minute, func() error {
 		if err := lab.Healthy(); err == nil || !strings.Contains(err.Error(), "host a1") {
 			return errors.New("Healthy does not report a1 dead")
 		}
@@ -171,6 +174,9 @@ func TestPersistentLabCreator(t *testing.T) {
 		t.Fatal(errors.Join(err, lab.Teardown()))
 	}
 	t.Logf("persistent lab %s booted in %v", id, time.Since(start).Round(time.Millisecond))
+	if _, err := lab.AddNode(ctx, "n1", netip.MustParseAddr("10.79.0.31")); err != nil {
+		t.Fatal(err)
+	}
 	for _, h := range hs {
 		if err := h.WriteFile("/var/tmp/made-by", []byte("creator\n"), 0o644); err != nil {
 			t.Fatal(err)
@@ -184,6 +190,9 @@ func TestPersistentLabCreator(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := left.BootWith(ctx, hosts.HostSpec{Name: "gone", HostOptions: hosts.HostOptions{Containers: true}}); err != nil {
+		t.Fatal(errors.Join(err, left.Teardown()))
+	}
+	if _, err := left.AddNode(ctx, "gonenode", netip.Addr{}); err != nil {
 		t.Fatal(errors.Join(err, left.Teardown()))
 	}
 	if err := os.WriteFile(os.Getenv(leftoverEnv), []byte(left.ID), 0o644); err != nil {

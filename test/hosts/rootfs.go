@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/haagent/haagent/test/await"
 )
 
 // Suite is the Debian release every test host runs.
@@ -250,29 +252,30 @@ func aptMirror() (string, error) {
 	return "", fmt.Errorf("no apt source for %s in /etc/apt/sources.list.d/*.sources or /etc/apt/sources.list", Suite)
 }
 
-// lockFile takes an exclusive flock on path, waiting until ctx ends.
+// lockFile takes an exclusive flock on path, waiting until ctx ends or rootfsLockTimeout.
 func lockFile(ctx context.Context, path string) (func(), error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
 		return nil, err
 	}
-	for {
+	// Another process builds the rootfs meanwhile: that takes minutes the first time.
+	err = await.Until(ctx, "the lock "+path+" (another test process builds the rootfs)", rootfsLockTimeout, func() error {
 		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return func() { syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
+		if err != nil && !errors.Is(err, syscall.EWOULDBLOCK) {
+			return await.Stop(err)
 		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) {
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", path, err)
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", path, ctx.Err())
-		case <-time.After(200 * time.Millisecond):
-		}
+		return err
+	}, await.Every(200*time.Millisecond))
+	if err != nil {
+		f.Close()
+		return nil, err
 	}
+	return func() { syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
 }
+
+// rootfsLockTimeout bounds the wait for another process's rootfs build: debootstrap
+// takes 90-120 s, and a loaded machine may take several times that.
+const rootfsLockTimeout = 15 * time.Minute
 
 // removeStale removes build and extract dirs of runs that died; the caller holds the lock,
 // so nobody else is using them.

@@ -11,6 +11,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/haagent/haagent/test/netlab"
 )
 
 // stateFile, in a lab's run dir, holds what Open needs to rebuild the lab in another
@@ -26,6 +28,12 @@ type labState struct {
 	Persistent bool         `json:"persistent"`
 	MadeRun    []string     `json:"made_run,omitempty"`
 	Hosts      []hostState  `json:"hosts"`
+	Nodes      []nodeState  `json:"nodes,omitempty"`
+}
+
+type nodeState struct {
+	Name string     `json:"name"`
+	IP   netip.Addr `json:"ip"`
 }
 
 type hostState struct {
@@ -53,6 +61,9 @@ func (l *Lab) save() error {
 	}
 	st := labState{ID: l.ID, Switch: l.Switch, Subnet: l.Subnet, Base: l.base, Persistent: l.Persistent, MadeRun: l.madeRun, Hosts: []hostState{}}
 	hs := l.hosts
+	for _, n := range l.nodes {
+		st.Nodes = append(st.Nodes, nodeState{Name: n.Name, IP: n.IP})
+	}
 	l.mu.Unlock()
 	for _, h := range hs {
 		h.mu.Lock()
@@ -104,7 +115,10 @@ func Open(ctx context.Context, id string) (*Lab, error) {
 		return nil, fmt.Errorf("open lab %s: its state names lab %q", id, st.ID)
 	}
 	l := &Lab{ID: id, Switch: st.Switch, Subnet: st.Subnet, Persistent: st.Persistent,
-		base: st.Base, dir: dir, logf: func(string, ...any) {}, madeRun: st.MadeRun}
+		sw: &netlab.Switch{NetNS: st.Switch}, base: st.Base, dir: dir, logf: func(string, ...any) {}, madeRun: st.MadeRun}
+	for _, s := range st.Nodes {
+		l.nodes = append(l.nodes, l.newNode(s.Name, s.IP))
+	}
 	mounts := mountPoints()
 	for _, s := range st.Hosts {
 		h := l.newHost(s.Name, s.IP, s.Containers)
@@ -144,8 +158,9 @@ func checkID(id string) error {
 	return nil
 }
 
-// removeLeftovers removes what a lab whose state is lost left: the hosts are the dirs
-// in its run dir, and everything of a host is named lab ID + "-" + host name.
+// removeLeftovers removes what a lab whose state is lost left: its hosts and nodes are
+// the dirs in its run dir, and everything of one is named lab ID + "-" + its name.
+// Names are matched whole: the ID "hal-a" is a prefix of the lab "hal-a-b"'s names.
 func removeLeftovers(id string) error {
 	dir := filepath.Join(DefaultRunDir, id)
 	entries, _ := os.ReadDir(dir)
@@ -173,9 +188,7 @@ func removeLeftovers(id string) error {
 		all = append(all, unmount(mp))
 	}
 	for _, ns := range append(machines, id+"-sw") {
-		if netnsExists(ns) {
-			all = append(all, run(context.Background(), "ip", "netns", "del", ns))
-		}
+		all = append(all, netlab.DeleteNetNS(ns))
 		os.RemoveAll(filepath.Join(nspawnRun, "propagate", ns))
 	}
 	made, _ := os.ReadFile(filepath.Join(dir, "made-run"))
@@ -270,11 +283,6 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 	}
 	defer d.Close()
 	return d.Sync()
-}
-
-func netnsExists(name string) bool {
-	_, err := os.Stat(filepath.Join("/run/netns", name))
-	return err == nil
 }
 
 // mountPoints is the set of the machine's mount points.

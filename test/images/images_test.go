@@ -2,11 +2,11 @@ package images
 
 import (
 	"archive/tar"
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -27,6 +27,9 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/haagent/haagent/test/await"
+	"github.com/haagent/haagent/test/procs"
 )
 
 var shared struct {
@@ -64,112 +67,84 @@ func built(t *testing.T) Set {
 	return shared.set
 }
 
-// proc is a program under test with its output collected line by line.
+// proc is a program under test (run by test/procs) and how far waitLine has read its
+// output.
 type proc struct {
-	cmd   *exec.Cmd
-	lines chan string // every output line, in order; closed at EOF
-	done  chan struct{}
-	err   error // Wait's result, set before done closes
-
-	mu  sync.Mutex // guards the field below
-	log []string
+	*procs.Proc
+	seen int // lines of output that waitLine has read
 }
 
 func start(t *testing.T, name string, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(name, args...)
-	r, w, err := os.Pipe()
-	if err != nil {
+	p := &proc{Proc: procs.New(procs.Spec{Name: filepath.Base(name), Log: filepath.Join(t.TempDir(), "output"),
+		Argv: func() []string { return append([]string{name}, args...) }})}
+	if err := p.Start(); err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stdout, cmd.Stderr = w, w
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	w.Close()
-	p := &proc{cmd: cmd, lines: make(chan string, 1024), done: make(chan struct{})}
-	go func() {
-		defer close(p.lines)
-		sc := bufio.NewScanner(r)
-		for sc.Scan() {
-			p.mu.Lock()
-			p.log = append(p.log, sc.Text())
-			p.mu.Unlock()
-			select {
-			case p.lines <- sc.Text():
-			default: // nobody is waiting for lines any more; the log keeps them
-			}
-		}
-		r.Close()
-	}()
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
 	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			cmd.Process.Kill()
-			<-p.done
+		if p.Running() {
+			_ = p.Kill()
 		}
 		if t.Failed() {
-			t.Logf("output of %s:\n%s", name, strings.Join(p.output(), "\n"))
+			t.Logf("output of %s:\n%s", name, p.Logs())
 		}
 	})
 	return p
 }
 
-func (p *proc) output() []string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return slices.Clone(p.log)
-}
-
-// waitLine returns the first submatch of re in the first output line that matches it.
+// waitLine returns the first submatch of re in the first output line after those read
+// so far that matches it; the lines before it count as read too.
 func (p *proc) waitLine(t *testing.T, re *regexp.Regexp, timeout time.Duration) string {
 	t.Helper()
-	deadline := time.After(timeout)
-	for {
-		select {
-		case l, ok := <-p.lines:
-			if !ok {
-				<-p.done
-				t.Fatalf("%s exited (%v) before printing a line matching %q", p.cmd.Path, p.err, re)
+	var m []string
+	err := await.Until(context.Background(), fmt.Sprintf("a line from %s matching %q", p.Name, re), timeout, func() error {
+		exited := !p.Running()
+		lines := strings.Split(p.Logs(), "\n")
+		lines = lines[:len(lines)-1] // the last piece is a line still being written
+		for ; p.seen < len(lines); p.seen++ {
+			if m = re.FindStringSubmatch(lines[p.seen]); m != nil {
+				p.seen++
+				return nil
 			}
-			if m := re.FindStringSubmatch(l); m != nil {
-				return m[1]
-			}
-		case <-deadline:
-			t.Fatalf("no line matching %q from %s within %v", re, p.cmd.Path, timeout)
 		}
+		if exited {
+			return await.Stop(fmt.Errorf("%s exited", p.Name))
+		}
+		return errors.New("no such line yet")
+	}, await.Every(10*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
 	}
+	return m[1]
 }
 
-// stop sends sig and returns Wait's error, failing if the process outlives timeout.
-func (p *proc) stop(t *testing.T, sig os.Signal, timeout time.Duration) error {
+// stop sends sig and returns an error unless the process exits 0 within timeout.
+func (p *proc) stop(t *testing.T, sig syscall.Signal, timeout time.Duration) error {
 	t.Helper()
-	if err := p.cmd.Process.Signal(sig); err != nil {
-		t.Fatalf("signal %s: %v", p.cmd.Path, err)
+	if err := p.Signal(sig); err != nil {
+		t.Fatal(err)
 	}
-	select {
-	case <-p.done:
-		return p.err
-	case <-time.After(timeout):
-		t.Fatalf("%s still running %v after %v", p.cmd.Path, timeout, sig)
-		return nil
+	code, err := p.Wait(timeout)
+	if err != nil {
+		t.Fatal(err)
 	}
+	if code != 0 {
+		return fmt.Errorf("%s exited %d after %v", p.Name, code, sig)
+	}
+	return nil
 }
 
 // waitFor polls cond until it holds, failing with what after timeout.
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+	err := await.Until(context.Background(), what, timeout, func() error {
+		if !cond() {
+			return errors.New("not yet")
 		}
-		time.Sleep(10 * time.Millisecond)
+		return nil
+	}, await.Every(10*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -262,7 +237,7 @@ func TestPause(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pid := p.cmd.Process.Pid
+	pid := p.Pid()
 	waitFor(t, 10*time.Second, "the shell to exec pause", func() bool {
 		exe, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/exe")
 		return err == nil && exe == set.PauseBin
@@ -410,9 +385,7 @@ func startRegistry(t *testing.T) string {
 	p := start(t, bin, "serve", cfg)
 	addr := p.waitLine(t, listening, 20*time.Second)
 	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
+		if p.Running() {
 			p.stop(t, syscall.SIGTERM, 10*time.Second)
 		}
 	})

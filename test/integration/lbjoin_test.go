@@ -1,16 +1,17 @@
 package integration
 
 import (
-	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/haagent/haagent/test/cluster"
+	"github.com/haagent/haagent/test/await"
+	"github.com/haagent/haagent/test/procs"
 )
 
 // TestFullBootstrapThroughTheLB: three secure masters, an lb in front of them on
@@ -22,25 +23,23 @@ func TestFullBootstrapThroughTheLB(t *testing.T) {
 	}
 	startReady(t, c)
 
-	lbRoot := t.TempDir()
-	var lbLog bytes.Buffer
-	lb := exec.Command(bin, "--role=lb", "--name=lb1", "--masters=127.0.0.21,127.0.0.22,127.0.0.23",
-		"--listen-address=127.0.0.10", "--status-address=127.0.0.10:9110", "--token="+testToken, "--root="+lbRoot)
-	lb.Stdout, lb.Stderr = &lbLog, &lbLog
-	lb.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	lb := procs.NewLB(bin, procs.LBConfig{Name: "lb1", IP: "127.0.0.10", Masters: []string{"127.0.0.21", "127.0.0.22", "127.0.0.23"},
+		Token: testToken, Dir: t.TempDir()})
 	if err := lb.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer func() {
-		_ = lb.Process.Signal(syscall.SIGTERM)
-		_ = lb.Wait()
+		lb.StopOrKill()
 		if t.Failed() {
-			t.Logf("--- lb log ---\n%s", lbLog.String())
+			t.Logf("--- lb log ---\n%s", lb.Logs())
 		}
 	}()
 	// The etcd and join ports turn healthy; 6443 stays down, as no apiserver runs here.
-	err := cluster.Await(30*time.Second, 100*time.Millisecond, func() error {
-		body, err := httpGet("http://127.0.0.10:9110/status")
+	err := await.Until(context.Background(), "the lb's etcd and join backends to be healthy", 30*time.Second, func() error {
+		if !lb.Running() {
+			return await.Stop(fmt.Errorf("the lb exited:\n%s", lb.LogTail(20)))
+		}
+		body, err := httpGet("http://" + lb.StatusAddress() + "/status")
 		if err != nil {
 			return err
 		}
@@ -60,16 +59,16 @@ func TestFullBootstrapThroughTheLB(t *testing.T) {
 			}
 		}
 		if healthy[2379] != 3 || healthy[9345] != 3 {
-			return &retryable{body}
+			return fmt.Errorf("lb backends not healthy yet: %s", body)
 		}
 		return nil
-	})
+	}, await.Every(100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
 
 	// etcd through the lb, with the lb's own client certificate.
-	pki := filepath.Join(lbRoot, "etc/kubernetes/pki")
+	pki := filepath.Join(lb.Root(), "etc/kubernetes/pki")
 	out, err := exec.Command("etcdctl", "--endpoints=https://127.0.0.10:2379", "--dial-timeout=2s", "--command-timeout=3s",
 		"--cacert="+filepath.Join(pki, "ca.crt"), "--cert="+filepath.Join(pki, "etcd-client.crt"), "--key="+filepath.Join(pki, "etcd-client.key"),
 		"get", "--print-value-only", "/kube-centos/network/config").CombinedOutput()
@@ -95,7 +94,3 @@ func TestFullBootstrapThroughTheLB(t *testing.T) {
 		t.Fatalf("minion's flannel cert through the lb: %v\n%s", err, out)
 	}
 }
-
-type retryable struct{ body string }
-
-func (r *retryable) Error() string { return "lb backends not healthy yet: " + r.body }

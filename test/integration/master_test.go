@@ -1,9 +1,11 @@
-// Package integration runs real haagent masters as processes on 127.0.0.21-23 and
-// checks them with Debian's etcdctl, an outside client. The master tests need no root;
-// the lb tests make network namespaces, so they need root and skip without it.
+// Package integration runs real haagent processes (test/procs) on loopback addresses,
+// masters on 127.0.0.21-23, an lb on 127.0.0.10, a minion on 127.0.0.31, and checks
+// them with Debian's etcdctl, an outside client. None of its tests needs root: those
+// that do live in test/rootintegration.
 package integration
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -15,40 +17,24 @@ import (
 	"testing"
 	"time"
 
-	"github.com/haagent/haagent/test/cluster"
+	"github.com/haagent/haagent/test/await"
+	"github.com/haagent/haagent/test/procs"
 )
 
 var bin string
 
-func TestMain(m *testing.M) {
-	if _, err := exec.LookPath("etcdctl"); err != nil {
-		fmt.Fprintln(os.Stderr, "etcdctl (Debian package etcd-client) is required: run 'make test', which installs it")
-		os.Exit(1)
-	}
-	dir, err := os.MkdirTemp("", "haagent-bin")
-	if err != nil {
-		panic(err)
-	}
-	bin, err = cluster.Binary(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { procs.Main(m, &bin) }
 
-const readyTimeout = 30 * time.Second
+const readyTimeout = procs.ReadyTimeout
 
 // testToken is the cluster secret of the test clusters, which run in secure mode.
 const testToken = "haagent-integration-test-0123456789"
 
 // newCluster makes a 3-master cluster description and stops it when the test ends,
 // dumping the logs of a failed test.
-func newCluster(t *testing.T) *cluster.Cluster {
+func newCluster(t *testing.T) *procs.Cluster {
 	t.Helper()
-	c := cluster.New(bin, t.TempDir(), 3)
+	c := procs.NewCluster(bin, t.TempDir(), 3)
 	c.Secure(testToken)
 	t.Cleanup(func() {
 		c.StopAll()
@@ -61,7 +47,7 @@ func newCluster(t *testing.T) *cluster.Cluster {
 	return c
 }
 
-func startReady(t *testing.T, c *cluster.Cluster, ms ...*cluster.Master) {
+func startReady(t *testing.T, c *procs.Cluster, ms ...*procs.Master) {
 	t.Helper()
 	if err := c.StartAll(ms...); err != nil {
 		t.Fatal(err)
@@ -73,10 +59,10 @@ func startReady(t *testing.T, c *cluster.Cluster, ms ...*cluster.Master) {
 
 // requireMembers checks, through etcdctl, that the cluster lists exactly the wanted
 // names, all started and voting, with no duplicates.
-func requireMembers(t *testing.T, c *cluster.Cluster, endpoints string, names ...string) []cluster.EtcdMember {
+func requireMembers(t *testing.T, c *procs.Cluster, endpoints string, names ...string) []procs.EtcdMember {
 	t.Helper()
-	var ms []cluster.EtcdMember
-	err := cluster.Await(20*time.Second, 100*time.Millisecond, func() error {
+	var ms []procs.EtcdMember
+	err := await.Until(context.Background(), "members "+strings.Join(names, ", ")+", all started and voting", 20*time.Second, func() error {
 		var err error
 		ms, _, err = c.MemberList(endpoints)
 		if err != nil {
@@ -101,14 +87,14 @@ func requireMembers(t *testing.T, c *cluster.Cluster, endpoints string, names ..
 			}
 		}
 		return nil
-	})
+	}, await.Every(100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return ms
 }
 
-func memberID(t *testing.T, ms []cluster.EtcdMember, name string) uint64 {
+func memberID(t *testing.T, ms []procs.EtcdMember, name string) uint64 {
 	t.Helper()
 	for _, m := range ms {
 		if m.Name == name {
@@ -123,7 +109,7 @@ func TestBootstrapConcurrentlyTenTimes(t *testing.T) {
 	for round := range 10 {
 		t.Run(fmt.Sprintf("round%d", round+1), func(t *testing.T) {
 			c := newCluster(t)
-			order := append([]*cluster.Master{}, c.Masters...)
+			order := append([]*procs.Master{}, c.Masters...)
 			rand.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
 			startReady(t, c, order...)
 			requireMembers(t, c, c.Endpoints(), "m1", "m2", "m3")
@@ -190,7 +176,7 @@ func TestLateMemberTakesItsUnstartedSlot(t *testing.T) {
 	}
 	startReady(t, c, m3)
 	after := requireMembers(t, c, c.Endpoints(), "m1", "m2", "m3")
-	if !strings.Contains(m3.Log(), "mode=take-slot") {
+	if !strings.Contains(m3.Logs(), "mode=take-slot") {
 		t.Fatalf("m3 did not take its slot; log:\n%s", m3.LogTail(30))
 	}
 	for _, m := range ms {
@@ -213,7 +199,7 @@ func TestNewMemberJoinsAsLearnerAndIsPromoted(t *testing.T) {
 	}
 	startReady(t, c, m3)
 	requireMembers(t, c, c.Endpoints(), "m1", "m2", "m3")
-	log := m3.Log()
+	log := m3.Logs()
 	for _, want := range []string{"mode=join", "added to the cluster as a learner", "promoted from learner to voting member"} {
 		if !strings.Contains(log, want) {
 			t.Fatalf("m3 log lacks %q:\n%s", want, m3.LogTail(30))
@@ -238,7 +224,7 @@ func TestRestartKeepsMemberID(t *testing.T) {
 	if memberID(t, before, "m2") != memberID(t, after, "m2") {
 		t.Fatalf("m2 changed ID: %x -> %x", memberID(t, before, "m2"), memberID(t, after, "m2"))
 	}
-	if !strings.Contains(m2.Log(), "mode=restart") {
+	if !strings.Contains(m2.Logs(), "mode=restart") {
 		t.Fatal("m2 did not restart from its data dir")
 	}
 }
@@ -260,7 +246,7 @@ func TestRebuiltHostReplacesStaleMember(t *testing.T) {
 	if memberID(t, before, "m3") == memberID(t, after, "m3") {
 		t.Fatal("m3 kept its old member ID although its data dir was empty")
 	}
-	if !strings.Contains(m3.Log(), "removed stale member") {
+	if !strings.Contains(m3.Logs(), "removed stale member") {
 		t.Fatalf("m3 log does not say it removed the stale member:\n%s", m3.LogTail(30))
 	}
 	if n, err := c.HealthyCount(c.Endpoints()); err != nil || n != 3 {
@@ -283,7 +269,7 @@ func TestRemovedMemberExitsAndKeepsItsData(t *testing.T) {
 	if code != 3 {
 		t.Fatalf("removed member exited %d, want 3 (removed)", code)
 	}
-	if !strings.Contains(m3.Log(), "removed from the etcd cluster") {
+	if !strings.Contains(m3.Logs(), "removed from the etcd cluster") {
 		t.Fatalf("no clear message in m3's log:\n%s", m3.LogTail(10))
 	}
 	if _, err := os.Stat(filepath.Join(m3.DataDir, "member", "wal")); err != nil {
@@ -315,14 +301,14 @@ func TestKillLeaderFailsOverAndRejoins(t *testing.T) {
 	if err := leader.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	var rest []*cluster.Master
+	var rest []*procs.Master
 	for _, m := range c.Masters {
 		if m != leader {
 			rest = append(rest, m)
 		}
 	}
-	var newLeader *cluster.Master
-	err = cluster.Await(15*time.Second, 50*time.Millisecond, func() error {
+	var newLeader *procs.Master
+	err = await.Until(context.Background(), "a leader agreed by the two other masters", 15*time.Second, func() error {
 		var err error
 		newLeader, err = c.Leader(rest...)
 		return err
@@ -356,8 +342,8 @@ func TestFlannelConfigIsNotOverwritten(t *testing.T) {
 	}
 	m1.Extra = []string{"--flannel-network=10.50.0.0/16"}
 	startReady(t, c, m1)
-	err := cluster.Await(10*time.Second, 50*time.Millisecond, func() error {
-		if !strings.Contains(m1.Log(), "differs from the flags") {
+	err := await.Until(context.Background(), "m1 to warn that the stored flannel config differs", 10*time.Second, func() error {
+		if !strings.Contains(m1.Logs(), "differs from the flags") {
 			return fmt.Errorf("no warning about the differing flannel config")
 		}
 		return nil

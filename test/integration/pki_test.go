@@ -9,49 +9,31 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/haagent/haagent/pki"
-	"github.com/haagent/haagent/test/cluster"
+	"github.com/haagent/haagent/test/procs"
 )
 
-// runMinion runs a minion joining through addr and returns its exit code and output
-// once it is ready (then stopped) or has exited.
+// runMinion runs a minion joining through joinHost and returns its exit code and
+// output once it is ready (then stopped with SIGINT) or has exited.
 func runMinion(t *testing.T, root, joinHost, token string) (code int, out string) {
 	t.Helper()
-	cmd := exec.Command(bin, "--role=minion", "--name=minion1", "--lb="+joinHost, "--token="+token,
-		"--root="+root, "--status-address=127.0.0.31:9110", "--advertise-address=127.0.0.31", "--systemd=off")
-	var buf bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &buf, &buf
-	if err := cmd.Start(); err != nil {
+	m := procs.NewMinion(bin, procs.MinionConfig{IP: "127.0.0.31", LB: joinHost, Token: token, Root: root})
+	if err := m.Start(); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	ready := cluster.Await(30*time.Second, 50*time.Millisecond, func() error {
-		select {
-		case err := <-done:
-			done <- err
-			return &cluster.Permanent{Err: err}
-		default:
-		}
-		if _, err := httpGet("http://127.0.0.31:9110/readyz"); err != nil {
-			return err
-		}
-		return nil
-	})
-	if ready == nil {
-		_ = cmd.Process.Signal(os.Interrupt)
+	if m.WaitReady(procs.ReadyTimeout) == nil {
+		_ = m.Signal(syscall.SIGINT)
 	}
-	select {
-	case err := <-done:
-		return exitOf(err), buf.String()
-	case <-time.After(20 * time.Second):
-		_ = cmd.Process.Kill()
-		t.Fatalf("minion did not stop:\n%s", buf.String())
+	code, err := m.Wait(20 * time.Second)
+	if err != nil {
+		_ = m.Kill()
+		t.Fatalf("minion did not stop: %v\n%s", err, m.Logs())
 	}
-	return 0, ""
+	return code, m.Logs()
 }
 
 func TestSecureClusterWithTokenJoin(t *testing.T) {
@@ -192,7 +174,7 @@ func TestSecureClusterWithTokenJoin(t *testing.T) {
 		if code == 0 || !strings.Contains(log, "refused the token") {
 			t.Fatalf("wrong token: exit %d:\n%s", code, log)
 		}
-		if !strings.Contains(m2.Log(), "join refused: wrong token") {
+		if !strings.Contains(m2.Logs(), "join refused: wrong token") {
 			t.Fatal("the master did not log the refused attempt")
 		}
 	})

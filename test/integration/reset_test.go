@@ -6,9 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/haagent/haagent/test/cluster"
+	"github.com/haagent/haagent/test/procs"
 )
 
 func TestResetForGoldenImages(t *testing.T) {
@@ -44,18 +43,17 @@ func TestResetForGoldenImages(t *testing.T) {
 		}
 	}
 	// The baked host boots into a role given by the environment alone and forms a cluster.
-	cmd := exec.Command(bin)
-	cmd.Env = append(os.Environ(), "HAAGENT_ROLE=master", "HAAGENT_NAME=m1", "HAAGENT_PEERS="+single,
-		"HAAGENT_LISTEN_ADDRESS="+m1.IP, "HAAGENT_DATA_DIR="+m1.DataDir, "HAAGENT_ROOT="+m1.Root,
-		"HAAGENT_STATUS_ADDRESS="+m1.StatusAddress(), "HAAGENT_SYSTEMD=off")
-	if err := cmd.Start(); err != nil {
+	baked := procs.New(procs.Spec{Name: "m1 configured by HAAGENT_*", Log: m1.Log + ".env",
+		Argv: func() []string { return []string{bin} },
+		Env: []string{"HAAGENT_ROLE=master", "HAAGENT_NAME=m1", "HAAGENT_PEERS=" + single,
+			"HAAGENT_LISTEN_ADDRESS=" + m1.IP, "HAAGENT_DATA_DIR=" + m1.DataDir, "HAAGENT_ROOT=" + m1.Root,
+			"HAAGENT_STATUS_ADDRESS=" + m1.StatusAddress(), "HAAGENT_SYSTEMD=off"},
+		Ready: procs.HTTPReady("http://" + m1.StatusAddress() + "/readyz")})
+	if err := baked.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	if err := cluster.Await(30*time.Second, 50*time.Millisecond, func() error {
-		_, err := httpGet("http://" + m1.StatusAddress() + "/readyz")
-		return err
-	}); err != nil {
+	defer baked.StopOrKill()
+	if err := baked.WaitReady(procs.ReadyTimeout); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(readFile(t, filepath.Join(m1.Root, "etc/kubernetes/apiserver")), "--advertise-address="+m1.IP) {

@@ -17,6 +17,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/haagent/haagent/test/rootonly"
 )
 
 // repoRoot is the repository's top dir.
@@ -202,12 +204,11 @@ func makePackages() (*packages, error) {
 	return p, nil
 }
 
-// requireRoot skips a test that installs into scratch roots or boots test hosts.
+// requireRoot stops a test that installs into scratch roots or boots test hosts where it
+// can't run as root (test/rootonly).
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("installing packages into scratch roots and test hosts needs root; run as root, e.g. 'make test' in CI")
-	}
+	rootonly.Require(t, "installing packages into scratch roots and test hosts")
 }
 
 // run runs a command and returns its stdout, failing the test with its output on error.

@@ -20,6 +20,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+
+	"github.com/haagent/haagent/test/await"
 )
 
 // DialFunc opens a connection, as net.Dialer.DialContext does.
@@ -95,26 +97,16 @@ func Members(ctx context.Context, cli *clientv3.Client, endpoints []string) (map
 }
 
 // MoveLeader makes the member at endpoint target the leader (endpoints lists every
-// member's endpoint), retrying until ctx ends, and returns once all of them agree.
-func MoveLeader(ctx context.Context, d Dialer, endpoints []string, target string) error {
+// member's endpoint), retrying for up to timeout, and returns once all of them agree.
+func MoveLeader(ctx context.Context, d Dialer, endpoints []string, target string, timeout time.Duration) error {
 	cli, err := d.Client(endpoints...)
 	if err != nil {
 		return err
 	}
 	defer cli.Close()
-	var last error
-	for {
-		if err := moveLeaderOnce(ctx, cli, d, endpoints, target); err == nil {
-			return nil
-		} else {
-			last = err
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("move the etcd leader to %s: %w (last: %v)", target, ctx.Err(), last)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+	return await.Until(ctx, "the etcd leader to move to "+target, timeout, func() error {
+		return moveLeaderOnce(ctx, cli, d, endpoints, target)
+	}, await.Every(100*time.Millisecond))
 }
 
 func moveLeaderOnce(ctx context.Context, cli *clientv3.Client, d Dialer, endpoints []string, target string) error {
@@ -280,13 +272,6 @@ func (w *Writer) fail(err error) {
 	w.mu.Unlock()
 }
 
-func sleep(ctx context.Context, d time.Duration) {
-	select {
-	case <-ctx.Done():
-	case <-time.After(d):
-	}
-}
-
 // Stop stops writing and waits for the writer to finish.
 func (w *Writer) Stop() {
 	w.cancel()
@@ -300,22 +285,21 @@ func (w *Writer) Stats() (acks, fails, reconnects int, lastErr error) {
 	return len(w.acks), w.fails, w.reconnects, w.lastErr
 }
 
-// AwaitAcks waits until n more writes than now have been acknowledged.
-func (w *Writer) AwaitAcks(ctx context.Context, n int) error {
+// AwaitAcks waits up to timeout until n more writes than now have been acknowledged.
+func (w *Writer) AwaitAcks(ctx context.Context, n int, timeout time.Duration) error {
 	start, _, _, _ := w.Stats()
-	for {
-		acks, _, _, lastErr := w.Stats()
-		if acks >= start+n {
-			return nil
-		}
+	return await.Until(ctx, fmt.Sprintf("%d acknowledged writes of %s", n, w.cfg.Key), timeout, func() error {
 		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%d of %d writes acknowledged: %w (last error: %v)", acks-start, n, ctx.Err(), lastErr)
 		case <-w.done:
-			return errors.New("writer stopped")
-		case <-time.After(20 * time.Millisecond):
+			return await.Stop(errors.New("the writer stopped"))
+		default:
 		}
-	}
+		acks, _, _, lastErr := w.Stats()
+		if acks < start+n {
+			return fmt.Errorf("%d of %d writes acknowledged (last error: %v)", acks-start, n, lastErr)
+		}
+		return nil
+	}, await.Every(20*time.Millisecond))
 }
 
 // Gap is the outcome of AwaitRecovery.
@@ -350,17 +334,21 @@ func (w *Writer) AwaitRecovery(fault time.Time, r Recovery) Gap {
 	if r.Max == 0 {
 		r.Max = 30 * time.Second
 	}
-	for {
+	var g Gap
+	err := await.Until(context.Background(), "writes steady again after the fault", r.Max-time.Since(fault), func() error {
 		now := time.Now()
 		longest, lastStallEnd, open := w.gaps(fault, now, r.Stall)
+		g = Gap{Longest: max(longest, open)}
 		if open < r.Stall && now.Sub(lastStallEnd) >= r.Steady && now.Sub(fault) >= r.Steady {
-			return Gap{Longest: longest, Recovered: true}
+			g = Gap{Longest: longest, Recovered: true}
+			return nil
 		}
-		if now.Sub(fault) >= r.Max {
-			return Gap{Longest: max(longest, open), Recovered: false}
-		}
-		time.Sleep(20 * time.Millisecond)
+		return fmt.Errorf("longest gap so far %s", g.Longest)
+	}, await.Every(20*time.Millisecond))
+	if err != nil {
+		g.Recovered = false
 	}
+	return g
 }
 
 // gaps returns, over the acks around the fault up to now: the longest closed gap

@@ -1,4 +1,4 @@
-package integration
+package rootintegration
 
 import (
 	"bufio"
@@ -6,27 +6,27 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	lbrole "github.com/haagent/haagent/roles/lb"
-	"github.com/haagent/haagent/test/cluster"
-	"github.com/haagent/haagent/test/netns"
+	"github.com/haagent/haagent/test/await"
+	"github.com/haagent/haagent/test/hosts"
+	"github.com/haagent/haagent/test/netlab"
 	"github.com/haagent/haagent/test/probe"
+	"github.com/haagent/haagent/test/procs"
 )
 
-// The lb tests' layout, in network namespaces that each test makes (test/netns):
-// three masters, an lb in front of them with m1 as its primary, and a client host
-// from which every request comes.
+// The lb tests' layout, in nodes of a lab that each test makes (test/hosts): three
+// masters, an lb in front of them with m1 as its primary, and a client node from which
+// every request comes.
 const (
 	lbIP     = "10.77.0.10"
 	clientIP = "10.77.0.5"
@@ -56,12 +56,12 @@ var lbModes = []struct {
 
 // lbEnv is three masters, an lb and a client, each in its own network namespace.
 type lbEnv struct {
-	c          *cluster.Cluster
-	masters    []*netns.Host
-	lbHost     *netns.Host
-	client     *netns.Host
+	c          *procs.Cluster
+	masters    []*netlab.Node
+	lbNode     *netlab.Node
+	client     *netlab.Node
+	lb         *procs.LB
 	dir        string
-	lbLog      string
 	lbEndpoint string // the lb's etcd client URL
 	dialer     probe.Dialer
 	http       *http.Client
@@ -72,24 +72,19 @@ type lbEnv struct {
 // them, secure or --insecure, and tears everything down when the test ends.
 func newLBEnv(t *testing.T, secure bool) *lbEnv {
 	t.Helper()
-	n := netns.NewT(t)
+	lab := hosts.NewWith(t, hosts.LabOptions{NetworkOnly: true})
 	pairs := []string{"lb=" + lbIP, "client=" + clientIP}
 	for i, ip := range masterIPs {
 		pairs = append(pairs, fmt.Sprintf("m%d=%s", i+1, ip))
 	}
-	hs, err := n.AddHosts(pairs...)
+	ns, err := lab.AddNodes(context.Background(), pairs...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &lbEnv{lbHost: hs[0], client: hs[1], masters: hs[2:], dir: t.TempDir()}
+	e := &lbEnv{lbNode: ns[0], client: ns[1], masters: ns[2:], dir: t.TempDir()}
 	e.http = &http.Client{Timeout: 2 * time.Second,
 		Transport: &http.Transport{DialContext: e.client.DialContext, DisableKeepAlives: true}}
-	e.lbLog = filepath.Join(e.dir, "lb.log")
-	e.c = cluster.NewWith(bin, e.dir, 3, cluster.Options{
-		IPs:  masterIPs,
-		Wrap: func(i int) []string { return e.masters[i].Wrap() },
-		Dial: func(i int) func(context.Context, string, string) (net.Conn, error) { return e.masters[i].DialContext },
-	})
+	e.c = procs.NewClusterWith(bin, e.dir, 3, procs.Options{Nodes: e.masters})
 	e.lbEndpoint = "http://" + lbIP + ":2379"
 	if secure {
 		e.c.Secure(testToken)
@@ -98,14 +93,6 @@ func newLBEnv(t *testing.T, secure bool) *lbEnv {
 		}
 		e.lbEndpoint = "https://" + lbIP + ":2379"
 	}
-	t.Cleanup(func() {
-		e.c.StopAll()
-		if t.Failed() {
-			for _, m := range e.c.Masters {
-				t.Logf("--- log of %s ---\n%s", m.Name, m.LogTail(30))
-			}
-		}
-	})
 	startReady(t, e.c)
 	e.dialer = probe.Dialer{Dial: e.client.DialContext}
 	if secure {
@@ -120,7 +107,7 @@ func newLBEnv(t *testing.T, secure bool) *lbEnv {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	eps := e.c.Endpoints()
-	if err := probe.MoveLeader(ctx, e.dialer, strings.Split(eps, ","), e.c.Masters[0].ClientURL()); err != nil {
+	if err := probe.MoveLeader(ctx, e.dialer, strings.Split(eps, ","), e.c.Masters[0].ClientURL(), 20*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	cli := e.newClient(t, eps)
@@ -141,49 +128,28 @@ func (e *lbEnv) tlsFiles() [3]string {
 	return [3]string{filepath.Join(pki, "ca.crt"), filepath.Join(pki, "etcd-client.crt"), filepath.Join(pki, "etcd-client.key")}
 }
 
-// startLB runs haagent --role=lb in the lb host and waits until a new connection
+// startLB runs haagent --role=lb in the lb node and waits until a new connection
 // through it reaches m1.
 func (e *lbEnv) startLB(t *testing.T, secure bool) {
 	t.Helper()
-	log, err := os.Create(e.lbLog)
-	if err != nil {
-		t.Fatal(err)
-	}
-	args := []string{"--role=lb", "--masters=" + strings.Join(masterIPs, ","), "--lb-ports=2379",
-		"--listen-address=" + lbIP, "--status-address=" + lbStatus, "--name=lb", "--root=" + filepath.Join(e.dir, "lb-root")}
+	c := procs.LBConfig{IP: lbIP, Masters: masterIPs, Ports: "2379", Dir: e.dir, Node: e.lbNode}
 	if secure {
-		args = append(args, "--token="+testToken)
-	} else {
-		args = append(args, "--insecure")
+		c.Token = testToken
 	}
-	cmd := e.lbHost.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		log.Close()
+	e.lb = procs.NewLB(bin, c)
+	if err := e.lb.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); log.Close(); close(exited) }()
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
+		e.lb.StopOrKill()
 		if t.Failed() {
-			b, _ := os.ReadFile(e.lbLog)
-			t.Logf("--- log of the lb ---\n%s", tail(string(b), 40))
+			t.Logf("--- log of the lb ---\n%s", e.lb.LogTail(40))
 		}
 	})
 	cli := e.newClient(t, e.lbEndpoint)
-	err = cluster.Await(30*time.Second, 50*time.Millisecond, func() error {
-		select {
-		case <-exited:
-			b, _ := os.ReadFile(e.lbLog)
-			return &cluster.Permanent{Err: fmt.Errorf("haagent --role=lb exited:\n%s", tail(string(b), 20))}
-		default:
+	err := await.Until(context.Background(), "a new connection through the lb to reach m1", 30*time.Second, func() error {
+		if !e.lb.Running() {
+			return await.Stop(fmt.Errorf("haagent --role=lb exited:\n%s", e.lb.LogTail(20)))
 		}
 		return e.answeredByM1(cli)
 	})
@@ -229,7 +195,7 @@ func (e *lbEnv) etcdctlFlags(extra ...string) []string {
 
 // etcdctl runs Debian's etcdctl in the client host against the lb.
 func (e *lbEnv) etcdctl(args ...string) (string, error) {
-	cmd := e.client.Command("etcdctl", append(e.etcdctlFlags("--command-timeout=1s", "--dial-timeout=1s"), args...)...)
+	cmd := e.client.CommandContext(context.Background(), "etcdctl", append(e.etcdctlFlags("--command-timeout=1s", "--dial-timeout=1s"), args...)...)
 	cmd.Env = append(os.Environ(), "ETCDCTL_API=3")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -299,7 +265,7 @@ var faults = []fault{
 			if err := m.Start(); err != nil {
 				return err
 			}
-			return m.WaitReady(readyTimeout)
+			return m.WaitReady(procs.ReadyTimeout)
 		}},
 	{"blackhole", func(e *lbEnv) error { return e.masters[0].Blackhole() },
 		func(e *lbEnv) error { return e.masters[0].Heal() }},
@@ -325,7 +291,7 @@ func testLBFailover(t *testing.T, secure bool, f fault) {
 	defer w.Stop()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := w.AwaitAcks(ctx, 20); err != nil {
+	if err := w.AwaitAcks(ctx, 20, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	at := time.Now()
@@ -349,7 +315,7 @@ func testLBFailover(t *testing.T, secure bool, f fault) {
 		t.Fatal(err)
 	}
 	cli := e.newClient(t, e.lbEndpoint)
-	err := cluster.Await(maxBackToPrime, 100*time.Millisecond, func() error {
+	err := await.Until(context.Background(), "new connections back to m1, and the lb to say so", maxBackToPrime, func() error {
 		if err := e.answeredByM1(cli); err != nil {
 			return err
 		}
@@ -360,12 +326,12 @@ func testLBFailover(t *testing.T, secure bool, f fault) {
 			return fmt.Errorf("/status: m1 is %q, %v; want healthy", st, err)
 		}
 		return nil
-	})
+	}, await.Every(100*time.Millisecond))
 	if err != nil {
 		t.Fatalf("after m1 recovered: %v", err)
 	}
 	// Writes still flow.
-	if err := w.AwaitAcks(ctx, 5); err != nil {
+	if err := w.AwaitAcks(ctx, 5, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -424,12 +390,12 @@ func testLBWatch(t *testing.T, secure bool, f fault) {
 		}
 	}
 	// The watch is up once it sees a put.
-	err = cluster.Await(10*time.Second, 200*time.Millisecond, func() error {
+	err = await.Until(context.Background(), "the watch to see a put", 10*time.Second, func() error {
 		if _, err := e.etcdctl("put", "/watch/before", "1"); err != nil {
 			return err
 		}
 		return awaitKey("/watch/before", 500*time.Millisecond)
-	})
+	}, await.Every(200*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -439,7 +405,7 @@ func testLBWatch(t *testing.T, secure bool, f fault) {
 		t.Fatal(err)
 	}
 	var putAt time.Time
-	err = cluster.Await(20*time.Second, 50*time.Millisecond, func() error {
+	err = await.Until(context.Background(), "a put through the lb after the fault", 20*time.Second, func() error {
 		_, err := e.etcdctl("put", "/watch/after", "2")
 		putAt = time.Now()
 		return err
@@ -456,12 +422,4 @@ func testLBWatch(t *testing.T, secure bool, f fault) {
 	if err := f.heal(e); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

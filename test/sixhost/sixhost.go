@@ -10,7 +10,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -22,9 +21,9 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/vishvananda/netns"
 
 	"github.com/haagent/haagent/pki"
+	"github.com/haagent/haagent/test/await"
 	"github.com/haagent/haagent/test/hosts"
 	"github.com/haagent/haagent/test/images"
 )
@@ -305,10 +304,10 @@ func (l *Lab) Install(ctx context.Context, cfg Config) error {
 		return err
 	}
 	// Pods can be created once the controller-manager has made the default ServiceAccount.
-	if err := Await(ctx, "the default ServiceAccount (made by the controller-manager)", 5*time.Minute, func() error {
+	if err := await.Until(ctx, "the default ServiceAccount (made by the controller-manager)", 5*time.Minute, func() error {
 		_, err := l.Kubectl(ctx, "get", "serviceaccount", "default")
 		return err
-	}); err != nil {
+	}, every); err != nil {
 		return err
 	}
 	cfg.Logf("lab: both minions Ready %s after install began", time.Since(start).Round(time.Second))
@@ -356,45 +355,18 @@ func (l *Lab) installHost(ctx context.Context, cfg Config, s Spec) error {
 	return nil
 }
 
-// DialIn returns a dial function whose sockets live in the host's network namespace,
-// so that this process can talk to lab hosts without any route from the machine's own.
-func DialIn(h *hosts.Host) func(ctx context.Context, network, address string) (net.Conn, error) {
-	return func(ctx context.Context, network, address string) (net.Conn, error) {
-		// A socket belongs to the netns of the thread that made it; the connect that
-		// follows needs no particular thread.
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			return nil, fmt.Errorf("current netns: %w", err)
-		}
-		defer orig.Close()
-		ns, err := netns.GetFromName(h.NetNS)
-		if err != nil {
-			return nil, fmt.Errorf("netns of %s: %w", h.Name, err)
-		}
-		defer ns.Close()
-		if err := netns.Set(ns); err != nil {
-			return nil, fmt.Errorf("enter netns of %s: %w", h.Name, err)
-		}
-		defer netns.Set(orig)
-		var d net.Dialer
-		return d.DialContext(ctx, network, address)
-	}
-}
-
 // fillRegistry pushes nginx and pause into lb1's registry, from lb1's own netns.
 func (l *Lab) fillRegistry(ctx context.Context, set images.Set) error {
 	lb := l.Host("lb1")
 	reg := fmt.Sprintf("%s:%d", LB, RegistryPort)
-	dial := DialIn(lb)
-	if err := Await(ctx, "lb1's registry to answer on "+reg, time.Minute, func() error {
+	dial := lb.DialContext
+	if err := await.Until(ctx, "lb1's registry to answer on "+reg, time.Minute, func() error {
 		c, err := dial(ctx, "tcp", reg)
 		if err != nil {
 			return err
 		}
 		return c.Close()
-	}); err != nil {
+	}, every); err != nil {
 		return err
 	}
 	nginx, err := set.Nginx()
@@ -413,23 +385,8 @@ func (l *Lab) fillRegistry(ctx context.Context, set images.Set) error {
 	return nil
 }
 
-// Await polls cond every 250 ms until it returns nil, or fails after timeout saying
-// what it waited for and the last error.
-func Await(ctx context.Context, what string, timeout time.Duration, cond func() error) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	var last error
-	for {
-		if last = cond(); last == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting %s for %s: %w (last: %v)", timeout, what, ctx.Err(), last)
-		case <-time.After(250 * time.Millisecond):
-		}
-	}
-}
+// every is how often the lab's waits poll: each poll runs kubectl or nsenter.
+var every = await.Every(250 * time.Millisecond)
 
 // adminKubeconfig is where lb1 keeps the admin kubeconfig that Kubectl uses.
 const adminKubeconfig = "/root/.kube/config"
@@ -437,11 +394,11 @@ const adminKubeconfig = "/root/.kube/config"
 // waitAdminKubeconfig copies master1's admin kubeconfig (which points at the lb) to lb1.
 func (l *Lab) waitAdminKubeconfig(ctx context.Context) error {
 	var admin []byte
-	err := Await(ctx, "master1 to write /etc/kubernetes/admin.kubeconfig", 6*time.Minute, func() error {
+	err := await.Until(ctx, "master1 to write /etc/kubernetes/admin.kubeconfig", 6*time.Minute, func() error {
 		var err error
 		admin, err = l.Host("master1").ReadFile("/etc/kubernetes/admin.kubeconfig")
 		return err
-	})
+	}, every)
 	if err != nil {
 		return err
 	}
@@ -460,7 +417,7 @@ func (l *Lab) KubectlCommand(ctx context.Context, args ...string) *exec.Cmd {
 
 // WaitNodesReady waits until both minions are Ready nodes.
 func (l *Lab) WaitNodesReady(ctx context.Context, timeout time.Duration) error {
-	return Await(ctx, "minion1 and minion2 to be Ready nodes", timeout, func() error {
+	return await.Until(ctx, "minion1 and minion2 to be Ready nodes", timeout, func() error {
 		out, err := l.Kubectl(ctx, "get", "nodes", "-o", `jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}`)
 		if err != nil {
 			return err
@@ -471,5 +428,5 @@ func (l *Lab) WaitNodesReady(ctx context.Context, timeout time.Duration) error {
 			}
 		}
 		return nil
-	})
+	}, every)
 }
