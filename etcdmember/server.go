@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/client/pkg/v3/types"
@@ -197,7 +198,7 @@ func (s *Server) Run(ctx context.Context) error {
 		view = s.probePeers(ctx)
 	}
 	p := decide(s.self, s.cfg.Peers, haveData, view)
-	s.lg.Info("starting etcd member", "mode", p.mode, "name", s.cfg.Name, "peer-url", s.self.URL.String(),
+	s.lg.Info("[start] starting etcd member", "mode", p.mode, "name", s.cfg.Name, "peer-url", s.self.URL.String(),
 		"initial-cluster", p.initialCluster, "data-dir", s.cfg.DataDir)
 	if p.mode == ModeJoin {
 		if err := s.makeRoom(ctx, &p); err != nil {
@@ -233,7 +234,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.client = cli
 	s.mu.Unlock()
 	close(s.ready)
-	s.lg.Info("etcd member ready", "mode", p.mode, "id", e.Server.MemberID().String(), "leader", e.Server.Leader().String())
+	s.lg.Info("[health] etcd member ready", "mode", p.mode, "id", e.Server.MemberID().String(), "leader", e.Server.Leader().String())
 
 	select {
 	case <-ctx.Done():
@@ -264,7 +265,7 @@ func (s *Server) awaitReady(ctx context.Context, e *embed.Etcd) error {
 		case <-e.Server.StopNotify():
 			return s.stoppedByItself(ctx, e)
 		case <-tick.C:
-			s.lg.Warn("waiting for etcd to reach a quorum of its peers", "peers", s.cfg.Peers.String())
+			s.lg.Warn("[health] waiting for etcd to reach a quorum of its peers", "peers", s.cfg.Peers.String())
 		case <-deadline.C:
 			return fmt.Errorf("etcd member not ready after %s: no quorum among %s; check that a majority of masters run and reach each other's peer port",
 				s.cfg.StartTimeout, s.cfg.Peers)
@@ -415,14 +416,14 @@ func (s *Server) makeRoom(ctx context.Context, p *plan) error {
 		if err != nil {
 			return fmt.Errorf("replace stale member %s (%s): %w", types.ID(m.ID), m.Name, err)
 		}
-		s.lg.Warn("removed stale member that held this node's name or peer URL; this node rejoins fresh",
+		s.lg.Warn("[membership] removed stale member that held this node's name or peer URL; this node rejoins fresh",
 			"id", types.ID(m.ID).String(), "name", m.Name, "peer-urls", m.PeerURLs)
 	}
 	selfURL := s.self.URL.String()
 	return retry(ctx, s.lg, "add as learner", func(ctx context.Context) error {
 		resp, err := cli.MemberAddAsLearner(ctx, []string{selfURL})
 		if err == nil {
-			s.lg.Info("added to the cluster as a learner", "id", types.ID(resp.Member.ID).String())
+			s.lg.Info("[membership] added to the cluster as a learner", "id", types.ID(resp.Member.ID).String())
 			return nil
 		}
 		if !isEtcdError(err, rpctypes.ErrPeerURLExist) {
@@ -470,7 +471,7 @@ func (s *Server) promote(ctx context.Context, e *embed.Etcd) error {
 	if err != nil {
 		return fmt.Errorf("promote learner %s: %w", e.Server.MemberID(), err)
 	}
-	s.lg.Info("promoted from learner to voting member", "id", e.Server.MemberID().String())
+	s.lg.Info("[membership] promoted from learner to voting member", "id", e.Server.MemberID().String())
 	return nil
 }
 
@@ -501,25 +502,31 @@ func (s *Server) newClient(endpoints []string) (*clientv3.Client, error) {
 	return cli, nil
 }
 
-// retry runs op until it succeeds or ctx ends, backing off from 100 ms to 2 s and
-// logging each failure once it has repeated.
+// retry runs op until it succeeds or ctx ends, backing off from 100 ms to 2 s, each
+// attempt bounded by 3 s, and logs every fifth failure so that a stuck change shows.
 func retry(ctx context.Context, lg *slog.Logger, what string, op func(context.Context) error) error {
-	wait := 100 * time.Millisecond
-	for attempt := 1; ; attempt++ {
+	attempts := 0
+	var last error
+	_, err := backoff.Retry(ctx, func() (struct{}, error) {
+		attempts++
 		opCtx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		err := op(opCtx)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if attempt%5 == 0 {
-			lg.Info("still retrying", "what", what, "attempt", attempt, "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s: gave up after %d attempts: %w", what, attempt, err)
-		case <-time.After(wait):
-		}
-		wait = min(wait*2, 2*time.Second)
+		defer cancel()
+		last = op(opCtx)
+		return struct{}{}, last
+	},
+		backoff.WithBackOff(&backoff.ExponentialBackOff{
+			InitialInterval: 100 * time.Millisecond, RandomizationFactor: 0.2, Multiplier: 2, MaxInterval: 2 * time.Second,
+		}),
+		// ctx bounds the retries: the callers give it their own timeout.
+		backoff.WithMaxElapsedTime(0),
+		backoff.WithNotify(func(err error, _ time.Duration) {
+			if attempts%5 == 0 {
+				lg.Info("still retrying", "what", what, "attempt", attempts, "err", err)
+			}
+		}))
+	if err != nil {
+		// err is ctx's; last says why the cluster refused.
+		return fmt.Errorf("%s: gave up after %d attempts (%v): %w", what, attempts, err, last)
 	}
+	return nil
 }

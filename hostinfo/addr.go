@@ -46,23 +46,3 @@ func ShortHostname() (string, error) {
 	short, _, _ := strings.Cut(h, ".")
 	return short, nil
 }
-
-// NodeIdentity fills a node's host-dependent defaults: an empty name becomes the short
-// hostname, and an empty address the IPv4 of iface (when one is named).
-func NodeIdentity(name *string, iface string, address *string) error {
-	if *name == "" {
-		h, err := ShortHostname()
-		if err != nil {
-			return fmt.Errorf("--name: not given and the hostname is unreadable: %w", err)
-		}
-		*name = h
-	}
-	if iface != "" && *address == "" {
-		ip, err := InterfaceIPv4(iface)
-		if err != nil {
-			return fmt.Errorf("--iface: %w", err)
-		}
-		*address = ip.String()
-	}
-	return nil
-}

@@ -20,6 +20,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/cenkalti/backoff/v5"
 )
 
 // halfCloseTimeout bounds how long a connection may stay open after one side has
@@ -268,7 +270,10 @@ func (b *Balancer) checkRound(ctx context.Context) {
 }
 
 func (b *Balancer) acceptLoop(ctx context.Context, p *pool, ln *net.TCPListener, wg *sync.WaitGroup) error {
-	var backoff time.Duration
+	// As net/http does: a temporary accept failure (out of file descriptors) waits
+	// 5 ms, doubling up to 1 s, so that the loop does not spin.
+	pause := &backoff.ExponentialBackOff{InitialInterval: 5 * time.Millisecond, Multiplier: 2, MaxInterval: time.Second}
+	pause.Reset()
 	for {
 		c, err := ln.AcceptTCP()
 		if err != nil {
@@ -278,18 +283,18 @@ func (b *Balancer) acceptLoop(ctx context.Context, p *pool, ln *net.TCPListener,
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
 				errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM) || errors.Is(err, syscall.ECONNABORTED) {
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				b.warn("accept", "accept failed; retrying", "port", p.port, "err", err, "retry_in", backoff)
+				wait := pause.NextBackOff()
+				b.warn("accept", "accept failed; retrying", "port", p.port, "err", err, "retry_in", wait)
 				select {
 				case <-ctx.Done():
 					return nil
-				case <-time.After(backoff):
+				case <-time.After(wait):
 				}
 				continue
 			}
 			return fmt.Errorf("lb: port %d: accept: %w", p.port, err)
 		}
-		backoff = 0
+		pause.Reset()
 		wg.Go(func() { b.handle(ctx, p, c) })
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
+
 	"github.com/haagent/haagent/files"
 	"github.com/haagent/haagent/nodeconf"
 	"github.com/haagent/haagent/systemd"
@@ -74,13 +76,14 @@ type Reconciler struct {
 
 	mu      sync.Mutex // guards the fields below
 	st      Status
-	backoff map[string]time.Duration
+	backoff map[string]*backoff.ExponentialBackOff // per unit, while its action fails
 	pending map[string]bool // files changed outside Render (e.g. renewed certificates)
 	enabled bool
 	// changedBeforeUnits carries the files written by a files-only pass to the first
 	// pass that manages units, so that their readers restart.
 	changedBeforeUnits []string
 	closeManager       func()
+	closeOnce          sync.Once
 	// firstPass is closed once the units have been brought in line once (the files at
 	// least written, where no units are managed).
 	firstPass     chan struct{}
@@ -95,7 +98,7 @@ func New(cfg Config) *Reconciler {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	r := &Reconciler{cfg: cfg, backoff: map[string]time.Duration{}, pending: map[string]bool{}, firstPass: make(chan struct{})}
+	r := &Reconciler{cfg: cfg, backoff: map[string]*backoff.ExponentialBackOff{}, pending: map[string]bool{}, firstPass: make(chan struct{})}
 	r.st.Systemd = cfg.Manager != nil
 	for _, u := range cfg.Units {
 		r.st.Units = append(r.st.Units, UnitStatus{Name: u.Name})
@@ -125,9 +128,6 @@ func (r *Reconciler) Status() Status {
 // Run passes once at start and then every Interval until ctx ends; it returns nil then.
 // Failures are logged and retried: the node keeps converging.
 func (r *Reconciler) Run(ctx context.Context) error {
-	if r.closeManager != nil {
-		defer r.closeManager()
-	}
 	t := time.NewTicker(r.cfg.Interval)
 	defer t.Stop()
 	for {
@@ -138,6 +138,16 @@ func (r *Reconciler) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+}
+
+// Close releases the systemd connection that Start made; call it once Run has
+// returned. It is safe to call twice.
+func (r *Reconciler) Close() {
+	r.closeOnce.Do(func() {
+		if r.closeManager != nil {
+			r.closeManager()
+		}
+	})
 }
 
 // Once makes one pass and returns the paths it rewrote.
@@ -303,9 +313,14 @@ func (r *Reconciler) record(i int, name string, s systemd.UnitState, action stri
 			lg.Info(action+"ed unit", "unit", name)
 		}
 	default:
-		b := r.backoff[name]
-		b = min(max(b*2, minBackoff), maxBackoff)
-		r.backoff[name] = b
+		bo := r.backoff[name]
+		if bo == nil {
+			// Not randomized: a unit's retries follow the doubling that /status shows.
+			bo = &backoff.ExponentialBackOff{InitialInterval: minBackoff, Multiplier: 2, MaxInterval: maxBackoff}
+			bo.Reset()
+			r.backoff[name] = bo
+		}
+		b := bo.NextBackOff()
 		us.NextTry = now.Add(b)
 		if us.LastError != err.Error() {
 			lg.Error("unit action failed; retrying with backoff", "unit", name, "action", action, "err", err, "retry-in", b)
@@ -345,7 +360,7 @@ func Connect(ctx context.Context, mode string, lg *slog.Logger) (*systemd.Manage
 // Start connects to systemd per mode and writes the files now, so that they exist when
 // the role reports ready. Units are left to Run, which the role starts after it has told
 // systemd it is ready: the units are ordered After=haagent.service, so starting them
-// while haagent is still activating would deadlock.
+// while haagent is still activating would deadlock. Close releases the connection.
 func Start(ctx context.Context, mode string, cfg Config) (*Reconciler, error) {
 	mgr, err := Connect(ctx, mode, cfg.Logger)
 	if err != nil {
@@ -362,14 +377,4 @@ func Start(ctx context.Context, mode string, cfg Config) (*Reconciler, error) {
 	}
 	r.pass(ctx, false)
 	return r, nil
-}
-
-// ForNode starts a reconciler for a node's files and units (see Start).
-func ForNode(ctx context.Context, mode string, nc nodeconf.Config, lg *slog.Logger) (*Reconciler, error) {
-	return Start(ctx, mode, Config{
-		Render: func() ([]files.File, error) { return nodeconf.Files(nc) },
-		Units:  nodeconf.Units(nc),
-		Owned:  &files.Owned{Root: nc.Root, StatePath: files.StateFile},
-		Logger: lg.With("component", "reconcile"),
-	})
 }

@@ -12,7 +12,6 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/haagent/haagent/files"
-	"github.com/haagent/haagent/reconcile"
 	"github.com/haagent/haagent/release"
 	lbrole "github.com/haagent/haagent/roles/lb"
 	"github.com/haagent/haagent/roles/master"
@@ -117,17 +116,6 @@ func roles(name string) (role, bool) {
 				l, err := lbrole.New(cfg, lg, prometheus.DefaultGatherer, prometheus.DefaultRegisterer)
 				if err != nil {
 					return err
-				}
-				if cfg.Impl == lbrole.ImplNginx {
-					// nginx mode hands the balancing to nginx.service, which haagent restarts on change.
-					mgr, err := reconcile.Connect(ctx, reconcile.SystemdAuto, lg)
-					if err != nil {
-						return err
-					}
-					if mgr != nil {
-						defer mgr.Close()
-						l.Units = mgr
-					}
 				}
 				return l.Run(ctx)
 			},

@@ -139,7 +139,9 @@ func (f *etcdClientFlags) add(fs *pflag.FlagSet) {
 func (f *etcdClientFlags) config() (clientv3.Config, error) {
 	ec := etcdmember.Config{ListenHost: f.listenAddr, ClientPort: f.clientPort}
 	if !f.insecure {
-		ec.TLS = (&master.Config{Root: f.root}).TLSFiles()
+		mc := master.NewConfig()
+		mc.Root = f.root
+		ec.TLS = mc.TLSFiles()
 	}
 	eps := strings.Split(f.endpoints, ",")
 	if f.endpoints == "" {

@@ -84,7 +84,7 @@ func (c *certsCmd) renew(ctx context.Context, w io.Writer, _ []string) error {
 	if err := mc.Complete(); err != nil {
 		return usageError{err}
 	}
-	if _, err := master.RenewIfDue(mc.Root, sh, mc.Node(), time.Now(), true); err != nil {
+	if _, err := master.Reissue(mc.Root, sh, mc.Node(), time.Now()); err != nil {
 		return fmt.Errorf("certs renew: %w", err)
 	}
 	fmt.Fprintln(w, "renewed every certificate of this master; etcd and the join service pick them up at their next handshake")

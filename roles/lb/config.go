@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -13,18 +12,16 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/haagent/haagent/hostinfo"
 	"github.com/haagent/haagent/join"
 	"github.com/haagent/haagent/loadbalancer"
-	"github.com/haagent/haagent/pki"
-	"github.com/haagent/haagent/status"
+	"github.com/haagent/haagent/node"
 )
 
 // Defaults for the lb's flags. The health-check timings are the balancer's; its
 // package documents why they are what they are.
 const (
 	DefaultListenAddress = loadbalancer.DefaultListenAddress
-	DefaultRoot          = "/"
+	DefaultRoot          = node.DefaultRoot
 	DefaultPolicy        = string(loadbalancer.DefaultPolicy)
 	DefaultCheckInterval = loadbalancer.DefaultCheckInterval
 	DefaultCheckTimeout  = loadbalancer.DefaultCheckTimeout
@@ -51,7 +48,10 @@ func DefaultPorts() []int {
 
 // Config is everything the lb needs; see AddFlags for each field's flag.
 type Config struct {
-	Name string
+	// Config holds the flags every role shares. The lb joins with the token for the
+	// etcd client certificate its health checks need, and checks the apiserver against
+	// the cluster CA; with Insecure it checks plain-http etcd instead.
+	node.Config
 	// Masters are the masters' IPs or hostnames, primary first.
 	Masters []string
 	// Ports are the ports balanced, each on the same port of every master.
@@ -68,21 +68,12 @@ type Config struct {
 	MaxConns      int
 	Impl          string
 	ListenAddress string
-	StatusAddress string
-	// Root prefixes every path haagent writes.
-	Root string
-	// Token is the cluster token: the lb joins for the etcd client certificate its
-	// health checks need, and checks the apiserver against the cluster CA.
-	Token string
-	// Insecure checks plain-http etcd and skips the apiserver's certificate check.
-	Insecure bool
-	// JoinPort is the masters' join service port.
-	JoinPort int
 }
 
 // NewConfig returns a Config holding the defaults.
 func NewConfig() *Config {
 	return &Config{
+		Config:        node.NewConfig(),
 		Ports:         DefaultPorts(),
 		Policy:        DefaultPolicy,
 		CheckInterval: DefaultCheckInterval,
@@ -93,9 +84,6 @@ func NewConfig() *Config {
 		MaxConns:      DefaultMaxConns,
 		Impl:          DefaultImpl,
 		ListenAddress: DefaultListenAddress,
-		StatusAddress: status.DefaultAddress,
-		Root:          DefaultRoot,
-		JoinPort:      join.DefaultPort,
 	}
 }
 
@@ -112,23 +100,14 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.MaxConns, "lb-max-conns", c.MaxConns, "client connections held at once; more are closed at once (builtin only)")
 	fs.StringVar(&c.Impl, "lb-impl", c.Impl, "builtin (balance in haagent) or nginx (write "+NginxConfPath+" for nginx)")
 	fs.StringVar(&c.ListenAddress, "listen-address", c.ListenAddress, "IP that the balanced ports bind to")
-	fs.StringVar(&c.StatusAddress, "status-address", c.StatusAddress, "host:port for /healthz, /readyz, /metrics and /status")
-	fs.StringVar(&c.Root, "root", c.Root, "prefix for every file haagent writes")
-	fs.StringVar(&c.Name, "name", c.Name, "this node's name (default: the short hostname)")
-	fs.StringVar(&c.Token, "token", c.Token, "cluster token ('haagent token show' on a master): the lb joins for its health-check certificate")
-	fs.BoolVar(&c.Insecure, "insecure", c.Insecure, "the masters run --insecure: check plain-http etcd")
-	fs.IntVar(&c.JoinPort, "join-port", c.JoinPort, "the masters' join service port")
+	c.Config.AddFlags(fs)
 }
 
 // Complete fills the defaults that depend on the host (the name) and trims the
 // blanks around --masters entries. It reads the host but changes nothing on it.
 func (c *Config) Complete() error {
-	if c.Name == "" {
-		name, err := hostinfo.ShortHostname()
-		if err != nil {
-			return fmt.Errorf("--name: not given and the hostname is unreadable: %w; set --name", err)
-		}
-		c.Name = name
+	if err := c.Config.Complete(); err != nil {
+		return err
 	}
 	for i, m := range c.Masters {
 		c.Masters[i] = strings.TrimSpace(m)
@@ -144,9 +123,6 @@ func (c *Config) Validate() error {
 	var errs []error
 	bad := func(flag, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("--%s: %s", flag, fmt.Sprintf(format, args...)))
-	}
-	if c.Name == "" {
-		bad("name", "must not be empty; set --name or fix the hostname")
 	}
 	if len(c.Masters) == 0 {
 		bad("masters", "required; list the masters' IPs or hostnames, primary first, e.g. --masters=10.0.0.11,10.0.0.12,10.0.0.13")
@@ -216,21 +192,16 @@ func (c *Config) Validate() error {
 	if net.ParseIP(c.ListenAddress) == nil {
 		bad("listen-address", "%q is not an IP address; use 0.0.0.0 or one of this host's IPs", c.ListenAddress)
 	}
-	if _, port, err := net.SplitHostPort(c.StatusAddress); err != nil {
-		bad("status-address", "%q is not host:port", c.StatusAddress)
-	} else if p, err := strconv.Atoi(port); err == nil && seenPort[p] {
-		bad("status-address", "port %d is also in --lb-ports; choose another port", p)
-	}
-	if !filepath.IsAbs(c.Root) {
-		bad("root", "%q must be an absolute path", c.Root)
-	}
-	if c.Impl == ImplBuiltin && !c.Insecure {
-		if c.Token == "" {
-			bad("token", "required: the lb's health checks need a certificate; run 'haagent token show' on a master (or --insecure for a lab)")
-		} else if _, err := pki.ParseToken(c.Token); err != nil {
-			bad("token", "malformed: %v; run 'haagent token show' on a master for the right one", err)
+	if _, port, err := net.SplitHostPort(c.StatusAddress); err == nil {
+		if p, err := strconv.Atoi(port); err == nil && seenPort[p] {
+			bad("status-address", "port %d is also in --lb-ports; choose another port", p)
 		}
 	}
+	tokenNeeded := ""
+	if c.Impl == ImplBuiltin {
+		tokenNeeded = "for the lb's health checks, which need a certificate; run 'haagent token show' on a master (or --insecure for a lab)"
+	}
+	errs = append(errs, c.Config.Validate(tokenNeeded)...)
 	return errors.Join(errs...)
 }
 

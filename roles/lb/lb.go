@@ -14,18 +14,19 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"time"
 
-	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/haagent/haagent/files"
 	"github.com/haagent/haagent/join"
 	"github.com/haagent/haagent/loadbalancer"
+	"github.com/haagent/haagent/node"
 	"github.com/haagent/haagent/pki"
+	"github.com/haagent/haagent/reconcile"
 	"github.com/haagent/haagent/release"
-	"github.com/haagent/haagent/status"
 )
 
 // UnitManager restarts systemd units.
@@ -37,21 +38,23 @@ type UnitManager interface {
 
 // LB is a running lb role.
 type LB struct {
-	cfg *Config
-	lg  *slog.Logger
-	reg prometheus.Gatherer
-	met *loadbalancer.Metrics
-	bal *loadbalancer.Balancer // set by Run; nil with --lb-impl=nginx
+	cfg  *Config
+	lg   *slog.Logger
+	node *node.Node
+	reg  prometheus.Gatherer
+	met  *loadbalancer.Metrics
+	// bal is set once start has built it; nil with --lb-impl=nginx.
+	bal atomic.Pointer[loadbalancer.Balancer]
 
-	// Units restarts nginx after its config changed (--lb-impl=nginx). Nil leaves
-	// that to the operator. Set it before Run.
+	// Units restarts nginx after its config changed (--lb-impl=nginx). Nil connects
+	// to systemd as --systemd says. Set it before Run.
 	Units UnitManager
 }
 
 // New prepares the lb from a validated config; it starts nothing. Its metrics go to
 // registerer, if not nil; gatherer serves /metrics.
 func New(cfg *Config, lg *slog.Logger, gatherer prometheus.Gatherer, registerer prometheus.Registerer) (*LB, error) {
-	l := &LB{cfg: cfg, lg: lg, reg: gatherer}
+	l := &LB{cfg: cfg, lg: lg, node: node.New(&cfg.Config, lg), reg: gatherer}
 	if cfg.Impl == ImplNginx {
 		return l, nil
 	}
@@ -64,166 +67,148 @@ func New(cfg *Config, lg *slog.Logger, gatherer prometheus.Gatherer, registerer 
 	return l, nil
 }
 
-// newBalancer builds the balancer; in secure mode it first joins for the etcd client
-// certificate and the CA that the health checks use.
-func (l *LB) newBalancer(ctx context.Context) (*loadbalancer.Balancer, error) {
+// Run blocks until ctx ends (returning nil after a clean stop) or a part fails; the
+// node's run skeleton runs start, then tells systemd READY=1.
+func (l *LB) Run(ctx context.Context) error {
+	ready := l.ready
+	if l.cfg.Impl == ImplNginx {
+		ready = l.nginxReady
+	}
+	return l.node.Run(ctx, node.Endpoints{Ready: ready, Status: l.status, Gatherer: l.reg}, l.start)
+}
+
+// start is what an lb does on start, top to bottom; each step's log lines carry its tag.
+func (l *LB) start(ctx context.Context, g *errgroup.Group) error {
+	if l.cfg.Impl == ImplNginx {
+		return l.startNginx(ctx)
+	}
 	bc := l.cfg.BalancerConfig()
 	bc.Logger = l.lg
 	bc.Metrics = l.met
 	if !l.cfg.Insecure {
-		token, err := pki.ParseToken(l.cfg.Token)
+		// [certificates] The etcd client certificate and the CA that the health checks
+		// use, from a master's join service; renewed at 2/3 of their lifetime.
+		creds, err := l.credentials()
 		if err != nil {
-			return nil, err
+			return fmt.Errorf("[certificates] %w", err)
 		}
-		var servers []string
-		for _, m := range l.cfg.Masters {
-			servers = append(servers, net.JoinHostPort(m, strconv.Itoa(l.cfg.JoinPort)))
+		if _, err := l.node.EnsureCredentials(ctx, creds); err != nil {
+			return fmt.Errorf("[certificates] %w", err)
 		}
-		if err := l.ensureCerts(ctx, servers, token, time.Now()); err != nil {
-			return nil, err
-		}
-		caPEM, err := os.ReadFile(filepath.Join(l.cfg.Root, pki.CACert))
-		if err != nil {
-			return nil, err
-		}
-		pool := x509.NewCertPool()
-		pool.AppendCertsFromPEM(caPEM)
-		bc.APIServerCA = pool
-		certFile, keyFile := filepath.Join(l.cfg.Root, pki.EtcdClientCert), filepath.Join(l.cfg.Root, pki.EtcdClientKey)
-		bc.EtcdTLS = &tls.Config{
-			RootCAs: pool,
-			// Read per handshake, so that a renewed certificate applies without a restart.
-			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-				c, err := tls.LoadX509KeyPair(certFile, keyFile)
-				return &c, err
-			},
+		g.Go(func() error { return l.node.RenewCredentials(ctx, creds) })
+		if err := l.checkTLS(&bc); err != nil {
+			return fmt.Errorf("[certificates] %w", err)
 		}
 	}
-	return loadbalancer.New(bc)
+
+	// [start] Bind the balanced ports and start the health checks.
+	bal, err := loadbalancer.New(bc)
+	if err != nil {
+		return fmt.Errorf("[start] %w", err)
+	}
+	l.bal.Store(bal)
+	g.Go(func() error { return bal.Run(ctx) })
+
+	// [health] Wait until every port accepts connections.
+	select {
+	case <-bal.Serving():
+	case <-ctx.Done():
+		return nil
+	}
+	l.lg.Info("[ready] lb ready", "name", l.cfg.Name, "ports", l.cfg.Ports, "masters", l.cfg.Masters,
+		"policy", l.cfg.Policy, "status", l.node.StatusAddr())
+	if err := bal.Ready(); err != nil {
+		l.lg.Warn("[health] lb serving without a healthy master on every port", "err", err)
+	}
+	return nil
 }
 
-// renewLoop rejoins for a new certificate once the current one is at 2/3 of its life;
-// the health checks read it per handshake, so no restart is needed.
-func (l *LB) renewLoop(ctx context.Context) {
-	token, err := pki.ParseToken(l.cfg.Token)
+// credentials is how the lb gets its certificate: from any master's join service.
+func (l *LB) credentials() (node.Credentials, error) {
+	token, err := l.cfg.JoinToken()
 	if err != nil {
-		return
+		return node.Credentials{}, err
 	}
 	var servers []string
 	for _, m := range l.cfg.Masters {
 		servers = append(servers, net.JoinHostPort(m, strconv.Itoa(l.cfg.JoinPort)))
 	}
-	t := time.NewTicker(renewCheckEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := l.ensureCerts(ctx, servers, token, time.Now()); err != nil && ctx.Err() == nil {
-				l.lg.Error("certificate renewal failed; retrying in an hour", "err", err)
-			}
-		}
-	}
+	return node.Credentials{
+		Need: []string{pki.EtcdClientCert},
+		Get:  l.node.JoinVia(servers, token, join.Request{Role: "lb", Name: l.cfg.Name}),
+	}, nil
 }
 
-// renewCheckEvery is how often the certificate is checked against its renewal time.
-const renewCheckEvery = time.Hour
-
-// ensureCerts joins when the lb's certificate is missing or due for renewal.
-func (l *LB) ensureCerts(ctx context.Context, servers []string, token pki.Token, now time.Time) error {
-	if _, err := os.Stat(filepath.Join(l.cfg.Root, pki.EtcdClientCert)); err == nil {
-		if due, err := pki.DueForRenewal(l.cfg.Root, now); err == nil && len(due) == 0 {
-			return nil
-		}
-	}
-	return join.Obtain(ctx, l.lg, l.cfg.Root, servers, token, join.Request{Role: "lb", Name: l.cfg.Name})
-}
-
-// Run blocks until ctx ends (returning nil after a clean stop) or the balancer fails.
-func (l *LB) Run(ctx context.Context) error {
-	if l.cfg.Impl == ImplNginx {
-		return l.runNginx(ctx)
-	}
-	bal, err := l.newBalancer(ctx)
+// checkTLS makes the health checks trust the cluster CA and present the lb's etcd
+// client certificate.
+func (l *LB) checkTLS(bc *loadbalancer.Config) error {
+	caPEM, err := os.ReadFile(filepath.Join(l.cfg.Root, pki.CACert))
 	if err != nil {
 		return err
 	}
-	l.bal = bal
-	srv, err := status.Listen(status.Config{
-		Address:  l.cfg.StatusAddress,
-		Ready:    l.bal.Ready,
-		Status:   l.status,
-		Gatherer: l.reg,
-		Logger:   l.lg,
-	})
-	if err != nil {
-		return err
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	bc.APIServerCA = pool
+	certFile, keyFile := filepath.Join(l.cfg.Root, pki.EtcdClientCert), filepath.Join(l.cfg.Root, pki.EtcdClientKey)
+	bc.EtcdTLS = &tls.Config{
+		RootCAs: pool,
+		// Read per handshake, so that a renewed certificate applies without a restart.
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			c, err := tls.LoadX509KeyPair(certFile, keyFile)
+			return &c, err
+		},
 	}
-	// The first part to fail stops the others; Run returns once all have.
-	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return srv.Serve(ctx) })
-	g.Go(func() error { return l.bal.Run(ctx) })
-	if !l.cfg.Insecure {
-		g.Go(func() error { l.renewLoop(ctx); return nil })
-	}
-	select {
-	case <-l.bal.Serving():
-		notifyReady(l.lg)
-		l.lg.Info("lb ready", "name", l.cfg.Name, "ports", l.cfg.Ports, "masters", l.cfg.Masters,
-			"policy", l.cfg.Policy, "status", srv.Addr().String())
-		if err := l.bal.Ready(); err != nil {
-			l.lg.Warn("lb serving without a healthy master on every port", "err", err)
-		}
-	case <-ctx.Done():
-	}
-	err = g.Wait()
-	_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
-	return err
+	return nil
 }
 
-// runNginx writes the nginx config, restarts nginx if it changed and Units is set,
-// then serves the status endpoints until ctx ends.
-func (l *LB) runNginx(ctx context.Context) error {
+// ready is /readyz of the builtin balancer: a healthy master on every port.
+func (l *LB) ready() error {
+	bal := l.bal.Load()
+	if bal == nil {
+		return errors.New("balancer not started yet")
+	}
+	return bal.Ready()
+}
+
+// startNginx writes the nginx config and, where systemd runs, enables nginx and starts
+// it, or restarts it if the config changed.
+func (l *LB) startNginx(ctx context.Context) error {
 	path := filepath.Join(l.cfg.Root, NginxConfPath)
 	changed, err := files.Write(l.cfg.Root, NginxFile(l.cfg))
 	if err != nil {
-		return fmt.Errorf("nginx config: %w", err)
+		return fmt.Errorf("[files] nginx config: %w", err)
 	}
 	if ok, err := nginxIncludes(l.cfg.Root); err != nil || !ok {
-		l.lg.Warn("nginx.conf must include the haagent stream config at its top level, outside http{}",
+		l.lg.Warn("[files] nginx.conf must include the haagent stream config at its top level, outside http{}",
 			"add", "include "+NginxConfPath+";", "err", err)
 	}
-	switch {
-	case l.Units == nil:
-		l.lg.Info("nginx config in place; systemd is not running here, so start or reload nginx yourself", "path", path, "changed", changed)
-	default:
-		if err := l.Units.Enable(ctx, NginxUnit); err != nil {
-			return fmt.Errorf("enable %s: %w", NginxUnit, err)
+	units := l.Units
+	if units == nil {
+		mgr, err := reconcile.Connect(ctx, l.cfg.Systemd, l.lg)
+		if err != nil {
+			return fmt.Errorf("[start] --systemd=%s: %w", l.cfg.Systemd, err)
 		}
-		act, verb := l.Units.Start, "started"
-		if changed {
-			act, verb = l.Units.Restart, "restarted"
+		if mgr != nil {
+			defer mgr.Close()
+			units = mgr
 		}
-		if err := act(ctx, NginxUnit); err != nil {
-			return fmt.Errorf("%s after writing %s: %w", NginxUnit, path, err)
-		}
-		l.lg.Info("nginx config in place; nginx "+verb, "path", path, "changed", changed)
 	}
-	srv, err := status.Listen(status.Config{
-		Address:  l.cfg.StatusAddress,
-		Ready:    l.nginxReady,
-		Status:   l.status,
-		Gatherer: l.reg,
-		Logger:   l.lg,
-	})
-	if err != nil {
-		return err
+	if units == nil {
+		l.lg.Info("[start] nginx config in place; systemd is not managed here, so start or reload nginx yourself", "path", path, "changed", changed)
+		return nil
 	}
-	notifyReady(l.lg)
-	err = srv.Serve(ctx)
-	_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
-	return err
+	if err := units.Enable(ctx, NginxUnit); err != nil {
+		return fmt.Errorf("[start] enable %s: %w", NginxUnit, err)
+	}
+	act, verb := units.Start, "started"
+	if changed {
+		act, verb = units.Restart, "restarted"
+	}
+	if err := act(ctx, NginxUnit); err != nil {
+		return fmt.Errorf("[start] %s after writing %s: %w", NginxUnit, path, err)
+	}
+	l.lg.Info("[start] nginx config in place; nginx "+verb, "path", path, "changed", changed)
+	return nil
 }
 
 // nginxReady checks that something accepts connections on every balanced port.
@@ -249,8 +234,8 @@ func (l *LB) nginxReady() error {
 
 func (l *LB) status(context.Context) (any, error) {
 	doc := StatusDoc{Role: "lb", Name: l.cfg.Name, Version: release.Version, Impl: l.cfg.Impl, Policy: l.cfg.Policy}
-	if l.bal != nil {
-		doc.Backends = l.bal.Backends()
+	if bal := l.bal.Load(); bal != nil {
+		doc.Backends = bal.Backends()
 		return doc, nil
 	}
 	for _, p := range l.cfg.Ports {
@@ -261,10 +246,4 @@ func (l *LB) status(context.Context) (any, error) {
 		}
 	}
 	return doc, nil
-}
-
-func notifyReady(lg *slog.Logger) {
-	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
-		lg.Warn("could not notify systemd", "err", err)
-	}
 }

@@ -113,7 +113,7 @@ func TestRunBuiltin(t *testing.T) {
 		}
 	}()
 
-	statusRE := regexp.MustCompile(`msg="lb ready".* status=(\S+)`)
+	statusRE := regexp.MustCompile(`msg="\[ready\] lb ready".* status=(\S+)`)
 	var statusAddr string
 	deadline := time.Now().Add(10 * time.Second)
 	for statusAddr == "" {

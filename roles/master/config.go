@@ -17,31 +17,28 @@ import (
 
 	"github.com/haagent/haagent/etcdmember"
 	"github.com/haagent/haagent/flannel"
-	"github.com/haagent/haagent/hostinfo"
-	"github.com/haagent/haagent/join"
-	"github.com/haagent/haagent/pki"
-	"github.com/haagent/haagent/reconcile"
-	"github.com/haagent/haagent/status"
+	"github.com/haagent/haagent/node"
 )
 
 // Defaults for the master's flags.
 const (
 	DefaultListenAddress = "0.0.0.0"
 	DefaultDataDir       = "/var/lib/haagent/etcd"
-	DefaultRoot          = "/"
+	DefaultRoot          = node.DefaultRoot
 )
 
 // Config is everything a master needs; see AddFlags for each field's flag.
 type Config struct {
-	Name             string
-	Peers            string
-	AdvertiseAddress string
-	Iface            string
-	ListenAddress    string
-	EtcdClientPort   int
-	EtcdPeerPort     int
-	DataDir          string
-	ClusterToken     string
+	// Config holds the flags every role shares: name, token, insecure, root, status
+	// address, join port and systemd.
+	node.Config
+	node.Address
+	Peers          string
+	ListenAddress  string
+	EtcdClientPort int
+	EtcdPeerPort   int
+	DataDir        string
+	ClusterToken   string
 	// HeartbeatInterval and ElectionTimeout are etcd's raft timings.
 	HeartbeatInterval time.Duration
 	ElectionTimeout   time.Duration
@@ -49,21 +46,10 @@ type Config struct {
 	FlannelNetwork    string
 	FlannelSubnetLen  int
 	FlannelBackend    string
-	// Root prefixes every path haagent writes outside the data dir.
-	Root          string
-	StatusAddress string
-	// Token is the cluster secret (pki.ParseToken form); required with several masters.
-	Token string
-	// Insecure keeps etcd on plain http with no PKI, for labs only.
-	Insecure bool
 	// LB is the lb's address: it goes into the masters' SANs and the admin kubeconfig.
 	LB string
-	// JoinPort is the join service's port.
-	JoinPort int
 	// ServiceClusterIPRange is the Kubernetes service range; its first IP is in the apiserver's SANs.
 	ServiceClusterIPRange string
-	// Systemd is auto, on or off: whether haagent manages the kube and flannel units.
-	Systemd string
 }
 
 // DefaultServiceClusterIPRange is the seed's service range.
@@ -72,6 +58,7 @@ const DefaultServiceClusterIPRange = "10.254.0.0/16"
 // NewConfig returns a Config holding the defaults.
 func NewConfig() *Config {
 	return &Config{
+		Config:            node.NewConfig(),
 		ListenAddress:     DefaultListenAddress,
 		EtcdClientPort:    etcdmember.DefaultClientPort,
 		EtcdPeerPort:      etcdmember.DefaultPeerPort,
@@ -83,21 +70,15 @@ func NewConfig() *Config {
 		FlannelNetwork:    flannel.DefaultNetwork,
 		FlannelSubnetLen:  flannel.DefaultSubnetLen,
 		FlannelBackend:    flannel.DefaultBackend,
-		Root:              DefaultRoot,
-		StatusAddress:     status.DefaultAddress,
-		JoinPort:          join.DefaultPort,
 
 		ServiceClusterIPRange: DefaultServiceClusterIPRange,
-		Systemd:               reconcile.SystemdAuto,
 	}
 }
 
 // AddFlags binds the master's flags to c.
 func (c *Config) AddFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&c.Name, "name", c.Name, "this member's name (default: the short hostname)")
 	fs.StringVar(&c.Peers, "peers", c.Peers, "the masters: name=http://ip:2380,... or plain hosts host1,host2,host3 (default: a single-member cluster on this host)")
-	fs.StringVar(&c.AdvertiseAddress, "advertise-address", c.AdvertiseAddress, "IP or host this node announces (default: the IPv4 of --iface, else this member's host in --peers)")
-	fs.StringVar(&c.Iface, "iface", c.Iface, "network interface whose IPv4 address is announced")
+	c.Address.AddFlags(fs)
 	fs.StringVar(&c.ListenAddress, "listen-address", c.ListenAddress, "IP that etcd's client and peer ports bind to")
 	fs.IntVar(&c.EtcdClientPort, "etcd-client-port", c.EtcdClientPort, "etcd client port")
 	fs.IntVar(&c.EtcdPeerPort, "etcd-peer-port", c.EtcdPeerPort, "etcd peer port, used for plain hosts in --peers")
@@ -109,20 +90,15 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.FlannelNetwork, "flannel-network", c.FlannelNetwork, "flannel overlay network CIDR")
 	fs.IntVar(&c.FlannelSubnetLen, "flannel-subnet-len", c.FlannelSubnetLen, "prefix length of each host's flannel subnet")
 	fs.StringVar(&c.FlannelBackend, "flannel-backend", c.FlannelBackend, "flannel backend type: "+strings.Join(flannel.Backends, ", "))
-	fs.StringVar(&c.Root, "root", c.Root, "prefix for every file haagent writes outside the data dir")
-	fs.StringVar(&c.StatusAddress, "status-address", c.StatusAddress, "host:port for /healthz, /readyz, /metrics and /status")
-	fs.StringVar(&c.Token, "token", c.Token, "cluster token from 'haagent token generate' (required with several masters unless --insecure)")
-	fs.BoolVar(&c.Insecure, "insecure", c.Insecure, "plain-http etcd with no certificates and no authentication: for labs only")
 	fs.StringVar(&c.LB, "lb", c.LB, "the lb's address, for the masters' certificates and the admin kubeconfig")
-	fs.IntVar(&c.JoinPort, "join-port", c.JoinPort, "port of the join service that hands nodes their certificates")
 	fs.StringVar(&c.ServiceClusterIPRange, "service-cluster-ip-range", c.ServiceClusterIPRange, "Kubernetes service CIDR")
-	fs.StringVar(&c.Systemd, "systemd", c.Systemd, "manage the kube and flannel units: auto (where systemd runs), on or off")
+	c.Config.AddFlags(fs)
 }
 
 // Complete fills the defaults that depend on the host: the hostname, the interface
 // address and the single-member peer list. It reads the host but changes nothing.
 func (c *Config) Complete() error {
-	if err := hostinfo.NodeIdentity(&c.Name, c.Iface, &c.AdvertiseAddress); err != nil {
+	if err := errors.Join(c.Config.Complete(), c.Address.Complete()); err != nil {
 		return err
 	}
 	if c.Peers == "" {
@@ -148,21 +124,14 @@ func (c *Config) Complete() error {
 // ParsePeers parses --peers. In secure mode every peer URL is https, whatever the
 // operator wrote, so that classic http:// lists keep working.
 func (c *Config) ParsePeers() (etcdmember.Peers, error) {
-	ps, err := etcdmember.ParsePeers(c.Peers, c.scheme(), c.EtcdPeerPort)
+	ps, err := etcdmember.ParsePeers(c.Peers, c.Scheme(), c.EtcdPeerPort)
 	if err != nil {
 		return nil, err
 	}
 	for i := range ps {
-		ps[i].URL.Scheme = c.scheme()
+		ps[i].URL.Scheme = c.Scheme()
 	}
 	return ps, nil
-}
-
-func (c *Config) scheme() string {
-	if c.Insecure {
-		return "http"
-	}
-	return "https"
 }
 
 // Flannel is the flannel network config the flags describe.
@@ -219,28 +188,14 @@ func (c *Config) Validate() error {
 	if !strings.HasPrefix(c.FlannelPrefix, "/") {
 		bad("flannel-prefix", "%q must start with /", c.FlannelPrefix)
 	}
-	if !filepath.IsAbs(c.Root) {
-		bad("root", "%q must be an absolute path", c.Root)
-	}
-	if _, _, err := net.SplitHostPort(c.StatusAddress); err != nil {
-		bad("status-address", "%q is not host:port", c.StatusAddress)
-	}
-	checkPort("join-port", c.JoinPort)
-	if !slices.Contains([]string{reconcile.SystemdAuto, reconcile.SystemdOn, reconcile.SystemdOff}, c.Systemd) {
-		bad("systemd", "%q is not auto, on or off", c.Systemd)
-	}
 	if p, err := netip.ParsePrefix(c.ServiceClusterIPRange); err != nil || p.Masked() != p {
 		bad("service-cluster-ip-range", "%q is not a CIDR such as 10.254.0.0/16", c.ServiceClusterIPRange)
 	}
-	if !c.Insecure {
-		if c.Token != "" {
-			if _, err := pki.ParseToken(c.Token); err != nil {
-				bad("token", "malformed: %v; get one with 'haagent token generate', or 'haagent token show' on a running master", err)
-			}
-		} else if peers != nil && len(peers) > 1 {
-			bad("token", "required for a cluster of several masters; run 'haagent token generate' once and give the same --token to every node (or --insecure for a lab)")
-		}
+	tokenNeeded := ""
+	if len(peers) > 1 {
+		tokenNeeded = "for a cluster of several masters; run 'haagent token generate' once and give the same --token to every node (or --insecure for a lab)"
 	}
+	errs = append(errs, c.Config.Validate(tokenNeeded)...)
 	return errors.Join(errs...)
 }
 

@@ -1,6 +1,7 @@
 // Package master is the master role: it gets or creates the cluster's certificates,
 // serves the join service, runs this host's etcd member, stores the sealed CA and
 // flannel's network config in etcd, and keeps the control plane's files and units.
+// What a master does on start reads top to bottom in Master.start.
 package master
 
 import (
@@ -8,36 +9,31 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"strconv"
-	"sync"
 	"time"
 
-	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/cenkalti/backoff/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/haagent/haagent/etcdmember"
 	"github.com/haagent/haagent/flannel"
-	"github.com/haagent/haagent/join"
+	"github.com/haagent/haagent/node"
+	"github.com/haagent/haagent/nodeconf"
 	"github.com/haagent/haagent/pki"
 	"github.com/haagent/haagent/reconcile"
 	"github.com/haagent/haagent/release"
-	"github.com/haagent/haagent/status"
 )
 
-// seedTimeout bounds the flannel seeding after etcd is ready; it needs a quorum.
+// seedTimeout bounds the writes to etcd after the member is ready; they need a quorum.
 const seedTimeout = 2 * time.Minute
 
 // Master is a running master role.
 type Master struct {
 	cfg    *Config
 	lg     *slog.Logger
+	node   *node.Node
 	member *etcdmember.Server
 	reg    prometheus.Gatherer
-
-	mu  sync.Mutex // guards the fields below
-	rec *reconcile.Reconciler
 }
 
 // New prepares a master from a validated config; it starts nothing.
@@ -58,7 +54,7 @@ func New(cfg *Config, lg *slog.Logger, gatherer prometheus.Gatherer) (*Master, e
 	if err != nil {
 		return nil, err
 	}
-	return &Master{cfg: cfg, lg: lg, member: member, reg: gatherer}, nil
+	return &Master{cfg: cfg, lg: lg, node: node.New(&cfg.Config, lg), member: member, reg: gatherer}, nil
 }
 
 // Status is the document behind /status and `haagent status` on a master.
@@ -77,111 +73,100 @@ type FlannelStatus struct {
 	Value string `json:"value"`
 }
 
-// Run blocks until ctx ends (returning nil after a clean stop) or the member fails.
+// Run blocks until ctx ends (returning nil after a clean stop) or a part fails; the
+// node's run skeleton runs start, then tells systemd READY=1.
 func (m *Master) Run(ctx context.Context) error {
-	srv, err := status.Listen(status.Config{
-		Address:  m.cfg.StatusAddress,
-		Ready:    m.ready,
-		Status:   m.status,
-		Gatherer: m.reg,
-		Logger:   m.lg,
-	})
-	if err != nil {
-		return err
-	}
-	// Every part runs in the group: the first to fail stops the others, and Run returns
-	// only once all of them have.
-	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return srv.Serve(ctx) })
-	if err := m.start(ctx, g); err != nil {
-		g.Go(func() error { return err })
-	}
-	err = g.Wait()
-	_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
-	return err
+	return m.node.Run(ctx, node.Endpoints{Ready: m.ready, Status: m.status, Gatherer: m.reg}, m.start)
 }
 
-// start brings the master up inside g: certificates and the join service, the etcd
-// member, then the sealed CA, flannel's config and the node files; then READY=1.
+// start is what a master does on start, top to bottom. Each step's log lines carry its
+// tag; the parts that keep running go into g.
 func (m *Master) start(ctx context.Context, g *errgroup.Group) error {
+	// [certificates] The token, then the cluster CA and this master's certificates: from
+	// its disk, from another master's join service, or, on the first master of a new
+	// cluster, a CA of its own.
 	var token pki.Token
 	var shared *pki.Shared
 	if m.cfg.Insecure {
-		m.lg.Warn("INSECURE MODE: etcd serves plain http without authentication; anyone who reaches port " +
+		m.lg.Warn("[certificates] INSECURE MODE: etcd serves plain http without authentication; anyone who reaches port " +
 			"2379 owns the cluster and every Secret in it. Use --insecure only in a lab.")
 	} else {
+		var creds node.Credentials
 		var err error
-		if token, err = m.loadOrCreateToken(); err != nil {
-			return fmt.Errorf("token: %w", err)
+		if token, shared, creds, err = m.certificates(ctx); err != nil {
+			return fmt.Errorf("[certificates] %w", err)
 		}
-		if shared, err = m.ensurePKI(ctx, token); err != nil {
-			return fmt.Errorf("certificates: %w", err)
+		g.Go(func() error { return m.node.RenewCredentials(ctx, creds) })
+
+		// [join] Hand the nodes that come after their certificates.
+		if err := m.serveJoin(ctx, g, token, shared); err != nil {
+			return fmt.Errorf("[join] %w", err)
 		}
-		js, err := join.Listen(join.ServerConfig{
-			Address: net.JoinHostPort(m.cfg.ListenAddress, strconv.Itoa(m.cfg.JoinPort)),
-			Token:   token, CACert: shared.CA.CertPEM, GetCertificate: m.servingCert,
-			Issue: m.issuer(shared), Logger: m.lg.With("component", "join"),
-		})
-		if err != nil {
-			return err
-		}
-		g.Go(func() error { return js.Serve(ctx) })
-		g.Go(func() error { m.renewLoop(ctx, shared); return nil })
 	}
+
+	// [membership] [start] The etcd member decides whether to bootstrap, join, restart
+	// or replace a stale member, then starts.
 	g.Go(func() error { return m.member.Run(ctx) })
+
+	// [health] Wait until the member serves and its cluster has a leader.
 	select {
 	case <-m.member.Ready():
 	case <-ctx.Done():
 		return nil
 	}
+
+	// [ca] Store the sealed CA in etcd for the masters that come after, and check that
+	// the one stored there is ours.
 	if shared != nil {
 		if err := m.untilStored(ctx, "the sealed CA", func(ctx context.Context) error {
 			return m.syncShared(ctx, m.member.Client(), token, shared)
 		}); err != nil {
-			return err
+			return fmt.Errorf("[ca] %w", err)
 		}
 	}
-	if err := m.seedFlannel(ctx); err != nil {
-		return err
-	}
-	rec, err := m.startReconciler(ctx)
-	if err != nil {
-		return err
-	}
-	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
-		m.lg.Warn("could not notify systemd", "err", err)
-	}
-	// Units start only now: they are ordered after haagent.service, which is active from READY=1.
-	g.Go(func() error { return rec.Run(ctx) })
-	m.lg.Info("master ready", "name", m.cfg.Name, "status", m.cfg.StatusAddress)
-	return nil
-}
 
-func (m *Master) seedFlannel(ctx context.Context) error {
-	return m.untilStored(ctx, "the flannel config", func(ctx context.Context) error {
+	// [flannel] Seed flannel's network config, once per cluster.
+	if err := m.untilStored(ctx, "the flannel config", func(ctx context.Context) error {
 		return flannel.Seed(ctx, m.member.Client(), m.cfg.FlannelPrefix, m.cfg.Flannel(), m.lg)
-	})
+	}); err != nil {
+		return fmt.Errorf("[flannel] %w", err)
+	}
+
+	// [files] Write the kube and flannel files; the units follow after READY=1.
+	if _, err := m.node.StartReconciler(ctx, reconcile.Config{
+		Render: m.cfg.Render,
+		Units:  nodeconf.Units(m.cfg.NodeConfig()),
+	}); err != nil {
+		return fmt.Errorf("[files] %w", err)
+	}
+	m.lg.Info("[ready] master ready", "name", m.cfg.Name, "status", m.node.StatusAddr())
+	return nil
 }
 
 // untilStored retries a write to etcd, which needs a quorum, for up to seedTimeout.
 // A mismatch (pki.ErrCAMismatch) is final.
 func (m *Master) untilStored(ctx context.Context, what string, write func(context.Context) error) error {
-	ctx, cancel := context.WithTimeout(ctx, seedTimeout)
-	defer cancel()
-	var err error
-	for wait := 200 * time.Millisecond; ; wait = min(wait*2, 2*time.Second) {
-		if err = write(ctx); err == nil || errors.Is(err, pki.ErrCAMismatch) {
-			return err
+	_, err := backoff.Retry(ctx, func() (struct{}, error) {
+		// One write that hangs without a quorum must not use up the whole wait.
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		err := write(wctx)
+		if errors.Is(err, pki.ErrCAMismatch) {
+			return struct{}{}, backoff.Permanent(err)
 		}
-		select {
-		case <-ctx.Done():
-			if errors.Is(ctx.Err(), context.Canceled) {
-				return nil
-			}
-			return fmt.Errorf("waited %s for etcd to accept %s: %w", seedTimeout, what, err)
-		case <-time.After(wait):
-		}
+		return struct{}{}, err
+	},
+		backoff.WithBackOff(&backoff.ExponentialBackOff{
+			InitialInterval: 200 * time.Millisecond, RandomizationFactor: 0.2, Multiplier: 2, MaxInterval: 2 * time.Second,
+		}),
+		backoff.WithMaxElapsedTime(seedTimeout))
+	switch {
+	case err == nil || ctx.Err() != nil:
+		return nil
+	case errors.Is(err, pki.ErrCAMismatch):
+		return err
 	}
+	return fmt.Errorf("waited %s for etcd to accept %s: %w", seedTimeout, what, err)
 }
 
 func (m *Master) status(ctx context.Context) (any, error) {
@@ -189,13 +174,7 @@ func (m *Master) status(ctx context.Context) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := Status{Role: "master", Name: m.cfg.Name, Version: release.Version, Etcd: cs}
-	m.mu.Lock()
-	if m.rec != nil {
-		ns := m.rec.Status()
-		st.Node = &ns
-	}
-	m.mu.Unlock()
+	st := Status{Role: "master", Name: m.cfg.Name, Version: release.Version, Etcd: cs, Node: m.node.FilesStatus()}
 	st.Flannel.Key = flannel.ConfigKey(m.cfg.FlannelPrefix)
 	gctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
@@ -205,38 +184,10 @@ func (m *Master) status(ctx context.Context) (any, error) {
 	return st, nil
 }
 
-// startReconciler writes the node files and, where systemd runs, keeps the kube and
-// flannel units enabled, running, and restarted when a file they read changes.
-func (m *Master) startReconciler(ctx context.Context) (*reconcile.Reconciler, error) {
-	rec, err := reconcile.ForNode(ctx, m.cfg.Systemd, m.cfg.NodeConfig(), m.lg)
-	if err != nil {
-		return nil, err
-	}
-	m.mu.Lock()
-	m.rec = rec
-	m.mu.Unlock()
-	return rec, nil
-}
-
-// certsRenewed tells the reconciler which units must restart for renewed certificates.
-func (m *Master) certsRenewed(paths []string) {
-	m.mu.Lock()
-	rec := m.rec
-	m.mu.Unlock()
-	if rec != nil {
-		rec.Changed(paths...)
-	}
-}
-
 // ready is /readyz: the member is healthy and the node files are in place.
 func (m *Master) ready() error {
 	if err := m.member.Healthy(); err != nil {
 		return err
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.rec == nil {
-		return errors.New("node files not written yet")
-	}
-	return nil
+	return m.node.FilesWritten()
 }

@@ -11,13 +11,9 @@ import (
 // NodeConfig is what this master's kube and flannel files are rendered from.
 // The apiserver and flanneld talk to the local etcd member.
 func (c *Config) NodeConfig() nodeconf.Config {
-	scheme := "https"
-	if c.Insecure {
-		scheme = "http"
-	}
 	return nodeconf.Config{
 		Role: "master", Name: c.Name, AdvertiseAddress: c.AdvertiseAddress, LB: c.LB,
-		EtcdEndpoints:         []string{scheme + "://" + net.JoinHostPort(c.AdvertiseAddress, strconv.Itoa(c.EtcdClientPort))},
+		EtcdEndpoints:         []string{c.Scheme() + "://" + net.JoinHostPort(c.AdvertiseAddress, strconv.Itoa(c.EtcdClientPort))},
 		ServiceClusterIPRange: c.ServiceClusterIPRange,
 		FlannelPrefix:         c.FlannelPrefix, FlannelIface: c.Iface,
 		Root: c.Root, Insecure: c.Insecure,

@@ -14,21 +14,17 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/storage/wal"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/haagent/haagent/etcdmember"
 	"github.com/haagent/haagent/files"
 	"github.com/haagent/haagent/join"
+	"github.com/haagent/haagent/node"
 	"github.com/haagent/haagent/pki"
 )
 
-// Paths of haagent's own state outside the data dir, relative to --root.
-const (
-	TokenFile = "var/lib/haagent/token"
-	// renewCheckEvery is how often certificates are checked against their renewal time.
-	renewCheckEvery = time.Hour
-	// joinRetryEvery paces attempts to reach another master's join service.
-	joinRetryEvery = 500 * time.Millisecond
-)
+// TokenFile holds the token a master runs with, relative to --root.
+const TokenFile = "var/lib/haagent/token"
 
 // TLSFiles are the etcd certificate paths under the root.
 func (c *Config) TLSFiles() *etcdmember.TLSFiles {
@@ -80,27 +76,38 @@ func (m *Master) loadOrCreateToken() (pki.Token, error) {
 	return t, files.Atomic(path, []byte(t.Secret+"\n"), 0o600)
 }
 
-// ensurePKI makes sure this master holds the cluster CA and its own certificates:
-// from disk, from another master's join service, or (the first master in --peers,
-// on a fresh cluster with an unpinned token) by creating the CA.
-func (m *Master) ensurePKI(ctx context.Context, token pki.Token) (*pki.Shared, error) {
-	if sh, err := pki.LoadShared(m.cfg.Root); err == nil {
-		if err := token.CheckCA(sh.CA.Cert.Raw); err != nil {
-			return nil, err
-		}
-		if _, err := os.Stat(filepath.Join(m.cfg.Root, pki.EtcdPeerCert)); err == nil {
-			return sh, nil
-		}
-		// The CA is here but this master's own certificates are not: issue them.
-		fs, err := pki.Issue(sh, m.cfg.Node(), time.Now())
-		if err != nil {
-			return nil, err
-		}
-		return sh, m.writePKI(fs)
+// certificates loads or makes the token, then makes sure this master holds the cluster
+// CA and its own current certificates. It returns the credentials the renewal keeps.
+func (m *Master) certificates(ctx context.Context) (pki.Token, *pki.Shared, node.Credentials, error) {
+	token, err := m.loadOrCreateToken()
+	if err != nil {
+		return pki.Token{}, nil, node.Credentials{}, fmt.Errorf("token: %w", err)
 	}
+	creds, err := m.credentials(token)
+	if err != nil {
+		return pki.Token{}, nil, node.Credentials{}, err
+	}
+	if _, err := m.node.EnsureCredentials(ctx, creds); err != nil {
+		return pki.Token{}, nil, node.Credentials{}, err
+	}
+	shared, err := pki.LoadShared(m.cfg.Root)
+	if err != nil {
+		return pki.Token{}, nil, node.Credentials{}, fmt.Errorf("the cluster CA: %w", err)
+	}
+	if err := token.CheckCA(shared.CA.Cert.Raw); err != nil {
+		return pki.Token{}, nil, node.Credentials{}, err
+	}
+	return token, shared, creds, nil
+}
+
+// credentials is how a master gets its certificates: a master that holds the CA issues
+// its own; one that doesn't asks another master's join service (or the lb's); and the
+// first master in --peers, on a fresh cluster with an unpinned token, creates the CA
+// once no other master has answered.
+func (m *Master) credentials(token pki.Token) (node.Credentials, error) {
 	peers, err := m.cfg.ParsePeers()
 	if err != nil {
-		return nil, err
+		return node.Credentials{}, err
 	}
 	var servers []string
 	for _, p := range peers {
@@ -114,69 +121,44 @@ func (m *Master) ensurePKI(ctx context.Context, token pki.Token) (*pki.Shared, e
 	first := peers[0].Name == m.cfg.Name
 	hasData := wal.Exist(filepath.Join(m.cfg.DataDir, "member", "wal"))
 	mayCreate := first && token.CAHash == "" && !hasData
-
-	deadline := time.Now().Add(etcdmember.DefaultStartTimeout)
-	lastLog := time.Time{}
-	for {
-		for _, srv := range servers {
-			fs, _, err := join.Fetch(ctx, srv, token, join.Request{Role: "master", Name: m.cfg.Name, Hosts: []string{m.cfg.AdvertiseAddress}})
-			if err == nil {
-				m.lg.Info("joined: received certificates from another master", "via", srv)
-				if err := m.writePKI(fs); err != nil {
+	fetch := m.node.JoinVia(servers, token, join.Request{Role: "master", Name: m.cfg.Name, Hosts: []string{m.cfg.AdvertiseAddress}})
+	return node.Credentials{
+		Need: []string{pki.EtcdPeerCert},
+		Get: func(ctx context.Context) ([]files.File, error) {
+			if sh, err := pki.LoadShared(m.cfg.Root); err == nil {
+				if err := token.CheckCA(sh.CA.Cert.Raw); err != nil {
 					return nil, err
 				}
-				return pki.LoadShared(m.cfg.Root)
+				return pki.Issue(sh, m.cfg.Node(), time.Now())
 			}
-			if errors.Is(err, join.ErrForbidden) || errors.Is(err, pki.ErrCAMismatch) {
-				return nil, err
+			fs, err := fetch(ctx)
+			if err == nil || !mayCreate || errors.Is(err, join.ErrForbidden) || errors.Is(err, pki.ErrCAMismatch) {
+				return fs, err
 			}
-			m.lg.Debug("join service not reachable", "server", srv, "err", err)
-		}
-		if mayCreate {
 			sh, err := pki.NewShared(time.Now())
 			if err != nil {
 				return nil, err
 			}
-			fs, err := pki.Issue(sh, m.cfg.Node(), time.Now())
-			if err != nil {
-				return nil, err
-			}
-			if err := m.writePKI(fs); err != nil {
-				return nil, err
-			}
-			m.lg.Info("created the cluster CA and service-account keys: this is the first master",
+			m.lg.Info("[certificates] created the cluster CA and service-account keys: this is the first master",
 				"ca-sha256", pki.CAHash(sh.CA.Cert.Raw))
-			return sh, nil
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("no master's join service answered on %v within %s; the first master in --peers (%s) creates the CA, so start it, or give a master that runs",
-				servers, etcdmember.DefaultStartTimeout, peers[0].Name)
-		}
-		if time.Since(lastLog) > 10*time.Second {
-			m.lg.Warn("waiting for another master's join service to get the cluster certificates", "servers", servers)
-			lastLog = time.Now()
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(joinRetryEvery):
-		}
-	}
+			return pki.Issue(sh, m.cfg.Node(), time.Now())
+		},
+		Hint: fmt.Sprintf("; the first master in --peers (%s) creates the CA, so start it, or give a master that runs", peers[0].Name),
+	}, nil
 }
 
-func (m *Master) writePKI(fs []files.File) error {
-	for i := range fs {
-		if pki.IsKey(fs[i].Path) {
-			fs[i].Mode = 0o600
-		}
-	}
-	changed, err := files.Apply(m.cfg.Root, fs)
+// serveJoin starts the join service in g, which hands the nodes that come after their
+// certificates.
+func (m *Master) serveJoin(ctx context.Context, g *errgroup.Group, token pki.Token, shared *pki.Shared) error {
+	js, err := join.Listen(join.ServerConfig{
+		Address: net.JoinHostPort(m.cfg.ListenAddress, strconv.Itoa(m.cfg.JoinPort)),
+		Token:   token, CACert: shared.CA.CertPEM, GetCertificate: m.servingCert,
+		Issue: m.issuer(shared), Logger: m.lg.With("component", "join"),
+	})
 	if err != nil {
-		return fmt.Errorf("write certificates: %w", err)
+		return err
 	}
-	if len(changed) > 0 {
-		m.lg.Info("wrote certificates", "count", len(changed), "dir", filepath.Join(m.cfg.Root, pki.Dir))
-	}
+	g.Go(func() error { return js.Serve(ctx) })
 	return nil
 }
 
@@ -218,7 +200,7 @@ func (m *Master) syncShared(ctx context.Context, kv clientv3.KV, token pki.Token
 		return fmt.Errorf("store the sealed CA in etcd: %w", err)
 	}
 	if resp.Succeeded {
-		m.lg.Info("stored the sealed CA and service-account keys in etcd", "key", pki.SharedKey)
+		m.lg.Info("[ca] stored the sealed CA and service-account keys in etcd", "key", pki.SharedKey)
 		return nil
 	}
 	stored, err := pki.OpenShared(token, resp.Responses[0].GetResponseRange().Kvs[0].Value)
@@ -231,39 +213,13 @@ func (m *Master) syncShared(ctx context.Context, kv clientv3.KV, token pki.Token
 	return nil
 }
 
-// renewLoop renews this master's certificates at 2/3 of their lifetime.
-func (m *Master) renewLoop(ctx context.Context, sh *pki.Shared) {
-	t := time.NewTicker(renewCheckEvery)
-	defer t.Stop()
-	for {
-		changed, err := RenewIfDue(m.cfg.Root, sh, m.cfg.Node(), time.Now(), false)
-		if err != nil {
-			m.lg.Error("certificate renewal failed; retrying in an hour", "err", err)
-		} else if len(changed) > 0 {
-			m.lg.Info("renewed certificates at 2/3 of their lifetime", "files", len(changed))
-			m.certsRenewed(changed)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
-// RenewIfDue reissues a master's leaf certificates when any is due (or always with force).
-// etcd and the join service reload certificates from disk, so no restart is needed.
-func RenewIfDue(root string, sh *pki.Shared, n pki.Node, now time.Time, force bool) ([]string, error) {
-	due, err := pki.DueForRenewal(root, now)
-	if err != nil {
-		return nil, err
-	}
-	if len(due) == 0 && !force {
-		return nil, nil
-	}
+// Reissue issues every certificate of a master from the CA it holds, now, and writes
+// them under root. etcd and the join service reload certificates from disk, so no
+// restart is needed.
+func Reissue(root string, sh *pki.Shared, n pki.Node, now time.Time) ([]string, error) {
 	fs, err := pki.Issue(sh, n, now)
 	if err != nil {
 		return nil, err
 	}
-	return files.Apply(root, fs)
+	return node.WriteCredentials(root, fs)
 }

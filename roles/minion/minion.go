@@ -19,7 +19,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
 
@@ -30,36 +29,29 @@ import (
 	"github.com/haagent/haagent/flannel"
 	"github.com/haagent/haagent/hostinfo"
 	"github.com/haagent/haagent/join"
+	"github.com/haagent/haagent/node"
 	"github.com/haagent/haagent/nodeconf"
 	"github.com/haagent/haagent/pki"
 	"github.com/haagent/haagent/reconcile"
 	"github.com/haagent/haagent/release"
-	"github.com/haagent/haagent/status"
 )
 
-// Defaults for the minion's flags.
-const (
-	DefaultRoot = "/"
-	renewEvery  = time.Hour
-)
+// DefaultRoot is --root's default.
+const DefaultRoot = node.DefaultRoot
 
 // Config is the minion's configuration.
 type Config struct {
-	Name             string
-	LB               string
-	Token            string
-	Insecure         bool
-	JoinPort         int
-	AdvertiseAddress string
-	Iface            string
+	// Config holds the flags every role shares: name, token, insecure, root, status
+	// address, join port (the one behind the lb) and systemd.
+	node.Config
+	// Address is the node IP, and flannel's interface.
+	node.Address
+	// LB is the lb's address: the minion joins and reaches the control plane through it.
+	LB string
 	// ContainerRuntime is docker or containerd.
 	ContainerRuntime string
 	FlannelPrefix    string
 	EtcdClientPort   int
-	Root             string
-	StatusAddress    string
-	// Systemd is auto, on or off: whether haagent manages the units.
-	Systemd string
 	// CgroupDriver is auto, systemd or cgroupfs, for the kubelet and the runtime alike.
 	CgroupDriver string
 	// FailCgroupV1 makes the kubelet refuse a cgroup v1 host, as upstream does by default.
@@ -99,37 +91,30 @@ const DefaultContainerRuntime = "containerd"
 
 // NewConfig returns the defaults.
 func NewConfig() *Config {
-	return &Config{JoinPort: join.DefaultPort, Root: DefaultRoot, StatusAddress: status.DefaultAddress,
+	return &Config{Config: node.NewConfig(),
 		ContainerRuntime: DefaultContainerRuntime, FlannelPrefix: flannel.DefaultPrefix,
-		EtcdClientPort: 2379, Systemd: reconcile.SystemdAuto, CgroupDriver: CgroupDriverAuto,
+		EtcdClientPort: 2379, CgroupDriver: CgroupDriverAuto,
 		SandboxImage: nodeconf.DefaultSandboxImage, ImagesDir: "/" + airgap.DefaultDir}
 }
 
 // AddFlags binds the minion's flags.
 func (c *Config) AddFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&c.Name, "name", c.Name, "this node's name (default: the short hostname)")
 	fs.StringVar(&c.LB, "lb", c.LB, "the lb's address: the minion joins and reaches the control plane through it")
-	fs.StringVar(&c.Token, "token", c.Token, "cluster token from 'haagent token show' on a master")
-	fs.BoolVar(&c.Insecure, "insecure", c.Insecure, "join a --insecure lab cluster: no certificates")
-	fs.IntVar(&c.JoinPort, "join-port", c.JoinPort, "port of the join service behind the lb")
-	fs.StringVar(&c.AdvertiseAddress, "advertise-address", c.AdvertiseAddress, "this node's IP (default: the IPv4 of --iface)")
-	fs.StringVar(&c.Iface, "iface", c.Iface, "network interface for flannel and the node IP")
+	c.Address.AddFlags(fs)
 	fs.StringVar(&c.ContainerRuntime, "container-runtime", c.ContainerRuntime, "containerd or docker (docker needs cri-dockerd)")
 	fs.StringVar(&c.FlannelPrefix, "flannel-prefix", c.FlannelPrefix, "etcd prefix of flannel's network config")
 	fs.IntVar(&c.EtcdClientPort, "etcd-client-port", c.EtcdClientPort, "etcd client port the lb forwards")
-	fs.StringVar(&c.Systemd, "systemd", c.Systemd, "manage the units: auto (where systemd runs), on or off")
-	fs.StringVar(&c.Root, "root", c.Root, "prefix for every file haagent writes")
-	fs.StringVar(&c.StatusAddress, "status-address", c.StatusAddress, "host:port for /healthz, /readyz, /metrics and /status")
 	fs.StringVar(&c.CgroupDriver, "cgroup-driver", c.CgroupDriver, "cgroup driver of the kubelet and the runtime: auto (cgroupfs on cgroup v1, systemd on v2), systemd or cgroupfs")
 	fs.BoolVar(&c.FailCgroupV1, "fail-cgroup-v1", c.FailCgroupV1, "make the kubelet refuse to run on a cgroup v1 host (upstream's default); haagent otherwise lets it run there")
 	fs.StringSliceVar(&c.RegistryMirrors, "registry-mirror", c.RegistryMirrors, "REGISTRY=URL: pull REGISTRY's images from URL first, e.g. docker.io=http://10.0.0.11:5000 (repeatable, or comma-separated)")
 	fs.StringVar(&c.SandboxImage, "sandbox-image", c.SandboxImage, "the pause image the runtime pins for pod sandboxes")
 	fs.StringVar(&c.ImagesDir, "images-dir", c.ImagesDir, "image tarballs (*.tar, *.tar.gz) here are imported into containerd at start, for sites with no registry")
+	c.Config.AddFlags(fs)
 }
 
 // Complete fills the hostname default and reads the host's facts.
 func (c *Config) Complete() error {
-	if err := hostinfo.NodeIdentity(&c.Name, c.Iface, &c.AdvertiseAddress); err != nil {
+	if err := errors.Join(c.Config.Complete(), c.Address.Complete()); err != nil {
 		return err
 	}
 	c.Host = ReadHostFacts(c.Root)
@@ -183,24 +168,8 @@ func (c *Config) Validate() error {
 	if c.LB == "" {
 		errs = append(errs, errors.New("--lb: required; give the lb's address, e.g. --lb=10.0.0.10"))
 	}
-	if !c.Insecure {
-		if c.Token == "" {
-			errs = append(errs, errors.New("--token: required; run 'haagent token show' on a master and pass it here"))
-		} else if _, err := pki.ParseToken(c.Token); err != nil {
-			errs = append(errs, fmt.Errorf("--token: malformed: %v; run 'haagent token show' on a master for the right one", err))
-		}
-	}
-	if c.JoinPort < 1 || c.JoinPort > 65535 {
-		errs = append(errs, fmt.Errorf("--join-port: %d is not a port in 1-65535", c.JoinPort))
-	}
 	if c.ContainerRuntime != "containerd" && c.ContainerRuntime != "docker" {
 		errs = append(errs, fmt.Errorf("--container-runtime: %q is not containerd or docker", c.ContainerRuntime))
-	}
-	if !slices.Contains([]string{reconcile.SystemdAuto, reconcile.SystemdOn, reconcile.SystemdOff}, c.Systemd) {
-		errs = append(errs, fmt.Errorf("--systemd: %q is not auto, on or off", c.Systemd))
-	}
-	if !filepath.IsAbs(c.Root) {
-		errs = append(errs, fmt.Errorf("--root: %q must be an absolute path", c.Root))
 	}
 	if !slices.Contains([]string{CgroupDriverAuto, CgroupDriverSystemd, CgroupDriverCgroupfs}, c.CgroupDriver) {
 		errs = append(errs, fmt.Errorf("--cgroup-driver: %q is not auto, systemd or cgroupfs", c.CgroupDriver))
@@ -223,23 +192,24 @@ func (c *Config) Validate() error {
 	if !filepath.IsAbs(c.ImagesDir) {
 		errs = append(errs, fmt.Errorf("--images-dir: %q must be an absolute path", c.ImagesDir))
 	}
+	errs = append(errs, c.Config.Validate("to join; run 'haagent token show' on a master and pass it here")...)
 	return errors.Join(errs...)
 }
 
 // Minion is a running minion role.
 type Minion struct {
-	cfg *Config
-	lg  *slog.Logger
-	reg prometheus.Gatherer
+	cfg  *Config
+	lg   *slog.Logger
+	node *node.Node
+	reg  prometheus.Gatherer
 
 	mu     sync.Mutex // guards the fields below
-	rec    *reconcile.Reconciler
 	images *airgap.Result
 }
 
 // New prepares the role; it starts nothing.
 func New(cfg *Config, lg *slog.Logger, gatherer prometheus.Gatherer) *Minion {
-	return &Minion{cfg: cfg, lg: lg, reg: gatherer}
+	return &Minion{cfg: cfg, lg: lg, node: node.New(&cfg.Config, lg), reg: gatherer}
 }
 
 // Status is the document behind /status on a minion.
@@ -256,44 +226,50 @@ type Status struct {
 	Node    *reconcile.Status `json:"node,omitempty"`
 }
 
-// Run joins (unless it holds current certificates), writes the node's files, tells
-// systemd it is ready, then keeps the files, units and certificates current and imports
-// the airgap images, until ctx ends.
+// Run blocks until ctx ends (returning nil after a clean stop) or a part fails; the
+// node's run skeleton runs start, then tells systemd READY=1.
 func (m *Minion) Run(ctx context.Context) error {
-	srv, err := status.Listen(status.Config{
-		Address: m.cfg.StatusAddress, Ready: m.ready, Status: m.status, Gatherer: m.reg, Logger: m.lg,
-	})
-	if err != nil {
-		return err
-	}
-	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return srv.Serve(ctx) })
-	g.Go(func() error { return m.run(ctx, g) })
-	return g.Wait()
+	return m.node.Run(ctx, node.Endpoints{Ready: m.ready, Status: m.status, Gatherer: m.reg}, m.start)
 }
 
-func (m *Minion) run(ctx context.Context, g *errgroup.Group) error {
+// start is what a minion does on start, top to bottom; each step's log lines carry its
+// tag, and the parts that keep running go into g.
+func (m *Minion) start(ctx context.Context, g *errgroup.Group) error {
+	// [preflight] Say what the kubelet will do on this host's cgroups; set the kernel
+	// settings that pods need.
 	m.warnAboutCgroups()
 	if m.cfg.Root == "/" {
 		m.setSysctls()
 	}
+
+	// [certificates] Join through the lb, unless this minion holds current
+	// certificates; renew them at 2/3 of their lifetime.
 	if !m.cfg.Insecure {
-		if err := m.joinIfNeeded(ctx, time.Now()); err != nil {
-			return err
+		creds, err := m.credentials()
+		if err != nil {
+			return fmt.Errorf("[certificates] %w", err)
 		}
+		if _, err := m.node.EnsureCredentials(ctx, creds); err != nil {
+			return fmt.Errorf("[certificates] %w", err)
+		}
+		g.Go(func() error { return m.node.RenewCredentials(ctx, creds) })
 	}
-	rec, err := m.startReconciler(ctx)
+
+	// [files] Write the kubelet's, kube-proxy's, flanneld's and the runtime's files,
+	// rendered afresh on every pass (flanneld's lease can change); the units follow
+	// after READY=1.
+	rec, err := m.node.StartReconciler(ctx, reconcile.Config{
+		Render: m.cfg.Render,
+		Units:  nodeconf.Units(m.cfg.NodeConfig()),
+	})
 	if err != nil {
-		return err
+		return fmt.Errorf("[files] %w", err)
 	}
-	_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
-	m.lg.Info("minion ready", "lb", m.cfg.LB, "cgroup-mode", m.cfg.Host.CgroupMode, "cgroup-driver", m.cfg.cgroupDriver(),
-		"containerd", m.cfg.Host.ContainerdVersion)
-	// Units start only now: they are ordered after haagent.service, which is active from READY=1.
-	g.Go(func() error { return rec.Run(ctx) })
+
+	// [images] Import the airgap images once containerd runs with haagent's config,
+	// which the reconciler's first pass (re)starts it with.
 	if m.cfg.ContainerRuntime == "containerd" {
 		g.Go(func() error {
-			// Not before containerd runs with haagent's config: the first pass restarts it.
 			select {
 			case <-rec.FirstPass():
 			case <-ctx.Done():
@@ -302,21 +278,9 @@ func (m *Minion) run(ctx context.Context, g *errgroup.Group) error {
 			return m.importImages(ctx)
 		})
 	}
-	t := time.NewTicker(renewEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
-			return nil
-		case <-t.C:
-			if !m.cfg.Insecure {
-				if err := m.joinIfNeeded(ctx, time.Now()); err != nil {
-					m.lg.Error("certificate renewal failed; retrying in an hour", "err", err)
-				}
-			}
-		}
-	}
+	m.lg.Info("[ready] minion ready", "lb", m.cfg.LB, "cgroup-mode", m.cfg.Host.CgroupMode, "cgroup-driver", m.cfg.cgroupDriver(),
+		"containerd", m.cfg.Host.ContainerdVersion, "status", m.node.StatusAddr())
+	return nil
 }
 
 // warnAboutCgroups says once what the kubelet will do on a cgroup v1 host.
@@ -376,11 +340,8 @@ func (m *Minion) importImages(ctx context.Context) error {
 }
 
 func (m *Minion) ready() error {
-	m.mu.Lock()
-	rec := m.rec
-	m.mu.Unlock()
-	if rec == nil {
-		return errors.New("node files not written yet")
+	if err := m.node.FilesWritten(); err != nil {
+		return err
 	}
 	if m.cfg.Insecure {
 		return nil
@@ -398,11 +359,8 @@ func (m *Minion) status(ctx context.Context) (any, error) {
 	if s := m.cfg.subnet(); s != nil {
 		st.Subnet = s.Subnet.Masked().String()
 	}
+	st.Node = m.node.FilesStatus()
 	m.mu.Lock()
-	if m.rec != nil {
-		ns := m.rec.Status()
-		st.Node = &ns
-	}
 	st.Images = m.images
 	m.mu.Unlock()
 	return st, nil
@@ -412,34 +370,21 @@ func (m *Minion) status(ctx context.Context) (any, error) {
 // older haagent has no serving certificate) means joining again.
 var joinFiles = []string{pki.KubeletKubeconfig, pki.ProxyKubeconfig, pki.KubeletServingCert, pki.FlannelEtcdCert}
 
-// joinIfNeeded fetches certificates through the lb when they are missing or due.
-func (m *Minion) joinIfNeeded(ctx context.Context, now time.Time) error {
-	missing := ""
-	for _, f := range joinFiles {
-		if _, err := os.Stat(filepath.Join(m.cfg.Root, f)); err != nil {
-			missing = f
-			break
-		}
-	}
-	if missing == "" {
-		due, err := pki.DueForRenewal(m.cfg.Root, now)
-		if err == nil && len(due) == 0 {
-			return nil
-		}
-		m.lg.Info("certificates due for renewal: rejoining", "due", due)
-	} else if missing != joinFiles[0] {
-		m.lg.Info("a certificate is missing: rejoining", "missing", "/"+missing)
-	}
-	token, err := pki.ParseToken(m.cfg.Token)
+// credentials is how a minion gets its certificates: from the join service behind the lb.
+func (m *Minion) credentials() (node.Credentials, error) {
+	token, err := m.cfg.JoinToken()
 	if err != nil {
-		return err
+		return node.Credentials{}, err
 	}
-	server := net.JoinHostPort(m.cfg.LB, strconv.Itoa(m.cfg.JoinPort))
 	var hosts []string
 	if m.cfg.AdvertiseAddress != "" {
 		hosts = []string{m.cfg.AdvertiseAddress}
 	}
-	return join.Obtain(ctx, m.lg, m.cfg.Root, []string{server}, token, join.Request{Role: "minion", Name: m.cfg.Name, Hosts: hosts})
+	server := net.JoinHostPort(m.cfg.LB, strconv.Itoa(m.cfg.JoinPort))
+	return node.Credentials{
+		Need: joinFiles,
+		Get:  m.node.JoinVia([]string{server}, token, join.Request{Role: "minion", Name: m.cfg.Name, Hosts: hosts}),
+	}, nil
 }
 
 // subnet is flanneld's lease for this node, or nil while it has none.
@@ -458,13 +403,9 @@ func (c *Config) subnet() *nodeconf.FlannelSubnet {
 // NodeConfig is what the minion's files are rendered from: everything points at the lb,
 // and the pod network follows flanneld's current lease.
 func (c *Config) NodeConfig() nodeconf.Config {
-	scheme := "https"
-	if c.Insecure {
-		scheme = "http"
-	}
 	return nodeconf.Config{
 		Role: "minion", Name: c.Name, AdvertiseAddress: c.AdvertiseAddress, LB: c.LB,
-		EtcdEndpoints: []string{scheme + "://" + net.JoinHostPort(c.LB, strconv.Itoa(c.EtcdClientPort))},
+		EtcdEndpoints: []string{c.Scheme() + "://" + net.JoinHostPort(c.LB, strconv.Itoa(c.EtcdClientPort))},
 		FlannelPrefix: c.FlannelPrefix, FlannelIface: c.Iface,
 		ContainerRuntime: c.ContainerRuntime, Root: c.Root, Insecure: c.Insecure,
 		CgroupDriver: c.cgroupDriver(), CgroupV1: c.Host.CgroupMode.IsV1(), FailCgroupV1: c.FailCgroupV1,
@@ -477,23 +418,6 @@ func (c *Config) NodeConfig() nodeconf.Config {
 // Render returns every file the minion owns besides its certificates.
 func (c *Config) Render() ([]files.File, error) {
 	return nodeconf.Files(c.NodeConfig())
-}
-
-func (m *Minion) startReconciler(ctx context.Context) (*reconcile.Reconciler, error) {
-	rec, err := reconcile.Start(ctx, m.cfg.Systemd, reconcile.Config{
-		// Rendered afresh on every pass: flanneld's lease can change under us.
-		Render: m.cfg.Render,
-		Units:  nodeconf.Units(m.cfg.NodeConfig()),
-		Owned:  &files.Owned{Root: m.cfg.Root, StatePath: files.StateFile},
-		Logger: m.lg.With("component", "reconcile"),
-	})
-	if err != nil {
-		return nil, err
-	}
-	m.mu.Lock()
-	m.rec = rec
-	m.mu.Unlock()
-	return rec, nil
 }
 
 // PrintStatus writes the minion's part of `haagent status`.

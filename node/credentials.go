@@ -1,0 +1,161 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+
+	"github.com/haagent/haagent/files"
+	"github.com/haagent/haagent/join"
+	"github.com/haagent/haagent/pki"
+)
+
+const (
+	// RenewCheckEvery is how often the certificates are checked against their renewal
+	// time, 2/3 of their lifetime: an hour is nothing against a lifetime of a year.
+	RenewCheckEvery = time.Hour
+	// ObtainTimeout bounds the wait for a join service (the first master's own CA
+	// comes after one round of asking the others).
+	ObtainTimeout = 5 * time.Minute
+	// waitLogEvery paces the warnings while a join service does not answer.
+	waitLogEvery = 10 * time.Second
+)
+
+// Credentials says how a role gets its certificates; EnsureCredentials and
+// RenewCredentials do the rest, the same way for every role.
+type Credentials struct {
+	// Need are files, relative to the root, that a node holding its credentials has:
+	// one missing means getting them all again.
+	Need []string
+	// Get makes one attempt at the node's files: from a join service (JoinVia), or
+	// issued from the CA a master holds. A refused token or a CA that fails the
+	// token's pin is final; anything else is tried again.
+	Get func(ctx context.Context) ([]files.File, error)
+	// Hint ends the error once ObtainTimeout has passed: what the operator can do.
+	Hint string
+}
+
+// EnsureCredentials gets the node's files when one is missing or a certificate is due,
+// trying again with backoff for up to ObtainTimeout, and writes them under the root. It
+// returns the paths it changed: none when nothing was due.
+func (n *Node) EnsureCredentials(ctx context.Context, c Credentials) ([]string, error) {
+	why := n.credentialsDue(c.Need, time.Now())
+	if why == "" {
+		return nil, nil
+	}
+	n.lg.Info("[certificates] getting this node's certificates", "why", why)
+	var lastWarn time.Time
+	fs, err := backoff.Retry(ctx, func() ([]files.File, error) {
+		fs, err := c.Get(ctx)
+		if errors.Is(err, join.ErrForbidden) || errors.Is(err, pki.ErrCAMismatch) {
+			return nil, backoff.Permanent(err)
+		}
+		return fs, err
+	},
+		backoff.WithBackOff(&backoff.ExponentialBackOff{
+			InitialInterval: 500 * time.Millisecond, RandomizationFactor: 0.2, Multiplier: 1.5, MaxInterval: 2 * time.Second,
+		}),
+		backoff.WithMaxElapsedTime(ObtainTimeout),
+		backoff.WithNotify(func(err error, next time.Duration) {
+			if time.Since(lastWarn) >= waitLogEvery {
+				n.lg.Warn("[certificates] waiting for a join service", "err", err)
+				lastWarn = time.Now()
+			}
+		}))
+	switch {
+	case ctx.Err() != nil:
+		return nil, ctx.Err()
+	case errors.Is(err, join.ErrForbidden) || errors.Is(err, pki.ErrCAMismatch):
+		return nil, err
+	case err != nil:
+		return nil, fmt.Errorf("no certificates within %s: %w%s", ObtainTimeout, err, c.Hint)
+	}
+	changed, err := WriteCredentials(n.cfg.Root, fs)
+	if err != nil {
+		return nil, err
+	}
+	n.lg.Info("[certificates] wrote this node's certificates", "changed", len(changed), "dir", filepath.Join(n.cfg.Root, pki.Dir))
+	return changed, nil
+}
+
+// credentialsDue says why the node needs its files again, or "" when it holds current ones.
+func (n *Node) credentialsDue(need []string, now time.Time) string {
+	for _, f := range need {
+		if _, err := os.Stat(filepath.Join(n.cfg.Root, f)); err != nil {
+			return "missing /" + f
+		}
+	}
+	due, err := pki.DueForRenewal(n.cfg.Root, now)
+	switch {
+	case err != nil:
+		return "unreadable: " + err.Error()
+	case len(due) > 0:
+		return "due for renewal at 2/3 of their lifetime: " + strings.Join(due, ", ")
+	}
+	return ""
+}
+
+// RenewCredentials checks the certificates every RenewCheckEvery and gets new ones once
+// one is due; the units that read a renewed file restart. A failure is logged and
+// tried again at the next check. It returns nil when ctx ends.
+func (n *Node) RenewCredentials(ctx context.Context, c Credentials) error {
+	t := time.NewTicker(RenewCheckEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		changed, err := n.EnsureCredentials(ctx, c)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err != nil:
+			n.lg.Error("[certificates] renewal failed; trying again at the next check", "in", RenewCheckEvery, "err", err)
+		case len(changed) > 0:
+			n.FilesChanged(changed)
+		}
+	}
+}
+
+// JoinVia is a Credentials.Get that asks each of servers (host:port) in turn for the
+// node's files, with the token.
+func (n *Node) JoinVia(servers []string, token pki.Token, req join.Request) func(context.Context) ([]files.File, error) {
+	return func(ctx context.Context) ([]files.File, error) {
+		err := errors.New("no join service to ask")
+		for _, srv := range servers {
+			var fs []files.File
+			if fs, _, err = join.Fetch(ctx, srv, token, req); err == nil {
+				n.lg.Info("[certificates] joined: a join service issued this node's certificates", "via", srv)
+				return fs, nil
+			}
+			if errors.Is(err, join.ErrForbidden) || errors.Is(err, pki.ErrCAMismatch) {
+				return nil, err
+			}
+			n.lg.Debug("join service not reachable", "server", srv, "err", err)
+		}
+		return nil, fmt.Errorf("no join service answered on %s: %w", strings.Join(servers, ", "), err)
+	}
+}
+
+// WriteCredentials writes a node's certificate files under root, keys readable by
+// root only, and returns the paths that changed.
+func WriteCredentials(root string, fs []files.File) ([]string, error) {
+	for i := range fs {
+		if pki.IsKey(fs[i].Path) {
+			fs[i].Mode = 0o600
+		}
+	}
+	changed, err := files.Apply(root, fs)
+	if err != nil {
+		return nil, fmt.Errorf("write certificates: %w", err)
+	}
+	return changed, nil
+}

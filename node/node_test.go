@@ -1,0 +1,228 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/haagent/haagent/files"
+	"github.com/haagent/haagent/join"
+	"github.com/haagent/haagent/pki"
+	"github.com/haagent/haagent/reconcile"
+)
+
+func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func testConfig(t *testing.T) *Config {
+	c := NewConfig()
+	c.Name = "n1"
+	c.Root = t.TempDir()
+	c.StatusAddress = "127.0.0.1:0"
+	c.Systemd = reconcile.SystemdOff
+	c.Insecure = true
+	return &c
+}
+
+func TestValidate(t *testing.T) {
+	token, err := pki.GenerateToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name        string
+		mod         func(*Config)
+		tokenNeeded string
+		want        []string
+	}{
+		{"defaults with a name", func(*Config) {}, "", nil},
+		{"token needed", func(*Config) {}, "for the test; pass one", []string{"--token: required for the test; pass one"}},
+		{"token needed but insecure", func(c *Config) { c.Insecure = true }, "for the test", nil},
+		{"token given", func(c *Config) { c.Token = token.String() }, "for the test", nil},
+		{"malformed token", func(c *Config) { c.Token = "short" }, "", []string{"--token: malformed"}},
+		{"all at once", func(c *Config) {
+			c.Name, c.JoinPort, c.Root, c.StatusAddress, c.Systemd = "", 0, "rel", "9110", "maybe"
+		}, "", []string{"--name:", "--join-port: 0", `--root: "rel"`, `--status-address: "9110"`, `--systemd: "maybe"`}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := NewConfig()
+			c.Name = "n1"
+			tt.mod(&c)
+			errs := c.Validate(tt.tokenNeeded)
+			if len(errs) != len(tt.want) {
+				t.Fatalf("Validate = %v; want %d errors", errs, len(tt.want))
+			}
+			for i, w := range tt.want {
+				if !strings.HasPrefix(errs[i].Error(), w) {
+					t.Errorf("error %d = %q; want it to start with %q", i, errs[i], w)
+				}
+			}
+		})
+	}
+}
+
+// leaf is a certificate file valid from now for a year: not due for renewal.
+func leaf(t *testing.T, path string) files.File {
+	t.Helper()
+	ca, err := pki.NewCA("test-ca", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	crt, _, err := ca.Issue(pki.LeafSpec{CommonName: "n1"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files.File{Path: path, Mode: 0o644, Data: crt}
+}
+
+func TestEnsureCredentials(t *testing.T) {
+	cfg := testConfig(t)
+	n := New(cfg, discard())
+	crt := filepath.Join(pki.Dir, "n1.crt")
+	key := filepath.Join(pki.Dir, "n1.key")
+	var calls atomic.Int32
+	creds := Credentials{
+		Need: []string{crt},
+		Get: func(context.Context) ([]files.File, error) {
+			// The first attempt fails as an unreachable join service does: it is retried.
+			if calls.Add(1) == 1 {
+				return nil, errors.New("connection refused")
+			}
+			return []files.File{leaf(t, crt), {Path: key, Mode: 0o644, Data: []byte("secret")}}, nil
+		},
+	}
+	changed, err := n.EnsureCredentials(t.Context(), creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if calls.Load() != 2 || !slices.Contains(changed, crt) || !slices.Contains(changed, key) {
+		t.Fatalf("after %d calls changed %v", calls.Load(), changed)
+	}
+	if fi, err := os.Stat(filepath.Join(cfg.Root, key)); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("key %v, %v: want mode 0600", fi, err)
+	}
+	// Current certificates: nothing to do, and nobody is asked.
+	if changed, err := n.EnsureCredentials(t.Context(), creds); err != nil || len(changed) != 0 || calls.Load() != 2 {
+		t.Fatalf("second Ensure: %v, %v after %d calls", changed, err, calls.Load())
+	}
+}
+
+func TestEnsureCredentialsFinalErrors(t *testing.T) {
+	for _, final := range []error{join.ErrForbidden, pki.ErrCAMismatch} {
+		t.Run(final.Error(), func(t *testing.T) {
+			n := New(testConfig(t), discard())
+			var calls atomic.Int32
+			_, err := n.EnsureCredentials(t.Context(), Credentials{
+				Need: []string{"etc/kubernetes/pki/n1.crt"},
+				Get: func(context.Context) ([]files.File, error) {
+					calls.Add(1)
+					return nil, final
+				},
+			})
+			if !errors.Is(err, final) || calls.Load() != 1 {
+				t.Fatalf("err %v after %d calls; want %v at once, since waiting cannot fix it", err, calls.Load(), final)
+			}
+		})
+	}
+}
+
+func TestEnsureCredentialsStopsWithCtx(t *testing.T) {
+	n := New(testConfig(t), discard())
+	ctx, cancel := context.WithCancel(t.Context())
+	_, err := n.EnsureCredentials(ctx, Credentials{
+		Need: []string{"etc/kubernetes/pki/n1.crt"},
+		Get: func(context.Context) ([]files.File, error) {
+			cancel()
+			return nil, errors.New("connection refused")
+		},
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err %v; want context.Canceled", err)
+	}
+}
+
+func TestRunStartsReconcilerAfterStart(t *testing.T) {
+	cfg := testConfig(t)
+	n := New(cfg, discard())
+	renewed := filepath.Join(pki.Dir, "renewed.crt")
+	// Renewed before the reconciler exists: it must still hear of it.
+	n.FilesChanged([]string{renewed})
+	ctx, cancel := context.WithCancel(t.Context())
+	started := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- n.Run(ctx, Endpoints{Ready: n.FilesWritten, Status: func(context.Context) (any, error) { return nil, nil }},
+			func(ctx context.Context, g *errgroup.Group) error {
+				if err := n.FilesWritten(); err == nil {
+					t.Error("files written before the reconciler started")
+				}
+				rec, err := n.StartReconciler(ctx, reconcile.Config{Render: func() ([]files.File, error) {
+					return []files.File{{Path: "etc/haagent-test", Mode: 0o644, Data: []byte("x\n")}}, nil
+				}})
+				if err != nil {
+					return err
+				}
+				g.Go(func() error {
+					select {
+					case <-rec.FirstPass():
+						close(started)
+					case <-ctx.Done():
+					}
+					return nil
+				})
+				return nil
+			})
+	}()
+	select {
+	case <-started:
+	case err := <-done:
+		t.Fatalf("Run returned %v before the reconciler's first pass", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the reconciler made no pass within 10s after start returned")
+	}
+	if err := n.FilesWritten(); err != nil {
+		t.Error(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(cfg.Root, "etc/haagent-test")); err != nil || string(b) != "x\n" {
+		t.Errorf("node file: %q, %v", b, err)
+	}
+	if n.FilesStatus() == nil {
+		t.Error("no files status once the reconciler runs")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run after cancel = %v; want nil", err)
+	}
+}
+
+func TestRunReturnsStartError(t *testing.T) {
+	n := New(testConfig(t), discard())
+	boom := errors.New("[test] boom")
+	err := n.Run(t.Context(), Endpoints{Ready: func() error { return nil }}, func(context.Context, *errgroup.Group) error { return boom })
+	if !errors.Is(err, boom) {
+		t.Fatalf("Run = %v; want %v", err, boom)
+	}
+}
+
+func TestRunCanceledDuringStartIsClean(t *testing.T) {
+	n := New(testConfig(t), discard())
+	ctx, cancel := context.WithCancel(t.Context())
+	err := n.Run(ctx, Endpoints{Ready: func() error { return nil }}, func(ctx context.Context, _ *errgroup.Group) error {
+		cancel()
+		<-ctx.Done()
+		return fmt.Errorf("[certificates] %w", ctx.Err())
+	})
+	if err != nil {
+		t.Fatalf("Run = %v; want nil: a stop during start is a clean stop", err)
+	}
+}
