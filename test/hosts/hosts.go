@@ -159,7 +159,11 @@ func New(t testing.TB) *Lab {
 // NewWith is New with options; Logf defaults to t.Logf.
 func NewWith(t testing.TB, o LabOptions) *Lab {
 	t.Helper()
-	rootonly.Require(t, "a test lab (network namespaces, overlayfs, systemd-nspawn)")
+	what := "a test lab (network namespaces, overlayfs, systemd-nspawn)"
+	if o.NetworkOnly {
+		what = "a test lab of network namespaces"
+	}
+	rootonly.Require(t, what)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	if o.Logf == nil {
