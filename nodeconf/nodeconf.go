@@ -82,6 +82,10 @@ type Config struct {
 	// Subnet is flanneld's lease for this node; nil until flanneld has one, and then the
 	// pod network's CNI config is not written yet.
 	Subnet *FlannelSubnet
+
+	// ExtraArgs are the operator's flags per component, key=value each, checked with
+	// CheckArg: one that haagent also sets replaces haagent's, the rest are added.
+	ExtraArgs map[Component][]string
 }
 
 // Unit is one systemd unit a role runs, with the files it reads.
@@ -111,110 +115,31 @@ func Units(c Config) []Unit {
 	return nil
 }
 
-// Render returns the role's EnvironmentFiles, each starting with Header.
+// Render returns the role's EnvironmentFiles, each starting with Header, with the
+// operator's ExtraArgs laid over haagent's flags (see Overrides).
 func Render(c Config) ([]files.File, error) {
 	var out []files.File
-	env := func(path string, vars ...[2]string) {
+	env := func(path string, vars ...envVar) {
 		var b strings.Builder
 		b.WriteString(Header + "\n")
 		for _, v := range vars {
-			fmt.Fprintf(&b, "%s=%q\n", v[0], v[1])
+			fmt.Fprintf(&b, "%s=%q\n", v.name, v.String())
 		}
 		out = append(out, files.File{Path: path, Mode: 0o644, Data: []byte(b.String())})
 	}
 	p := func(rel string) string { return "/" + strings.TrimPrefix(joinRoot(c.Root, rel), "/") }
-	apiURL := "https://" + net.JoinHostPort(c.AdvertiseAddress, "6443")
+	shared := sharedVars(c)
+	env(KubeConfig, shared...)
+	cfs, err := componentFiles(c, p)
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range cfs {
+		f, _ = f.withArgs(c.ExtraArgs[f.component], shared)
+		env(f.path, f.vars...)
+	}
 	if c.Role == "minion" {
-		apiURL = "https://" + net.JoinHostPort(c.LB, "6443")
-	}
-	// --logtostderr was removed from every component in 1.26; logs go to stderr (the journal) anyway.
-	env(KubeConfig,
-		[2]string{"KUBE_LOGTOSTDERR", ""},
-		[2]string{"KUBE_LOG_LEVEL", fmt.Sprintf("--v=%d", c.LogLevel)},
-		[2]string{"KUBE_MASTER", "--master=" + apiURL},
-	)
-	etcdTLS := ""
-	flannelTLS := ""
-	if !c.Insecure {
-		etcdTLS = fmt.Sprintf(" --etcd-cafile=%s --etcd-certfile=%s --etcd-keyfile=%s",
-			p(pki.CACert), p(pki.APIServerEtcdCert), p(pki.APIServerEtcdKey))
-		flannelTLS = fmt.Sprintf("--etcd-cafile=%s --etcd-certfile=%s --etcd-keyfile=%s",
-			p(pki.CACert), p(pki.FlannelEtcdCert), p(pki.FlannelEtcdKey))
-	}
-	flannelOpts := strings.TrimSpace(flannelTLS + " --ip-masq")
-	// flanneld picks the default route's interface unless told; the address this node
-	// announces is the right one on multi-homed hosts and works with no default route.
-	if iface := cmp.Or(c.FlannelIface, c.AdvertiseAddress); iface != "" {
-		flannelOpts += " --iface=" + iface
-	}
-	env(Flanneld,
-		[2]string{"FLANNEL_ETCD_ENDPOINTS", strings.Join(c.EtcdEndpoints, ",")},
-		[2]string{"FLANNEL_ETCD_PREFIX", c.FlannelPrefix},
-		[2]string{"FLANNEL_OPTIONS", flannelOpts},
-	)
-	switch c.Role {
-	case "master":
-		env(APIServer,
-			[2]string{"KUBE_API_ADDRESS", "--bind-address=0.0.0.0 --advertise-address=" + c.AdvertiseAddress},
-			[2]string{"KUBE_API_PORT", "--secure-port=6443"},
-			[2]string{"KUBE_ETCD_SERVERS", "--etcd-servers=" + strings.Join(c.EtcdEndpoints, ",") + etcdTLS},
-			[2]string{"KUBE_SERVICE_ADDRESSES", "--service-cluster-ip-range=" + c.ServiceClusterIPRange},
-			[2]string{"KUBE_ADMISSION_CONTROL", "--enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,DefaultStorageClass,ResourceQuota,NodeRestriction"},
-			[2]string{"KUBE_API_ARGS", strings.Join([]string{
-				"--tls-cert-file=" + p(pki.APIServerCert),
-				"--tls-private-key-file=" + p(pki.APIServerKey),
-				"--client-ca-file=" + p(pki.CACert),
-				"--kubelet-client-certificate=" + p(pki.APIServerKubeletCrt),
-				"--kubelet-client-key=" + p(pki.APIServerKubeletKey),
-				// Kubelets serve with certificates from the cluster CA, for their node IP.
-				"--kubelet-certificate-authority=" + p(pki.CACert),
-				"--kubelet-preferred-address-types=InternalIP,Hostname,ExternalIP",
-				"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-				"--service-account-key-file=" + p(pki.SAPub),
-				"--service-account-signing-key-file=" + p(pki.SAKey),
-				"--authorization-mode=Node,RBAC",
-				"--allow-privileged=true",
-			}, " ")},
-		)
-		env(ControllerManager,
-			[2]string{"KUBE_CONTROLLER_MANAGER_ARGS", strings.Join([]string{
-				"--kubeconfig=" + p(pki.ControllerManagerKubeconfig),
-				"--authentication-kubeconfig=" + p(pki.ControllerManagerKubeconfig),
-				"--authorization-kubeconfig=" + p(pki.ControllerManagerKubeconfig),
-				"--bind-address=127.0.0.1",
-				"--leader-elect=true",
-				"--use-service-account-credentials=true",
-				"--service-account-private-key-file=" + p(pki.SAKey),
-				"--root-ca-file=" + p(pki.CACert),
-				"--cluster-signing-cert-file=" + p(pki.CACert),
-				"--cluster-signing-key-file=" + p(pki.CAKey),
-				"--service-cluster-ip-range=" + c.ServiceClusterIPRange,
-			}, " ")},
-		)
-		env(Scheduler,
-			[2]string{"KUBE_SCHEDULER_ARGS", strings.Join([]string{
-				"--kubeconfig=" + p(pki.SchedulerKubeconfig),
-				"--authentication-kubeconfig=" + p(pki.SchedulerKubeconfig),
-				"--authorization-kubeconfig=" + p(pki.SchedulerKubeconfig),
-				"--bind-address=127.0.0.1",
-				"--leader-elect=true",
-			}, " ")},
-		)
-	case "minion":
-		env(Kubelet,
-			[2]string{"KUBELET_ADDRESS", "--node-ip=" + c.AdvertiseAddress},
-			[2]string{"KUBELET_HOSTNAME", "--hostname-override=" + c.Name},
-			[2]string{"KUBELET_ARGS", strings.Join([]string{
-				"--kubeconfig=" + p(pki.KubeletKubeconfig),
-				"--config=" + p(KubeletConfig),
-			}, " ")},
-		)
 		out = append(out, files.File{Path: KubeletConfig, Mode: 0o644, Data: kubeletConfig(c, p)})
-		// Everything kube-proxy is told is in its config file: with --config, 1.37 ignores
-		// most of its other flags.
-		env(Proxy,
-			[2]string{"KUBE_PROXY_ARGS", "--config=" + p(ProxyConfig)},
-		)
 		out = append(out, files.File{Path: ProxyConfig, Mode: 0o644, Data: proxyConfig(c, p)})
 		if c.ContainerRuntime == "containerd" {
 			out = append(out, files.File{Path: ContainerdConfig, Mode: 0o644, Data: containerdConfig(c)})
@@ -229,10 +154,120 @@ func Render(c Config) ([]files.File, error) {
 			}
 			out = append(out, files.File{Path: CNIConfList, Mode: 0o644, Data: b})
 		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	return out, nil
+}
+
+// Overrides lists the operator's ExtraArgs that replace a flag haagent sets; the role
+// logs them once at start.
+func Overrides(c Config) []Override {
+	p := func(rel string) string { return "/" + strings.TrimPrefix(joinRoot(c.Root, rel), "/") }
+	cfs, err := componentFiles(c, p)
+	if err != nil {
+		return nil
+	}
+	var out []Override
+	for _, f := range cfs {
+		_, ovs := f.withArgs(c.ExtraArgs[f.component], sharedVars(c))
+		out = append(out, ovs...)
+	}
+	return out
+}
+
+// sharedVars are /etc/kubernetes/config's, which every kube component's unit reads
+// before its own file.
+func sharedVars(c Config) []envVar {
+	apiURL := "https://" + net.JoinHostPort(c.AdvertiseAddress, "6443")
+	if c.Role == "minion" {
+		apiURL = "https://" + net.JoinHostPort(c.LB, "6443")
+	}
+	// --logtostderr was removed from every component in 1.26; logs go to stderr (the journal) anyway.
+	return []envVar{
+		{name: "KUBE_LOGTOSTDERR"},
+		{name: "KUBE_LOG_LEVEL", flags: []string{fmt.Sprintf("--v=%d", c.LogLevel)}},
+		{name: "KUBE_MASTER", flags: []string{"--master=" + apiURL}},
+	}
+}
+
+// componentFiles are the role's components' EnvironmentFiles with haagent's flags.
+func componentFiles(c Config, p func(string) string) ([]componentFile, error) {
+	var etcdTLS, flannelTLS []string
+	if !c.Insecure {
+		etcdTLS = []string{"--etcd-cafile=" + p(pki.CACert), "--etcd-certfile=" + p(pki.APIServerEtcdCert), "--etcd-keyfile=" + p(pki.APIServerEtcdKey)}
+		flannelTLS = []string{"--etcd-cafile=" + p(pki.CACert), "--etcd-certfile=" + p(pki.FlannelEtcdCert), "--etcd-keyfile=" + p(pki.FlannelEtcdKey)}
+	}
+	flannelOpts := append(flannelTLS, "--ip-masq")
+	// flanneld picks the default route's interface unless told; the address this node
+	// announces is the right one on multi-homed hosts and works with no default route.
+	if iface := cmp.Or(c.FlannelIface, c.AdvertiseAddress); iface != "" {
+		flannelOpts = append(flannelOpts, "--iface="+iface)
+	}
+	out := []componentFile{{component: ComponentFlanneld, path: Flanneld, extraVar: "FLANNEL_OPTIONS", vars: []envVar{
+		{name: "FLANNEL_ETCD_ENDPOINTS", value: strings.Join(c.EtcdEndpoints, ",")},
+		{name: "FLANNEL_ETCD_PREFIX", value: c.FlannelPrefix},
+		{name: "FLANNEL_OPTIONS", flags: flannelOpts},
+	}}}
+	switch c.Role {
+	case "master":
+		out = append(out, componentFile{component: ComponentAPIServer, path: APIServer, extraVar: "KUBE_API_ARGS", vars: []envVar{
+			{name: "KUBE_API_ADDRESS", flags: []string{"--bind-address=0.0.0.0", "--advertise-address=" + c.AdvertiseAddress}},
+			{name: "KUBE_API_PORT", flags: []string{"--secure-port=6443"}},
+			{name: "KUBE_ETCD_SERVERS", flags: append([]string{"--etcd-servers=" + strings.Join(c.EtcdEndpoints, ",")}, etcdTLS...)},
+			{name: "KUBE_SERVICE_ADDRESSES", flags: []string{"--service-cluster-ip-range=" + c.ServiceClusterIPRange}},
+			{name: "KUBE_ADMISSION_CONTROL", flags: []string{"--enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,DefaultStorageClass,ResourceQuota,NodeRestriction"}},
+			{name: "KUBE_API_ARGS", flags: []string{
+				"--tls-cert-file=" + p(pki.APIServerCert),
+				"--tls-private-key-file=" + p(pki.APIServerKey),
+				"--client-ca-file=" + p(pki.CACert),
+				"--kubelet-client-certificate=" + p(pki.APIServerKubeletCrt),
+				"--kubelet-client-key=" + p(pki.APIServerKubeletKey),
+				// Kubelets serve with certificates from the cluster CA, for their node IP.
+				"--kubelet-certificate-authority=" + p(pki.CACert),
+				"--kubelet-preferred-address-types=InternalIP,Hostname,ExternalIP",
+				"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+				"--service-account-key-file=" + p(pki.SAPub),
+				"--service-account-signing-key-file=" + p(pki.SAKey),
+				"--authorization-mode=Node,RBAC",
+				"--allow-privileged=true",
+			}},
+		}}, componentFile{component: ComponentControllerManager, path: ControllerManager, extraVar: "KUBE_CONTROLLER_MANAGER_ARGS", vars: []envVar{
+			{name: "KUBE_CONTROLLER_MANAGER_ARGS", flags: []string{
+				"--kubeconfig=" + p(pki.ControllerManagerKubeconfig),
+				"--authentication-kubeconfig=" + p(pki.ControllerManagerKubeconfig),
+				"--authorization-kubeconfig=" + p(pki.ControllerManagerKubeconfig),
+				"--bind-address=127.0.0.1",
+				"--leader-elect=true",
+				"--use-service-account-credentials=true",
+				"--service-account-private-key-file=" + p(pki.SAKey),
+				"--root-ca-file=" + p(pki.CACert),
+				"--cluster-signing-cert-file=" + p(pki.CACert),
+				"--cluster-signing-key-file=" + p(pki.CAKey),
+				"--service-cluster-ip-range=" + c.ServiceClusterIPRange,
+			}},
+		}}, componentFile{component: ComponentScheduler, path: Scheduler, extraVar: "KUBE_SCHEDULER_ARGS", vars: []envVar{
+			{name: "KUBE_SCHEDULER_ARGS", flags: []string{
+				"--kubeconfig=" + p(pki.SchedulerKubeconfig),
+				"--authentication-kubeconfig=" + p(pki.SchedulerKubeconfig),
+				"--authorization-kubeconfig=" + p(pki.SchedulerKubeconfig),
+				"--bind-address=127.0.0.1",
+				"--leader-elect=true",
+			}},
+		}})
+	case "minion":
+		out = append(out, componentFile{component: ComponentKubelet, path: Kubelet, extraVar: "KUBELET_ARGS", vars: []envVar{
+			{name: "KUBELET_ADDRESS", flags: []string{"--node-ip=" + c.AdvertiseAddress}},
+			{name: "KUBELET_HOSTNAME", flags: []string{"--hostname-override=" + c.Name}},
+			{name: "KUBELET_ARGS", flags: []string{"--kubeconfig=" + p(pki.KubeletKubeconfig), "--config=" + p(KubeletConfig)}},
+		}},
+			// Everything kube-proxy is told is in its config file: with --config, 1.37
+			// ignores most of its other flags.
+			componentFile{component: ComponentProxy, path: Proxy, extraVar: "KUBE_PROXY_ARGS", vars: []envVar{
+				{name: "KUBE_PROXY_ARGS", flags: []string{"--config=" + p(ProxyConfig)}},
+			}})
 	default:
 		return nil, fmt.Errorf("no node files for role %q", c.Role)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
 	return out, nil
 }
 

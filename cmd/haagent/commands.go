@@ -289,8 +289,16 @@ func applyEnv(fs *pflag.FlagSet, lookup func(string) (string, bool)) error {
 		if !ok {
 			return
 		}
-		if err := fs.Set(f.Name, v); err != nil {
-			errs = append(errs, fmt.Errorf("--%s: %s=%q: %v", f.Name, envName(f.Name), v, err))
+		values := []string{v}
+		if f.Value.Type() == "stringArray" {
+			// A repeatable flag whose values may hold commas (--kubelet-arg) takes several
+			// from one variable separated by blanks, which its values can't hold.
+			values = strings.Fields(v)
+		}
+		for _, one := range values {
+			if err := fs.Set(f.Name, one); err != nil {
+				errs = append(errs, fmt.Errorf("--%s: %s=%q: %v", f.Name, envName(f.Name), v, err))
+			}
 		}
 	})
 	return errors.Join(errs...)

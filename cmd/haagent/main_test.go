@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -62,6 +63,12 @@ func TestBadInputExitsTwoWithOneLineNamingTheFlag(t *testing.T) {
 		{"registry mirrored twice", []string{"--role=minion", token, "--lb=10.0.0.10", "--registry-mirror=docker.io=http://a,docker.io=http://b"}, "--registry-mirror"},
 		{"bad cgroup driver", []string{"--role=minion", token, "--lb=10.0.0.10", "--cgroup-driver=cgroupv1"}, "--cgroup-driver"},
 		{"relative images dir", []string{"--role=minion", token, "--lb=10.0.0.10", "--images-dir=images"}, "--images-dir"},
+		{"component flag haagent guarantees", append(base, peers, "--kube-apiserver-arg=etcd-servers=http://10.0.0.9:2379"), "--kube-apiserver-arg"},
+		{"component flag of a certificate", []string{"--role=minion", token, "--lb=10.0.0.10", "--kubelet-arg=tls-cert-file=/tmp/x.crt"}, "--kubelet-arg"},
+		{"component flag that is no key=value", []string{"--role=minion", token, "--lb=10.0.0.10", "--kube-proxy-arg=profiling"}, "--kube-proxy-arg"},
+		{"component flag with a blank", append(base, peers, "--flannel-arg=iface=eth0 eth1"), "--flannel-arg"},
+		{"scheduler flag haagent guarantees", append(base, peers, "--kube-scheduler-arg=kubeconfig=/tmp/k"), "--kube-scheduler-arg"},
+		{"a master's component flag on a minion", []string{"--role=minion", token, "--lb=10.0.0.10", "--kube-apiserver-arg=v=2"}, "--kube-apiserver-arg"},
 		{"unknown command with a suggestion", []string{"stauts"}, "status"},
 		{"subcommand missing", []string{"member"}, "list, remove"},
 		{"unknown subcommand", []string{"token", "gen"}, "generate"},
@@ -129,6 +136,16 @@ func TestEnvironmentUnderFlags(t *testing.T) {
 	if *peers != "from-env" || *name != "flag-name" || *port != 3379 {
 		t.Fatalf("peers=%q name=%q port=%d; want env for peers and port, the flag for name", *peers, *name, *port)
 	}
+	// A repeatable flag whose values may hold commas takes several, separated by blanks.
+	var args []string
+	arr := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	arr.StringArrayVar(&args, "kubelet-arg", nil, "")
+	if err := applyEnv(arr, lookupIn(map[string]string{"HAAGENT_KUBELET_ARG": " node-labels=a=1,b=2\tmax-pods=200 "})); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(args, []string{"node-labels=a=1,b=2", "max-pods=200"}) {
+		t.Fatalf("HAAGENT_KUBELET_ARG gave %q", args)
+	}
 	bad := pflag.NewFlagSet("t", pflag.ContinueOnError)
 	bad.Int("etcd-client-port", 2379, "")
 	err := applyEnv(bad, func(k string) (string, bool) { return "many", k == "HAAGENT_ETCD_CLIENT_PORT" })
@@ -162,6 +179,19 @@ func TestEnvironmentThroughCommands(t *testing.T) {
 	if _, err := runOut(t, env, "render", "--role=lb", "--service-cluster-ip-range=10.100.0.0/16"); err == nil ||
 		!strings.Contains(err.Error(), "--service-cluster-ip-range") || exitCode(err) != exitUsage {
 		t.Fatalf("an lb with a master's flag: %v, want a usage error naming the flag", err)
+	}
+	// Component flags come from the environment too, several in one variable; a flag
+	// haagent sets is replaced, not repeated.
+	withArgs := maps.Clone(env)
+	withArgs["HAAGENT_KUBE_APISERVER_ARG"] = "authorization-mode=Node,RBAC,ABAC audit-log-maxage=30"
+	out, err = runOut(t, withArgs, "render")
+	if err != nil || !strings.Contains(out, "--authorization-mode=Node,RBAC,ABAC --allow-privileged=true --audit-log-maxage=30\"") ||
+		strings.Contains(out, "--authorization-mode=Node,RBAC ") {
+		t.Fatalf("render with HAAGENT_KUBE_APISERVER_ARG (err %v):\n%s", err, out)
+	}
+	withArgs["HAAGENT_KUBE_APISERVER_ARG"] = "etcd-servers=http://10.0.0.9:2379"
+	if _, err := runOut(t, withArgs, "render"); exitCode(err) != exitUsage || !strings.Contains(err.Error(), "--kube-apiserver-arg: etcd-servers") {
+		t.Fatalf("render with a guarded HAAGENT_KUBE_APISERVER_ARG: %v, want a usage error naming it", err)
 	}
 	// Subcommands read the environment too.
 	if _, err := runOut(t, map[string]string{"HAAGENT_OUTPUT": "yaml"}, "status"); err == nil || !strings.Contains(err.Error(), `--output: "yaml"`) {

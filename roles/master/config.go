@@ -18,6 +18,7 @@ import (
 	"github.com/haagent/haagent/etcdmember"
 	"github.com/haagent/haagent/flannel"
 	"github.com/haagent/haagent/node"
+	"github.com/haagent/haagent/nodeconf"
 )
 
 // Defaults for the master's flags.
@@ -50,6 +51,9 @@ type Config struct {
 	LB string
 	// ServiceClusterIPRange is the Kubernetes service range; its first IP is in the apiserver's SANs.
 	ServiceClusterIPRange string
+	// Args are the operator's flags for kube-apiserver, kube-controller-manager,
+	// kube-scheduler and flanneld.
+	Args node.ComponentArgs
 }
 
 // DefaultServiceClusterIPRange is the seed's service range.
@@ -92,6 +96,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.FlannelBackend, "flannel-backend", c.FlannelBackend, "flannel backend type: "+strings.Join(flannel.Backends, ", "))
 	fs.StringVar(&c.LB, "lb", c.LB, "the lb's address, for the masters' certificates and the admin kubeconfig")
 	fs.StringVar(&c.ServiceClusterIPRange, "service-cluster-ip-range", c.ServiceClusterIPRange, "Kubernetes service CIDR")
+	c.Args.AddFlags(fs, nodeconf.ComponentAPIServer, nodeconf.ComponentControllerManager, nodeconf.ComponentScheduler, nodeconf.ComponentFlanneld)
 	c.Config.AddFlags(fs)
 }
 
@@ -195,6 +200,7 @@ func (c *Config) Validate() error {
 	if len(peers) > 1 {
 		tokenNeeded = "for a cluster of several masters; run 'haagent token generate' once and give the same --token to every node (or --insecure for a lab)"
 	}
+	errs = append(errs, c.Args.Validate()...)
 	errs = append(errs, c.Config.Validate(tokenNeeded)...)
 	return errors.Join(errs...)
 }

@@ -133,6 +133,7 @@ func (m *Master) start(ctx context.Context, g *errgroup.Group) error {
 	}
 
 	// [files] Write the kube and flannel files; the units follow after READY=1.
+	m.node.LogOverrides(nodeconf.Overrides(m.cfg.NodeConfig()))
 	if _, err := m.node.StartReconciler(ctx, reconcile.Config{
 		Render: m.cfg.Render,
 		Units:  nodeconf.Units(m.cfg.NodeConfig()),

@@ -16,7 +16,7 @@ func (c *Config) NodeConfig() nodeconf.Config {
 		EtcdEndpoints:         []string{c.Scheme() + "://" + net.JoinHostPort(c.AdvertiseAddress, strconv.Itoa(c.EtcdClientPort))},
 		ServiceClusterIPRange: c.ServiceClusterIPRange,
 		FlannelPrefix:         c.FlannelPrefix, FlannelIface: c.Iface,
-		Root: c.Root, Insecure: c.Insecure,
+		Root: c.Root, Insecure: c.Insecure, ExtraArgs: c.Args,
 	}
 }
 

@@ -62,6 +62,8 @@ type Config struct {
 	SandboxImage string
 	// ImagesDir holds airgap image tarballs imported at start, relative to Root.
 	ImagesDir string
+	// Args are the operator's flags for the kubelet, kube-proxy and flanneld.
+	Args node.ComponentArgs
 
 	// Host holds what Complete read off this host.
 	Host HostFacts
@@ -109,6 +111,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&c.RegistryMirrors, "registry-mirror", c.RegistryMirrors, "REGISTRY=URL: pull REGISTRY's images from URL first, e.g. docker.io=http://10.0.0.11:5000 (repeatable, or comma-separated)")
 	fs.StringVar(&c.SandboxImage, "sandbox-image", c.SandboxImage, "the pause image the runtime pins for pod sandboxes")
 	fs.StringVar(&c.ImagesDir, "images-dir", c.ImagesDir, "image tarballs (*.tar, *.tar.gz) here are imported into containerd at start, for sites with no registry")
+	c.Args.AddFlags(fs, nodeconf.ComponentKubelet, nodeconf.ComponentProxy, nodeconf.ComponentFlanneld)
 	c.Config.AddFlags(fs)
 }
 
@@ -192,6 +195,7 @@ func (c *Config) Validate() error {
 	if !filepath.IsAbs(c.ImagesDir) {
 		errs = append(errs, fmt.Errorf("--images-dir: %q must be an absolute path", c.ImagesDir))
 	}
+	errs = append(errs, c.Args.Validate()...)
 	errs = append(errs, c.Config.Validate("to join; run 'haagent token show' on a master and pass it here")...)
 	return errors.Join(errs...)
 }
@@ -258,6 +262,7 @@ func (m *Minion) start(ctx context.Context, g *errgroup.Group) error {
 	// [files] Write the kubelet's, kube-proxy's, flanneld's and the runtime's files,
 	// rendered afresh on every pass (flanneld's lease can change); the units follow
 	// after READY=1.
+	m.node.LogOverrides(nodeconf.Overrides(m.cfg.NodeConfig()))
 	rec, err := m.node.StartReconciler(ctx, reconcile.Config{
 		Render: m.cfg.Render,
 		Units:  nodeconf.Units(m.cfg.NodeConfig()),
@@ -411,7 +416,7 @@ func (c *Config) NodeConfig() nodeconf.Config {
 		CgroupDriver: c.cgroupDriver(), CgroupV1: c.Host.CgroupMode.IsV1(), FailCgroupV1: c.FailCgroupV1,
 		ContainerdMajor: c.Host.containerdMajor, CNIBinDir: c.Host.CNIBinDir,
 		RestrictOOMScoreAdj: c.Host.RestrictOOMScoreAdj, SandboxImage: c.SandboxImage,
-		Mirrors: c.mirrors(), Subnet: c.subnet(),
+		Mirrors: c.mirrors(), Subnet: c.subnet(), ExtraArgs: c.Args,
 	}
 }
 
