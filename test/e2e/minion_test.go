@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -14,11 +15,39 @@ import (
 	"github.com/haagent/haagent/test/procs"
 )
 
+// containerd2Bin holds containerd 2.x and its ctr, built by scripts/build-kube.sh.
+var containerd2Bin = envOr("HAAGENT_CONTAINERD2_BIN", "/var/cache/haagent/kube/containerd-v2.4.2/bin")
+
+func envOr(k, d string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return d
+}
+
 // TestMinionRuntimeOnOneHost runs a minion's haagent on one host that can run
-// containers, with Debian's containerd and CNI plugins and no cluster behind it
-// (--insecure, nothing at the lb): the runtime's config, the pod network's, the kernel
-// settings and the airgap images, each checked against the real component.
+// containers, with no cluster behind it (--insecure, nothing at the lb): the runtime's
+// config, the pod network's, the kernel settings and the airgap images, each checked
+// against the real component, with Debian's containerd 1.6 and with containerd 2.x.
 func TestMinionRuntimeOnOneHost(t *testing.T) {
+	t.Run("Debian's containerd 1.6", func(t *testing.T) {
+		testMinionRuntime(t, "", []string{`sandbox_image = "registry.k8s.io/pause:3.10"`, "restrict_oom_score_adj = true",
+			`config_path = "/etc/containerd/certs.d"`, `bin_dir = "/usr/lib/cni"`, "SystemdCgroup = false"})
+	})
+	t.Run("containerd 2.4", func(t *testing.T) {
+		for _, b := range []string{"containerd", "ctr"} {
+			if _, err := os.Stat(filepath.Join(containerd2Bin, b)); err != nil {
+				t.Fatalf("containerd 2.x missing: %v (scripts/build-kube.sh builds it; make test runs it)", err)
+			}
+		}
+		testMinionRuntime(t, containerd2Bin, []string{"sandbox = 'registry.k8s.io/pause:3.10'", "restrict_oom_score_adj = true",
+			"config_path = '/etc/containerd/certs.d'", "bin_dirs = ['/usr/lib/cni']", "SystemdCgroup = false"})
+	})
+}
+
+// testMinionRuntime runs the checks with the containerd in bin, or Debian's when empty;
+// effective are lines that `containerd config dump` must show.
+func testMinionRuntime(t *testing.T, bin string, effective []string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	hl := hosts.New(t)
@@ -26,9 +55,17 @@ func TestMinionRuntimeOnOneHost(t *testing.T) {
 	must(t, err)
 	h := hs[0]
 	work := t.TempDir()
-	bin, err := procs.Binary(work)
+	haagent, err := procs.Binary(work)
 	must(t, err)
-	must(t, h.CopyIn(bin, "/usr/bin/haagent"))
+	must(t, h.CopyIn(haagent, "/usr/bin/haagent"))
+	if bin != "" {
+		// In place of Debian's, so that its unit runs it.
+		_, err := h.Shell(ctx, "systemctl stop containerd")
+		must(t, err)
+		for _, b := range []string{"containerd", "ctr"} {
+			must(t, h.CopyIn(filepath.Join(bin, b), "/usr/bin/"+b))
+		}
+	}
 	set, err := images.Build(ctx, filepath.Join(work, "img"))
 	must(t, err)
 	img, err := set.Nginx()
@@ -80,11 +117,11 @@ func TestMinionRuntimeOnOneHost(t *testing.T) {
 		if !regexp.MustCompile(`(?m)^io\.containerd\.grpc\.v1\s+cri\s+\S+\s+ok\s*$`).MatchString(out) {
 			t.Fatalf("CRI plugin not ok:\n%s", out)
 		}
-		log := journal("containerd")
-		// containerd prints the CRI config it runs with once it starts.
-		for _, want := range []string{"SandboxImage:registry.k8s.io/pause:3.10", "RestrictOOMScoreAdj:true",
-			"ConfigPath:/etc/containerd/certs.d", "NetworkPluginBinDir:/usr/lib/cni", "SystemdCgroup:false"} {
-			if !strings.Contains(log, want) {
+		// What containerd itself makes of the file haagent wrote for its version.
+		dump, err := h.Exec(ctx, "containerd", "config", "dump")
+		must(t, err)
+		for _, want := range effective {
+			if !strings.Contains(dump, want) {
 				t.Errorf("containerd does not run with %s", want)
 			}
 		}
