@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/haagent/haagent/files"
 	"github.com/haagent/haagent/join"
@@ -99,6 +100,16 @@ func (n *Node) credentialsDue(need []string, now time.Time) string {
 		return "due for renewal at 2/3 of their lifetime: " + strings.Join(due, ", ")
 	}
 	return ""
+}
+
+// KeepCredentials gets the node's certificates now, when they are missing or due, and
+// renews them in g for as long as the node runs.
+func (n *Node) KeepCredentials(ctx context.Context, g *errgroup.Group, c Credentials) error {
+	if _, err := n.EnsureCredentials(ctx, c); err != nil {
+		return err
+	}
+	g.Go(func() error { return n.RenewCredentials(ctx, c) })
+	return nil
 }
 
 // RenewCredentials checks the certificates every RenewCheckEvery and gets new ones once

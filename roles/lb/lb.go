@@ -89,14 +89,13 @@ func (l *LB) start(ctx context.Context, g *errgroup.Group) error {
 		// [certificates] The etcd client certificate and the CA that the health checks
 		// use, from a master's join service; renewed at 2/3 of their lifetime.
 		creds, err := l.credentials()
+		if err == nil {
+			err = l.node.KeepCredentials(ctx, g, creds)
+		}
+		if err == nil {
+			err = l.checkTLS(&bc)
+		}
 		if err != nil {
-			return fmt.Errorf("[certificates] %w", err)
-		}
-		if _, err := l.node.EnsureCredentials(ctx, creds); err != nil {
-			return fmt.Errorf("[certificates] %w", err)
-		}
-		g.Go(func() error { return l.node.RenewCredentials(ctx, creds) })
-		if err := l.checkTLS(&bc); err != nil {
 			return fmt.Errorf("[certificates] %w", err)
 		}
 	}

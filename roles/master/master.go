@@ -91,12 +91,10 @@ func (m *Master) start(ctx context.Context, g *errgroup.Group) error {
 		m.lg.Warn("[certificates] INSECURE MODE: etcd serves plain http without authentication; anyone who reaches port " +
 			"2379 owns the cluster and every Secret in it. Use --insecure only in a lab.")
 	} else {
-		var creds node.Credentials
 		var err error
-		if token, shared, creds, err = m.certificates(ctx); err != nil {
+		if token, shared, err = m.certificates(ctx, g); err != nil {
 			return fmt.Errorf("[certificates] %w", err)
 		}
-		g.Go(func() error { return m.node.RenewCredentials(ctx, creds) })
 
 		// [join] Hand the nodes that come after their certificates.
 		if err := m.serveJoin(ctx, g, token, shared); err != nil {

@@ -77,27 +77,27 @@ func (m *Master) loadOrCreateToken() (pki.Token, error) {
 }
 
 // certificates loads or makes the token, then makes sure this master holds the cluster
-// CA and its own current certificates. It returns the credentials the renewal keeps.
-func (m *Master) certificates(ctx context.Context) (pki.Token, *pki.Shared, node.Credentials, error) {
+// CA and its own current certificates, which g renews.
+func (m *Master) certificates(ctx context.Context, g *errgroup.Group) (pki.Token, *pki.Shared, error) {
 	token, err := m.loadOrCreateToken()
 	if err != nil {
-		return pki.Token{}, nil, node.Credentials{}, fmt.Errorf("token: %w", err)
+		return pki.Token{}, nil, fmt.Errorf("token: %w", err)
 	}
 	creds, err := m.credentials(token)
-	if err != nil {
-		return pki.Token{}, nil, node.Credentials{}, err
+	if err == nil {
+		err = m.node.KeepCredentials(ctx, g, creds)
 	}
-	if _, err := m.node.EnsureCredentials(ctx, creds); err != nil {
-		return pki.Token{}, nil, node.Credentials{}, err
+	if err != nil {
+		return pki.Token{}, nil, err
 	}
 	shared, err := pki.LoadShared(m.cfg.Root)
 	if err != nil {
-		return pki.Token{}, nil, node.Credentials{}, fmt.Errorf("the cluster CA: %w", err)
+		return pki.Token{}, nil, fmt.Errorf("the cluster CA: %w", err)
 	}
 	if err := token.CheckCA(shared.CA.Cert.Raw); err != nil {
-		return pki.Token{}, nil, node.Credentials{}, err
+		return pki.Token{}, nil, err
 	}
-	return token, shared, creds, nil
+	return token, shared, nil
 }
 
 // credentials is how a master gets its certificates: a master that holds the CA issues

@@ -250,13 +250,12 @@ func (m *Minion) start(ctx context.Context, g *errgroup.Group) error {
 	// certificates; renew them at 2/3 of their lifetime.
 	if !m.cfg.Insecure {
 		creds, err := m.credentials()
+		if err == nil {
+			err = m.node.KeepCredentials(ctx, g, creds)
+		}
 		if err != nil {
 			return fmt.Errorf("[certificates] %w", err)
 		}
-		if _, err := m.node.EnsureCredentials(ctx, creds); err != nil {
-			return fmt.Errorf("[certificates] %w", err)
-		}
-		g.Go(func() error { return m.node.RenewCredentials(ctx, creds) })
 	}
 
 	// [files] Write the kubelet's, kube-proxy's, flanneld's and the runtime's files,
