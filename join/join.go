@@ -20,7 +20,7 @@ import (
 
 	"github.com/haagent/haagent/files"
 	"github.com/haagent/haagent/pki"
-	"github.com/haagent/haagent/status"
+	"github.com/haagent/haagent/statusapi"
 )
 
 // DefaultPort is the join service's port on masters (and the lb, which forwards it).
@@ -97,7 +97,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		TLSConfig:         &tls.Config{GetCertificate: s.cfg.GetCertificate, MinVersion: tls.VersionTLS12},
 		ErrorLog:          slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelDebug),
 	}
-	if err := status.ServeUntil(ctx, srv, func() error { return srv.ServeTLS(s.ln, "", "") }); err != nil {
+	if err := statusapi.ServeUntil(ctx, srv, func() error { return srv.ServeTLS(s.ln, "", "") }); err != nil {
 		return fmt.Errorf("join service: %w", err)
 	}
 	return nil

@@ -13,7 +13,7 @@ import (
 	"github.com/haagent/haagent/join"
 	"github.com/haagent/haagent/pki"
 	"github.com/haagent/haagent/reconcile"
-	"github.com/haagent/haagent/status"
+	"github.com/haagent/haagent/statusapi"
 )
 
 // DefaultRoot is --root's default: haagent writes into the host's own tree.
@@ -43,7 +43,7 @@ type Config struct {
 func NewConfig() Config {
 	return Config{
 		Root:          DefaultRoot,
-		StatusAddress: status.DefaultAddress,
+		StatusAddress: statusapi.DefaultAddress,
 		JoinPort:      join.DefaultPort,
 		Systemd:       reconcile.SystemdAuto,
 	}

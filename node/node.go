@@ -16,7 +16,7 @@ import (
 
 	"github.com/haagent/haagent/files"
 	"github.com/haagent/haagent/reconcile"
-	"github.com/haagent/haagent/status"
+	"github.com/haagent/haagent/statusapi"
 )
 
 // Node is the part of a running role that every role shares.
@@ -54,7 +54,7 @@ type Endpoints struct {
 // so starting them earlier would deadlock. The first part to fail stops the others;
 // Run returns once all have, nil after ctx ended, and tells systemd STOPPING=1.
 func (n *Node) Run(ctx context.Context, ep Endpoints, start func(ctx context.Context, g *errgroup.Group) error) error {
-	srv, err := status.Listen(status.Config{
+	srv, err := statusapi.Listen(statusapi.Config{
 		Address: n.cfg.StatusAddress, Ready: ep.Ready, Status: ep.Status, Gatherer: ep.Gatherer, Logger: n.lg,
 	})
 	if err != nil {

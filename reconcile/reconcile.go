@@ -16,7 +16,7 @@ import (
 
 	"github.com/haagent/haagent/files"
 	"github.com/haagent/haagent/nodeconf"
-	"github.com/haagent/haagent/systemd"
+	"github.com/haagent/haagent/systemdbus"
 )
 
 // Defaults for the loop.
@@ -26,13 +26,13 @@ const (
 	maxBackoff      = time.Minute
 )
 
-// UnitManager is the part of systemd.Manager the reconciler uses.
+// UnitManager is the part of systemdbus.Manager the reconciler uses.
 type UnitManager interface {
 	Reload(ctx context.Context) error
 	Enable(ctx context.Context, units ...string) error
 	Start(ctx context.Context, unit string) error
 	Restart(ctx context.Context, unit string) error
-	States(ctx context.Context, units ...string) ([]systemd.UnitState, error)
+	States(ctx context.Context, units ...string) ([]systemdbus.UnitState, error)
 }
 
 // Config wires a reconciler.
@@ -77,7 +77,7 @@ type Reconciler struct {
 	mu      sync.Mutex // guards the fields below
 	st      Status
 	backoff map[string]*backoff.ExponentialBackOff // per unit, while its action fails
-	pending map[string]bool // files changed outside Render (e.g. renewed certificates)
+	pending map[string]bool                        // files changed outside Render (e.g. renewed certificates)
 	enabled bool
 	// changedBeforeUnits carries the files written by a files-only pass to the first
 	// pass that manages units, so that their readers restart.
@@ -252,7 +252,7 @@ func (r *Reconciler) units(ctx context.Context, changed map[string]bool) {
 		lg.Error("read unit states", "err", err)
 		return
 	}
-	byName := map[string]systemd.UnitState{}
+	byName := map[string]systemdbus.UnitState{}
 	for _, s := range states {
 		byName[s.Name] = s
 	}
@@ -292,7 +292,7 @@ func (e errNotInstalled) Error() string {
 }
 
 // record updates a unit's status and backoff, logging each action once.
-func (r *Reconciler) record(i int, name string, s systemd.UnitState, action string, err error, now time.Time) {
+func (r *Reconciler) record(i int, name string, s systemdbus.UnitState, action string, err error, now time.Time) {
 	lg := r.cfg.Logger
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -344,17 +344,17 @@ const (
 
 // Connect returns the unit manager for a --systemd mode: auto uses systemd where it
 // runs and otherwise warns once; on insists; off never manages units.
-func Connect(ctx context.Context, mode string, lg *slog.Logger) (*systemd.Manager, error) {
+func Connect(ctx context.Context, mode string, lg *slog.Logger) (*systemdbus.Manager, error) {
 	switch mode {
 	case SystemdOff:
 		return nil, nil
 	case SystemdAuto:
-		if !systemd.Running("/") {
+		if !systemdbus.Running("/") {
 			lg.Warn("systemd is not running here (no /run/systemd/system): files are written, units are not managed")
 			return nil, nil
 		}
 	}
-	return systemd.New(ctx, lg)
+	return systemdbus.New(ctx, lg)
 }
 
 // Start connects to systemd per mode and writes the files now, so that they exist when

@@ -14,7 +14,7 @@ import (
 
 	"github.com/haagent/haagent/files"
 	"github.com/haagent/haagent/nodeconf"
-	"github.com/haagent/haagent/systemd"
+	"github.com/haagent/haagent/systemdbus"
 )
 
 // fakeUnits records calls and keeps unit states like systemd would.
@@ -34,16 +34,16 @@ func (f *fakeUnits) Enable(_ context.Context, us ...string) error {
 }
 func (f *fakeUnits) Start(_ context.Context, u string) error   { return f.run("start", u) }
 func (f *fakeUnits) Restart(_ context.Context, u string) error { return f.run("restart", u) }
-func (f *fakeUnits) States(_ context.Context, us ...string) ([]systemd.UnitState, error) {
+func (f *fakeUnits) States(_ context.Context, us ...string) ([]systemdbus.UnitState, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	var out []systemd.UnitState
+	var out []systemdbus.UnitState
 	for _, u := range us {
 		st := f.active[u]
 		if st == "" {
 			st = "inactive"
 		}
-		out = append(out, systemd.UnitState{Name: u, LoadState: "loaded", ActiveState: st})
+		out = append(out, systemdbus.UnitState{Name: u, LoadState: "loaded", ActiveState: st})
 	}
 	return out, nil
 }

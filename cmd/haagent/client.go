@@ -28,7 +28,7 @@ import (
 	lbrole "github.com/haagent/haagent/roles/lb"
 	"github.com/haagent/haagent/roles/master"
 	"github.com/haagent/haagent/roles/minion"
-	"github.com/haagent/haagent/status"
+	"github.com/haagent/haagent/statusapi"
 )
 
 func runVersion(ctx context.Context, w io.Writer, _ []string) error {
@@ -42,7 +42,7 @@ type statusCmd struct {
 }
 
 func (s *statusCmd) flags(fs *pflag.FlagSet) {
-	fs.StringVar(&s.addr, "status-address", status.DefaultAddress, "the local haagent's --status-address")
+	fs.StringVar(&s.addr, "status-address", statusapi.DefaultAddress, "the local haagent's --status-address")
 	fs.StringVarP(&s.output, "output", "o", "text", "text or json")
 }
 
@@ -53,7 +53,7 @@ func (s *statusCmd) run(ctx context.Context, w io.Writer, _ []string) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	var raw json.RawMessage
-	if err := status.Fetch(ctx, s.addr, &raw); err != nil {
+	if err := statusapi.Fetch(ctx, s.addr, &raw); err != nil {
 		return err
 	}
 	if s.output == "json" {

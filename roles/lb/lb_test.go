@@ -21,7 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/haagent/haagent/loadbalancer"
-	"github.com/haagent/haagent/status"
+	"github.com/haagent/haagent/statusapi"
 )
 
 func TestPrintStatus(t *testing.T) {
@@ -138,7 +138,7 @@ func TestRunBuiltin(t *testing.T) {
 	}
 
 	var doc StatusDoc
-	if err := status.Fetch(ctx, statusAddr, &doc); err != nil {
+	if err := statusapi.Fetch(ctx, statusAddr, &doc); err != nil {
 		t.Fatal(err)
 	}
 	if doc.Role != "lb" || doc.Name != "lb1" || len(doc.Backends) != 2 || doc.Backends[0].State != loadbalancer.StateHealthy {

@@ -1,7 +1,7 @@
-// Package systemd owns haagent's conversation with systemd over D-Bus: enabling,
+// Package systemdbus owns haagent's conversation with systemd over D-Bus: enabling,
 // starting, restarting and stopping units, waiting for each job's result, and
 // reading unit states. It reconnects when the bus connection drops.
-package systemd
+package systemdbus
 
 import (
 	"context"

@@ -1,6 +1,6 @@
-// Package status serves a node's health and metrics endpoints: /healthz, /readyz,
+// Package statusapi serves a node's health and metrics endpoints: /healthz, /readyz,
 // /metrics and /status (the JSON that `haagent status` prints).
-package status
+package statusapi
 
 import (
 	"context"
