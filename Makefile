@@ -32,7 +32,8 @@ deps:
 kube:
 	./scripts/build-kube.sh
 
-# test runs everything: unit tests with -race, the --peers fuzzer for a few seconds, the
+# test runs everything: unit tests with -race, the --peers and join request fuzzers for a
+# few seconds each, the
 # integration tests (processes on 127.0.0.x, and in network namespaces), the packaging
 # tests and the e2e test on real systemd hosts. Packages run one at a time (-p 1): the
 # timing tests measure failover and must not share the two cores with an e2e cluster.
@@ -41,6 +42,7 @@ kube:
 test: deps build kube
 	HAAGENT_REQUIRE_ROOT_TESTS=1 HAAGENT_BIN=$(CURDIR)/$(BIN) CGO_ENABLED=1 go test -race -p 1 -count=1 -timeout 60m ./...
 	go test -run='^$$' -fuzz=FuzzParsePeers -fuzztime=5s ./etcdmember/
+	go test -run='^$$' -fuzz=FuzzJoinRequest -fuzztime=5s ./join/
 
 e2e: deps build kube
 	HAAGENT_REQUIRE_ROOT_TESTS=1 HAAGENT_BIN=$(CURDIR)/$(BIN) go test -count=1 -timeout 30m -v ./test/e2e/

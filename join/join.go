@@ -1,12 +1,15 @@
-// Package join owns the token-authenticated join service that masters serve on port
-// 9345, and the client that nodes use to fetch their certificates from it.
+// Package join owns the join service that masters serve on port 9345, which hands a
+// node the certificates its token (or, to renew, its current client certificate)
+// allows, and the client that nodes use to fetch them.
 package join
 
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -31,14 +35,96 @@ type Request struct {
 	Role  string   `json:"role"`
 	Name  string   `json:"name"`
 	Hosts []string `json:"hosts"`
+	// NodeSecret is the node's own random secret (minions and lbs): the first node to
+	// join with a name binds the name to it, as k3s's node passwords do.
+	NodeSecret string `json:"nodeSecret,omitempty"`
 }
+
+// Limits of a join request: a request that breaks them is refused before any
+// certificate is made.
+const (
+	maxRequestBytes = 16 << 10
+	maxHosts        = 16
+	maxNameLen      = 253
+	minNodeSecret   = 32
+	maxNodeSecret   = 128
+)
+
+// ParseRequest decodes and checks a join request body. It is pure, so that it can be
+// fuzzed; its error is the one-line reason the node is told.
+func ParseRequest(body []byte) (Request, error) {
+	if len(body) > maxRequestBytes {
+		return Request{}, fmt.Errorf("request larger than %d bytes", maxRequestBytes)
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	var req Request
+	if err := dec.Decode(&req); err != nil {
+		return Request{}, fmt.Errorf("request is not a join request: %v", err)
+	}
+	if dec.More() {
+		return Request{}, errors.New("request has data after the JSON object")
+	}
+	if !slices.Contains([]string{"master", "minion", "lb"}, req.Role) {
+		return Request{}, fmt.Errorf("unknown role %q: master, minion or lb", req.Role)
+	}
+	if !validDNSName(req.Name) {
+		return Request{}, fmt.Errorf("name %q is not a DNS name (lower case letters, digits, '-' and '.')", req.Name)
+	}
+	if len(req.Hosts) > maxHosts {
+		return Request{}, fmt.Errorf("%d hosts, at most %d", len(req.Hosts), maxHosts)
+	}
+	for _, h := range req.Hosts {
+		if net.ParseIP(h) == nil && !validDNSName(h) {
+			return Request{}, fmt.Errorf("host %q is neither an IP nor a DNS name", h)
+		}
+	}
+	if req.NodeSecret != "" {
+		if n := len(req.NodeSecret); n < minNodeSecret || n > maxNodeSecret {
+			return Request{}, fmt.Errorf("node secret of %d characters, want %d-%d", n, minNodeSecret, maxNodeSecret)
+		}
+		for _, r := range req.NodeSecret {
+			if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f') {
+				return Request{}, errors.New("node secret is not lower-case hex")
+			}
+		}
+	}
+	return req, nil
+}
+
+// validDNSName accepts what certificates and Node objects accept: RFC 1123 labels.
+func validDNSName(s string) bool {
+	if s == "" || len(s) > maxNameLen {
+		return false
+	}
+	for _, label := range strings.Split(s, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// HashNodeSecret is what masters store for a node name: never the secret itself.
+func HashNodeSecret(secret string) string {
+	sum := sha256.Sum256([]byte(secret))
+	return hex.EncodeToString(sum[:])
+}
+
+// ErrNameTaken means another node, with another node secret, joined with this name.
+var ErrNameTaken = errors.New("the name belongs to another node")
 
 // Response carries the node's files.
 type Response struct {
 	Files []files.File `json:"files"`
 }
 
-// ErrForbidden means a server refused the token.
+// ErrForbidden means a server refused the token or what it was asked for.
 var ErrForbidden = errors.New("the join service refused the token")
 
 // Issuer signs a node's files; the master role supplies it.
@@ -47,7 +133,16 @@ type Issuer func(req Request) ([]files.File, error)
 // ServerConfig configures the join service.
 type ServerConfig struct {
 	Address string
-	Token   pki.Token
+	// Token is the server token: it obtains every role's certificates.
+	Token pki.Token
+	// AgentToken returns the cluster's current agent token, read again on each join so
+	// that a rotation applies at once: known is false until the master has read it (from
+	// etcd), and tok is nil in a legacy cluster that has none, where Token also joins
+	// minions and lbs. Nil means a legacy cluster.
+	AgentToken func() (tok *pki.Token, known bool)
+	// Bind ties name to the hash of the node secret of the first minion or lb that joins
+	// with it; ErrNameTaken refuses another. Nil binds nothing.
+	Bind func(ctx context.Context, name, secretHash string) error
 	// CACert is served on /v1/ca for nodes to pin or trust.
 	CACert []byte
 	// GetCertificate serves the TLS certificate (reloaded so renewals apply).
@@ -91,11 +186,18 @@ func (s *Server) Serve(ctx context.Context) error {
 		_, _ = w.Write(s.cfg.CACert)
 	})
 	mux.HandleFunc("POST /v1/join", s.handleJoin)
+	clientCAs := x509.NewCertPool()
+	if !clientCAs.AppendCertsFromPEM(s.cfg.CACert) {
+		return errors.New("join service: no CA certificate to verify renewing nodes with")
+	}
 	srv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,
-		TLSConfig:         &tls.Config{GetCertificate: s.cfg.GetCertificate, MinVersion: tls.VersionTLS12},
-		ErrorLog:          slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelDebug),
+		// A node that has joined renews with its client certificate instead of a token,
+		// so rotating the agent token leaves it alone.
+		TLSConfig: &tls.Config{GetCertificate: s.cfg.GetCertificate, MinVersion: tls.VersionTLS12,
+			ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: clientCAs},
+		ErrorLog: slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelDebug),
 	}
 	if err := statusapi.ServeUntil(ctx, srv, func() error { return srv.ServeTLS(s.ln, "", "") }); err != nil {
 		return fmt.Errorf("join service: %w", err)
@@ -103,27 +205,46 @@ func (s *Server) Serve(ctx context.Context) error {
 	return nil
 }
 
+// refusal is why a join is refused: the status and the one-line reason the node sees.
+type refusal struct {
+	status int
+	reason string
+}
+
 func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
 	src, _, _ := net.SplitHostPort(r.RemoteAddr)
 	if s.throttled(src) {
-		http.Error(w, "too many attempts", http.StatusTooManyRequests)
+		http.Error(w, "too many refused attempts from "+src+"; wait a minute", http.StatusTooManyRequests)
 		return
 	}
-	secret, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok || !s.cfg.Token.SecretEqual(secret) {
-		s.recordFailure(src)
-		s.cfg.Logger.Warn("join refused: wrong token", "from", src)
-		http.Error(w, "forbidden", http.StatusForbidden)
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxRequestBytes+1))
+	if err != nil {
+		http.Error(w, "could not read the request", http.StatusBadRequest)
 		return
 	}
-	var req Request
-	if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req); err != nil {
-		http.Error(w, "bad request", http.StatusBadRequest)
+	req, err := ParseRequest(body)
+	if err != nil {
+		s.refuse(w, src, req, refusal{http.StatusBadRequest, err.Error()})
 		return
 	}
-	if req.Role != "master" && req.Role != "minion" && req.Role != "lb" {
-		http.Error(w, "unknown role", http.StatusBadRequest)
+	via, ref := s.authorize(r, req)
+	if ref != nil {
+		s.refuse(w, src, req, *ref)
 		return
+	}
+	if via != "certificate" && req.Role != "master" && s.cfg.Bind != nil {
+		if req.NodeSecret == "" {
+			s.refuse(w, src, req, refusal{http.StatusBadRequest, "a minion or lb must send its node secret"})
+			return
+		}
+		if err := s.cfg.Bind(r.Context(), req.Name, HashNodeSecret(req.NodeSecret)); errors.Is(err, ErrNameTaken) {
+			s.refuse(w, src, req, refusal{http.StatusForbidden, fmt.Sprintf("the name %q belongs to another node", req.Name)})
+			return
+		} else if err != nil {
+			s.cfg.Logger.Warn("join: could not check the node name", "node", req.Name, "err", err)
+			http.Error(w, "the node name can't be checked yet; try again", http.StatusServiceUnavailable)
+			return
+		}
 	}
 	fs, err := s.cfg.Issue(req)
 	if err != nil {
@@ -131,9 +252,82 @@ func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "could not issue certificates", http.StatusInternalServerError)
 		return
 	}
-	s.cfg.Logger.Info("join: issued certificates", "node", req.Name, "role", req.Role, "from", src, "files", len(fs))
+	s.cfg.Logger.Info("join: issued certificates", "node", req.Name, "role", req.Role, "from", src, "via", via, "files", len(fs))
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(Response{Files: fs})
+}
+
+// refuse logs a refused join, counts it toward the source's budget, and answers with
+// its reason (503 is not the node's fault and is not counted).
+func (s *Server) refuse(w http.ResponseWriter, src string, req Request, ref refusal) {
+	if ref.status != http.StatusServiceUnavailable {
+		s.recordFailure(src)
+	}
+	s.cfg.Logger.Warn("join refused: "+ref.reason, "from", src, "node", req.Name, "role", req.Role)
+	http.Error(w, ref.reason, ref.status)
+}
+
+// authorize says how the request proves what it asks for ("certificate", "server
+// token", "agent token" or "legacy token"), or why it is refused.
+func (s *Server) authorize(r *http.Request, req Request) (string, *refusal) {
+	forbid := func(format string, args ...any) (string, *refusal) {
+		return "", &refusal{http.StatusForbidden, fmt.Sprintf(format, args...)}
+	}
+	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+		// The TLS layer has verified the chain to the cluster CA.
+		role, name := CertIdentity(r.TLS.PeerCertificates[0])
+		switch {
+		case role == "":
+			return forbid("the client certificate %q renews nothing", r.TLS.PeerCertificates[0].Subject.CommonName)
+		case role != req.Role || name != "" && name != req.Name:
+			return forbid("the certificate of %s %s can't renew %s %s", role, name, req.Role, req.Name)
+		}
+		return "certificate", nil
+	}
+	secret, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		return forbid("wrong token")
+	}
+	agent, known := (*pki.Token)(nil), true
+	if s.cfg.AgentToken != nil {
+		agent, known = s.cfg.AgentToken()
+	}
+	switch {
+	case s.cfg.Token.SecretEqual(secret):
+		if req.Role == "master" {
+			return "server token", nil
+		}
+		if !known {
+			return "", &refusal{http.StatusServiceUnavailable, "this master does not know the agent token yet; try again"}
+		}
+		if agent != nil {
+			return forbid("this is the server token; minions and lbs join with the agent token from 'haagent token show' on a master")
+		}
+		s.cfg.Logger.Warn("join: a minion or lb joined with the single legacy token; set an agent token with 'haagent token rotate --agent'",
+			"node", req.Name, "role", req.Role)
+		return "legacy token", nil
+	case agent != nil && agent.SecretEqual(secret):
+		if req.Role == "master" {
+			return forbid("the agent token can't obtain a master's certificates; masters join with the server token")
+		}
+		return "agent token", nil
+	case !known:
+		return "", &refusal{http.StatusServiceUnavailable, "this master does not know the agent token yet; try again"}
+	}
+	return forbid("wrong token")
+}
+
+// CertIdentity is what a client certificate may renew: a kubelet's client
+// certificate its minion, the lb's health-check certificate an lb; role is "" for
+// anything else.
+func CertIdentity(c *x509.Certificate) (role, name string) {
+	if n, ok := strings.CutPrefix(c.Subject.CommonName, "system:node:"); ok && slices.Equal(c.Subject.Organization, []string{"system:nodes"}) {
+		return "minion", n
+	}
+	if c.Subject.CommonName == pki.LBCommonName {
+		return "lb", ""
+	}
+	return "", ""
 }
 
 func (s *Server) recent(src string, now time.Time) []time.Time {
@@ -166,8 +360,9 @@ func (s *Server) recordFailure(src string) {
 
 // Fetch asks one server (host:port) for the node's files. It first fetches the CA
 // without trusting it, checks it against the token's pin, and only then sends the
-// secret over a connection verified against that CA.
-func Fetch(ctx context.Context, server string, token pki.Token, req Request) ([]files.File, []byte, error) {
+// secret over a connection verified against that CA. With cert, a node that has joined
+// proves who it is with its client certificate instead, and the secret is not sent.
+func Fetch(ctx context.Context, server string, token pki.Token, cert *tls.Certificate, req Request) ([]files.File, []byte, error) {
 	host, _, err := net.SplitHostPort(server)
 	if err != nil {
 		return nil, nil, err
@@ -188,15 +383,19 @@ func Fetch(ctx context.Context, server string, token pki.Token, req Request) ([]
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(caCert)
-	verified := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: host, MinVersion: tls.VersionTLS12},
-	}}
+	tlsc := &tls.Config{RootCAs: pool, ServerName: host, MinVersion: tls.VersionTLS12}
+	if cert != nil {
+		tlsc.Certificates = []tls.Certificate{*cert}
+	}
+	verified := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsc}}
 	body, _ := json.Marshal(req)
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+server+"/v1/join", bytes.NewReader(body))
 	if err != nil {
 		return nil, nil, err
 	}
-	hreq.Header.Set("Authorization", "Bearer "+token.Secret)
+	if cert == nil {
+		hreq.Header.Set("Authorization", "Bearer "+token.Secret)
+	}
 	hreq.Header.Set("Content-Type", "application/json")
 	resp, err := verified.Do(hreq)
 	if err != nil {
@@ -205,8 +404,9 @@ func Fetch(ctx context.Context, server string, token pki.Token, req Request) ([]
 	defer resp.Body.Close()
 	switch resp.StatusCode {
 	case http.StatusOK:
-	case http.StatusForbidden, http.StatusTooManyRequests:
-		return nil, nil, fmt.Errorf("%s: %w (%s)", server, ErrForbidden, resp.Status)
+	case http.StatusForbidden, http.StatusTooManyRequests, http.StatusBadRequest:
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return nil, nil, fmt.Errorf("%s: %w: %s (%s)", server, ErrForbidden, firstLine(b), resp.Status)
 	default:
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		return nil, nil, fmt.Errorf("join via %s: %s: %s", server, resp.Status, strings.TrimSpace(string(b)))
@@ -221,6 +421,12 @@ func Fetch(ctx context.Context, server string, token pki.Token, req Request) ([]
 		}
 	}
 	return out.Files, caPEM, nil
+}
+
+// firstLine keeps a server's reason to one line, whatever it sent.
+func firstLine(b []byte) string {
+	line, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
+	return line
 }
 
 func get(ctx context.Context, c *http.Client, url string) ([]byte, error) {

@@ -16,6 +16,12 @@ import (
 
 func startServer(t *testing.T, tok pki.Token) (addr string, sh *pki.Shared) {
 	t.Helper()
+	return startServerWith(t, tok, func(*ServerConfig) {})
+}
+
+// startServerWith starts a join service whose config edit may change.
+func startServerWith(t *testing.T, tok pki.Token, edit func(*ServerConfig)) (addr string, sh *pki.Shared) {
+	t.Helper()
 	now := time.Now()
 	sh, err := pki.NewShared(now)
 	if err != nil {
@@ -29,7 +35,7 @@ func startServer(t *testing.T, tok pki.Token) (addr string, sh *pki.Shared) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := Listen(ServerConfig{
+	cfg := ServerConfig{
 		Address: "127.0.0.1:0", Token: tok, CACert: sh.CA.CertPEM,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &cert, nil },
 		Issue: func(req Request) ([]files.File, error) {
@@ -37,7 +43,9 @@ func startServer(t *testing.T, tok pki.Token) (addr string, sh *pki.Shared) {
 		},
 		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
 		FailureBudget: 3,
-	})
+	}
+	edit(&cfg)
+	srv, err := Listen(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,13 +57,13 @@ func startServer(t *testing.T, tok pki.Token) (addr string, sh *pki.Shared) {
 }
 
 func TestJoin(t *testing.T) {
-	tok, _ := pki.GenerateToken()
+	tok, _ := pki.GenerateToken(pki.KindServer)
 	addr, sh := startServer(t, tok)
 	ctx := context.Background()
 	req := Request{Role: "minion", Name: "minion1", Hosts: []string{"10.0.0.31"}}
 
 	t.Run("right token, unpinned", func(t *testing.T) {
-		fs, ca, err := Fetch(ctx, addr, tok, req)
+		fs, ca, err := Fetch(ctx, addr, tok, nil, req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -69,27 +77,27 @@ func TestJoin(t *testing.T) {
 		}
 	})
 	t.Run("right token, pinned to the right CA", func(t *testing.T) {
-		if _, _, err := Fetch(ctx, addr, tok.Pinned(sh.CA.Cert.Raw), req); err != nil {
+		if _, _, err := Fetch(ctx, addr, tok.Pinned(sh.CA.Cert.Raw), nil, req); err != nil {
 			t.Fatal(err)
 		}
 	})
 	t.Run("CA mismatch", func(t *testing.T) {
 		other, _ := pki.NewCA("other", time.Now())
-		_, _, err := Fetch(ctx, addr, tok.Pinned(other.Cert.Raw), req)
+		_, _, err := Fetch(ctx, addr, tok.Pinned(other.Cert.Raw), nil, req)
 		if !errors.Is(err, pki.ErrCAMismatch) {
 			t.Fatalf("err = %v, want a CA mismatch", err)
 		}
 	})
 	t.Run("wrong token is refused, then rate-limited", func(t *testing.T) {
-		wrong, _ := pki.GenerateToken()
+		wrong, _ := pki.GenerateToken(pki.KindServer)
 		for i := range 3 {
-			_, _, err := Fetch(ctx, addr, wrong, req)
+			_, _, err := Fetch(ctx, addr, wrong, nil, req)
 			if !errors.Is(err, ErrForbidden) {
 				t.Fatalf("attempt %d: err = %v, want forbidden", i, err)
 			}
 		}
 		// The budget is spent: even the right token waits out the window from this address.
-		_, _, err := Fetch(ctx, addr, tok, req)
+		_, _, err := Fetch(ctx, addr, tok, nil, req)
 		if !errors.Is(err, ErrForbidden) || !strings.Contains(err.Error(), "429") {
 			t.Fatalf("after 3 failures: err = %v, want 429", err)
 		}

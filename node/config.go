@@ -52,7 +52,7 @@ func NewConfig() Config {
 // AddFlags binds the shared flags to c.
 func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.Name, "name", c.Name, "this node's name; on a master, its etcd member name (default: the short hostname)")
-	fs.StringVar(&c.Token, "token", c.Token, "cluster token: 'haagent token generate' makes one, 'haagent token show' on a master prints it; nodes join with it, and several masters need it (unless --insecure)")
+	fs.StringVar(&c.Token, "token", c.Token, "cluster token: the server token on masters, the agent token on minions and lbs; 'haagent token generate' makes both, 'haagent token show' on a master prints them (needed unless --insecure; a single master makes its own)")
 	fs.BoolVar(&c.Insecure, "insecure", c.Insecure, "the cluster runs plain-http etcd with no certificates and no authentication: for labs only")
 	fs.IntVar(&c.JoinPort, "join-port", c.JoinPort, "port of the masters' join service, which hands nodes their certificates (the lb forwards it)")
 	fs.StringVar(&c.Root, "root", c.Root, "prefix for every file haagent writes (outside a master's data dir)")
@@ -74,10 +74,11 @@ func (c *Config) Complete() error {
 	return nil
 }
 
-// Validate reports every problem of the shared flags, each naming its flag. tokenNeeded
-// says why the role needs --token (the rest of "--token: required ..."), or is empty
-// where it can do without. It does no I/O.
-func (c *Config) Validate(tokenNeeded string) []error {
+// Validate reports every problem of the shared flags, each naming its flag. role
+// decides which kind of token --token must be; tokenNeeded says why the role needs
+// --token (the rest of "--token: required ..."), or is empty where it can do without.
+// It does no I/O.
+func (c *Config) Validate(role, tokenNeeded string) []error {
 	var errs []error
 	bad := func(flag, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("--%s: %s", flag, fmt.Sprintf(format, args...)))
@@ -87,8 +88,12 @@ func (c *Config) Validate(tokenNeeded string) []error {
 	}
 	if !c.Insecure {
 		if c.Token != "" {
-			if _, err := pki.ParseToken(c.Token); err != nil {
+			if t, err := pki.ParseToken(c.Token); err != nil {
 				bad("token", "malformed: %v; get one with 'haagent token generate', or 'haagent token show' on a running master", err)
+			} else if role == "master" && t.Kind == pki.KindAgent {
+				bad("token", "this is the agent token; masters take the server token from 'haagent token show' on a master")
+			} else if role != "master" && t.Kind == pki.KindServer {
+				bad("token", "this is the server token; minions and lbs take the agent token from 'haagent token show' on a master")
 			}
 		} else if tokenNeeded != "" {
 			bad("token", "required %s", tokenNeeded)

@@ -1,7 +1,11 @@
 package node
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -136,15 +140,44 @@ func (n *Node) RenewCredentials(ctx context.Context, c Credentials) error {
 	}
 }
 
+// NodeSecretFile holds a minion's or lb's random node secret, relative to the root:
+// the masters bind the node's name to it at the first join. It outlives 'haagent
+// reset', so that a reset node may join again with its name.
+const NodeSecretFile = "var/lib/haagent/node-secret"
+
+// Renewal names the client certificate, relative to the root, with which a joined
+// node renews instead of presenting its token.
+type Renewal struct {
+	Cert, Key string
+}
+
 // JoinVia is a Credentials.Get that asks each of servers (host:port) in turn for the
-// node's files, with the token.
-func (n *Node) JoinVia(servers []string, token pki.Token, req join.Request) func(context.Context) ([]files.File, error) {
+// node's files. A node that holds an unexpired renew certificate proves itself with it;
+// else it sends the token and, unless a master, its node secret, which it keeps once
+// the join has succeeded.
+func (n *Node) JoinVia(servers []string, token pki.Token, req join.Request, renew *Renewal) func(context.Context) ([]files.File, error) {
 	return func(ctx context.Context) ([]files.File, error) {
+		cert := n.renewCert(renew)
+		var secretFile *files.File
+		if cert == nil && req.Role != "master" {
+			f, err := n.nodeSecret()
+			if err != nil {
+				return nil, err
+			}
+			req.NodeSecret, secretFile = string(bytes.TrimSpace(f.Data)), &f
+		}
 		err := errors.New("no join service to ask")
 		for _, srv := range servers {
 			var fs []files.File
-			if fs, _, err = join.Fetch(ctx, srv, token, req); err == nil {
-				n.lg.Info("[certificates] joined: a join service issued this node's certificates", "via", srv)
+			if fs, _, err = join.Fetch(ctx, srv, token, cert, req); err == nil {
+				how := "the token"
+				if cert != nil {
+					how = "this node's client certificate"
+				}
+				n.lg.Info("[certificates] joined: a join service issued this node's certificates", "via", srv, "with", how)
+				if secretFile != nil {
+					fs = append(fs, *secretFile)
+				}
 				return fs, nil
 			}
 			if errors.Is(err, join.ErrForbidden) || errors.Is(err, pki.ErrCAMismatch) {
@@ -154,6 +187,39 @@ func (n *Node) JoinVia(servers []string, token pki.Token, req join.Request) func
 		}
 		return nil, fmt.Errorf("no join service answered on %s: %w", strings.Join(servers, ", "), err)
 	}
+}
+
+// renewCert is the node's client certificate while it is valid, or nil: a node whose
+// certificate expired joins again with the token.
+func (n *Node) renewCert(r *Renewal) *tls.Certificate {
+	if r == nil {
+		return nil
+	}
+	c, err := tls.LoadX509KeyPair(filepath.Join(n.cfg.Root, r.Cert), filepath.Join(n.cfg.Root, r.Key))
+	if err != nil || c.Leaf == nil || time.Now().After(c.Leaf.NotAfter) {
+		return nil
+	}
+	return &c
+}
+
+// nodeSecret returns the node's secret file as it is on disk, or a new one to be
+// written with the certificates once a join succeeds: a refused join writes nothing.
+func (n *Node) nodeSecret() (files.File, error) {
+	f := files.File{Path: NodeSecretFile, Mode: 0o600}
+	b, err := os.ReadFile(filepath.Join(n.cfg.Root, NodeSecretFile))
+	if err == nil {
+		f.Data = b
+		return f, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return f, fmt.Errorf("node secret: %w", err)
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return f, fmt.Errorf("node secret: %w", err)
+	}
+	f.Data = []byte(hex.EncodeToString(raw) + "\n")
+	return f, nil
 }
 
 // WriteCredentials writes a node's certificate files under root, keys readable by

@@ -35,7 +35,7 @@ func testConfig(t *testing.T) *Config {
 }
 
 func TestValidate(t *testing.T) {
-	token, err := pki.GenerateToken()
+	token, err := pki.GenerateToken(pki.KindServer)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,6 +50,8 @@ func TestValidate(t *testing.T) {
 		{"token needed but insecure", func(c *Config) { c.Insecure = true }, "for the test", nil},
 		{"token given", func(c *Config) { c.Token = token.String() }, "for the test", nil},
 		{"malformed token", func(c *Config) { c.Token = "short" }, "", []string{"--token: malformed"}},
+		{"the server token on a master", func(c *Config) { c.Token = token.String() }, "", nil},
+		{"an agent token on a master", func(c *Config) { c.Token = "agent:" + token.Secret }, "", []string{"--token: this is the agent token; masters take the server token"}},
 		{"all at once", func(c *Config) {
 			c.Name, c.JoinPort, c.Root, c.StatusAddress, c.Systemd = "", 0, "rel", "9110", "maybe"
 		}, "", []string{"--name:", "--join-port: 0", `--root: "rel"`, `--status-address: "9110"`, `--systemd: "maybe"`}},
@@ -58,7 +60,7 @@ func TestValidate(t *testing.T) {
 			c := NewConfig()
 			c.Name = "n1"
 			tt.mod(&c)
-			errs := c.Validate(tt.tokenNeeded)
+			errs := c.Validate("master", tt.tokenNeeded)
 			if len(errs) != len(tt.want) {
 				t.Fatalf("Validate = %v; want %d errors", errs, len(tt.want))
 			}
@@ -68,6 +70,15 @@ func TestValidate(t *testing.T) {
 				}
 			}
 		})
+	}
+	for _, role := range []string{"minion", "lb"} {
+		c := NewConfig()
+		c.Name, c.Token = "n1", token.String()
+		errs := c.Validate(role, "")
+		want := "--token: this is the server token; minions and lbs take the agent token from 'haagent token show' on a master"
+		if len(errs) != 1 || errs[0].Error() != want {
+			t.Errorf("%s with the server token: %v; want %q", role, errs, want)
+		}
 	}
 }
 

@@ -53,6 +53,10 @@ const (
 	ProxyKubeconfig             = "etc/kubernetes/proxy.kubeconfig"
 )
 
+// LBCommonName is the lb's identity: its health checks, and its renewals at the join
+// service.
+const LBCommonName = "haagent-lb"
+
 // Node says who a bundle is for.
 type Node struct {
 	// Role is lb, master or minion.
@@ -106,7 +110,7 @@ func Issue(sh *Shared, n Node, now time.Time) ([]files.File, error) {
 			Organization: []string{"system:nodes"}, Client: true})
 		b.kubeconfig(ProxyKubeconfig, n.APIServer, LeafSpec{CommonName: "system:kube-proxy", Client: true})
 	case "lb":
-		b.leaf(EtcdClientCert, EtcdClientKey, LeafSpec{CommonName: "haagent-lb", Client: true})
+		b.leaf(EtcdClientCert, EtcdClientKey, LeafSpec{CommonName: LBCommonName, Client: true})
 	default:
 		return nil, fmt.Errorf("no certificates for role %q", n.Role)
 	}

@@ -14,9 +14,14 @@ func TestParseToken(t *testing.T) {
 	tests := []struct {
 		in, wantErr string
 		pinned      bool
+		kind        Kind
 	}{
 		{in: "0123456789abcdef0123"},
 		{in: "K10" + hash + "::0123456789abcdef0123", pinned: true},
+		{in: "K10" + hash + "::server:0123456789abcdef0123", pinned: true, kind: KindServer},
+		{in: "K10" + hash + "::agent:0123456789abcdef0123", pinned: true, kind: KindAgent},
+		{in: "agent:0123456789abcdef0123", kind: KindAgent},
+		{in: "K10" + hash + "::root:0123456789abcdef0123", wantErr: "unknown token kind"},
 		{in: "K10::0123456789abcdef0123"},
 		{in: "short", wantErr: "at least 16"},
 		{in: "K10abc::0123456789abcdef0123", wantErr: "64 hex"},
@@ -34,6 +39,9 @@ func TestParseToken(t *testing.T) {
 			}
 			if err != nil {
 				t.Fatal(err)
+			}
+			if tok.Kind != tt.kind {
+				t.Fatalf("kind = %q, want %q", tok.Kind, tt.kind)
 			}
 			if (tok.CAHash != "") != tt.pinned {
 				t.Fatalf("pinned = %v, want %v", tok.CAHash != "", tt.pinned)
@@ -56,7 +64,7 @@ func TestPinAndSeal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, err := GenerateToken()
+	tok, err := GenerateToken(KindServer)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +89,7 @@ func TestPinAndSeal(t *testing.T) {
 	if err != nil || !back.CA.Cert.Equal(sh.CA.Cert) || string(back.SAKeyPEM) != string(sh.SAKeyPEM) {
 		t.Fatalf("open: %v", err)
 	}
-	wrong, _ := GenerateToken()
+	wrong, _ := GenerateToken(KindServer)
 	if _, err := OpenShared(wrong, sealed); err == nil {
 		t.Fatal("a wrong token opened the sealed CA")
 	}

@@ -12,16 +12,21 @@ type Shared struct {
 	CA       *CA
 	SAKeyPEM []byte
 	SAPubPEM []byte
+	// AgentToken is the minions' and lbs' token, unpinned; nil in a cluster built with
+	// one legacy token, until 'haagent token rotate --agent' sets it.
+	AgentToken *Token
 }
 
 // sharedDoc is the JSON sealed into etcd under SharedKey.
 type sharedDoc struct {
-	CACert   []byte `json:"caCert"`
-	CAKey    []byte `json:"caKey"`
-	SAKey    []byte `json:"saKey"`
-	SAPub    []byte `json:"saPub"`
-	Version  int    `json:"version"`
-	IssuedAt string `json:"issuedAt"`
+	CACert []byte `json:"caCert"`
+	CAKey  []byte `json:"caKey"`
+	SAKey  []byte `json:"saKey"`
+	SAPub  []byte `json:"saPub"`
+	// AgentSecret is the agent token's secret; "" while the cluster has none.
+	AgentSecret string `json:"agentSecret,omitempty"`
+	Version     int    `json:"version"`
+	IssuedAt    string `json:"issuedAt"`
 }
 
 // SharedKey is the etcd key holding the sealed shared material.
@@ -68,7 +73,11 @@ func LoadShared(root string) (*Shared, error) {
 
 // SealShared encrypts the shared material with the token, for etcd.
 func SealShared(t Token, sh *Shared) ([]byte, error) {
-	doc, err := json.Marshal(sharedDoc{CACert: sh.CA.CertPEM, CAKey: sh.CA.KeyPEM, SAKey: sh.SAKeyPEM, SAPub: sh.SAPubPEM, Version: 1})
+	d := sharedDoc{CACert: sh.CA.CertPEM, CAKey: sh.CA.KeyPEM, SAKey: sh.SAKeyPEM, SAPub: sh.SAPubPEM, Version: 1}
+	if sh.AgentToken != nil {
+		d.AgentSecret = sh.AgentToken.Secret
+	}
+	doc, err := json.Marshal(d)
 	if err != nil {
 		return nil, err
 	}
@@ -89,5 +98,9 @@ func OpenShared(t Token, sealed []byte) (*Shared, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Shared{CA: ca, SAKeyPEM: d.SAKey, SAPubPEM: d.SAPub}, nil
+	sh := &Shared{CA: ca, SAKeyPEM: d.SAKey, SAPubPEM: d.SAPub}
+	if d.AgentSecret != "" {
+		sh.AgentToken = &Token{Kind: KindAgent, Secret: d.AgentSecret}
+	}
+	return sh, nil
 }

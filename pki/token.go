@@ -13,26 +13,45 @@ import (
 // tokenPrefix marks a pinned token, as k3s's K10 does: K10<sha256 of the CA cert>::<secret>.
 const tokenPrefix = "K10"
 
+// Kind says what a token may obtain from the join service. It is part of the token's
+// text (server:<secret>, agent:<secret>), so that a token given to the wrong role is
+// caught when the flags are parsed, not after a round trip to a master.
+type Kind string
+
+const (
+	// KindLegacy is a token without a kind, from before there were two: while the
+	// cluster has no agent token it works for every role.
+	KindLegacy Kind = ""
+	// KindServer is the masters' token: it obtains the master bundle, CA key included,
+	// and its secret seals the shared material in etcd.
+	KindServer Kind = "server"
+	// KindAgent is the minions' and lbs' token: it obtains only the joining node's own
+	// certificates.
+	KindAgent Kind = "agent"
+)
+
 // minSecretLen keeps secrets long enough to resist guessing through the rate limit.
 const minSecretLen = 16
 
-// Token is the shared cluster secret, optionally pinned to the cluster CA.
+// Token is a cluster secret of one kind, optionally pinned to the cluster CA.
 type Token struct {
 	// CAHash is the hex SHA-256 of the CA certificate's DER, or "" when unpinned.
 	CAHash string
+	Kind   Kind
 	Secret string
 }
 
-// GenerateToken returns a new unpinned token with a 256-bit secret.
-func GenerateToken() (Token, error) {
+// GenerateToken returns a new unpinned token of kind k with a 256-bit secret.
+func GenerateToken(k Kind) (Token, error) {
 	b := make([]byte, 32)
 	if _, err := rand.Read(b); err != nil {
 		return Token{}, fmt.Errorf("generate token: %w", err)
 	}
-	return Token{Secret: hex.EncodeToString(b)}, nil
+	return Token{Kind: k, Secret: hex.EncodeToString(b)}, nil
 }
 
-// ParseToken accepts a bare secret or the pinned form K10<64 hex>::<secret>.
+// ParseToken accepts a secret, optionally preceded by its kind (server:, agent:) and
+// optionally pinned: K10<64 hex>::[kind:]<secret>. A secret with no kind is a legacy token.
 func ParseToken(s string) (Token, error) {
 	s = strings.TrimSpace(s)
 	var t Token
@@ -50,6 +69,14 @@ func ParseToken(s string) (Token, error) {
 	} else {
 		t = Token{Secret: s}
 	}
+	if kind, secret, ok := strings.Cut(t.Secret, ":"); ok {
+		switch Kind(kind) {
+		case KindServer, KindAgent:
+			t.Kind, t.Secret = Kind(kind), secret
+		default:
+			return Token{}, fmt.Errorf("unknown token kind %q: a token is [K10<sha256>::]server:<secret> or agent:<secret>", kind)
+		}
+	}
 	if len(t.Secret) < minSecretLen {
 		return Token{}, fmt.Errorf("the secret must be at least %d characters", minSecretLen)
 	}
@@ -61,17 +88,28 @@ func ParseToken(s string) (Token, error) {
 	return t, nil
 }
 
-// String is the token's text form: pinned when CAHash is known.
+// String is the token's text form: kind:secret, pinned when CAHash is known.
 func (t Token) String() string {
-	if t.CAHash == "" {
-		return t.Secret
+	s := t.Secret
+	if t.Kind != KindLegacy {
+		s = string(t.Kind) + ":" + s
 	}
-	return tokenPrefix + t.CAHash + "::" + t.Secret
+	if t.CAHash == "" {
+		return s
+	}
+	return tokenPrefix + t.CAHash + "::" + s
 }
 
 // Pinned returns t pinned to the CA certificate der.
 func (t Token) Pinned(caDER []byte) Token {
-	return Token{CAHash: CAHash(caDER), Secret: t.Secret}
+	t.CAHash = CAHash(caDER)
+	return t
+}
+
+// Unpinned returns t without its pin: the form a master keeps on disk.
+func (t Token) Unpinned() Token {
+	t.CAHash = ""
+	return t
 }
 
 // CAHash is the pin of a CA certificate.

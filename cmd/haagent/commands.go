@@ -56,9 +56,14 @@ func commands(a *agent, root **cobra.Command) []command {
 			{use: "save FILE", help: "save a snapshot of the local member into FILE", flags: snapshot.etcd.add, run: snapshot.save},
 			{use: "restore FILE", help: "restore FILE into a new --data-dir, with etcd's own snapshot library", flags: snapshot.restoreFlags, run: snapshot.restore},
 		}},
-		{use: "token", help: "make a new cluster token, or print this master's token pinned to the CA", sub: []command{
-			{use: "generate", help: "print a new cluster token", run: token.generate},
-			{use: "show", help: "print this master's token pinned to the cluster CA", flags: token.flags, run: token.show},
+		{use: "token", help: "make the cluster's server and agent tokens, print them, or rotate the agent token", sub: []command{
+			{use: "generate", help: "print a new server token and a new agent token", run: token.generate},
+			{use: "show", help: "print this master's server and agent tokens, pinned to the cluster CA", flags: token.showFlags, run: token.show},
+			{use: "rotate --agent", help: "replace the cluster's agent token; joined nodes keep renewing, new joins need the new one",
+				long: "Rotate makes a new agent token and stores it, sealed, in etcd, through the local member: every master's join service " +
+					"refuses the old one from then on. Nodes that have joined renew with their client certificates and need nothing. " +
+					"In a cluster built with one token, it is how the minions and lbs get a token of their own.",
+				flags: token.rotateFlags, run: token.rotate},
 		}},
 		{use: "certs", help: "list the certificates with their expiry, or renew them now", sub: []command{
 			{use: "check", help: "list the certificates with their expiry and renewal date", flags: certs.checkFlags, run: certs.check},

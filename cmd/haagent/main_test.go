@@ -261,7 +261,7 @@ func TestHelpOnEveryCommand(t *testing.T) {
 		"member remove":    {"NAME", "--endpoints", "--etcd-client-port"},
 		"snapshot save":    {"FILE", "--endpoints", "--root"},
 		"snapshot restore": {"FILE", "--data-dir", "--peers", "--cluster-token"},
-		"token":            {"generate", "show"},
+		"token":            {"generate", "show", "rotate"},
 		"token show":       {"--root"},
 		"certs check":      {"--root"},
 		"certs renew":      {"--peers", "--root", "--token"},

@@ -12,37 +12,53 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/haagent/haagent/files"
 	"github.com/haagent/haagent/pki"
 	"github.com/haagent/haagent/roles/master"
 )
 
-// tokenCmd is `haagent token generate|show`.
+// tokenCmd is `haagent token generate|show|rotate`.
 type tokenCmd struct {
-	root string
+	root  string
+	only  string // show: "server", "agent" or "" for both
+	agent bool   // rotate --agent
+	etcd  etcdClientFlags
 }
 
-func (t *tokenCmd) flags(fs *pflag.FlagSet) {
+func (t *tokenCmd) showFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&t.root, "root", master.DefaultRoot, "the master's --root")
+	fs.StringVar(&t.only, "kind", "", "print only the server or the agent token")
+}
+
+func (t *tokenCmd) rotateFlags(fs *pflag.FlagSet) {
+	t.etcd.add(fs)
+	fs.BoolVar(&t.agent, "agent", false, "rotate the agent token (the only one that rotates)")
 }
 
 func (t *tokenCmd) generate(ctx context.Context, w io.Writer, _ []string) error {
-	tok, err := pki.GenerateToken()
-	if err != nil {
-		return err
+	for _, k := range []pki.Kind{pki.KindServer, pki.KindAgent} {
+		tok, err := pki.GenerateToken(k)
+		if err != nil {
+			return err
+		}
+		if _, err := fmt.Fprintln(w, tok); err != nil {
+			return err
+		}
 	}
-	_, err = fmt.Fprintln(w, tok)
-	return err
+	return nil
 }
 
+// show prints the tokens, each on its own line and self-describing (K10...::server:,
+// K10...::agent:); a legacy cluster has one token and prints it alone.
 func (t *tokenCmd) show(ctx context.Context, w io.Writer, _ []string) error {
-	secret, err := os.ReadFile(filepath.Join(t.root, master.TokenFile))
+	if t.only != "" && t.only != string(pki.KindServer) && t.only != string(pki.KindAgent) {
+		return usageError{fmt.Errorf("--kind: %q is not server or agent", t.only)}
+	}
+	server, err := readToken(t.root, master.TokenFile)
 	if err != nil {
 		return fmt.Errorf("token show: %w; run it on a master (or pass that master's --root)", err)
-	}
-	tok, err := pki.ParseToken(string(secret))
-	if err != nil {
-		return fmt.Errorf("token show: %s: %w", master.TokenFile, err)
 	}
 	caPEM, err := os.ReadFile(filepath.Join(t.root, pki.CACert))
 	if err != nil {
@@ -52,7 +68,90 @@ func (t *tokenCmd) show(ctx context.Context, w io.Writer, _ []string) error {
 	if err != nil {
 		return fmt.Errorf("token show: %s: %w", pki.CACert, err)
 	}
-	_, err = fmt.Fprintln(w, tok.Pinned(ca.Raw))
+	agent, err := readToken(t.root, master.AgentTokenFile)
+	if errors.Is(err, os.ErrNotExist) {
+		if t.only == string(pki.KindAgent) {
+			return errors.New("token show: this cluster has no agent token yet; 'haagent token rotate --agent' makes one")
+		}
+		_, err = fmt.Fprintln(w, server.Pinned(ca.Raw))
+		return err
+	} else if err != nil {
+		return fmt.Errorf("token show: %w", err)
+	}
+	if t.only != string(pki.KindAgent) {
+		if _, err := fmt.Fprintln(w, server.Pinned(ca.Raw)); err != nil {
+			return err
+		}
+	}
+	if t.only != string(pki.KindServer) {
+		_, err = fmt.Fprintln(w, agent.Pinned(ca.Raw))
+	}
+	return err
+}
+
+func readToken(root, rel string) (pki.Token, error) {
+	b, err := os.ReadFile(filepath.Join(root, rel))
+	if err != nil {
+		return pki.Token{}, err
+	}
+	tok, err := pki.ParseToken(string(b))
+	if err != nil {
+		return pki.Token{}, fmt.Errorf("%s: %w", rel, err)
+	}
+	return tok, nil
+}
+
+// rotate stores a new agent token in the sealed shared doc, only if the doc is still
+// the one it read, so that two rotations at once can't lose the other's fields.
+func (t *tokenCmd) rotate(ctx context.Context, w io.Writer, _ []string) error {
+	if !t.agent {
+		return usageError{errors.New("--agent: required; only the agent token rotates (the server token seals the CA in etcd)")}
+	}
+	server, err := readToken(t.etcd.root, master.TokenFile)
+	if err != nil {
+		return fmt.Errorf("token rotate: %w; run it on a master (or pass that master's --root)", err)
+	}
+	cli, err := t.etcd.client()
+	if err != nil {
+		return fmt.Errorf("token rotate: %w", err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	resp, err := cli.Get(ctx, pki.SharedKey)
+	if err != nil {
+		return fmt.Errorf("token rotate: read %s: %w", pki.SharedKey, err)
+	}
+	if len(resp.Kvs) != 1 {
+		return fmt.Errorf("token rotate: no %s in etcd yet; start the masters first", pki.SharedKey)
+	}
+	sh, err := pki.OpenShared(server, resp.Kvs[0].Value)
+	if err != nil {
+		return fmt.Errorf("token rotate: %w", err)
+	}
+	agent, err := pki.GenerateToken(pki.KindAgent)
+	if err != nil {
+		return err
+	}
+	sh.AgentToken = &agent
+	sealed, err := pki.SealShared(server, sh)
+	if err != nil {
+		return fmt.Errorf("token rotate: %w", err)
+	}
+	txn, err := cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(pki.SharedKey), "=", resp.Kvs[0].ModRevision)).
+		Then(clientv3.OpPut(pki.SharedKey, string(sealed))).Commit()
+	if err != nil {
+		return fmt.Errorf("token rotate: store the new agent token: %w", err)
+	}
+	if !txn.Succeeded {
+		return fmt.Errorf("token rotate: %s changed while rotating; run it again", pki.SharedKey)
+	}
+	// The masters' watches write it too; writing it here makes 'token show' right at once.
+	if err := files.Atomic(filepath.Join(t.etcd.root, master.AgentTokenFile), []byte(agent.String()+"\n"), 0o600); err != nil {
+		return fmt.Errorf("token rotate: the new agent token is in etcd, but: %w", err)
+	}
+	_, err = fmt.Fprintln(w, agent.Pinned(sh.CA.Cert.Raw))
 	return err
 }
 

@@ -201,7 +201,7 @@ func (c *Config) Validate() error {
 	if c.Impl == ImplBuiltin {
 		tokenNeeded = "for the lb's health checks, which need a certificate; run 'haagent token show' on a master (or --insecure for a lab)"
 	}
-	errs = append(errs, c.Config.Validate(tokenNeeded)...)
+	errs = append(errs, c.Config.Validate("lb", tokenNeeded)...)
 	return errors.Join(errs...)
 }
 

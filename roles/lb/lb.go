@@ -134,7 +134,8 @@ func (l *LB) credentials() (node.Credentials, error) {
 	}
 	return node.Credentials{
 		Need: []string{pki.EtcdClientCert},
-		Get:  l.node.JoinVia(servers, token, join.Request{Role: "lb", Name: l.cfg.Name}),
+		Get: l.node.JoinVia(servers, token, join.Request{Role: "lb", Name: l.cfg.Name},
+			&node.Renewal{Cert: pki.EtcdClientCert, Key: pki.EtcdClientKey}),
 	}, nil
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/haagent/haagent/flannel"
 	"github.com/haagent/haagent/node"
 	"github.com/haagent/haagent/nodeconf"
+	"github.com/haagent/haagent/pki"
 )
 
 // Defaults for the master's flags.
@@ -51,6 +52,9 @@ type Config struct {
 	LB string
 	// ServiceClusterIPRange is the Kubernetes service range; its first IP is in the apiserver's SANs.
 	ServiceClusterIPRange string
+	// AgentToken is the agent token a new cluster starts with (pki.ParseToken form);
+	// empty makes one. The cluster's agent token lives sealed in etcd after that.
+	AgentToken string
 	// Args are the operator's flags for kube-apiserver, kube-controller-manager,
 	// kube-scheduler and flanneld.
 	Args node.ComponentArgs
@@ -96,6 +100,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.FlannelBackend, "flannel-backend", c.FlannelBackend, "flannel backend type: "+strings.Join(flannel.Backends, ", "))
 	fs.StringVar(&c.LB, "lb", c.LB, "the lb's address, for the masters' certificates and the admin kubeconfig")
 	fs.StringVar(&c.ServiceClusterIPRange, "service-cluster-ip-range", c.ServiceClusterIPRange, "Kubernetes service CIDR")
+	fs.StringVar(&c.AgentToken, "agent-token", c.AgentToken, "the agent token a new cluster starts with, for minions and lbs (default: the first master makes one); 'haagent token rotate --agent' changes it later")
 	c.Args.AddFlags(fs, nodeconf.ComponentAPIServer, nodeconf.ComponentControllerManager, nodeconf.ComponentScheduler, nodeconf.ComponentFlanneld)
 	c.Config.AddFlags(fs)
 }
@@ -198,10 +203,17 @@ func (c *Config) Validate() error {
 	}
 	tokenNeeded := ""
 	if len(peers) > 1 {
-		tokenNeeded = "for a cluster of several masters; run 'haagent token generate' once and give the same --token to every node (or --insecure for a lab)"
+		tokenNeeded = "for a cluster of several masters; run 'haagent token generate' once and give its server token as --token to every master (or --insecure for a lab)"
+	}
+	if c.AgentToken != "" && !c.Insecure {
+		if t, err := pki.ParseToken(c.AgentToken); err != nil {
+			bad("agent-token", "malformed: %v; get one with 'haagent token generate'", err)
+		} else if t.Kind == pki.KindServer {
+			bad("agent-token", "this is the server token; give the agent token from 'haagent token generate'")
+		}
 	}
 	errs = append(errs, c.Args.Validate()...)
-	errs = append(errs, c.Config.Validate(tokenNeeded)...)
+	errs = append(errs, c.Config.Validate("master", tokenNeeded)...)
 	return errors.Join(errs...)
 }
 

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -34,6 +35,8 @@ type Master struct {
 	node   *node.Node
 	member *etcdmember.Server
 	reg    prometheus.Gatherer
+	// agent is the agent token the join service checks; nil until read from etcd.
+	agent atomic.Pointer[agentState]
 }
 
 // New prepares a master from a validated config; it starts nothing.
@@ -121,6 +124,7 @@ func (m *Master) start(ctx context.Context, g *errgroup.Group) error {
 		}); err != nil {
 			return fmt.Errorf("[ca] %w", err)
 		}
+		g.Go(func() error { return m.watchAgentToken(ctx, token) })
 	}
 
 	// [flannel] Seed flannel's network config, once per cluster.

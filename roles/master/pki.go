@@ -2,6 +2,7 @@ package master
 
 import (
 	"context"
+	"crypto/subtle"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -23,8 +24,20 @@ import (
 	"github.com/haagent/haagent/pki"
 )
 
-// TokenFile holds the token a master runs with, relative to --root.
+// TokenFile holds the server token a master runs with, relative to --root.
 const TokenFile = "var/lib/haagent/token"
+
+// AgentTokenFile holds the cluster's agent token as this master last read it from etcd,
+// relative to --root, for 'haagent token show'; absent while the cluster has none.
+const AgentTokenFile = "var/lib/haagent/agent-token"
+
+// NodesPrefix is where masters keep, per minion or lb name, the hash of the node secret
+// of the node that first joined with it.
+const NodesPrefix = "/haagent/nodes/"
+
+// agentState is the cluster's agent token as this master knows it: tok is nil in a
+// legacy cluster, which has none.
+type agentState struct{ tok *pki.Token }
 
 // TLSFiles are the etcd certificate paths under the root.
 func (c *Config) TLSFiles() *etcdmember.TLSFiles {
@@ -63,17 +76,17 @@ func (m *Master) loadOrCreateToken() (pki.Token, error) {
 		if err != nil {
 			return pki.Token{}, err
 		}
-		return t, files.Atomic(path, []byte(t.Secret+"\n"), 0o600)
+		return t, files.Atomic(path, []byte(t.Unpinned().String()+"\n"), 0o600)
 	}
 	if b, err := os.ReadFile(path); err == nil {
 		return pki.ParseToken(string(b))
 	}
-	t, err := pki.GenerateToken()
+	t, err := pki.GenerateToken(pki.KindServer)
 	if err != nil {
 		return pki.Token{}, err
 	}
-	m.lg.Warn("no --token given: generated one for this single master; 'haagent token show' prints it for the nodes", "file", path)
-	return t, files.Atomic(path, []byte(t.Secret+"\n"), 0o600)
+	m.lg.Warn("no --token given: generated a server token for this single master; 'haagent token show' prints the tokens for the nodes", "file", path)
+	return t, files.Atomic(path, []byte(t.String()+"\n"), 0o600)
 }
 
 // certificates loads or makes the token, then makes sure this master holds the cluster
@@ -121,7 +134,7 @@ func (m *Master) credentials(token pki.Token) (node.Credentials, error) {
 	first := peers[0].Name == m.cfg.Name
 	hasData := wal.Exist(filepath.Join(m.cfg.DataDir, "member", "wal"))
 	mayCreate := first && token.CAHash == "" && !hasData
-	fetch := m.node.JoinVia(servers, token, join.Request{Role: "master", Name: m.cfg.Name, Hosts: []string{m.cfg.AdvertiseAddress}})
+	fetch := m.node.JoinVia(servers, token, join.Request{Role: "master", Name: m.cfg.Name, Hosts: []string{m.cfg.AdvertiseAddress}}, nil)
 	return node.Credentials{
 		Need: []string{pki.EtcdPeerCert},
 		Get: func(ctx context.Context) ([]files.File, error) {
@@ -152,7 +165,8 @@ func (m *Master) credentials(token pki.Token) (node.Credentials, error) {
 func (m *Master) serveJoin(ctx context.Context, g *errgroup.Group, token pki.Token, shared *pki.Shared) error {
 	js, err := join.Listen(join.ServerConfig{
 		Address: net.JoinHostPort(m.cfg.ListenAddress, strconv.Itoa(m.cfg.JoinPort)),
-		Token:   token, CACert: shared.CA.CertPEM, GetCertificate: m.servingCert,
+		Token:   token, AgentToken: m.agentToken, Bind: m.bindNode,
+		CACert: shared.CA.CertPEM, GetCertificate: m.servingCert,
 		Issue: m.issuer(shared), Logger: m.lg.With("component", "join"),
 	})
 	if err != nil {
@@ -186,8 +200,17 @@ func (m *Master) servingCert(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 }
 
 // syncShared stores the sealed CA and service-account keys in etcd once, and checks
-// that what is stored is our CA.
+// that what is stored is our CA. The master that stores them first gives a cluster
+// whose server token has a kind an agent token too (--agent-token, or a new one); a
+// cluster made with one legacy token gets none until 'haagent token rotate --agent'.
 func (m *Master) syncShared(ctx context.Context, kv clientv3.KV, token pki.Token, sh *pki.Shared) error {
+	if sh.AgentToken == nil {
+		agent, err := m.newAgentToken(token)
+		if err != nil {
+			return err
+		}
+		sh.AgentToken = agent
+	}
 	sealed, err := pki.SealShared(token, sh)
 	if err != nil {
 		return err
@@ -200,8 +223,8 @@ func (m *Master) syncShared(ctx context.Context, kv clientv3.KV, token pki.Token
 		return fmt.Errorf("store the sealed CA in etcd: %w", err)
 	}
 	if resp.Succeeded {
-		m.lg.Info("[ca] stored the sealed CA and service-account keys in etcd", "key", pki.SharedKey)
-		return nil
+		m.lg.Info("[ca] stored the sealed CA and service-account keys in etcd", "key", pki.SharedKey, "agent-token", sh.AgentToken != nil)
+		return m.setAgent(sh.AgentToken)
 	}
 	stored, err := pki.OpenShared(token, resp.Responses[0].GetResponseRange().Kvs[0].Value)
 	if err != nil {
@@ -210,7 +233,129 @@ func (m *Master) syncShared(ctx context.Context, kv clientv3.KV, token pki.Token
 	if !stored.CA.Cert.Equal(sh.CA.Cert) {
 		return fmt.Errorf("%w: the CA stored in etcd differs from the one on this master", pki.ErrCAMismatch)
 	}
+	if m.cfg.AgentToken != "" && (stored.AgentToken == nil || !stored.AgentToken.SecretEqual(sh.AgentToken.Secret)) {
+		m.lg.Warn("[ca] --agent-token differs from the cluster's agent token, which is kept; 'haagent token rotate --agent' changes it")
+	}
+	return m.setAgent(stored.AgentToken)
+}
+
+// newAgentToken is the agent token a new cluster starts with: --agent-token, a new one,
+// or none for a cluster made with one legacy token.
+func (m *Master) newAgentToken(server pki.Token) (*pki.Token, error) {
+	if m.cfg.AgentToken != "" {
+		t, err := pki.ParseToken(m.cfg.AgentToken)
+		if err != nil {
+			return nil, fmt.Errorf("--agent-token: %w", err)
+		}
+		t = t.Unpinned()
+		t.Kind = pki.KindAgent
+		return &t, nil
+	}
+	if server.Kind == pki.KindLegacy {
+		return nil, nil
+	}
+	t, err := pki.GenerateToken(pki.KindAgent)
+	return &t, err
+}
+
+// setAgent makes tok the agent token the join service checks, and keeps it in
+// AgentTokenFile for 'haagent token show'.
+func (m *Master) setAgent(tok *pki.Token) error {
+	path := filepath.Join(m.cfg.Root, AgentTokenFile)
+	var err error
+	if tok == nil {
+		if err = os.Remove(path); errors.Is(err, os.ErrNotExist) {
+			err = nil
+		}
+	} else {
+		err = files.Atomic(path, []byte(tok.String()+"\n"), 0o600)
+	}
+	if prev := m.agent.Swap(&agentState{tok: tok}); prev != nil && tok != nil && (prev.tok == nil || !prev.tok.SecretEqual(tok.Secret)) {
+		m.lg.Info("[join] the agent token changed: joins with the previous one are refused from now on")
+	}
+	if err != nil {
+		return fmt.Errorf("keep the agent token: %w", err)
+	}
 	return nil
+}
+
+// agentToken is join.ServerConfig.AgentToken.
+func (m *Master) agentToken() (*pki.Token, bool) {
+	st := m.agent.Load()
+	if st == nil {
+		return nil, false
+	}
+	return st.tok, true
+}
+
+// watchAgentToken follows the sealed shared doc in etcd, so that an agent token that
+// 'haagent token rotate --agent' stores on any master applies to this master's join
+// service at once. A broken watch (compaction, a lost leader) starts over from a read.
+func (m *Master) watchAgentToken(ctx context.Context, token pki.Token) error {
+	cli := m.member.Client()
+	apply := func(value []byte) {
+		sh, err := pki.OpenShared(token, value)
+		if err == nil {
+			err = m.setAgent(sh.AgentToken)
+		}
+		if err != nil {
+			m.lg.Error("[join] could not read the agent token from etcd", "err", err)
+		}
+	}
+	for ctx.Err() == nil {
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		resp, err := cli.Get(rctx, pki.SharedKey)
+		cancel()
+		if err == nil {
+			if len(resp.Kvs) == 1 {
+				apply(resp.Kvs[0].Value)
+			}
+			wctx, stop := context.WithCancel(clientv3.WithRequireLeader(ctx))
+			for wr := range cli.Watch(wctx, pki.SharedKey, clientv3.WithRev(resp.Header.Revision+1)) {
+				if wr.Err() != nil {
+					break
+				}
+				for _, ev := range wr.Events {
+					if ev.Type == clientv3.EventTypePut {
+						apply(ev.Kv.Value)
+					}
+				}
+			}
+			stop()
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second): // paces the reads while etcd has no leader
+		}
+	}
+	return nil
+}
+
+// bindNode is join.ServerConfig.Bind: the first node to join with a name keeps it.
+func (m *Master) bindNode(ctx context.Context, name, secretHash string) error {
+	cli := m.member.Client()
+	if cli == nil {
+		return errors.New("etcd is not ready")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	key := NodesPrefix + name
+	resp, err := cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, secretHash)).
+		Else(clientv3.OpGet(key)).Commit()
+	if err != nil {
+		return fmt.Errorf("bind the node name %s: %w", name, err)
+	}
+	if resp.Succeeded {
+		m.lg.Info("[join] bound a node name to its node secret", "node", name, "key", key)
+		return nil
+	}
+	kvs := resp.Responses[0].GetResponseRange().Kvs
+	if len(kvs) == 1 && subtle.ConstantTimeCompare(kvs[0].Value, []byte(secretHash)) == 1 {
+		return nil
+	}
+	return join.ErrNameTaken
 }
 
 // Reissue issues every certificate of a master from the CA it holds, now, and writes

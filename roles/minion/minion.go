@@ -196,7 +196,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("--images-dir: %q must be an absolute path", c.ImagesDir))
 	}
 	errs = append(errs, c.Args.Validate()...)
-	errs = append(errs, c.Config.Validate("to join; run 'haagent token show' on a master and pass it here")...)
+	errs = append(errs, c.Config.Validate("minion", "to join; run 'haagent token show' on a master and pass it here")...)
 	return errors.Join(errs...)
 }
 
@@ -387,7 +387,8 @@ func (m *Minion) credentials() (node.Credentials, error) {
 	server := net.JoinHostPort(m.cfg.LB, strconv.Itoa(m.cfg.JoinPort))
 	return node.Credentials{
 		Need: joinFiles,
-		Get:  m.node.JoinVia([]string{server}, token, join.Request{Role: "minion", Name: m.cfg.Name, Hosts: hosts}),
+		Get: m.node.JoinVia([]string{server}, token, join.Request{Role: "minion", Name: m.cfg.Name, Hosts: hosts},
+			&node.Renewal{Cert: pki.KubeletClientCert, Key: pki.KubeletClientKey}),
 	}, nil
 }
 

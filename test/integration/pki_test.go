@@ -163,6 +163,11 @@ func TestSecureClusterWithTokenJoin(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(root, pki.CAKey)); err == nil {
 			t.Fatal("the minion received the CA key")
 		}
+		// A cluster made with one token has no agent token: the single token still joins
+		// a minion, with a warning.
+		if !strings.Contains(m2.Logs(), "joined with the single legacy token") {
+			t.Fatal("m2 did not warn about the legacy token")
+		}
 		kc, _ := os.ReadFile(filepath.Join(root, pki.KubeletKubeconfig))
 		if !strings.Contains(string(kc), "server: https://127.0.0.10:6443") {
 			t.Fatal("the kubelet kubeconfig does not point at the lb")

@@ -190,7 +190,8 @@ func TestGoldenImage(t *testing.T) {
 		}
 		copies = append(copies, h)
 	}
-	token := strings.TrimSpace(run(t, filepath.Join(bake.Root, "usr/bin/haagent"), "token", "generate"))
+	// The first line is the server token, the one masters take.
+	token := strings.Fields(run(t, filepath.Join(bake.Root, "usr/bin/haagent"), "token", "generate"))[0]
 	var peers []string
 	for _, h := range copies {
 		peers = append(peers, fmt.Sprintf("%s=http://%s:2380", h.Name, h.IP))

@@ -260,7 +260,7 @@ func (l *Lab) Install(ctx context.Context, cfg Config) error {
 		return err
 	}
 	if l.Token == "" {
-		tok, err := pki.GenerateToken()
+		tok, err := pki.GenerateToken(pki.KindServer)
 		if err != nil {
 			return err
 		}

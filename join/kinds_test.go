@@ -1,0 +1,237 @@
+package join
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/haagent/haagent/files"
+	"github.com/haagent/haagent/pki"
+)
+
+// names is an in-memory Bind, as the masters' etcd keys under /haagent/nodes/ are.
+type names struct {
+	mu sync.Mutex // guards the fields below
+	m  map[string]string
+}
+
+func (n *names) bind(_ context.Context, name, hash string) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if old, ok := n.m[name]; ok && old != hash {
+		return ErrNameTaken
+	}
+	n.m[name] = hash
+	return nil
+}
+
+const (
+	secretA = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	secretB = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+)
+
+func TestTokenKinds(t *testing.T) {
+	server, _ := pki.GenerateToken(pki.KindServer)
+	agent, _ := pki.GenerateToken(pki.KindAgent)
+	var current atomic.Pointer[pki.Token]
+	current.Store(&agent)
+	var log bytes.Buffer
+	var logMu sync.Mutex
+	addr, sh := startServerWith(t, server, func(c *ServerConfig) {
+		c.AgentToken = func() (*pki.Token, bool) { return current.Load(), true }
+		c.Bind = (&names{m: map[string]string{}}).bind
+		c.FailureBudget = 100
+		c.Logger = slog.New(slog.NewTextHandler(lockedWriter{&logMu, &log}, nil))
+	})
+	ctx := context.Background()
+	minion := Request{Role: "minion", Name: "minion1", Hosts: []string{"10.0.0.31"}, NodeSecret: secretA}
+
+	var joined []files.File
+	t.Run("the agent token joins a minion with its own identity only", func(t *testing.T) {
+		fs, _, err := Fetch(ctx, addr, agent, nil, minion)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range fs {
+			if f.Path == pki.CAKey || f.Path == pki.SAKey {
+				t.Fatalf("a minion received %s", f.Path)
+			}
+		}
+		joined = fs
+	})
+	refused := []struct {
+		name   string
+		tok    pki.Token
+		req    Request
+		reason string
+	}{
+		{"the agent token asking for the master bundle", agent, Request{Role: "master", Name: "m9"}, "can't obtain a master's certificates"},
+		{"another node with a taken name", agent, Request{Role: "minion", Name: "minion1", NodeSecret: secretB}, "belongs to another node"},
+		{"the server token for a minion once an agent token exists", server, Request{Role: "minion", Name: "minion2", NodeSecret: secretB}, "this is the server token"},
+		{"an agent token without a node secret", agent, Request{Role: "lb", Name: "lb1"}, "must send its node secret"},
+		{"a malformed name", agent, Request{Role: "minion", Name: "../etc", NodeSecret: secretB}, "is not a DNS name"},
+	}
+	for _, tt := range refused {
+		t.Run(tt.name, func(t *testing.T) {
+			_, _, err := Fetch(ctx, addr, tt.tok, nil, tt.req)
+			if !errors.Is(err, ErrForbidden) || !strings.Contains(err.Error(), tt.reason) {
+				t.Fatalf("err = %v, want forbidden: %s", err, tt.reason)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Fatalf("reason is more than one line: %q", err)
+			}
+			logMu.Lock()
+			defer logMu.Unlock()
+			if !strings.Contains(log.String(), "join refused: ") || !strings.Contains(log.String(), tt.reason) {
+				t.Fatalf("the refusal was not logged:\n%s", log.String())
+			}
+		})
+	}
+	t.Run("the server token still joins a master", func(t *testing.T) {
+		fs, _, err := Fetch(ctx, addr, server, nil, Request{Role: "master", Name: "m2", Hosts: []string{"127.0.0.1"}})
+		if err != nil || !hasPath(fs, pki.CAKey) {
+			t.Fatalf("err = %v, or no CA key in the master bundle", err)
+		}
+	})
+
+	rotated, _ := pki.GenerateToken(pki.KindAgent)
+	current.Store(&rotated)
+	t.Run("after rotation the old agent token is refused", func(t *testing.T) {
+		_, _, err := Fetch(ctx, addr, agent, nil, Request{Role: "minion", Name: "minion3", NodeSecret: secretB})
+		if !errors.Is(err, ErrForbidden) || !strings.Contains(err.Error(), "wrong token") {
+			t.Fatalf("err = %v, want wrong token", err)
+		}
+	})
+	t.Run("after rotation a joined minion renews with its client certificate, without a token", func(t *testing.T) {
+		cert := clientCert(t, joined, pki.KubeletClientCert, pki.KubeletClientKey)
+		fs, _, err := Fetch(ctx, addr, agent, &cert, Request{Role: "minion", Name: "minion1", Hosts: []string{"10.0.0.31"}})
+		if err != nil || !hasPath(fs, pki.KubeletKubeconfig) {
+			t.Fatalf("renewal: %v", err)
+		}
+		// Its certificate is its own name's only.
+		_, _, err = Fetch(ctx, addr, agent, &cert, Request{Role: "minion", Name: "minion2"})
+		if !errors.Is(err, ErrForbidden) || !strings.Contains(err.Error(), "can't renew minion minion2") {
+			t.Fatalf("renewing another name: err = %v", err)
+		}
+		_, _, err = Fetch(ctx, addr, agent, &cert, Request{Role: "master", Name: "minion1"})
+		if !errors.Is(err, ErrForbidden) {
+			t.Fatalf("renewing as a master: err = %v", err)
+		}
+	})
+	t.Run("a certificate from another CA is refused at the handshake", func(t *testing.T) {
+		other, _ := pki.NewShared(sh.CA.Cert.NotBefore)
+		fs, err := pki.Issue(other, pki.Node{Role: "minion", Name: "minion1", APIServer: "https://127.0.0.1:6443"}, sh.CA.Cert.NotBefore)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert := clientCert(t, fs, pki.KubeletClientCert, pki.KubeletClientKey)
+		if _, _, err := Fetch(ctx, addr, agent, &cert, Request{Role: "minion", Name: "minion1"}); err == nil {
+			t.Fatal("a certificate of another CA renewed")
+		}
+	})
+}
+
+func TestLegacyTokenJoinsEveryRole(t *testing.T) {
+	legacy := pki.Token{Secret: "a-legacy-cluster-token-0123456789"}
+	addr, _ := startServerWith(t, legacy, func(c *ServerConfig) {
+		c.AgentToken = func() (*pki.Token, bool) { return nil, true }
+		c.Bind = (&names{m: map[string]string{}}).bind
+	})
+	for _, req := range []Request{
+		{Role: "minion", Name: "minion1", NodeSecret: secretA},
+		{Role: "lb", Name: "lb1", NodeSecret: secretA},
+		{Role: "master", Name: "m2"},
+	} {
+		if _, _, err := Fetch(context.Background(), addr, legacy, nil, req); err != nil {
+			t.Errorf("%s with the legacy token: %v", req.Role, err)
+		}
+	}
+}
+
+func TestParseRequest(t *testing.T) {
+	for _, tt := range []struct {
+		body string
+		ok   bool
+	}{
+		{`{"role":"minion","name":"minion1","hosts":["10.0.0.1","n1.example"],"nodeSecret":"` + secretA + `"}`, true},
+		{`{"role":"master","name":"m1"}`, true},
+		{`{"role":"root","name":"m1"}`, false},
+		{`{"role":"minion","name":"Minion1"}`, false},
+		{`{"role":"minion","name":"m1","hosts":["bad host"]}`, false},
+		{`{"role":"minion","name":"m1","nodeSecret":"short"}`, false},
+		{`{"role":"minion","name":"m1","extra":1}`, false},
+		{`{"role":"minion","name":"m1"}{}`, false},
+		{`[]`, false},
+		{``, false},
+	} {
+		_, err := ParseRequest([]byte(tt.body))
+		if (err == nil) != tt.ok {
+			t.Errorf("ParseRequest(%s) = %v, want ok=%v", tt.body, err, tt.ok)
+		}
+	}
+}
+
+// FuzzJoinRequest: whatever a client sends, parsing neither panics nor accepts a
+// request that could put a path or a bad name into a certificate.
+func FuzzJoinRequest(f *testing.F) {
+	f.Add([]byte(`{"role":"minion","name":"minion1","hosts":["10.0.0.1"],"nodeSecret":"` + secretA + `"}`))
+	f.Add([]byte(`{"role":"lb","name":"lb1"}`))
+	f.Add([]byte(`{"role":"master","name":"m1","hosts":["::1","a.b"]}`))
+	f.Add([]byte(`{"role":"minion","name":"a\u0000b"}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		req, err := ParseRequest(body)
+		if err != nil {
+			if strings.Contains(err.Error(), "\n") {
+				t.Fatalf("a reason of more than one line: %q", err)
+			}
+			return
+		}
+		if !validDNSName(req.Name) || strings.ContainsAny(req.Name, "/:\x00") || len(req.Hosts) > maxHosts {
+			t.Fatalf("accepted %+v", req)
+		}
+	})
+}
+
+func hasPath(fs []files.File, p string) bool {
+	for _, f := range fs {
+		if f.Path == p {
+			return true
+		}
+	}
+	return false
+}
+
+func clientCert(t *testing.T, fs []files.File, certPath, keyPath string) tls.Certificate {
+	t.Helper()
+	var c, k []byte
+	for _, f := range fs {
+		switch f.Path {
+		case certPath:
+			c = f.Data
+		case keyPath:
+			k = f.Data
+		}
+	}
+	cert, err := tls.X509KeyPair(c, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}

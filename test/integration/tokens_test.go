@@ -1,0 +1,188 @@
+package integration
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/haagent/haagent/join"
+	"github.com/haagent/haagent/node"
+	"github.com/haagent/haagent/pki"
+	"github.com/haagent/haagent/roles/master"
+	"github.com/haagent/haagent/test/await"
+	"github.com/haagent/haagent/test/procs"
+)
+
+// serverToken is the server token of TestAgentToken's cluster: having a kind makes it a
+// new-style cluster, whose first master makes an agent token.
+const serverToken = "server:haagent-integration-test-0123456789"
+
+// runNamedMinion is runMinion with a name of the test's choosing.
+func runNamedMinion(t *testing.T, name, root, joinHost, token string) (code int, out string) {
+	t.Helper()
+	m := procs.NewMinion(bin, procs.MinionConfig{Name: name, IP: "127.0.0.31", LB: joinHost, Token: token, Root: root})
+	if err := m.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if m.WaitReady(procs.ReadyTimeout) == nil {
+		_ = m.Signal(syscall.SIGINT)
+	}
+	code, err := m.Wait(20 * time.Second)
+	if err != nil {
+		_ = m.Kill()
+		t.Fatalf("minion %s did not stop: %v\n%s", name, err, m.Logs())
+	}
+	return code, m.Logs()
+}
+
+// tokenShow is `haagent token show` on a master: the server and the agent token.
+func tokenShow(t *testing.T, m *procs.Master) (server, agent string) {
+	t.Helper()
+	out, err := exec.Command(bin, "token", "show", "--root="+m.Root).Output()
+	if err != nil {
+		t.Fatalf("token show: %v", err)
+	}
+	lines := strings.Fields(string(out))
+	if len(lines) != 2 || !strings.Contains(lines[0], "::server:") || !strings.Contains(lines[1], "::agent:") {
+		t.Fatalf("token show = %q, want a pinned server and a pinned agent token", out)
+	}
+	return lines[0], lines[1]
+}
+
+// requireNothingWritten fails if a refused node wrote anything under root.
+func requireNothingWritten(t *testing.T, root string) {
+	t.Helper()
+	for _, p := range []string{"etc/kubernetes", node.NodeSecretFile} {
+		if _, err := os.Stat(filepath.Join(root, p)); err == nil {
+			t.Errorf("a refused node wrote %s", p)
+		}
+	}
+}
+
+func TestAgentToken(t *testing.T) {
+	c := procs.NewCluster(bin, t.TempDir(), 3)
+	c.Secure(serverToken)
+	t.Cleanup(func() {
+		c.StopAll()
+		if t.Failed() {
+			for _, m := range c.Masters {
+				t.Logf("--- log of %s ---\n%s", m.Name, m.LogTail(40))
+			}
+		}
+	})
+	startReady(t, c)
+	m1, m2 := c.Masters[0], c.Masters[1]
+	server, agent := tokenShow(t, m1)
+	if s2, a2 := tokenShow(t, m2); s2 != server || a2 != agent {
+		t.Fatalf("m2 shows other tokens than m1:\n%s\n%s", s2, a2)
+	}
+	joined := t.TempDir()
+
+	t.Run("the server token on a minion is refused at parse", func(t *testing.T) {
+		root := t.TempDir()
+		out, err := exec.Command(bin, "--role=minion", "--lb="+m2.IP, "--token="+server, "--root="+root).CombinedOutput()
+		want := "--token: this is the server token; minions and lbs take the agent token from 'haagent token show' on a master"
+		if exitOf(err) != 2 || strings.TrimSpace(string(out)) != "haagent: "+want {
+			t.Fatalf("exit %d, %q; want exit 2 and %q", exitOf(err), out, want)
+		}
+		requireNothingWritten(t, root)
+	})
+	t.Run("the agent token on a master is refused at parse", func(t *testing.T) {
+		out, err := exec.Command(bin, "--role=master", "--name=m9", "--token="+agent, "--data-dir="+t.TempDir()).CombinedOutput()
+		if exitOf(err) != 2 || !strings.Contains(string(out), "--token: this is the agent token") || strings.Count(strings.TrimSpace(string(out)), "\n") != 0 {
+			t.Fatalf("exit %d, %q; want exit 2 and one line about the agent token", exitOf(err), out)
+		}
+	})
+	t.Run("the agent token joins a minion", func(t *testing.T) {
+		if code, log := runNamedMinion(t, "minion1", joined, m2.IP, agent); code != 0 {
+			t.Fatalf("minion exit %d:\n%s", code, log)
+		}
+		for _, p := range []string{pki.CAKey, pki.SAKey, pki.AdminKubeconfig} {
+			if _, err := os.Stat(filepath.Join(joined, p)); err == nil {
+				t.Errorf("the minion received %s", p)
+			}
+		}
+		if _, err := os.Stat(filepath.Join(joined, node.NodeSecretFile)); err != nil {
+			t.Errorf("the minion kept no node secret: %v", err)
+		}
+	})
+	t.Run("the agent token asking for the master bundle gets 403", func(t *testing.T) {
+		tok, _ := pki.ParseToken(agent)
+		_, _, err := join.Fetch(context.Background(), m1.IP+":9345", tok, nil, join.Request{Role: "master", Name: "m1"})
+		if !errors.Is(err, join.ErrForbidden) || !strings.Contains(err.Error(), "403") {
+			t.Fatalf("err = %v, want 403", err)
+		}
+		if !strings.Contains(m1.Logs(), "join refused: the agent token can't obtain a master's certificates") {
+			t.Fatal("m1 did not log the refusal")
+		}
+	})
+	t.Run("a second minion with the same name gets 403", func(t *testing.T) {
+		root := t.TempDir()
+		code, log := runNamedMinion(t, "minion1", root, m2.IP, agent)
+		if code == 0 || !strings.Contains(log, "belongs to another node") || !strings.Contains(log, "403") {
+			t.Fatalf("exit %d:\n%s", code, log)
+		}
+		requireNothingWritten(t, root)
+	})
+
+	out, err := exec.Command(bin, "token", "rotate", "--agent", "--root="+m1.Root, "--endpoints="+m1.ClientURL()).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "::agent:") {
+		t.Fatalf("token rotate: %v\n%s", err, out)
+	}
+	rotated := strings.TrimSpace(string(out))
+	rotatedTok, _ := pki.ParseToken(rotated)
+	// Every master's watch picks the new token up; m3 is the one no command ran on.
+	err = await.Until(context.Background(), "m3 to pick up the rotated agent token", 20*time.Second, func() error {
+		b, err := os.ReadFile(filepath.Join(c.Masters[2].Root, master.AgentTokenFile))
+		if err != nil {
+			return err
+		}
+		if got, _ := pki.ParseToken(string(b)); got.Secret != rotatedTok.Secret {
+			return errors.New("m3 still holds the previous agent token")
+		}
+		return nil
+	}, await.Every(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("after rotation the old agent token is refused for a new join", func(t *testing.T) {
+		root := t.TempDir()
+		code, log := runNamedMinion(t, "minion2", root, c.Masters[2].IP, agent)
+		if code == 0 || !strings.Contains(log, "wrong token") {
+			t.Fatalf("exit %d:\n%s", code, log)
+		}
+		requireNothingWritten(t, root)
+	})
+	t.Run("after rotation a joined minion still renews, with its certificate", func(t *testing.T) {
+		// A missing file makes the minion get every certificate again at start, as a
+		// renewal at 2/3 of their lifetime does; it still holds only the old token.
+		before, _ := os.ReadFile(filepath.Join(joined, pki.KubeletClientCert))
+		if err := os.Remove(filepath.Join(joined, pki.FlannelEtcdCert)); err != nil {
+			t.Fatal(err)
+		}
+		code, log := runNamedMinion(t, "minion1", joined, c.Masters[2].IP, agent)
+		if code != 0 || !strings.Contains(log, "client certificate") {
+			t.Fatalf("renewal: exit %d:\n%s", code, log)
+		}
+		after, _ := os.ReadFile(filepath.Join(joined, pki.KubeletClientCert))
+		if string(after) == string(before) {
+			t.Fatal("the kubelet client certificate was not renewed")
+		}
+		if _, err := tls.LoadX509KeyPair(filepath.Join(joined, pki.FlannelEtcdCert), filepath.Join(joined, pki.FlannelEtcdKey)); err != nil {
+			t.Fatalf("the renewed flannel certificate: %v", err)
+		}
+	})
+	t.Run("the rotated agent token joins a new minion", func(t *testing.T) {
+		if code, log := runNamedMinion(t, "minion2", t.TempDir(), m2.IP, rotated); code != 0 {
+			t.Fatalf("minion exit %d:\n%s", code, log)
+		}
+	})
+}
