@@ -45,9 +45,13 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	ElectionTimeout   time.Duration
 	FlannelPrefix     string
-	FlannelNetwork    string
-	FlannelSubnetLen  int
-	FlannelBackend    string
+	// EtcdAuth makes the master enable etcd's authorization, with one user per
+	// certificate CN (etcdmember.NewAuthPolicy). Off, it leaves etcd as it finds it: a
+	// cluster built before does not get auth, and one that has it keeps it.
+	EtcdAuth         bool
+	FlannelNetwork   string
+	FlannelSubnetLen int
+	FlannelBackend   string
 	// LB is the lb's address: it goes into the masters' SANs and the admin kubeconfig.
 	LB string
 	// ServiceClusterIPRange is the Kubernetes service range; its first IP is in the apiserver's SANs.
@@ -75,6 +79,7 @@ func NewConfig() *Config {
 		HeartbeatInterval: etcdmember.DefaultHeartbeatInterval,
 		ElectionTimeout:   etcdmember.DefaultElectionTimeout,
 		FlannelPrefix:     flannel.DefaultPrefix,
+		EtcdAuth:          true,
 		FlannelNetwork:    flannel.DefaultNetwork,
 		FlannelSubnetLen:  flannel.DefaultSubnetLen,
 		FlannelBackend:    flannel.DefaultBackend,
@@ -95,6 +100,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.HeartbeatInterval, "etcd-heartbeat-interval", c.HeartbeatInterval, "etcd raft heartbeat interval")
 	fs.DurationVar(&c.ElectionTimeout, "etcd-election-timeout", c.ElectionTimeout, "etcd raft election timeout")
 	fs.StringVar(&c.FlannelPrefix, "flannel-prefix", c.FlannelPrefix, "etcd prefix of flannel's network config")
+	fs.BoolVar(&c.EtcdAuth, "etcd-auth", c.EtcdAuth, "enable etcd authorization: each etcd client certificate's CN is its etcd user, limited to what it needs (secure mode only; false leaves etcd's auth as it is, it never disables it)")
 	fs.StringVar(&c.FlannelNetwork, "flannel-network", c.FlannelNetwork, "flannel overlay network CIDR")
 	fs.IntVar(&c.FlannelSubnetLen, "flannel-subnet-len", c.FlannelSubnetLen, "prefix length of each host's flannel subnet")
 	fs.StringVar(&c.FlannelBackend, "flannel-backend", c.FlannelBackend, "flannel backend type: "+strings.Join(flannel.Backends, ", "))
@@ -286,4 +292,16 @@ func (c *Config) EmbedConfig() (etcdmember.Config, error) {
 		StartTimeout:      etcdmember.DefaultStartTimeout,
 		PromoteTimeout:    etcdmember.DefaultPromoteTimeout,
 	}, nil
+}
+
+// APIServerEtcdPrefix is kube-apiserver's --etcd-prefix: the operator's, from
+// --kube-apiserver-arg, or the apiserver's default.
+func (c *Config) APIServerEtcdPrefix() string {
+	prefix := etcdmember.DefaultAPIServerPrefix
+	for _, a := range c.Args[nodeconf.ComponentAPIServer] {
+		if v, ok := strings.CutPrefix(strings.TrimLeft(a, "-"), "etcd-prefix="); ok && v != "" {
+			prefix = v
+		}
+	}
+	return prefix
 }

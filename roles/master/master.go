@@ -116,6 +116,18 @@ func (m *Master) start(ctx context.Context, g *errgroup.Group) error {
 		return nil
 	}
 
+	// [auth] etcd authorization: one user per certificate CN, each limited to what it
+	// needs. Every master does it on start; the steps are idempotent, so concurrent
+	// masters and an upgrade of a running cluster both come out the same.
+	if !m.cfg.Insecure && m.cfg.EtcdAuth {
+		policy := etcdmember.NewAuthPolicy(m.cfg.APIServerEtcdPrefix(), m.cfg.FlannelPrefix)
+		if err := m.untilStored(ctx, "the etcd users and roles", func(ctx context.Context) error {
+			return etcdmember.EnsureAuth(ctx, m.member.Client(), policy, m.lg)
+		}); err != nil {
+			return fmt.Errorf("[auth] %w", err)
+		}
+	}
+
 	// [ca] Store the sealed CA in etcd for the masters that come after, and check that
 	// the one stored there is ours.
 	if shared != nil {

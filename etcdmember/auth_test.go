@@ -1,0 +1,43 @@
+package etcdmember
+
+import (
+	"slices"
+	"testing"
+)
+
+func TestAuthPolicy(t *testing.T) {
+	p := NewAuthPolicy("/registry/", "/coreos.com/network/")
+	roles := map[string][]string{}
+	for _, r := range p.Roles {
+		for _, perm := range r.Perms {
+			roles[r.Name] = append(roles[r.Name], perm.String()+" end="+perm.rangeEnd())
+		}
+	}
+	want := map[string][]string{
+		roleAPIServer: {"READWRITE /registry/* end=/registry0", "READWRITE compact_rev_key end="},
+		roleFlannel:   {"READ /coreos.com/network/* end=/coreos.com/network0", "READWRITE /coreos.com/network/subnets* end=/coreos.com/network/subnett"},
+	}
+	for name, w := range want {
+		if !slices.Equal(roles[name], w) {
+			t.Errorf("role %s: %q, want %q", name, roles[name], w)
+		}
+	}
+	if len(roles[roleRoot]) != 0 {
+		t.Errorf("root role carries key permissions: %q", roles[roleRoot])
+	}
+	users := map[string][]string{}
+	for _, u := range p.Users {
+		users[u.Name] = u.Roles
+	}
+	for name, w := range map[string][]string{
+		UserRoot: {roleRoot}, UserHaagent: {roleRoot}, UserAPIServer: {roleAPIServer}, UserFlannel: {roleFlannel}, UserLB: nil,
+	} {
+		got, ok := users[name]
+		if !ok || !slices.Equal(got, w) {
+			t.Errorf("user %s: roles %q (listed %v), want %q", name, got, ok, w)
+		}
+	}
+	if len(users) != 5 {
+		t.Errorf("users %v, want exactly root, haagent, the apiserver, flannel and the lb", users)
+	}
+}

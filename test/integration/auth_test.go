@@ -1,0 +1,215 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/haagent/haagent/pki"
+	"github.com/haagent/haagent/test/await"
+	"github.com/haagent/haagent/test/procs"
+)
+
+// etcdctlAs runs Debian's etcdctl (v3 API) against m with the client certificate
+// pair cert/key (paths under m's root, or absolute), so that etcd's user is its CN.
+func etcdctlAs(m *procs.Master, cert, key string, args ...string) (string, error) {
+	abs := func(p string) string {
+		if filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(m.Root, p)
+	}
+	flags := []string{"--endpoints=" + m.ClientURL(), "--command-timeout=3s", "--dial-timeout=2s",
+		"--cacert=" + abs(pki.CACert), "--cert=" + abs(cert), "--key=" + abs(key)}
+	cmd := exec.Command("etcdctl", append(flags, args...)...)
+	cmd.Env = append(os.Environ(), "ETCDCTL_API=3")
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return out.String(), fmt.Errorf("etcdctl %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
+	}
+	return out.String(), nil
+}
+
+// TestUpgradeEnablesEtcdAuth starts a secure cluster the way haagent ran before etcd
+// auth (--etcd-auth=false runs the same code without the [auth] step), writes data,
+// restarts all three masters at once with the default, and checks that the data is
+// still there, every certificate's user is in place, and each is held to its prefix.
+func TestUpgradeEnablesEtcdAuth(t *testing.T) {
+	c := newCluster(t)
+	for _, m := range c.Masters {
+		m.Extra = []string{"--etcd-auth=false"}
+	}
+	startReady(t, c)
+	requireMembers(t, c, c.Endpoints(), "m1", "m2", "m3")
+	m1, m3 := c.Masters[0], c.Masters[2]
+	flannelAs := func(m *procs.Master, args ...string) (string, error) {
+		return etcdctlAs(m, pki.FlannelEtcdCert, pki.FlannelEtcdKey, args...)
+	}
+	apiserverAs := func(m *procs.Master, args ...string) (string, error) {
+		return etcdctlAs(m, pki.APIServerEtcdCert, pki.APIServerEtcdKey, args...)
+	}
+
+	if _, err := apiserverAs(m1, "put", "/registry/secrets/default/before", "kept"); err != nil {
+		t.Fatal(err)
+	}
+	// Before: the flannel certificate is a full client, which is what the upgrade ends.
+	if _, err := flannelAs(m1, "get", "/registry/secrets/default/before"); err != nil {
+		t.Fatalf("before the upgrade, auth should be off: %v", err)
+	}
+
+	c.StopAll()
+	for _, m := range c.Masters {
+		m.Extra = nil
+	}
+	// All three at once: each runs the [auth] step against the others.
+	startReady(t, c)
+
+	t.Run("the data written before auth is still there", func(t *testing.T) {
+		out, err := c.Etcdctl(m3.ClientURL(), "get", "--print-value-only", "/registry/secrets/default/before")
+		if err != nil || strings.TrimSpace(out) != "kept" {
+			t.Fatalf("got %q, %v", out, err)
+		}
+	})
+
+	t.Run("users and roles are in place", func(t *testing.T) {
+		out, err := c.Etcdctl(m1.ClientURL(), "user", "list")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, u := range []string{"root", "haagent", "kube-apiserver-etcd-client", "flannel", "haagent-lb"} {
+			if !strings.Contains("\n"+out, "\n"+u+"\n") {
+				t.Errorf("user %s missing from %q", u, out)
+			}
+		}
+		if out, err := c.Etcdctl(m1.ClientURL(), "user", "get", "haagent"); err != nil || !strings.Contains(out, "root") {
+			t.Errorf("haagent's roles: %q, %v", out, err)
+		}
+		out, err = c.Etcdctl(m1.ClientURL(), "role", "get", "flannel")
+		if err != nil || !strings.Contains(out, "/kube-centos/network/subnets") {
+			t.Errorf("flannel's role: %q, %v", out, err)
+		}
+	})
+
+	t.Run("the flannel certificate is refused on /registry/secrets and works under its prefix", func(t *testing.T) {
+		for _, args := range [][]string{
+			{"get", "/registry/secrets/default/before"},
+			{"get", "--prefix", "/registry/"},
+			{"put", "/registry/secrets/default/evil", "x"},
+			{"get", "/haagent/", "--prefix"},
+			{"put", "/kube-centos/network/config", `{"Network":"10.0.0.0/8"}`},
+		} {
+			out, err := flannelAs(m3, args...)
+			if err == nil || !strings.Contains(err.Error(), "permission denied") {
+				t.Errorf("flannel: etcdctl %v: want permission denied, got %q, %v", args, out, err)
+			}
+		}
+		if out, err := flannelAs(m3, "get", "--print-value-only", "/kube-centos/network/config"); err != nil || !strings.Contains(out, "Network") {
+			t.Errorf("flannel reads its config: %q, %v", out, err)
+		}
+		lease, err := flannelAs(m3, "lease", "grant", "60")
+		if err != nil {
+			t.Fatalf("flannel grants a lease: %v", err)
+		}
+		var id string
+		if _, err := fmt.Sscanf(lease, "lease %s granted", &id); err != nil {
+			t.Fatalf("lease grant said %q", lease)
+		}
+		if _, err := flannelAs(m3, "put", "--lease="+id, "/kube-centos/network/subnets/10.1.5.0-24", `{"PublicIP":"127.0.0.1"}`); err != nil {
+			t.Errorf("flannel writes its subnet lease: %v", err)
+		}
+		if out, err := flannelAs(m3, "get", "--prefix", "--keys-only", "/kube-centos/network/"); err != nil || !strings.Contains(out, "subnets/10.1.5.0-24") {
+			t.Errorf("flannel lists its prefix: %q, %v", out, err)
+		}
+	})
+
+	t.Run("the apiserver certificate can use /registry/ and compact_rev_key only", func(t *testing.T) {
+		for _, args := range [][]string{
+			{"put", "/registry/health-probe", "x"},
+			{"put", "compact_rev_key", "1"},
+			{"get", "/registry/secrets/default/before"},
+		} {
+			if _, err := apiserverAs(m1, args...); err != nil {
+				t.Errorf("apiserver: %v", err)
+			}
+		}
+		for _, args := range [][]string{{"get", "--prefix", "/haagent/"}, {"get", "--prefix", "/kube-centos/"}, {"user", "list"}, {"auth", "disable"}} {
+			if out, err := apiserverAs(m1, args...); err == nil {
+				t.Errorf("apiserver: etcdctl %v succeeded: %q", args, out)
+			}
+		}
+	})
+
+	t.Run("the lb's certificate passes /health and can read nothing", func(t *testing.T) {
+		caPEM, _ := os.ReadFile(filepath.Join(m1.Root, pki.CACert))
+		keyPEM, _ := os.ReadFile(filepath.Join(m1.Root, pki.CAKey))
+		ca, err := pki.LoadCA(caPEM, keyPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		certPEM, lbKeyPEM, err := ca.Issue(pki.LeafSpec{CommonName: "haagent-lb", Client: true}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := t.TempDir()
+		certFile, keyFile := filepath.Join(dir, "lb.crt"), filepath.Join(dir, "lb.key")
+		if err := os.WriteFile(certFile, certPEM, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(keyFile, lbKeyPEM, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := etcdctlAs(m1, certFile, keyFile, "get", "/registry/secrets/default/before"); err == nil || !strings.Contains(err.Error(), "permission denied") {
+			t.Errorf("lb cert reads a secret: %q, %v", out, err)
+		}
+		pair, err := tls.X509KeyPair(certPEM, lbKeyPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		roots := x509.NewCertPool()
+		roots.AppendCertsFromPEM(caPEM)
+		hc := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
+			RootCAs: roots, Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}}}
+		err = await.Until(context.Background(), "etcd's /health to answer the lb's certificate with health true", 10*time.Second, func() error {
+			resp, err := hc.Get(m1.ClientURL() + "/health")
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			var h struct{ Health string }
+			if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
+				return err
+			}
+			if resp.StatusCode != http.StatusOK || h.Health != "true" {
+				return fmt.Errorf("/health: %s health=%q", resp.Status, h.Health)
+			}
+			return nil
+		}, await.Every(100*time.Millisecond))
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("a restart with auth on changes nothing", func(t *testing.T) {
+		before, err := c.Etcdctl(m1.ClientURL(), "role", "get", "kube-apiserver")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m3.StopOrKill()
+		startReady(t, c, m3)
+		after, err := c.Etcdctl(m3.ClientURL(), "role", "get", "kube-apiserver")
+		if err != nil || after != before {
+			t.Fatalf("role after restart %q (%v), before %q", after, err, before)
+		}
+	})
+}
