@@ -76,6 +76,9 @@ type Config struct {
 	StartTimeout time.Duration
 	// PromoteTimeout bounds the wait for a learner to catch up and be promoted.
 	PromoteTimeout time.Duration
+	// QuotaBackendBytes is etcd's space quota in bytes, past which it raises its NOSPACE
+	// alarm and refuses writes; 0 is etcd's default (2 GiB).
+	QuotaBackendBytes int64
 	// TLS, when set, makes every etcd URL https with mutual TLS; nil is plain http.
 	TLS *TLSFiles
 	// EtcdLogLevel is the lowest level of etcd's own log lines that are passed on.
@@ -307,6 +310,7 @@ func (s *Server) etcdConfig(p plan) *embed.Config {
 	ec.ClusterState = p.clusterState
 	ec.InitialClusterToken = s.cfg.ClusterToken
 	ec.TickMs = uint(s.cfg.HeartbeatInterval / time.Millisecond)
+	ec.QuotaBackendBytes = s.cfg.QuotaBackendBytes
 	ec.ElectionMs = uint(s.cfg.ElectionTimeout / time.Millisecond)
 	peerPort := s.self.URL.Port()
 	ec.ListenPeerUrls = []url.URL{{Scheme: s.self.URL.Scheme, Host: net.JoinHostPort(s.cfg.ListenHost, peerPort)}}

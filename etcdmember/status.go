@@ -21,7 +21,11 @@ type MemberStatus struct {
 	Leader     bool     `json:"leader"`
 	Healthy    bool     `json:"healthy"`
 	DBSize     int64    `json:"dbSizeBytes,omitempty"`
-	Error      string   `json:"error,omitempty"`
+	// DBSizeInUse is what a defragmentation would shrink DBSize to.
+	DBSizeInUse int64 `json:"dbSizeInUseBytes,omitempty"`
+	// Quota is the member's space quota: past it, etcd raises NOSPACE.
+	Quota int64  `json:"quotaBytes,omitempty"`
+	Error string `json:"error,omitempty"`
 }
 
 // ClusterStatus is the cluster as seen from this member.
@@ -30,6 +34,14 @@ type ClusterStatus struct {
 	LocalID   string         `json:"localID"`
 	Mode      Mode           `json:"startMode"`
 	Members   []MemberStatus `json:"members"`
+	// Alarms are etcd's raised alarms (NOSPACE, CORRUPT), by member name or ID.
+	Alarms []Alarm `json:"alarms"`
+}
+
+// Alarm is one alarm raised on one member.
+type Alarm struct {
+	Member string `json:"member"`
+	Type   string `json:"type"`
 }
 
 // Status lists the members and asks each started one for its own status, each
@@ -79,11 +91,31 @@ func ClusterStatusOf(ctx context.Context, cli *clientv3.Client, mode Mode) (Clus
 			cs.Members[i].Healthy = st.Leader != 0 && len(st.Errors) == 0
 			cs.Members[i].Leader = st.Leader == st.Header.MemberId
 			cs.Members[i].DBSize = st.DbSize
+			cs.Members[i].DBSizeInUse = st.DbSizeInUse
+			cs.Members[i].Quota = st.DbSizeQuota
 		}(i, m.ClientURLs)
 	}
 	for range list.Members {
 		<-done
 	}
 	sort.Slice(cs.Members, func(a, b int) bool { return cs.Members[a].Name < cs.Members[b].Name })
+	cs.Alarms = []Alarm{}
+	actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	alarms, err := cli.AlarmList(actx)
+	if err != nil {
+		// The members' table is still worth showing; the alarms say they are unknown.
+		cs.Alarms = append(cs.Alarms, Alarm{Type: "unknown: " + err.Error()})
+		return cs, nil
+	}
+	for _, a := range alarms.Alarms {
+		who := types.ID(a.MemberID).String()
+		for _, m := range list.Members {
+			if m.ID == a.MemberID && m.Name != "" {
+				who = m.Name
+			}
+		}
+		cs.Alarms = append(cs.Alarms, Alarm{Member: who, Type: a.Alarm.String()})
+	}
 	return cs, nil
 }

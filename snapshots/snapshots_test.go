@@ -1,0 +1,188 @@
+package snapshots
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+
+	"github.com/haagent/haagent/test/await"
+)
+
+// startEtcd runs a one-member etcd on loopback for the test.
+func startEtcd(t *testing.T) *clientv3.Client {
+	t.Helper()
+	cfg := embed.NewConfig()
+	cfg.Dir = t.TempDir()
+	cfg.LogLevel = "error"
+	u := func(s string) []url.URL { p, _ := url.Parse(s); return []url.URL{*p} }
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = u("http://127.0.0.1:0"), u("http://127.0.0.1:0")
+	cfg.ListenPeerUrls = u("http://127.0.0.1:0")
+	cfg.AdvertisePeerUrls = u("http://127.0.0.1:2380")
+	cfg.InitialCluster = cfg.Name + "=http://127.0.0.1:2380"
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	select {
+	case <-e.Server.ReadyNotify():
+	case <-time.After(30 * time.Second):
+		t.Fatal("etcd not ready after 30s")
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"http://" + e.Clients[0].Addr().String()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+func TestTakeVerifyPruneList(t *testing.T) {
+	cli := startEtcd(t)
+	if _, err := cli.Put(context.Background(), "k", "v"); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "snaps")
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	m := NewMetrics()
+	s := New(Config{Dir: dir, Retention: 2, Node: "m1", Client: func() *clientv3.Client { return cli },
+		Logger: slog.New(slog.DiscardHandler), Now: func() time.Time { return now }}, m)
+	// Files haagent did not make, and another node's, are never pruned.
+	foreign := []string{"notes.db", FileName("m2", now.Add(-time.Hour))}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range foreign {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var taken []Info
+	for i := range 3 {
+		now = now.Add(time.Duration(i+1) * time.Minute)
+		in, err := s.Take(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if in.Revision < 2 || !in.ChecksumOK {
+			t.Fatalf("take: %+v", in)
+		}
+		taken = append(taken, in)
+	}
+	removed, err := Prune(dir, "m1", 2)
+	if err != nil || len(removed) != 1 || removed[0] != taken[0].Path {
+		t.Fatalf("prune removed %v (%v), want only %s", removed, err, taken[0].Path)
+	}
+	for _, f := range foreign {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("prune removed %s, which is not this node's snapshot: %v", f, err)
+		}
+	}
+	if _, err := os.Stat(taken[0].Path + ChecksumSuffix); !os.IsNotExist(err) {
+		t.Error("prune left the checksum file of the snapshot it removed")
+	}
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if strings.HasSuffix(e.Name(), ".part") {
+			t.Errorf("temp file %s left behind", e.Name())
+		}
+	}
+	infos, err := List(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mine []Info
+	for _, in := range infos {
+		if in.Node == "m1" {
+			mine = append(mine, in)
+		}
+	}
+	if len(mine) != 2 || !mine[0].ChecksumOK || !mine[1].ChecksumOK || mine[1].Revision != taken[2].Revision {
+		t.Fatalf("list: %+v", mine)
+	}
+
+	// A snapshot changed after it was written shows as bad, and fails verification.
+	b, _ := os.ReadFile(mine[1].Path)
+	b[len(b)/2] ^= 0xff
+	if err := os.WriteFile(mine[1].Path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Verify(mine[1].Path); err == nil {
+		t.Error("a corrupt snapshot passed verification")
+	}
+	if err := os.WriteFile(mine[0].Path, b[:len(b)-100], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Verify(mine[0].Path); err == nil || !strings.Contains(err.Error(), "truncated") {
+		t.Errorf("a truncated snapshot: %v", err)
+	}
+	infos, _ = List(dir)
+	for _, in := range infos {
+		if in.Node == "m1" && in.ChecksumOK {
+			t.Errorf("list says the changed %s is ok", in.Name)
+		}
+	}
+	if _, err := Prune(dir, "m1", 0); err == nil {
+		t.Error("prune with keep 0 did not refuse")
+	}
+}
+
+func TestRunCountsAFailureAndGoesOn(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "in-the-way")
+	if err := os.WriteFile(dir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cli := startEtcd(t)
+	m := NewMetrics()
+	reg := prometheus.NewRegistry()
+	if err := m.Register(reg); err != nil {
+		t.Fatal(err)
+	}
+	s := New(Config{Dir: dir, Interval: 10 * time.Millisecond, Retention: 1, Node: "m1",
+		Client: func() *clientv3.Client { return cli }, Logger: slog.New(slog.DiscardHandler)}, m)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	if err := await.Until(context.Background(), "two failed snapshots counted", 20*time.Second, func() error {
+		select {
+		case err := <-done:
+			return await.Stop(fmt.Errorf("Run returned %v after a failed snapshot; it must go on", err))
+		default:
+		}
+		if n := value(m.failures); n < 2 {
+			return fmt.Errorf("%v counted", n)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run after cancel: %v", err)
+	}
+	if value(m.lastSuccess) != 0 {
+		t.Error("a last success time without a success")
+	}
+}
+
+func value(c prometheus.Metric) float64 {
+	var d dto.Metric
+	if err := c.Write(&d); err != nil {
+		panic(err)
+	}
+	if d.Counter != nil {
+		return d.Counter.GetValue()
+	}
+	return d.Gauge.GetValue()
+}
