@@ -186,3 +186,59 @@ func TestAgentToken(t *testing.T) {
 		}
 	})
 }
+
+// TestLegacyTokenMigration: a cluster built with one bare token, as before there were
+// two, keeps joining minions with it until the operator sets an agent token, as the
+// README's migration says; then the single token joins masters only.
+func TestLegacyTokenMigration(t *testing.T) {
+	c := newCluster(t) // testToken: a bare, legacy token
+	startReady(t, c)
+	m1, m2 := c.Masters[0], c.Masters[1]
+	out, err := exec.Command(bin, "token", "show", "--root="+m1.Root).Output()
+	if err != nil || len(strings.Fields(string(out))) != 1 {
+		t.Fatalf("token show on a legacy cluster = %q, %v; want the single token", out, err)
+	}
+	joined := t.TempDir()
+	if code, log := runNamedMinion(t, "minion1", joined, m2.IP, testToken); code != 0 {
+		t.Fatalf("a legacy minion join: exit %d:\n%s", code, log)
+	}
+	if !strings.Contains(m2.Logs(), "joined with the single legacy token") {
+		t.Fatal("m2 did not warn about the legacy token")
+	}
+
+	out, err = exec.Command(bin, "token", "rotate", "--agent", "--root="+m1.Root, "--endpoints="+m1.ClientURL()).CombinedOutput()
+	if err != nil {
+		t.Fatalf("token rotate: %v\n%s", err, out)
+	}
+	agent := strings.TrimSpace(string(out))
+	agentTok, _ := pki.ParseToken(agent)
+	err = await.Until(context.Background(), "m2 to pick up the new agent token", 20*time.Second, func() error {
+		b, err := os.ReadFile(filepath.Join(m2.Root, master.AgentTokenFile))
+		if err != nil {
+			return err
+		}
+		if got, _ := pki.ParseToken(string(b)); got.Secret != agentTok.Secret {
+			return errors.New("m2 holds another agent token")
+		}
+		return nil
+	}, await.Every(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	root := t.TempDir()
+	code, log := runNamedMinion(t, "minion2", root, m2.IP, testToken)
+	if code == 0 || !strings.Contains(log, "this is the server token") {
+		t.Fatalf("the single token on a new minion after migration: exit %d:\n%s", code, log)
+	}
+	requireNothingWritten(t, root)
+	if err := os.Remove(filepath.Join(joined, pki.FlannelEtcdCert)); err != nil {
+		t.Fatal(err)
+	}
+	if code, log := runNamedMinion(t, "minion1", joined, m2.IP, testToken); code != 0 || !strings.Contains(log, "client certificate") {
+		t.Fatalf("the joined minion renewing after migration: exit %d:\n%s", code, log)
+	}
+	if code, log := runNamedMinion(t, "minion2", t.TempDir(), m2.IP, agent); code != 0 {
+		t.Fatalf("a new minion with the agent token: exit %d:\n%s", code, log)
+	}
+}

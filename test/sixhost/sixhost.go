@@ -181,7 +181,10 @@ func HostSpecs() []hosts.HostSpec {
 // Lab is a booted six-host lab.
 type Lab struct {
 	Hosts *hosts.Lab
-	Token string
+	// Token is the server token, which the masters get; AgentToken the one lb1 and
+	// the minions get ("" in a lab made before there were two: they get Token).
+	Token      string
+	AgentToken string
 }
 
 // Host returns the named host.
@@ -203,7 +206,8 @@ func Boot(ctx context.Context, hl *hosts.Lab) (*Lab, error) {
 	return &Lab{Hosts: hl}, nil
 }
 
-// tokenFile keeps the lab's token on lb1, so that a reopened lab knows it.
+// tokenFile keeps the lab's tokens on lb1, server then agent, so that a reopened lab
+// knows them.
 const tokenFile = "/var/lib/haagent-lab/token"
 
 // upMarker on lb1 says that Install finished.
@@ -221,7 +225,14 @@ func Reopen(hl *hosts.Lab) (*Lab, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lab %s: no token: %w", hl.ID, err)
 	}
-	l.Token = strings.TrimSpace(string(b))
+	toks := strings.Fields(string(b))
+	if len(toks) == 0 {
+		return nil, fmt.Errorf("lab %s: %s is empty", hl.ID, tokenFile)
+	}
+	l.Token = toks[0]
+	if len(toks) > 1 {
+		l.AgentToken = toks[1]
+	}
 	return l, nil
 }
 
@@ -240,10 +251,18 @@ func (l *Lab) env(s Spec) string {
 			masters = append(masters, o.IP.String())
 		}
 	}
-	lines := []string{"HAAGENT_ROLE=" + s.Role, "HAAGENT_TOKEN=" + l.Token}
+	// Masters get the server token; lb1 and the minions only the agent token.
+	token := l.AgentToken
+	if s.Role == RoleMaster || token == "" {
+		token = l.Token
+	}
+	lines := []string{"HAAGENT_ROLE=" + s.Role, "HAAGENT_TOKEN=" + token}
 	switch s.Role {
 	case RoleMaster:
 		lines = append(lines, "HAAGENT_PEERS="+strings.Join(peers, ","), "HAAGENT_LB="+LB.String())
+		if l.AgentToken != "" {
+			lines = append(lines, "HAAGENT_AGENT_TOKEN="+l.AgentToken)
+		}
 	case RoleLB:
 		lines = append(lines, "HAAGENT_MASTERS="+strings.Join(masters, ","))
 	case RoleMinion:
@@ -260,13 +279,17 @@ func (l *Lab) Install(ctx context.Context, cfg Config) error {
 		return err
 	}
 	if l.Token == "" {
-		tok, err := pki.GenerateToken(pki.KindServer)
+		server, err := pki.GenerateToken(pki.KindServer)
 		if err != nil {
 			return err
 		}
-		l.Token = tok.String()
+		agent, err := pki.GenerateToken(pki.KindAgent)
+		if err != nil {
+			return err
+		}
+		l.Token, l.AgentToken = server.String(), agent.String()
 	}
-	if err := l.Host("lb1").WriteFile(tokenFile, []byte(l.Token+"\n"), 0o600); err != nil {
+	if err := l.Host("lb1").WriteFile(tokenFile, []byte(strings.TrimSpace(l.Token+"\n"+l.AgentToken)+"\n"), 0o600); err != nil {
 		return err
 	}
 	imgDir := filepath.Join(cfg.WorkDir, "images")
