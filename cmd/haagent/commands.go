@@ -34,12 +34,13 @@ type command struct {
 // shell is bad input like any other.
 func commands(a *agent, root **cobra.Command) []command {
 	var (
-		status   statusCmd
-		member   memberCmd
-		snapshot snapshotCmd
-		token    tokenCmd
-		certs    certsCmd
-		reset    resetCmd
+		status       statusCmd
+		member       memberCmd
+		snapshot     snapshotCmd
+		snapshotList snapshotListCmd
+		token        tokenCmd
+		certs        certsCmd
+		reset        resetCmd
 	)
 	return []command{
 		{use: "version", help: "print the version", run: runVersion},
@@ -52,9 +53,10 @@ func commands(a *agent, root **cobra.Command) []command {
 			{use: "list", help: "list the etcd members with their role, health and db size", flags: member.listFlags, run: member.list},
 			{use: "remove NAME", help: "remove a member, by name or hex ID", run: member.remove},
 		}},
-		{use: "snapshot", help: "save an etcd snapshot, or restore one into a new data dir", sub: []command{
+		{use: "snapshot", help: "save an etcd snapshot, restore one into a new data dir, or list the scheduled ones", sub: []command{
 			{use: "save FILE", help: "save a snapshot of the local member into FILE", flags: snapshot.etcd.add, run: snapshot.save},
 			{use: "restore FILE", help: "restore FILE into a new --data-dir, with etcd's own snapshot library", flags: snapshot.restoreFlags, run: snapshot.restore},
+			{use: "list", help: "list the scheduled snapshots in --snapshot-dir: name, time, size, revision, checksum", flags: snapshotList.flags, run: snapshotList.run},
 		}},
 		{use: "token", help: "make the cluster's server and agent tokens, print them, or rotate the agent token", sub: []command{
 			{use: "generate", help: "print a new server token and a new agent token", run: token.generate},

@@ -81,6 +81,14 @@ func TestBadInputExitsTwoWithOneLineNamingTheFlag(t *testing.T) {
 		{"completion with an argument", []string{"completion", "bash", "now"}, "now"},
 		{"status output", []string{"status", "-o", "yaml"}, "--output"},
 		{"restore without a data dir", []string{"snapshot", "restore", file}, "--data-dir"},
+		{"snapshot retention of 0", append(base, peers, "--snapshot-retention=0"), "--snapshot-retention"},
+		{"negative snapshot interval", append(base, peers, "--snapshot-interval=-1h"), "--snapshot-interval"},
+		{"relative snapshot dir", append(base, peers, "--snapshot-dir=snapshots"), "--snapshot-dir"},
+		{"snapshot dir under a file", append(base, peers, "--snapshot-dir=/a-file/snapshots"), "--snapshot-dir"},
+		{"snapshot dir is a file", append(base, peers, "--snapshot-dir=/a-file"), "--snapshot-dir"},
+		{"negative quota", append(base, peers, "--etcd-quota-backend-bytes=-1"), "--etcd-quota-backend-bytes"},
+		{"snapshot list of a relative dir", []string{"snapshot", "list", "--snapshot-dir=snapshots"}, "--snapshot-dir"},
+		{"snapshot list output", []string{"snapshot", "list", "-o", "yaml"}, "--output"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -261,6 +269,7 @@ func TestHelpOnEveryCommand(t *testing.T) {
 		"member remove":    {"NAME", "--endpoints", "--etcd-client-port"},
 		"snapshot save":    {"FILE", "--endpoints", "--root"},
 		"snapshot restore": {"FILE", "--data-dir", "--peers", "--cluster-token"},
+		"snapshot list":    {"--snapshot-dir", "--root", "-o, --output"},
 		"token":            {"generate", "show", "rotate"},
 		"token show":       {"--root"},
 		"certs check":      {"--root"},

@@ -62,6 +62,8 @@ type Config struct {
 	// Args are the operator's flags for kube-apiserver, kube-controller-manager,
 	// kube-scheduler and flanneld.
 	Args node.ComponentArgs
+	// Recovery holds the scheduled snapshots' flags and etcd's space quota.
+	Recovery
 }
 
 // DefaultServiceClusterIPRange is the seed's service range.
@@ -85,6 +87,7 @@ func NewConfig() *Config {
 		FlannelBackend:    flannel.DefaultBackend,
 
 		ServiceClusterIPRange: DefaultServiceClusterIPRange,
+		Recovery:              NewRecovery(),
 	}
 }
 
@@ -107,6 +110,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.LB, "lb", c.LB, "the lb's address, for the masters' certificates and the admin kubeconfig")
 	fs.StringVar(&c.ServiceClusterIPRange, "service-cluster-ip-range", c.ServiceClusterIPRange, "Kubernetes service CIDR")
 	fs.StringVar(&c.AgentToken, "agent-token", c.AgentToken, "the agent token a new cluster starts with, for minions and lbs (default: the first master makes one); 'haagent token rotate --agent' changes it later")
+	c.Recovery.AddFlags(fs)
 	c.Args.AddFlags(fs, nodeconf.ComponentAPIServer, nodeconf.ComponentControllerManager, nodeconf.ComponentScheduler, nodeconf.ComponentFlanneld)
 	c.Config.AddFlags(fs)
 }
@@ -218,14 +222,22 @@ func (c *Config) Validate() error {
 			bad("agent-token", "this is the server token; give the agent token from 'haagent token generate'")
 		}
 	}
+	errs = append(errs, c.Recovery.Validate()...)
 	errs = append(errs, c.Args.Validate()...)
 	errs = append(errs, c.Config.Validate("master", tokenNeeded)...)
 	return errors.Join(errs...)
 }
 
 // Preflight checks what Validate can't without touching the disk: that the data dir
-// can be created or written. It writes nothing.
+// and the snapshot dir can be created or written. It writes nothing.
 func (c *Config) Preflight() error {
+	if err := c.preflightDataDir(); err != nil {
+		return err
+	}
+	return c.preflightSnapshotDir()
+}
+
+func (c *Config) preflightDataDir() error {
 	dir := c.DataDir
 	for {
 		fi, err := os.Stat(dir)
@@ -291,6 +303,7 @@ func (c *Config) EmbedConfig() (etcdmember.Config, error) {
 		ProbeTimeout:      etcdmember.DefaultProbeTimeout,
 		StartTimeout:      etcdmember.DefaultStartTimeout,
 		PromoteTimeout:    etcdmember.DefaultPromoteTimeout,
+		QuotaBackendBytes: c.QuotaBackendBytes,
 	}, nil
 }
 

@@ -23,6 +23,8 @@ import (
 	"github.com/haagent/haagent/pki"
 	"github.com/haagent/haagent/reconcile"
 	"github.com/haagent/haagent/release"
+	"github.com/haagent/haagent/snapshots"
+	"github.com/haagent/haagent/spacekeeper"
 )
 
 // seedTimeout bounds the writes to etcd after the member is ready; they need a quorum.
@@ -35,6 +37,8 @@ type Master struct {
 	node   *node.Node
 	member *etcdmember.Server
 	reg    prometheus.Gatherer
+	snaps  *snapshots.Scheduler
+	keeper *spacekeeper.Keeper
 	// agent is the agent token the join service checks; nil until read from etcd.
 	agent atomic.Pointer[agentState]
 }
@@ -57,7 +61,11 @@ func New(cfg *Config, lg *slog.Logger, gatherer prometheus.Gatherer) (*Master, e
 	if err != nil {
 		return nil, err
 	}
-	return &Master{cfg: cfg, lg: lg, node: node.New(&cfg.Config, lg), member: member, reg: gatherer}, nil
+	m := &Master{cfg: cfg, lg: lg, node: node.New(&cfg.Config, lg), member: member, reg: gatherer}
+	if m.snaps, m.keeper, m.reg, err = m.recoveryParts(); err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
 // Status is the document behind /status and `haagent status` on a master.
@@ -115,6 +123,12 @@ func (m *Master) start(ctx context.Context, g *errgroup.Group) error {
 	case <-ctx.Done():
 		return nil
 	}
+
+	// [snapshots] [space] Save the local member's data every --snapshot-interval, and
+	// get etcd writable again when it fills its quota. Both run until the master stops;
+	// their failures are logged and counted in /metrics, never fatal.
+	g.Go(func() error { return m.snaps.Run(ctx) })
+	g.Go(func() error { return m.keeper.Run(ctx) })
 
 	// [auth] etcd authorization: one user per certificate CN, each limited to what it
 	// needs. Every master does it on start; the steps are idempotent, so concurrent

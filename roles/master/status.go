@@ -17,7 +17,38 @@ func PrintStatus(w io.Writer, st Status) {
 	fmt.Fprintf(w, "role: %s   name: %s   version: %s\n", st.Role, st.Name, st.Version)
 	fmt.Fprintf(w, "etcd cluster %s, this member %s (started as %s)\n\n", st.Etcd.ClusterID, st.Etcd.LocalID, st.Etcd.Mode)
 	PrintMembers(w, st.Etcd.Members)
+	printSpace(w, st.Etcd)
 	fmt.Fprintf(w, "\nflannel: %s = %s\n", st.Flannel.Key, st.Flannel.Value)
+}
+
+// printSpace writes each member's db size against its quota, and etcd's alarms: a
+// NOSPACE there is why writes fail, and haagent is clearing it.
+func printSpace(w io.Writer, cs etcdmember.ClusterStatus) {
+	var parts []string
+	for _, m := range cs.Members {
+		if m.Quota > 0 {
+			parts = append(parts, fmt.Sprintf("%s %s of %s (%d%%, %s in use)", m.Name, humanize.IBytes(uint64(m.DBSize)),
+				humanize.IBytes(uint64(m.Quota)), m.DBSize*100/m.Quota, humanize.IBytes(uint64(m.DBSizeInUse))))
+		}
+	}
+	if len(parts) > 0 {
+		fmt.Fprintf(w, "etcd db size of quota: %s\n", strings.Join(parts, ", "))
+	}
+	if len(cs.Alarms) == 0 {
+		fmt.Fprintln(w, "etcd alarms: none")
+		return
+	}
+	var alarms []string
+	for _, a := range cs.Alarms {
+		alarms = append(alarms, strings.TrimSpace(a.Type+" "+a.Member))
+	}
+	fmt.Fprintf(w, "etcd alarms: %s\n", strings.Join(alarms, ", "))
+	for _, a := range cs.Alarms {
+		if a.Type == "NOSPACE" {
+			fmt.Fprintln(w, "  NOSPACE: etcd refuses writes; the elected master compacts, defragments and disarms it (see its [space] log lines)")
+			break
+		}
+	}
 }
 
 // PrintMembers writes etcd members as an aligned table: name, ID, URLs, role (leader,
