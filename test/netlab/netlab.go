@@ -225,7 +225,11 @@ func DeleteNetNS(netns string) error {
 	if err := KillAll(netns); err != nil {
 		return err
 	}
-	return IP(context.Background(), "netns", "del", netns)
+	if err := IP(context.Background(), "netns", "del", netns); err != nil && Exists(netns) {
+		return err
+	}
+	// Gone either way: two labs starting at once may both sweep the same dead lab.
+	return nil
 }
 
 // nsID identifies a network namespace by the device and inode of its nsfs file.
