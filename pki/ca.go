@@ -1,6 +1,6 @@
-// Package pki owns the cluster's trust: the join token, the cluster CA and the
-// service-account keys, the certificates and kubeconfigs each role gets, and their
-// encryption at rest in etcd.
+// Package pki owns the cluster's trust: the join tokens (server and agent), the
+// cluster CA and the service-account keys, the certificates and kubeconfigs each role
+// gets, and their encryption at rest in etcd.
 package pki
 
 import (
