@@ -232,7 +232,12 @@ func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, src, req, *ref)
 		return
 	}
-	if via != "certificate" && req.Role != "master" && s.cfg.Bind != nil {
+	if via == "legacy token" && req.NodeSecret == "" {
+		// A node of a haagent from before node secrets, in a cluster not yet migrated:
+		// refusing it would break the cluster that the legacy token promises to keep.
+		s.cfg.Logger.Warn("join: a node without a node secret joined with the legacy token; its name is not bound",
+			"node", req.Name, "role", req.Role)
+	} else if via != "certificate" && req.Role != "master" && s.cfg.Bind != nil {
 		if req.NodeSecret == "" {
 			s.refuse(w, src, req, refusal{http.StatusBadRequest, "a minion or lb must send its node secret"})
 			return

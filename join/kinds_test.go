@@ -147,6 +147,7 @@ func TestLegacyTokenJoinsEveryRole(t *testing.T) {
 		{Role: "minion", Name: "minion1", NodeSecret: secretA},
 		{Role: "lb", Name: "lb1", NodeSecret: secretA},
 		{Role: "master", Name: "m2"},
+		{Role: "minion", Name: "old-minion"}, // a haagent from before node secrets
 	} {
 		if _, _, err := Fetch(context.Background(), addr, legacy, nil, req); err != nil {
 			t.Errorf("%s with the legacy token: %v", req.Role, err)
