@@ -132,7 +132,14 @@ func (k *Keeper) term(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("spacekeeper session: %w", err)
 	}
-	defer sess.Close()
+	defer func() {
+		// Session.Close revokes with ctx, which has ended by now; a short revoke of our
+		// own hands the election to the next master at once instead of after the TTL.
+		rctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, _ = cli.Revoke(rctx, sess.Lease())
+		sess.Close()
+	}()
 	el := concurrency.NewElection(sess, k.cfg.Election)
 	if err := el.Campaign(ctx, k.cfg.Name); err != nil {
 		return fmt.Errorf("spacekeeper campaign: %w", err)
