@@ -14,7 +14,7 @@ import (
 
 func main() {
 	rounds := flag.Int("rounds", 5, "rounds per measurement")
-	only := flag.String("only", "", "comma-separated sections to run (master, lb, pods); default all")
+	only := flag.String("only", "", "comma-separated sections to run (master, lb, auth, pods); default all")
 	flag.Parse()
 	bin := os.Getenv("HAAGENT_BIN")
 	if bin == "" {
@@ -26,6 +26,7 @@ func main() {
 	}{
 		{"master", benchMaster},
 		{"lb", benchLB},
+		{"auth", benchAuth},
 		{"pods", benchPods},
 	}
 	failed := false

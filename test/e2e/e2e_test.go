@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
 	"github.com/haagent/haagent/nodeconf"
+	"github.com/haagent/haagent/pki"
 	"github.com/haagent/haagent/test/await"
 	"github.com/haagent/haagent/test/hosts"
 	"github.com/haagent/haagent/test/images"
@@ -182,6 +183,25 @@ func TestWalkthrough(t *testing.T) {
 	if nginxNode == "" {
 		t.FailNow()
 	}
+
+	t.Run("a minion's flannel certificate, through lb1, is refused on /registry/secrets and works under the flannel prefix", func(t *testing.T) {
+		// Debian's etcdctl, from minion1, with its own flannel certificate, at the
+		// endpoints its flanneld uses: the lb's etcd port. A minion has no etcdctl of
+		// its own: the test brings the machine's.
+		must(t, minion1.CopyIn("/usr/bin/etcdctl", "/var/tmp/etcdctl"))
+		etcdctl := func(args string) (string, error) {
+			return minion1.Shell(ctx, ". /"+nodeconf.Flanneld+" && ETCDCTL_API=3 /var/tmp/etcdctl --endpoints=\"$FLANNEL_ETCD_ENDPOINTS\" --command-timeout=5s "+
+				"--cacert=/"+pki.CACert+" --cert=/"+pki.FlannelEtcdCert+" --key=/"+pki.FlannelEtcdKey+" "+args)
+		}
+		if out, err := etcdctl("get --prefix --keys-only /registry/secrets/"); err == nil || !strings.Contains(out, "permission denied") {
+			t.Errorf("the flannel certificate read /registry/secrets: %q, %v", out, err)
+		}
+		out, err := etcdctl("get --prefix --keys-only /kube-centos/network/subnets/")
+		must(t, err)
+		if n := strings.Count(out, "/kube-centos/network/subnets/"); n < 2 {
+			t.Errorf("want the two minions' flannel leases (and the masters'), got %d:\n%s", n, out)
+		}
+	})
 	other := "minion1"
 	if nginxNode == "minion1" {
 		other = "minion2"

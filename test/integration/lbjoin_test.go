@@ -67,13 +67,20 @@ func TestFullBootstrapThroughTheLB(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// etcd through the lb, with the lb's own client certificate.
-	pki := filepath.Join(lb.Root(), "etc/kubernetes/pki")
-	out, err := exec.Command("etcdctl", "--endpoints=https://127.0.0.10:2379", "--dial-timeout=2s", "--command-timeout=3s",
-		"--cacert="+filepath.Join(pki, "ca.crt"), "--cert="+filepath.Join(pki, "etcd-client.crt"), "--key="+filepath.Join(pki, "etcd-client.key"),
-		"get", "--print-value-only", "/kube-centos/network/config").CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "vxlan") {
-		t.Fatalf("etcd through the lb: %v\n%s", err, out)
+	// etcd through the lb: flannel's certificate reads its config end to end; the lb's
+	// own certificate, whose etcd user has no role, reads nothing.
+	etcdctlVia := func(dir, cert string) (string, error) {
+		pki := filepath.Join(dir, "etc/kubernetes/pki")
+		out, err := exec.Command("etcdctl", "--endpoints=https://127.0.0.10:2379", "--dial-timeout=2s", "--command-timeout=3s",
+			"--cacert="+filepath.Join(pki, "ca.crt"), "--cert="+filepath.Join(pki, cert+".crt"), "--key="+filepath.Join(pki, cert+".key"),
+			"get", "--print-value-only", "/kube-centos/network/config").CombinedOutput()
+		return string(out), err
+	}
+	if out, err := etcdctlVia(c.Masters[0].Root, "flannel-etcd-client"); err != nil || !strings.Contains(out, "vxlan") {
+		t.Fatalf("etcd through the lb with flannel's certificate: %v\n%s", err, out)
+	}
+	if out, err := etcdctlVia(lb.Root(), "etcd-client"); err == nil || !strings.Contains(out, "permission denied") {
+		t.Fatalf("etcd through the lb with the lb's certificate: want permission denied, got %v\n%s", err, out)
 	}
 
 	root := t.TempDir()
@@ -86,11 +93,7 @@ func TestFullBootstrapThroughTheLB(t *testing.T) {
 		t.Fatalf("the minion's flanneld does not point at the lb:\n%s", flannel)
 	}
 	// The minion's flannel certificate reaches etcd through the lb.
-	mp := filepath.Join(root, "etc/kubernetes/pki")
-	out, err = exec.Command("etcdctl", "--endpoints=https://127.0.0.10:2379", "--dial-timeout=2s", "--command-timeout=3s",
-		"--cacert="+filepath.Join(mp, "ca.crt"), "--cert="+filepath.Join(mp, "flannel-etcd-client.crt"), "--key="+filepath.Join(mp, "flannel-etcd-client.key"),
-		"get", "--print-value-only", "/kube-centos/network/config").CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "172.30.0.0/16") {
+	if out, err := etcdctlVia(root, "flannel-etcd-client"); err != nil || !strings.Contains(out, "172.30.0.0/16") {
 		t.Fatalf("minion's flannel cert through the lb: %v\n%s", err, out)
 	}
 }
