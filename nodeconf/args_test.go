@@ -79,7 +79,7 @@ func TestExtraArgs(t *testing.T) {
 	c := Config{Role: "master", Name: "m1", AdvertiseAddress: "10.0.0.21", EtcdEndpoints: []string{"https://10.0.0.21:2379"},
 		ServiceClusterIPRange: "10.254.0.0/16", FlannelPrefix: "/p", Root: "/",
 		ExtraArgs: map[Component][]string{
-			ComponentAPIServer: {"authorization-mode=Node,RBAC,ABAC", "audit-log-maxage=30", "v=4"},
+			ComponentAPIServer: {"authorization-mode=Node,RBAC,ABAC", "audit-log-maxage=7", "profiling=false", "v=4"},
 			ComponentScheduler: {"--profiling=false"},
 			ComponentFlanneld:  {"iface=eth9", "ip-masq=false"},
 		}}
@@ -92,7 +92,7 @@ func TestExtraArgs(t *testing.T) {
 		}
 	}
 	for name, want := range map[string]string{
-		"KUBE_API_ARGS":       "--authorization-mode=Node,RBAC,ABAC --allow-privileged=true --audit-log-maxage=30 --v=4\"",
+		"KUBE_API_ARGS":       "--audit-log-maxage=7 --profiling=false --v=4\"",
 		"KUBE_SCHEDULER_ARGS": "--leader-elect=true --profiling=false\"",
 		"FLANNEL_OPTIONS":     "--ip-masq=false --iface=eth9\"",
 		"KUBE_LOG_LEVEL":      "\"--v=0\"",
@@ -111,6 +111,7 @@ func TestExtraArgs(t *testing.T) {
 		{Component: ComponentFlanneld, Flag: "iface", Haagent: "10.0.0.21", Operator: "eth9"},
 		{Component: ComponentFlanneld, Flag: "ip-masq", Haagent: "", Operator: "false"},
 		{Component: ComponentAPIServer, Flag: "authorization-mode", Haagent: "Node,RBAC", Operator: "Node,RBAC,ABAC"},
+		{Component: ComponentAPIServer, Flag: "audit-log-maxage", Haagent: "30", Operator: "7"},
 		{Component: ComponentAPIServer, Flag: "v", Haagent: "0", Operator: "4", File: "/" + KubeConfig},
 	}
 	if !slices.Equal(got, want) {

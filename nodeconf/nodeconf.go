@@ -83,6 +83,11 @@ type Config struct {
 	// pod network's CNI config is not written yet.
 	Subnet *FlannelSubnet
 
+	// EncryptionKeys are the apiserver's keys for Secrets at rest, the write key first
+	// (masters). Without them the apiserver is rendered without encryption at rest:
+	// --insecure clusters have no token to seal them with, and 'haagent render' no etcd.
+	EncryptionKeys []pki.EncryptionKey
+
 	// ExtraArgs are the operator's flags per component, key=value each, checked with
 	// CheckArg: one that haagent also sets replaces haagent's, the rest are added.
 	ExtraArgs map[Component][]string
@@ -100,7 +105,7 @@ func Units(c Config) []Unit {
 	case "master":
 		return []Unit{
 			{"flanneld.service", []string{Flanneld}},
-			{"kube-apiserver.service", []string{KubeConfig, APIServer, pki.APIServerCert, pki.SAKey}},
+			{"kube-apiserver.service", []string{KubeConfig, APIServer, pki.APIServerCert, pki.SAKey, EncryptionConfig, AuditPolicy}},
 			{"kube-controller-manager.service", []string{KubeConfig, ControllerManager, pki.ControllerManagerKubeconfig}},
 			{"kube-scheduler.service", []string{KubeConfig, Scheduler, pki.SchedulerKubeconfig}},
 		}
@@ -137,6 +142,12 @@ func Render(c Config) ([]files.File, error) {
 	for _, f := range cfs {
 		f, _ = f.withArgs(c.ExtraArgs[f.component], shared)
 		env(f.path, f.vars...)
+	}
+	if c.Role == "master" {
+		out = append(out, files.File{Path: AuditPolicy, Mode: 0o644, Data: []byte(Header + "\n" + auditPolicy)})
+		if len(c.EncryptionKeys) > 0 {
+			out = append(out, files.File{Path: EncryptionConfig, Mode: 0o600, Data: encryptionConfig(c.EncryptionKeys)})
+		}
 	}
 	if c.Role == "minion" {
 		out = append(out, files.File{Path: KubeletConfig, Mode: 0o644, Data: kubeletConfig(c, p)})
@@ -216,7 +227,7 @@ func componentFiles(c Config, p func(string) string) ([]componentFile, error) {
 			{name: "KUBE_ETCD_SERVERS", flags: append([]string{"--etcd-servers=" + strings.Join(c.EtcdEndpoints, ",")}, etcdTLS...)},
 			{name: "KUBE_SERVICE_ADDRESSES", flags: []string{"--service-cluster-ip-range=" + c.ServiceClusterIPRange}},
 			{name: "KUBE_ADMISSION_CONTROL", flags: []string{"--enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,DefaultStorageClass,ResourceQuota,NodeRestriction"}},
-			{name: "KUBE_API_ARGS", flags: []string{
+			{name: "KUBE_API_ARGS", flags: append([]string{
 				"--tls-cert-file=" + p(pki.APIServerCert),
 				"--tls-private-key-file=" + p(pki.APIServerKey),
 				"--client-ca-file=" + p(pki.CACert),
@@ -230,7 +241,7 @@ func componentFiles(c Config, p func(string) string) ([]componentFile, error) {
 				"--service-account-signing-key-file=" + p(pki.SAKey),
 				"--authorization-mode=Node,RBAC",
 				"--allow-privileged=true",
-			}},
+			}, securityFlags(c, p)...)},
 		}}, componentFile{component: ComponentControllerManager, path: ControllerManager, extraVar: "KUBE_CONTROLLER_MANAGER_ARGS", vars: []envVar{
 			{name: "KUBE_CONTROLLER_MANAGER_ARGS", flags: []string{
 				"--kubeconfig=" + p(pki.ControllerManagerKubeconfig),

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/haagent/haagent/files"
+	"github.com/haagent/haagent/pki"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -38,7 +39,9 @@ func TestRenderGolden(t *testing.T) {
 	for name, c := range map[string]Config{
 		"master": {Role: "master", Name: "centos-master-1", AdvertiseAddress: "10.0.0.21", LB: "10.0.0.10",
 			EtcdEndpoints: []string{"https://10.0.0.21:2379"}, ServiceClusterIPRange: "10.254.0.0/16",
-			FlannelPrefix: "/kube-centos/network", Root: "/"},
+			FlannelPrefix: "/kube-centos/network", Root: "/",
+			// Mid-rotation: key2 encrypts, key1 still decrypts.
+			EncryptionKeys: []pki.EncryptionKey{{Name: "key2", Secret: []byte(strings.Repeat("2", 32))}, {Name: "key1", Secret: []byte(strings.Repeat("1", 32))}}},
 		// A cgroup v1 host with Debian's containerd 1.6, mirrors, and flanneld's lease in place.
 		"minion": minion,
 		// A cgroup v2 host with containerd 2.x, before flanneld has a lease: no CNI config yet.

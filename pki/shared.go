@@ -15,6 +15,9 @@ type Shared struct {
 	// AgentToken is the minions' and lbs' token, unpinned; nil in a cluster built with
 	// one legacy token, until 'haagent token rotate --agent' sets it.
 	AgentToken *Token
+	// EncryptionKeys are the apiserver's keys for Secrets at rest, the write key first;
+	// empty until the first master to find none makes one (see package atrest).
+	EncryptionKeys []EncryptionKey
 }
 
 // sharedDoc is the JSON sealed into etcd under SharedKey.
@@ -25,8 +28,10 @@ type sharedDoc struct {
 	SAPub  []byte `json:"saPub"`
 	// AgentSecret is the agent token's secret; "" while the cluster has none.
 	AgentSecret string `json:"agentSecret,omitempty"`
-	Version     int    `json:"version"`
-	IssuedAt    string `json:"issuedAt"`
+	// EncryptionKeys is omitted by clusters made before encryption at rest.
+	EncryptionKeys []EncryptionKey `json:"encryptionKeys,omitempty"`
+	Version        int             `json:"version"`
+	IssuedAt       string          `json:"issuedAt"`
 }
 
 // SharedKey is the etcd key holding the sealed shared material.
@@ -73,7 +78,8 @@ func LoadShared(root string) (*Shared, error) {
 
 // SealShared encrypts the shared material with the token, for etcd.
 func SealShared(t Token, sh *Shared) ([]byte, error) {
-	d := sharedDoc{CACert: sh.CA.CertPEM, CAKey: sh.CA.KeyPEM, SAKey: sh.SAKeyPEM, SAPub: sh.SAPubPEM, Version: 1}
+	d := sharedDoc{CACert: sh.CA.CertPEM, CAKey: sh.CA.KeyPEM, SAKey: sh.SAKeyPEM, SAPub: sh.SAPubPEM,
+		EncryptionKeys: sh.EncryptionKeys, Version: 1}
 	if sh.AgentToken != nil {
 		d.AgentSecret = sh.AgentToken.Secret
 	}
@@ -98,7 +104,7 @@ func OpenShared(t Token, sealed []byte) (*Shared, error) {
 	if err != nil {
 		return nil, err
 	}
-	sh := &Shared{CA: ca, SAKeyPEM: d.SAKey, SAPubPEM: d.SAPub}
+	sh := &Shared{CA: ca, SAKeyPEM: d.SAKey, SAPubPEM: d.SAPub, EncryptionKeys: d.EncryptionKeys}
 	if d.AgentSecret != "" {
 		sh.AgentToken = &Token{Kind: KindAgent, Secret: d.AgentSecret}
 	}

@@ -48,6 +48,10 @@ type Config struct {
 	Logger   *slog.Logger
 	// Now is the clock, injectable for tests.
 	Now func() time.Time
+	// Passed, if set, is called with the status after each pass that managed the units
+	// (or, without systemd, wrote the files): a master reports from it that its
+	// apiserver runs with what it rendered.
+	Passed func(Status)
 }
 
 // UnitStatus is one unit as the reconciler last saw it.
@@ -212,9 +216,15 @@ func (r *Reconciler) pass(ctx context.Context, units bool) []string {
 	r.mu.Unlock()
 	if r.cfg.Manager == nil || !units {
 		r.setErr("")
+		if units && r.cfg.Passed != nil {
+			r.cfg.Passed(r.Status())
+		}
 		return paths
 	}
 	r.units(ctx, changed)
+	if r.cfg.Passed != nil {
+		r.cfg.Passed(r.Status())
+	}
 	return paths
 }
 

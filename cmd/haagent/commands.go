@@ -41,6 +41,7 @@ func commands(a *agent, root **cobra.Command) []command {
 		token        tokenCmd
 		certs        certsCmd
 		reset        resetCmd
+		secrets      secretsCmd
 	)
 	return []command{
 		{use: "version", help: "print the version", run: runVersion},
@@ -72,6 +73,10 @@ func commands(a *agent, root **cobra.Command) []command {
 			{use: "renew", help: "renew every certificate of this master now, then list them",
 				long:  "Renew reissues every certificate of this master with its identity, read from the same flags and HAAGENT_* variables as the agent.",
 				flags: certs.renewFlags, run: certs.renew},
+		}},
+		{use: "secrets", help: "manage the encryption of Secrets at rest", sub: []command{
+			{use: "rotate-key", help: "replace the key that encrypts Secrets in etcd and re-encrypt every Secret with the new one",
+				long: rotateLong, flags: secrets.rotateFlags, run: secrets.rotate},
 		}},
 		{use: "reset", help: "return this host to its freshly installed state (for golden images)", flags: reset.flags, run: reset.run},
 		{use: "completion", help: "print the shell completion script for bash, zsh or fish", long: completionLong, sub: []command{

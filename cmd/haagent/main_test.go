@@ -191,9 +191,10 @@ func TestEnvironmentThroughCommands(t *testing.T) {
 	// Component flags come from the environment too, several in one variable; a flag
 	// haagent sets is replaced, not repeated.
 	withArgs := maps.Clone(env)
-	withArgs["HAAGENT_KUBE_APISERVER_ARG"] = "authorization-mode=Node,RBAC,ABAC audit-log-maxage=30"
+	withArgs["HAAGENT_KUBE_APISERVER_ARG"] = "authorization-mode=Node,RBAC,ABAC audit-log-maxage=7 profiling=false"
 	out, err = runOut(t, withArgs, "render")
-	if err != nil || !strings.Contains(out, "--authorization-mode=Node,RBAC,ABAC --allow-privileged=true --audit-log-maxage=30\"") ||
+	if err != nil || !strings.Contains(out, "--authorization-mode=Node,RBAC,ABAC --allow-privileged=true") ||
+		!strings.Contains(out, "--audit-log-maxage=7 --profiling=false\"") ||
 		strings.Contains(out, "--authorization-mode=Node,RBAC ") {
 		t.Fatalf("render with HAAGENT_KUBE_APISERVER_ARG (err %v):\n%s", err, out)
 	}

@@ -160,12 +160,21 @@ func (m *Master) start(ctx context.Context, g *errgroup.Group) error {
 		return fmt.Errorf("[flannel] %w", err)
 	}
 
+	// [encryption] The keys for Secrets at rest, made by the first master and sealed
+	// beside the CA; the apiserver is rendered with them from its first start. An
+	// --insecure cluster has no token to seal them with.
+	rc := reconcile.Config{Render: m.cfg.Render, Units: nodeconf.Units(m.cfg.NodeConfig())}
+	if shared != nil {
+		ks, err := m.encryption(ctx, g, token)
+		if err != nil {
+			return fmt.Errorf("[encryption] %w", err)
+		}
+		rc.Render, rc.Passed = ks.render, ks.passed
+	}
+
 	// [files] Write the kube and flannel files; the units follow after READY=1.
 	m.node.LogOverrides(nodeconf.Overrides(m.cfg.NodeConfig()))
-	if _, err := m.node.StartReconciler(ctx, reconcile.Config{
-		Render: m.cfg.Render,
-		Units:  nodeconf.Units(m.cfg.NodeConfig()),
-	}); err != nil {
+	if _, err := m.node.StartReconciler(ctx, rc); err != nil {
 		return fmt.Errorf("[files] %w", err)
 	}
 	m.lg.Info("[ready] master ready", "name", m.cfg.Name, "status", m.node.StatusAddr())

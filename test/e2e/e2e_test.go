@@ -7,6 +7,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"net/netip"
 	"path/filepath"
@@ -342,6 +343,82 @@ spec:
 			}
 			return nil
 		})
+	})
+
+	// Before master1 halts: a rotation waits for every master's apiserver, so that none
+	// comes back unable to read the Secrets.
+	t.Run("Secrets are encrypted at rest, a key rotation re-encrypts them, and the audit log has no bodies", func(t *testing.T) {
+		const plaintext = "haagent-at-rest-canary"
+		m1 := l.Host("master1")
+		_, err := kubectl("create", "secret", "generic", "at-rest", "--from-literal=password="+plaintext)
+		must(t, err)
+		// The last step of a rotation restarts every apiserver: the lb may not have
+		// seen them back yet.
+		readBack := func() {
+			t.Helper()
+			waitFor(t, ctx, "kubectl to read the Secret back", time.Minute, func() error {
+				out, err := kubectl("get", "secret", "at-rest", "-o", "jsonpath={.data.password}")
+				if err != nil {
+					return err
+				}
+				if got, _ := base64.StdEncoding.DecodeString(strings.TrimSpace(out)); string(got) != plaintext {
+					return fmt.Errorf("kubectl reads the Secret back as %q, want %q", got, plaintext)
+				}
+				return nil
+			})
+		}
+		raw := func(key string) {
+			t.Helper()
+			out, err := m1.Exec(ctx, "etcdctl", "--endpoints=https://127.0.0.1:2379", "--cacert=/"+pki.CACert,
+				"--cert=/"+pki.EtcdClientCert, "--key=/"+pki.EtcdClientKey, "get", "/registry/secrets/default/at-rest", "--print-value-only")
+			must(t, err)
+			if want := "k8s:enc:secretbox:v1:" + key + ":"; !strings.HasPrefix(out, want) || strings.Contains(out, plaintext) {
+				t.Fatalf("the Secret in etcd starts %q, want %q and no plaintext", out[:min(len(out), 40)], want)
+			}
+		}
+		readBack()
+		raw("key1")
+
+		d := time.Now()
+		out, err := m1.Shell(ctx, "haagent secrets rotate-key 2>&1")
+		t.Logf("haagent secrets rotate-key on master1, %s:\n%s", time.Since(d).Round(100*time.Millisecond), out)
+		must(t, err)
+		for _, step := range []string{"[add]", "[promote]", "[rewrite]", "[remove]", "[done]"} {
+			if !strings.Contains(out, step) {
+				t.Errorf("the rotation did not log its %s step", step)
+			}
+		}
+		raw("key2")
+		readBack()
+		for _, m := range l.Masters() {
+			cfg, err := m.ReadFile("/" + nodeconf.EncryptionConfig)
+			must(t, err)
+			if !strings.Contains(string(cfg), "name: key2") || strings.Contains(string(cfg), "name: key1") {
+				t.Errorf("%s's encryption config still has key1 or lacks key2:\n%s", m.Name, cfg)
+			}
+		}
+
+		// The create went through one of the apiservers; each writes its own log.
+		var created bool
+		for _, m := range l.Masters() {
+			log, err := m.ReadFile(nodeconf.AuditLog)
+			if err != nil {
+				t.Errorf("%s has no audit log: %v", m.Name, err)
+				continue
+			}
+			if strings.Contains(string(log), plaintext) || strings.Contains(string(log), base64.StdEncoding.EncodeToString([]byte(plaintext))) {
+				t.Errorf("%s's audit log holds the Secret's data", m.Name)
+			}
+			for _, line := range strings.Split(string(log), "\n") {
+				if strings.Contains(line, `"verb":"create"`) && strings.Contains(line, `"resource":"secrets"`) &&
+					strings.Contains(line, `"name":"at-rest"`) && strings.Contains(line, `"level":"Metadata"`) {
+					created = true
+				}
+			}
+		}
+		if !created {
+			t.Errorf("no apiserver's audit log has the Secret's create at Metadata level")
+		}
 	})
 
 	t.Run("master1 halted: a new pod through lb1 reaches Running", func(t *testing.T) {
