@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/haagent/haagent/nodeconf"
 	"github.com/haagent/haagent/pki"
 	"github.com/haagent/haagent/test/procs"
 )
@@ -57,7 +58,8 @@ func TestSecureClusterWithTokenJoin(t *testing.T) {
 					return err
 				}
 				want := os.FileMode(0o644)
-				if pki.IsKey(p) {
+				// The encryption config holds the keys of Secrets at rest.
+				if pki.IsKey(p) || strings.HasSuffix(p, "/"+nodeconf.EncryptionConfig) {
 					want = 0o600
 				}
 				if fi.Mode().Perm() != want {
