@@ -190,13 +190,14 @@ func (be *backend) recordFailure(reason error) {
 // every backend fails, some are still suspect when the first goes down.)
 func (p *pool) evict() {
 	anyHealthy := false
-	for _, be := range p.backends {
+	backends := p.list()
+	for _, be := range backends {
 		if be.snapshot().state == StateHealthy {
 			anyHealthy = true
 			break
 		}
 	}
-	for _, be := range p.backends {
+	for _, be := range backends {
 		be.mu.Lock()
 		var doomed []*proxyConn
 		if be.state == StateDown && (be.unreachable || anyHealthy) && len(be.conns) > 0 {

@@ -41,7 +41,13 @@ type echoBackend struct {
 
 func newEchoBackend(t *testing.T, name string) *echoBackend {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return newEchoBackendOn(t, name, "127.0.0.1:0")
+}
+
+// newEchoBackendOn is newEchoBackend listening on addr.
+func newEchoBackendOn(t *testing.T, name, addr string) *echoBackend {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}

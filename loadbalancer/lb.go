@@ -54,10 +54,17 @@ type Balancer struct {
 
 // pool is one balanced port.
 type pool struct {
-	port     int
-	listen   string
-	checker  Checker
-	backends []*backend // in configured order
+	port    int
+	listen  string
+	checker Checker
+	// fixed is set when Config.BackendAddrs names this port's backends: SetBackends
+	// leaves it alone.
+	fixed bool
+
+	mu sync.Mutex // guards the fields below
+	// backends are in configured order. SetBackends replaces the slice, never changes
+	// it in place, so that a reader may range over what list returned.
+	backends []*backend
 }
 
 type warnState struct {
@@ -97,6 +104,7 @@ func New(cfg Config) (*Balancer, error) {
 			p.checker = c
 		}
 		addrs := cfg.BackendAddrs[port]
+		p.fixed = addrs != nil
 		if addrs == nil {
 			for _, h := range cfg.Backends {
 				addrs = append(addrs, net.JoinHostPort(h, strconv.Itoa(port)))
@@ -129,7 +137,7 @@ func (b *Balancer) Ready() error {
 	for _, p := range b.pools {
 		up := false
 		var why []string
-		for _, be := range p.backends {
+		for _, be := range p.list() {
 			st := be.status()
 			if st.State.Up() {
 				up = true
@@ -152,7 +160,7 @@ func (b *Balancer) Ready() error {
 func (b *Balancer) Backends() []BackendStatus {
 	var out []BackendStatus
 	for _, p := range b.pools {
-		for _, be := range p.backends {
+		for _, be := range p.list() {
 			out = append(out, be.status())
 		}
 	}
@@ -209,7 +217,7 @@ func (b *Balancer) Run(ctx context.Context) error {
 	cancel()
 	closeAll()
 	for _, p := range b.pools {
-		for _, be := range p.backends {
+		for _, be := range p.list() {
 			be.closeAll()
 		}
 	}
@@ -242,7 +250,7 @@ func (b *Balancer) healthLoop(ctx context.Context) {
 func (b *Balancer) checkRound(ctx context.Context) {
 	var wg sync.WaitGroup
 	for _, p := range b.pools {
-		for _, be := range p.backends {
+		for _, be := range p.list() {
 			wg.Go(func() {
 				cctx, cancel := context.WithTimeout(ctx, b.cfg.CheckTimeout)
 				h, err := p.checker.Check(cctx, be.addr)
@@ -333,8 +341,9 @@ func (b *Balancer) handle(ctx context.Context, p *pool, client *net.TCPConn) {
 // (least-conn). Backends that are not up stay in the list, last, because their
 // health may lag and trying them beats refusing the client.
 func (b *Balancer) candidates(p *pool) []snapshot {
-	snaps := make([]snapshot, len(p.backends))
-	for i, be := range p.backends {
+	backends := p.list()
+	snaps := make([]snapshot, len(backends))
+	for i, be := range backends {
 		snaps[i] = be.snapshot()
 	}
 	slices.SortStableFunc(snaps, func(x, y snapshot) int {

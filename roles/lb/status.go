@@ -1,10 +1,7 @@
 package lb
 
 import (
-	"fmt"
 	"io"
-	"strconv"
-	"text/tabwriter"
 
 	"github.com/haagent/haagent/loadbalancer"
 )
@@ -23,15 +20,5 @@ type StatusDoc struct {
 // PrintStatus writes doc's backends as an aligned table: port, backend, state,
 // active and total connections, last error.
 func PrintStatus(w io.Writer, doc StatusDoc) {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PORT\tBACKEND\tSTATE\tACTIVE\tTOTAL\tLAST ERROR")
-	for _, b := range doc.Backends {
-		lastErr := b.LastError
-		if lastErr == "" {
-			lastErr = "-"
-		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\n",
-			b.Port, b.Address, b.State, b.Active, strconv.FormatUint(b.Total, 10), lastErr)
-	}
-	_ = tw.Flush()
+	loadbalancer.PrintBackends(w, doc.Backends)
 }
