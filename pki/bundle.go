@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"net"
 	"path"
+	"strings"
 	"text/template"
 	"time"
 
@@ -187,6 +188,24 @@ func Kubeconfig(server, user string, caPEM, certPEM, keyPEM []byte) ([]byte, err
 		"Server": server, "User": user, "CA": enc(caPEM), "Cert": enc(certPEM), "Key": enc(keyPEM),
 	})
 	return buf.Bytes(), err
+}
+
+// WithServer returns a kubeconfig that Kubeconfig rendered, pointed at server instead:
+// a node that runs its own lb (--lb=local) reaches the apiservers through 127.0.0.1,
+// whatever address the master that issued it had in mind.
+func WithServer(kubeconfig []byte, server string) ([]byte, error) {
+	lines := strings.Split(string(kubeconfig), "\n")
+	n := 0
+	for i, line := range lines {
+		if v, ok := strings.CutPrefix(line, "    server: "); ok && v != "" {
+			lines[i] = "    server: " + server
+			n++
+		}
+	}
+	if n != 1 {
+		return nil, fmt.Errorf("kubeconfig has %d server lines, want 1", n)
+	}
+	return []byte(strings.Join(lines, "\n")), nil
 }
 
 // IsKey reports whether a bundle path holds private material (mode 0600).

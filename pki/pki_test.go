@@ -168,6 +168,21 @@ func TestIssueGivesEachRoleItsCertificates(t *testing.T) {
 	if !strings.Contains(string(minion[KubeletKubeconfig]), "server: https://10.0.0.10:6443") {
 		t.Error("the kubelet kubeconfig does not point at the lb")
 	}
+	// A minion with its own lb points it at 127.0.0.1; the credentials stay.
+	local, err := WithServer(minion[KubeletKubeconfig], "https://127.0.0.1:6443")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(local), "\n    server: https://127.0.0.1:6443\n") || strings.Contains(string(local), "10.0.0.10") ||
+		len(local) != len(minion[KubeletKubeconfig])-len("10.0.0.10")+len("127.0.0.1") {
+		t.Errorf("WithServer:\n%s", local)
+	}
+	if c, err := kubeconfigCert(local); err != nil || c == nil {
+		t.Errorf("WithServer lost the client certificate: %v", err)
+	}
+	if _, err := WithServer([]byte("apiVersion: v1\n"), "https://127.0.0.1:6443"); err == nil {
+		t.Error("WithServer accepted a kubeconfig without a server")
+	}
 }
 
 func TestRenewAtTwoThirds(t *testing.T) {

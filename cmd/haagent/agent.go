@@ -102,7 +102,11 @@ func roles(name string) (role, bool) {
 			prepare:  prepare(cfg),
 			name:     func() string { return cfg.Name },
 			run: func(ctx context.Context, lg *slog.Logger) error {
-				return minion.New(cfg, lg, prometheus.DefaultGatherer).Run(ctx)
+				m, err := minion.New(cfg, lg, prometheus.DefaultGatherer, prometheus.DefaultRegisterer)
+				if err != nil {
+					return err
+				}
+				return m.Run(ctx)
 			},
 			render: cfg.Render,
 		}, true

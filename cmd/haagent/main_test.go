@@ -56,6 +56,12 @@ func TestBadInputExitsTwoWithOneLineNamingTheFlag(t *testing.T) {
 		{"malformed token", append(base, peers, "--token=short"), "--token"},
 		{"bad systemd mode", append(base, peers, "--systemd=maybe"), "--systemd"},
 		{"minion without lb", []string{"--role=minion", token}, "--lb"},
+		{"node-local lb without masters", []string{"--role=minion", token, "--root=" + tmp, "--lb=local"}, "--masters"},
+		{"node-local lb with a master that has a port", []string{"--role=minion", token, "--root=" + tmp, "--lb=local", "--masters=10.0.0.21:6443"}, "--masters"},
+		{"node-local lb with a master listed twice", []string{"--role=minion", token, "--root=" + tmp, "--lb=local", "--masters=10.0.0.21,10.0.0.21"}, "--masters"},
+		{"masters behind an lb host", []string{"--role=minion", token, "--root=" + tmp, "--lb=10.0.0.10", "--masters=10.0.0.21"}, "--masters"},
+		{"node-local lb refreshing too often", []string{"--role=minion", token, "--root=" + tmp, "--lb=local", "--masters=10.0.0.21", "--masters-refresh=10ms"}, "--masters-refresh"},
+		{"node-local lb on the status port", []string{"--role=minion", token, "--root=" + tmp, "--lb=local", "--masters=10.0.0.21", "--status-address=127.0.0.1:6443"}, "--status-address"},
 		{"minion with a bad runtime", []string{"--role=minion", token, "--lb=10.0.0.10", "--container-runtime=rkt"}, "--container-runtime"},
 		{"mirror without a registry", []string{"--role=minion", token, "--lb=10.0.0.10", "--registry-mirror=http://lb1:5000"}, "--registry-mirror"},
 		{"mirror that is no URL", []string{"--role=minion", token, "--lb=10.0.0.10", "--registry-mirror=docker.io=lb1:5000"}, "--registry-mirror"},
@@ -219,6 +225,35 @@ func TestEnvironmentThroughCommands(t *testing.T) {
 	if out, err := runOut(t, bad, "--help"); err != nil || !strings.Contains(out, "--etcd-client-port") {
 		t.Fatalf("--help with bad variables: %v\n%s", err, out)
 	}
+}
+
+// TestRenderNodeLocalMinion renders a minion that runs its own lb: with --masters, or
+// with no --masters but a list saved by an earlier run; its kubelet, kube-proxy and
+// flanneld point at 127.0.0.1.
+func TestRenderNodeLocalMinion(t *testing.T) {
+	root := t.TempDir()
+	args := []string{"render", "--role=minion", "--lb=local", "--root=" + root, "--token=0123456789abcdef0123", "--name=w1"}
+	check := func(out string, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("render: %v", err)
+		}
+		for _, want := range []string{"--master=https://127.0.0.1:6443", "FLANNEL_ETCD_ENDPOINTS=\"https://127.0.0.1:2379\""} {
+			if !strings.Contains(out, want) {
+				t.Errorf("render lacks %s:\n%s", want, out)
+			}
+		}
+	}
+	out, err := runOut(t, nil, append(args, "--masters=10.0.0.21,10.0.0.22")...)
+	check(out, err)
+	if err := os.MkdirAll(filepath.Join(root, "var/lib/haagent"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "var/lib/haagent/masters.json"), []byte(`{"masters":["10.0.0.22"],"source":"cluster"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err = runOut(t, nil, args...)
+	check(out, err)
 }
 
 // TestExitCodes checks that a failure of a command that ran is 1, not bad input.

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/haagent/haagent/files"
+	"github.com/haagent/haagent/masterlist"
 	"github.com/haagent/haagent/nodeconf"
 	"github.com/haagent/haagent/pki"
 	"github.com/haagent/haagent/reconcile"
@@ -43,7 +44,7 @@ func (r *resetCmd) run(ctx context.Context, w io.Writer, _ []string) error {
 	slices.Sort(rendered)
 	doomed := append([]string{}, rendered...)
 	for _, p := range []string{pki.Dir, pki.AdminKubeconfig, pki.ControllerManagerKubeconfig, pki.SchedulerKubeconfig,
-		pki.KubeletKubeconfig, pki.ProxyKubeconfig, master.TokenFile, master.AgentTokenFile, files.StateFile} {
+		pki.KubeletKubeconfig, pki.ProxyKubeconfig, master.TokenFile, master.AgentTokenFile, files.StateFile, masterlist.File} {
 		doomed = append(doomed, p)
 	}
 	if !r.yes {

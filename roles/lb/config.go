@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -89,7 +88,7 @@ func NewConfig() *Config {
 
 // AddFlags binds the lb's flags to c.
 func (c *Config) AddFlags(fs *pflag.FlagSet) {
-	fs.StringSliceVar(&c.Masters, "masters", c.Masters, "the masters' IPs or hostnames, comma-separated, primary first (required)")
+	node.AddMastersFlag(fs, &c.Masters, "the masters' IPs or hostnames, comma-separated, primary first (required)")
 	fs.IntSliceVar(&c.Ports, "lb-ports", c.Ports, "ports to balance, each forwarded to the same port on every master")
 	fs.StringVar(&c.Policy, "lb-policy", c.Policy, "failover (first healthy master in --masters order) or least-conn")
 	fs.DurationVar(&c.CheckInterval, "lb-check-interval", c.CheckInterval, "time between health checks of each master (builtin only)")
@@ -109,13 +108,9 @@ func (c *Config) Complete() error {
 	if err := c.Config.Complete(); err != nil {
 		return err
 	}
-	for i, m := range c.Masters {
-		c.Masters[i] = strings.TrimSpace(m)
-	}
+	node.TrimMasters(c.Masters)
 	return nil
 }
-
-var hostnameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$`)
 
 // Validate reports every problem at once, each naming its flag and the fix. It does
 // no I/O.
@@ -127,28 +122,7 @@ func (c *Config) Validate() error {
 	if len(c.Masters) == 0 {
 		bad("masters", "required; list the masters' IPs or hostnames, primary first, e.g. --masters=10.0.0.11,10.0.0.12,10.0.0.13")
 	}
-	seenHost := map[string]bool{}
-	for _, m := range c.Masters {
-		switch {
-		case m == "":
-			bad("masters", "has an empty entry; remove the stray comma")
-		case strings.Contains(m, "="), strings.Contains(m, "://"):
-			bad("masters", "%q is not a plain host; give IPs or hostnames only, e.g. 10.0.0.11", m)
-		case net.ParseIP(m) != nil:
-		case strings.Contains(m, ":"):
-			bad("masters", "%q has a port; give hosts only, the ports come from --lb-ports", m)
-		case !hostnameRE.MatchString(m):
-			bad("masters", "%q is not an IP address or hostname", m)
-		}
-		key := strings.ToLower(m)
-		if ip := net.ParseIP(m); ip != nil {
-			key = ip.String()
-		}
-		if m != "" && seenHost[key] {
-			bad("masters", "%q is listed twice; list each master once", m)
-		}
-		seenHost[key] = true
-	}
+	errs = append(errs, node.ValidateMasters(c.Masters)...)
 	if len(c.Ports) == 0 {
 		bad("lb-ports", "required; e.g. --lb-ports=6443,2379")
 	}

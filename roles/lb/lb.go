@@ -5,13 +5,10 @@ package lb
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"path/filepath"
 	"strconv"
 	"sync/atomic"
@@ -142,22 +139,11 @@ func (l *LB) credentials() (node.Credentials, error) {
 // checkTLS makes the health checks trust the cluster CA and present the lb's etcd
 // client certificate.
 func (l *LB) checkTLS(bc *loadbalancer.Config) error {
-	caPEM, err := os.ReadFile(filepath.Join(l.cfg.Root, pki.CACert))
+	tc, err := node.ClusterTLS(l.cfg.Root, pki.EtcdClientCert, pki.EtcdClientKey)
 	if err != nil {
 		return err
 	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
-	bc.APIServerCA = pool
-	certFile, keyFile := filepath.Join(l.cfg.Root, pki.EtcdClientCert), filepath.Join(l.cfg.Root, pki.EtcdClientKey)
-	bc.EtcdTLS = &tls.Config{
-		RootCAs: pool,
-		// Read per handshake, so that a renewed certificate applies without a restart.
-		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			c, err := tls.LoadX509KeyPair(certFile, keyFile)
-			return &c, err
-		},
-	}
+	bc.APIServerCA, bc.EtcdTLS = tc.RootCAs, tc
 	return nil
 }
 

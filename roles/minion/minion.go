@@ -29,6 +29,7 @@ import (
 	"github.com/haagent/haagent/flannel"
 	"github.com/haagent/haagent/hostinfo"
 	"github.com/haagent/haagent/join"
+	"github.com/haagent/haagent/masterlist"
 	"github.com/haagent/haagent/node"
 	"github.com/haagent/haagent/nodeconf"
 	"github.com/haagent/haagent/pki"
@@ -47,7 +48,13 @@ type Config struct {
 	// Address is the node IP, and flannel's interface.
 	node.Address
 	// LB is the lb's address: the minion joins and reaches the control plane through it.
+	// LBLocal runs the lb on this minion instead, on 127.0.0.1 (see locallb.go).
 	LB string
+	// Masters are the masters' hosts, primary first, that a node-local lb starts with
+	// (--lb=local only); the cluster's own list replaces them once it answers.
+	Masters []string
+	// MastersRefresh is how often a node-local lb asks the cluster for its masters.
+	MastersRefresh time.Duration
 	// ContainerRuntime is docker or containerd.
 	ContainerRuntime string
 	FlannelPrefix    string
@@ -67,6 +74,10 @@ type Config struct {
 
 	// Host holds what Complete read off this host.
 	Host HostFacts
+	// saved is the master list a node-local lb saved, as Complete read it; savedErr
+	// says why there is none (nil when there is one).
+	saved    masterlist.Saved
+	savedErr error
 }
 
 // HostFacts are the facts of the host that the minion's files depend on.
@@ -95,13 +106,17 @@ const DefaultContainerRuntime = "containerd"
 func NewConfig() *Config {
 	return &Config{Config: node.NewConfig(),
 		ContainerRuntime: DefaultContainerRuntime, FlannelPrefix: flannel.DefaultPrefix,
-		EtcdClientPort: 2379, CgroupDriver: CgroupDriverAuto,
+		EtcdClientPort: 2379, CgroupDriver: CgroupDriverAuto, MastersRefresh: masterlist.DefaultInterval,
 		SandboxImage: nodeconf.DefaultSandboxImage, ImagesDir: "/" + airgap.DefaultDir}
 }
 
 // AddFlags binds the minion's flags.
 func (c *Config) AddFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&c.LB, "lb", c.LB, "the lb's address: the minion joins and reaches the control plane through it")
+	fs.StringVar(&c.LB, "lb", c.LB, "the lb's address: the minion joins and reaches the control plane through it; "+
+		LBLocal+" runs an lb on this minion, on 127.0.0.1, in front of --masters")
+	node.AddMastersFlag(fs, &c.Masters, "with --lb="+LBLocal+": the masters' IPs or hostnames, comma-separated, primary first; "+
+		"only the start: the list is then kept from the cluster and saved in /"+masterlist.File)
+	fs.DurationVar(&c.MastersRefresh, "masters-refresh", c.MastersRefresh, "with --lb="+LBLocal+": how often the list of masters is asked of the cluster (etcd's member list)")
 	c.Address.AddFlags(fs)
 	fs.StringVar(&c.ContainerRuntime, "container-runtime", c.ContainerRuntime, "containerd or docker (docker needs cri-dockerd)")
 	fs.StringVar(&c.FlannelPrefix, "flannel-prefix", c.FlannelPrefix, "etcd prefix of flannel's network config")
@@ -115,12 +130,17 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	c.Config.AddFlags(fs)
 }
 
-// Complete fills the hostname default and reads the host's facts.
+// Complete fills the hostname default and reads the host's facts, and with
+// --lb=local the saved list of masters.
 func (c *Config) Complete() error {
 	if err := errors.Join(c.Config.Complete(), c.Address.Complete()); err != nil {
 		return err
 	}
 	c.Host = ReadHostFacts(c.Root)
+	node.TrimMasters(c.Masters)
+	if c.LocalLB() {
+		c.saved, c.savedErr = masterlist.Load(c.Root)
+	}
 	return nil
 }
 
@@ -169,8 +189,9 @@ func (c *Config) mirrors() []nodeconf.Mirror {
 func (c *Config) Validate() error {
 	var errs []error
 	if c.LB == "" {
-		errs = append(errs, errors.New("--lb: required; give the lb's address, e.g. --lb=10.0.0.10"))
+		errs = append(errs, errors.New("--lb: required; give the lb's address, e.g. --lb=10.0.0.10, or --lb=local --masters=... to run an lb on this minion"))
 	}
+	errs = append(errs, c.validateLocalLB()...)
 	if c.ContainerRuntime != "containerd" && c.ContainerRuntime != "docker" {
 		errs = append(errs, fmt.Errorf("--container-runtime: %q is not containerd or docker", c.ContainerRuntime))
 	}
@@ -206,25 +227,38 @@ type Minion struct {
 	lg   *slog.Logger
 	node *node.Node
 	reg  prometheus.Gatherer
+	// local is the node-local lb (--lb=local); nil otherwise.
+	local *localLB
 
 	mu     sync.Mutex // guards the fields below
 	images *airgap.Result
 }
 
-// New prepares the role; it starts nothing.
-func New(cfg *Config, lg *slog.Logger, gatherer prometheus.Gatherer) *Minion {
-	return &Minion{cfg: cfg, lg: lg, node: node.New(&cfg.Config, lg), reg: gatherer}
+// New prepares the role; it starts nothing. The node-local lb's metrics go to
+// registerer, if not nil; gatherer serves /metrics.
+func New(cfg *Config, lg *slog.Logger, gatherer prometheus.Gatherer, registerer prometheus.Registerer) (*Minion, error) {
+	m := &Minion{cfg: cfg, lg: lg, node: node.New(&cfg.Config, lg), reg: gatherer}
+	if cfg.LocalLB() {
+		l, err := newLocalLB(cfg, lg, registerer)
+		if err != nil {
+			return nil, err
+		}
+		m.local = l
+	}
+	return m, nil
 }
 
 // Status is the document behind /status on a minion.
 type Status struct {
-	Role    string            `json:"role"`
-	Name    string            `json:"name"`
-	Version string            `json:"version"`
-	LB      string            `json:"lb"`
-	Host    HostFacts         `json:"host"`
-	Driver  string            `json:"cgroupDriver"`
-	Subnet  string            `json:"podSubnet,omitempty"`
+	Role    string    `json:"role"`
+	Name    string    `json:"name"`
+	Version string    `json:"version"`
+	LB      string    `json:"lb"`
+	Host    HostFacts `json:"host"`
+	Driver  string    `json:"cgroupDriver"`
+	Subnet  string    `json:"podSubnet,omitempty"`
+	// LocalLB is the node-local lb (--lb=local): its masters and backends.
+	LocalLB *LocalLBStatus    `json:"localLB,omitempty"`
 	Images  *airgap.Result    `json:"airgapImages,omitempty"`
 	Certs   []pki.CertInfo    `json:"certs,omitempty"`
 	Node    *reconcile.Status `json:"node,omitempty"`
@@ -246,6 +280,14 @@ func (m *Minion) start(ctx context.Context, g *errgroup.Group) error {
 		m.setSysctls()
 	}
 
+	// [lb] With --lb=local, run the lb on 127.0.0.1 in front of the masters'
+	// apiserver, etcd and join ports, over the saved list and --masters.
+	if m.local != nil {
+		if err := m.local.start(ctx, g); err != nil {
+			return fmt.Errorf("[lb] %w", err)
+		}
+	}
+
 	// [certificates] Join through the lb, unless this minion holds current
 	// certificates; renew them at 2/3 of their lifetime.
 	if !m.cfg.Insecure {
@@ -253,8 +295,19 @@ func (m *Minion) start(ctx context.Context, g *errgroup.Group) error {
 		if err == nil {
 			err = m.node.KeepCredentials(ctx, g, creds)
 		}
+		if err == nil && m.local != nil {
+			err = m.pointKubeconfigsAtLocalLB()
+		}
 		if err != nil {
 			return fmt.Errorf("[certificates] %w", err)
+		}
+	}
+
+	// [masters] With --lb=local, keep the list of masters from etcd's member list,
+	// asked through the local lb with flanneld's certificate, and save it.
+	if m.local != nil {
+		if err := m.local.keepMasters(ctx, g); err != nil {
+			return fmt.Errorf("[masters] %w", err)
 		}
 	}
 
@@ -282,7 +335,7 @@ func (m *Minion) start(ctx context.Context, g *errgroup.Group) error {
 			return m.importImages(ctx)
 		})
 	}
-	m.lg.Info("[ready] minion ready", "lb", m.cfg.LB, "cgroup-mode", m.cfg.Host.CgroupMode, "cgroup-driver", m.cfg.cgroupDriver(),
+	m.lg.Info("[ready] minion ready", "lb", m.cfg.LB, "masters", m.masters(), "cgroup-mode", m.cfg.Host.CgroupMode, "cgroup-driver", m.cfg.cgroupDriver(),
 		"containerd", m.cfg.Host.ContainerdVersion, "status", m.node.StatusAddr())
 	return nil
 }
@@ -364,6 +417,9 @@ func (m *Minion) status(ctx context.Context) (any, error) {
 		st.Subnet = s.Subnet.Masked().String()
 	}
 	st.Node = m.node.FilesStatus()
+	if m.local != nil {
+		st.LocalLB = m.local.status()
+	}
 	m.mu.Lock()
 	st.Images = m.images
 	m.mu.Unlock()
@@ -384,12 +440,13 @@ func (m *Minion) credentials() (node.Credentials, error) {
 	if m.cfg.AdvertiseAddress != "" {
 		hosts = []string{m.cfg.AdvertiseAddress}
 	}
-	server := net.JoinHostPort(m.cfg.LB, strconv.Itoa(m.cfg.JoinPort))
-	return node.Credentials{
-		Need: joinFiles,
-		Get: m.node.JoinVia([]string{server}, token, join.Request{Role: "minion", Name: m.cfg.Name, Hosts: hosts},
-			&node.Renewal{Cert: pki.KubeletClientCert, Key: pki.KubeletClientKey}),
-	}, nil
+	server := net.JoinHostPort(m.cfg.lbAddress(), strconv.Itoa(m.cfg.JoinPort))
+	get := m.node.JoinVia([]string{server}, token, join.Request{Role: "minion", Name: m.cfg.Name, Hosts: hosts},
+		&node.Renewal{Cert: pki.KubeletClientCert, Key: pki.KubeletClientKey})
+	if m.cfg.LocalLB() {
+		get = viaLocalLB(get)
+	}
+	return node.Credentials{Need: joinFiles, Get: get}, nil
 }
 
 // subnet is flanneld's lease for this node, or nil while it has none.
@@ -405,12 +462,13 @@ func (c *Config) subnet() *nodeconf.FlannelSubnet {
 	return s
 }
 
-// NodeConfig is what the minion's files are rendered from: everything points at the lb,
+// NodeConfig is what the minion's files are rendered from: everything points at the lb
+// (127.0.0.1 with --lb=local),
 // and the pod network follows flanneld's current lease.
 func (c *Config) NodeConfig() nodeconf.Config {
 	return nodeconf.Config{
-		Role: "minion", Name: c.Name, AdvertiseAddress: c.AdvertiseAddress, LB: c.LB,
-		EtcdEndpoints: []string{c.Scheme() + "://" + net.JoinHostPort(c.LB, strconv.Itoa(c.EtcdClientPort))},
+		Role: "minion", Name: c.Name, AdvertiseAddress: c.AdvertiseAddress, LB: c.lbAddress(),
+		EtcdEndpoints: []string{c.Scheme() + "://" + net.JoinHostPort(c.lbAddress(), strconv.Itoa(c.EtcdClientPort))},
 		FlannelPrefix: c.FlannelPrefix, FlannelIface: c.Iface,
 		ContainerRuntime: c.ContainerRuntime, Root: c.Root, Insecure: c.Insecure,
 		CgroupDriver: c.cgroupDriver(), CgroupV1: c.Host.CgroupMode.IsV1(), FailCgroupV1: c.FailCgroupV1,
@@ -448,5 +506,8 @@ func PrintStatus(w io.Writer, st Status) {
 			fmt.Fprintf(w, "; %s failed: %s", f, e)
 		}
 		fmt.Fprintln(w)
+	}
+	if st.LocalLB != nil {
+		printLocalLB(w, *st.LocalLB)
 	}
 }
