@@ -14,7 +14,7 @@ import (
 
 func main() {
 	rounds := flag.Int("rounds", 5, "rounds per measurement")
-	only := flag.String("only", "", "comma-separated sections to run (master, lb, auth, pods); default all")
+	only := flag.String("only", "", "comma-separated sections to run (master, lb, auth, pods, nodelocal); default all")
 	flag.Parse()
 	bin := os.Getenv("HAAGENT_BIN")
 	if bin == "" {
@@ -28,6 +28,7 @@ func main() {
 		{"lb", benchLB},
 		{"auth", benchAuth},
 		{"pods", benchPods},
+		{"nodelocal", benchNodeLocal},
 	}
 	failed := false
 	for _, s := range sections {
