@@ -5,8 +5,9 @@ import (
 	"strings"
 )
 
-// remoteMember is one member as a running peer reports it on its peer port (GET /members).
-type remoteMember struct {
+// Member is one member as a running peer reports it on its peer port (GET /members),
+// and as the data dir's database keeps it (the same JSON).
+type Member struct {
 	ID         uint64   `json:"id"`
 	Name       string   `json:"name,omitempty"`
 	PeerURLs   []string `json:"peerURLs"`
@@ -16,9 +17,9 @@ type remoteMember struct {
 
 // started reports whether the member has ever published itself, which etcd
 // does once it has joined: only then does it list client URLs.
-func (m remoteMember) started() bool { return len(m.ClientURLs) > 0 }
+func (m Member) started() bool { return len(m.ClientURLs) > 0 }
 
-func (m remoteMember) hasPeerURL(u string) bool {
+func (m Member) hasPeerURL(u string) bool {
 	for _, p := range m.PeerURLs {
 		if p == u {
 			return true
@@ -50,7 +51,7 @@ type plan struct {
 	// clusterState is "new" or "existing".
 	clusterState string
 	// remove lists stale members that stand in this member's place and must go first.
-	remove []remoteMember
+	remove []Member
 	// clientURLs are where a running cluster answers, for member add and remove.
 	clientURLs []string
 }
@@ -58,7 +59,7 @@ type plan struct {
 // decide chooses the start mode. It is pure so that every order of events can be tested:
 // haveData says whether the data dir holds a member, and view is the membership that a
 // running peer reported (nil when no peer answered).
-func decide(self Peer, peers Peers, haveData bool, view []remoteMember) plan {
+func decide(self Peer, peers Peers, haveData bool, view []Member) plan {
 	static := plan{initialCluster: peers.String(), clusterState: "new"}
 	if haveData {
 		static.mode = ModeRestart
@@ -76,7 +77,7 @@ func decide(self Peer, peers Peers, haveData bool, view []remoteMember) plan {
 	}
 	selfURL := self.URL.String()
 	p := plan{clusterState: "existing"}
-	var kept []remoteMember
+	var kept []Member
 	slot := false
 	for _, m := range view {
 		mine := m.hasPeerURL(selfURL)
@@ -98,7 +99,7 @@ func decide(self Peer, peers Peers, haveData bool, view []remoteMember) plan {
 		p.remove = nil // a slot and a stale twin can't both exist; the slot wins.
 	} else {
 		p.mode = ModeJoin
-		kept = append(kept, remoteMember{Name: self.Name, PeerURLs: []string{selfURL}})
+		kept = append(kept, Member{Name: self.Name, PeerURLs: []string{selfURL}})
 	}
 	p.initialCluster = initialCluster(kept, self, peers)
 	return p
@@ -106,7 +107,7 @@ func decide(self Peer, peers Peers, haveData bool, view []remoteMember) plan {
 
 // initialCluster renders members as etcd's --initial-cluster. Members that never started
 // have no name in the cluster, so they take the name --peers gives their URL.
-func initialCluster(ms []remoteMember, self Peer, peers Peers) string {
+func initialCluster(ms []Member, self Peer, peers Peers) string {
 	var parts []string
 	selfURL := self.URL.String()
 	for _, m := range ms {

@@ -76,6 +76,9 @@ type Config struct {
 	StartTimeout time.Duration
 	// PromoteTimeout bounds the wait for a learner to catch up and be promoted.
 	PromoteTimeout time.Duration
+	// ClusterCheckInterval is how often the member asks its peers which cluster they
+	// are in; 0 is DefaultClusterCheckInterval.
+	ClusterCheckInterval time.Duration
 	// QuotaBackendBytes is etcd's space quota in bytes, past which it raises its NOSPACE
 	// alarm and refuses writes; 0 is etcd's default (2 GiB).
 	QuotaBackendBytes int64
@@ -134,6 +137,8 @@ type Server struct {
 	ready chan struct{}
 
 	stopping atomic.Bool // set when haagent stops etcd on purpose
+	// foreign is the last cluster ID mismatch with a peer (watchClusterIDs).
+	foreign atomic.Pointer[string]
 
 	mu     sync.Mutex // guards the fields below
 	etcd   *embed.Etcd
@@ -178,15 +183,23 @@ func (s *Server) Healthy() error {
 	select {
 	case <-s.ready:
 	default:
-		return errors.New("etcd member not ready")
+		return s.withForeign(errors.New("etcd member not ready"))
 	}
 	if e.Server.Leader() == types.ID(raftNone) {
-		return errors.New("etcd cluster has no leader")
+		return s.withForeign(errors.New("etcd cluster has no leader"))
 	}
 	return nil
 }
 
 const raftNone = 0
+
+// withForeign adds a cluster ID mismatch with a peer, the likely reason, to err.
+func (s *Server) withForeign(err error) error {
+	if f := s.ForeignCluster(); f != "" {
+		return fmt.Errorf("%w: %s", err, f)
+	}
+	return err
+}
 
 // Run starts the member and blocks until ctx ends (then it stops etcd and returns nil)
 // or etcd fails. It returns an error wrapping ErrRemoved when the cluster removed us.
@@ -196,7 +209,7 @@ func (s *Server) Run(ctx context.Context) error {
 			ErrRemoved, strings.TrimSpace(string(b)), s.cfg.DataDir)
 	}
 	haveData := wal.Exist(filepath.Join(s.cfg.DataDir, "member", "wal"))
-	var view []remoteMember
+	var view []Member
 	if !haveData {
 		view = s.probePeers(ctx)
 	}
@@ -215,7 +228,12 @@ func (s *Server) Run(ctx context.Context) error {
 	s.mu.Lock()
 	s.etcd, s.mode = e, p.mode
 	s.mu.Unlock()
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	watched := make(chan struct{})
+	go func() { defer close(watched); s.watchClusterIDs(watchCtx, e) }()
 	defer func() {
+		stopWatch()
+		<-watched
 		s.stopping.Store(true)
 		e.Close()
 	}()
@@ -328,75 +346,66 @@ func (s *Server) etcdConfig(p plan) *embed.Config {
 
 // probePeers asks every other peer, at once, for the membership it knows on its peer port.
 // That port answers before the member is ready, so concurrent bootstraps see each other.
-// It returns the view that lists the most started members, or nil if no peer answered.
-func (s *Server) probePeers(ctx context.Context) []remoteMember {
-	type answer struct {
-		from string
-		ms   []remoteMember
+// It returns the view that bestView picks, or nil if no peer answered.
+func (s *Server) probePeers(ctx context.Context) []Member {
+	answers, err := s.Reachable(ctx, s.PeersAsMembers())
+	if err != nil {
+		s.lg.Error("probing the peers", "err", err)
+		return nil
 	}
-	ch := make(chan answer, len(s.cfg.Peers))
-	hc := &http.Client{Timeout: s.cfg.ProbeTimeout}
-	if t := s.cfg.TLS; t != nil {
-		info := transport.TLSInfo{CertFile: t.PeerCert, KeyFile: t.PeerKey, TrustedCAFile: t.CA}
-		tc, err := info.ClientConfig()
-		if err != nil {
-			s.lg.Error("peer TLS for probing", "err", err)
-			return nil
-		}
-		hc.Transport = &http.Transport{TLSClientConfig: tc}
-	}
-	n := 0
-	for _, p := range s.cfg.Peers {
-		if p.Name == s.cfg.Name {
-			continue
-		}
-		n++
-		go func(p Peer) {
-			ms, err := fetchMembers(ctx, hc, p.URL.String())
-			if err != nil {
-				s.lg.Debug("peer did not answer", "peer", p.Name, "err", err)
+	return bestView(answers)
+}
+
+// bestView picks, among the peers' answers, the view of a cluster whose quorum
+// answered, then the one that lists the most started members. After a cluster-reset
+// --restore, a master left on the old cluster still answers with all the old members
+// started; the restored cluster is the one that can take a new member.
+func bestView(answers []Answer) []Member {
+	var best []Member
+	bestQuorum, bestStarted := false, -1
+	for _, a := range answers {
+		voters, started, alive := 0, 0, 0
+		for _, m := range a.Members {
+			if !m.IsLearner {
+				voters++
 			}
-			ch <- answer{p.Name, ms}
-		}(p)
-	}
-	var best []remoteMember
-	bestStarted := -1
-	for range n {
-		a := <-ch
-		if a.ms == nil {
-			continue
-		}
-		started := 0
-		for _, m := range a.ms {
 			if m.started() {
 				started++
 			}
 		}
-		if started > bestStarted {
-			best, bestStarted = a.ms, started
+		for _, b := range answers {
+			if b.ClusterID == a.ClusterID {
+				alive++
+			}
+		}
+		quorum := voters > 0 && alive >= voters/2+1
+		if quorum && !bestQuorum || quorum == bestQuorum && started > bestStarted {
+			best, bestQuorum, bestStarted = a.Members, quorum, started
 		}
 	}
 	return best
 }
 
-func fetchMembers(ctx context.Context, hc *http.Client, peerURL string) ([]remoteMember, error) {
+// fetchMembers asks a peer for the members it knows, and returns them with the cluster
+// ID the peer's etcd puts in every answer on its peer port.
+func fetchMembers(ctx context.Context, hc *http.Client, peerURL string) ([]Member, string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, peerURL+"/members", nil)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s/members: %s", peerURL, resp.Status)
+		return nil, "", fmt.Errorf("GET %s/members: %s", peerURL, resp.Status)
 	}
-	var ms []remoteMember
+	var ms []Member
 	if err := json.NewDecoder(resp.Body).Decode(&ms); err != nil {
-		return nil, fmt.Errorf("GET %s/members: %w", peerURL, err)
+		return nil, "", fmt.Errorf("GET %s/members: %w", peerURL, err)
 	}
-	return ms, nil
+	return ms, resp.Header.Get("X-Etcd-Cluster-ID"), nil
 }
 
 // makeRoom removes stale members that stand in our place and adds us as a learner.

@@ -36,6 +36,9 @@ type ClusterStatus struct {
 	Members   []MemberStatus `json:"members"`
 	// Alarms are etcd's raised alarms (NOSPACE, CORRUPT), by member name or ID.
 	Alarms []Alarm `json:"alarms"`
+	// Foreign is the last cluster ID mismatch with a peer in --peers: a master left on
+	// an old cluster after a cluster-reset --restore, or this one.
+	Foreign string `json:"foreignCluster,omitempty"`
 }
 
 // Alarm is one alarm raised on one member.
@@ -49,9 +52,14 @@ type Alarm struct {
 func (s *Server) Status(ctx context.Context) (ClusterStatus, error) {
 	cli := s.Client()
 	if cli == nil {
-		return ClusterStatus{}, errors.New("etcd member not ready")
+		return ClusterStatus{}, s.withForeign(errors.New("etcd member not ready"))
 	}
-	return ClusterStatusOf(ctx, cli, s.Mode())
+	cs, err := ClusterStatusOf(ctx, cli, s.Mode())
+	if err != nil {
+		return cs, s.withForeign(err)
+	}
+	cs.Foreign = s.ForeignCluster()
+	return cs, nil
 }
 
 // ClusterStatusOf builds a ClusterStatus with any client of the cluster.

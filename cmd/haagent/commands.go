@@ -42,6 +42,7 @@ func commands(a *agent, root **cobra.Command) []command {
 		certs        certsCmd
 		reset        resetCmd
 		secrets      secretsCmd
+		clusterReset clusterResetCmd
 	)
 	return []command{
 		{use: "version", help: "print the version", run: runVersion},
@@ -78,6 +79,8 @@ func commands(a *agent, root **cobra.Command) []command {
 			{use: "rotate-key", help: "replace the key that encrypts Secrets in etcd and re-encrypt every Secret with the new one",
 				long: rotateLong, flags: secrets.rotateFlags, run: secrets.rotate},
 		}},
+		{use: "cluster-reset", help: "after a lost quorum, make this master the only member of its cluster, from its data or a snapshot",
+			long: clusterResetLong, flags: clusterReset.flags, run: clusterReset.run},
 		{use: "reset", help: "return this host to its freshly installed state (for golden images)", flags: reset.flags, run: reset.run},
 		{use: "completion", help: "print the shell completion script for bash, zsh or fish", long: completionLong, sub: []command{
 			{use: "bash", help: "print the bash completion script", run: func(_ context.Context, w io.Writer, _ []string) error {

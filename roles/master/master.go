@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -45,19 +46,7 @@ type Master struct {
 
 // New prepares a master from a validated config; it starts nothing.
 func New(cfg *Config, lg *slog.Logger, gatherer prometheus.Gatherer) (*Master, error) {
-	ec, err := cfg.EmbedConfig()
-	if err != nil {
-		return nil, err
-	}
-	ec.Logger = lg
-	if !cfg.Insecure {
-		ec.TLS = cfg.TLSFiles()
-	}
-	ec.EtcdLogLevel = slog.LevelWarn
-	if lg.Enabled(context.Background(), slog.LevelDebug) {
-		ec.EtcdLogLevel = slog.LevelDebug
-	}
-	member, err := etcdmember.New(ec)
+	member, err := cfg.newMember(lg)
 	if err != nil {
 		return nil, err
 	}
@@ -68,6 +57,24 @@ func New(cfg *Config, lg *slog.Logger, gatherer prometheus.Gatherer) (*Master, e
 	return m, nil
 }
 
+// newMember prepares the etcd member as the master runs it, and as cluster-reset
+// starts it once.
+func (c *Config) newMember(lg *slog.Logger) (*etcdmember.Server, error) {
+	ec, err := c.EmbedConfig()
+	if err != nil {
+		return nil, err
+	}
+	ec.Logger = lg
+	if !c.Insecure {
+		ec.TLS = c.TLSFiles()
+	}
+	ec.EtcdLogLevel = slog.LevelWarn
+	if lg.Enabled(context.Background(), slog.LevelDebug) {
+		ec.EtcdLogLevel = slog.LevelDebug
+	}
+	return etcdmember.New(ec)
+}
+
 // Status is the document behind /status and `haagent status` on a master.
 type Status struct {
 	Role    string                   `json:"role"`
@@ -76,6 +83,9 @@ type Status struct {
 	Etcd    etcdmember.ClusterStatus `json:"etcd"`
 	Flannel FlannelStatus            `json:"flannel"`
 	Node    *reconcile.Status        `json:"node,omitempty"`
+	// NotMembers are the masters in --peers that the cluster does not list: lost ones
+	// not yet rebuilt, or, after a cluster-reset, the ones that have not joined yet.
+	NotMembers []string `json:"notMembers,omitempty"`
 }
 
 // FlannelStatus is flannel's network config as stored in etcd.
@@ -213,6 +223,7 @@ func (m *Master) status(ctx context.Context) (any, error) {
 		return nil, err
 	}
 	st := Status{Role: "master", Name: m.cfg.Name, Version: release.Version, Etcd: cs, Node: m.node.FilesStatus()}
+	st.NotMembers = m.notMembers(cs.Members)
 	st.Flannel.Key = flannel.ConfigKey(m.cfg.FlannelPrefix)
 	gctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
@@ -220,6 +231,25 @@ func (m *Master) status(ctx context.Context) (any, error) {
 		st.Flannel.Value = string(resp.Kvs[0].Value)
 	}
 	return st, nil
+}
+
+// notMembers lists the masters in --peers whose name and peer URL no member has.
+func (m *Master) notMembers(ms []etcdmember.MemberStatus) []string {
+	peers, err := m.cfg.ParsePeers()
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, p := range peers {
+		found := false
+		for _, mb := range ms {
+			found = found || mb.Name == p.Name || slices.Contains(mb.PeerURLs, p.URL.String())
+		}
+		if !found {
+			out = append(out, p.Name)
+		}
+	}
+	return out
 }
 
 // ready is /readyz: the member is healthy and the node files are in place.

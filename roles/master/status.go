@@ -17,6 +17,13 @@ func PrintStatus(w io.Writer, st Status) {
 	fmt.Fprintf(w, "role: %s   name: %s   version: %s\n", st.Role, st.Name, st.Version)
 	fmt.Fprintf(w, "etcd cluster %s, this member %s (started as %s)\n\n", st.Etcd.ClusterID, st.Etcd.LocalID, st.Etcd.Mode)
 	PrintMembers(w, st.Etcd.Members)
+	if len(st.NotMembers) > 0 {
+		fmt.Fprintf(w, "%d of %d masters are members; not members: %s (a master with an empty data dir joins when haagent starts on it)\n",
+			len(st.Etcd.Members), len(st.Etcd.Members)+len(st.NotMembers), strings.Join(st.NotMembers, ", "))
+	}
+	if st.Etcd.Foreign != "" {
+		fmt.Fprintf(w, "%s\n", st.Etcd.Foreign)
+	}
 	printSpace(w, st.Etcd)
 	fmt.Fprintf(w, "\nflannel: %s = %s\n", st.Flannel.Key, st.Flannel.Value)
 }
