@@ -12,6 +12,8 @@ import (
 	"go.etcd.io/etcd/api/v3/authpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/haagent/haagent/vip"
 )
 
 // The etcd users, one per client certificate CN that pki issues: with client-cert-auth
@@ -29,14 +31,15 @@ const (
 	UserAPIServer = "kube-apiserver-etcd-client"
 	// UserFlannel is flanneld, on masters and on minions (through the lb).
 	UserFlannel = "flannel"
-	// UserLB is the lb's health check. etcd answers GET /health as root whatever the
-	// certificate, so the lb needs no permission: the user exists with no role, which
-	// makes any gRPC call with the lb's certificate fail.
+	// UserLB is the lb: its health check (etcd answers GET /health as root whatever
+	// the certificate, so that needs no permission) and, with --vip, its election of
+	// the VIP's holder, which reads and writes under vip.KeyPrefix and nowhere else.
 	UserLB = "haagent-lb"
 
 	roleRoot      = "root"
 	roleAPIServer = "kube-apiserver"
 	roleFlannel   = "flannel"
+	roleLB        = "haagent-lb"
 
 	// DefaultAPIServerPrefix is kube-apiserver's --etcd-prefix default.
 	DefaultAPIServerPrefix = "/registry"
@@ -108,13 +111,18 @@ func NewAuthPolicy(apiserverPrefix, flannelPrefix string) AuthPolicy {
 				{Key: flannelPrefix + "/", Prefix: true, Type: clientv3.PermRead},
 				{Key: path.Join(flannelPrefix, "subnets"), Prefix: true, Type: clientv3.PermReadWrite},
 			}},
+			// The VIP's election: a key per lb under the prefix, attached to its lease; a
+			// standby revokes a stale holder's lease, which needs write on its key.
+			{Name: roleLB, Perms: []Perm{
+				{Key: vip.KeyPrefix, Prefix: true, Type: clientv3.PermReadWrite},
+			}},
 		},
 		Users: []User{
 			{Name: UserRoot, Roles: []string{roleRoot}},
 			{Name: UserHaagent, Roles: []string{roleRoot}},
 			{Name: UserAPIServer, Roles: []string{roleAPIServer}},
 			{Name: UserFlannel, Roles: []string{roleFlannel}},
-			{Name: UserLB},
+			{Name: UserLB, Roles: []string{roleLB}},
 		},
 	}
 }

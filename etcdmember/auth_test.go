@@ -16,6 +16,8 @@ func TestAuthPolicy(t *testing.T) {
 	want := map[string][]string{
 		roleAPIServer: {"READWRITE /registry/* end=/registry0", "READWRITE compact_rev_key end="},
 		roleFlannel:   {"READ /coreos.com/network/* end=/coreos.com/network0", "READWRITE /coreos.com/network/subnets* end=/coreos.com/network/subnett"},
+		// The lb's VIP election, under its prefix only.
+		roleLB: {"READWRITE /haagent/vip/* end=/haagent/vip0"},
 	}
 	for name, w := range want {
 		if !slices.Equal(roles[name], w) {
@@ -30,7 +32,7 @@ func TestAuthPolicy(t *testing.T) {
 		users[u.Name] = u.Roles
 	}
 	for name, w := range map[string][]string{
-		UserRoot: {roleRoot}, UserHaagent: {roleRoot}, UserAPIServer: {roleAPIServer}, UserFlannel: {roleFlannel}, UserLB: nil,
+		UserRoot: {roleRoot}, UserHaagent: {roleRoot}, UserAPIServer: {roleAPIServer}, UserFlannel: {roleFlannel}, UserLB: {roleLB},
 	} {
 		got, ok := users[name]
 		if !ok || !slices.Equal(got, w) {

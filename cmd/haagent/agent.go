@@ -114,7 +114,7 @@ func roles(name string) (role, bool) {
 		cfg := lbrole.NewConfig()
 		return role{
 			addFlags: cfg.AddFlags,
-			prepare:  prepare(cfg),
+			prepare:  prepare(cfg, cfg.Preflight),
 			name:     func() string { return cfg.Name },
 			run: func(ctx context.Context, lg *slog.Logger) error {
 				l, err := lbrole.New(cfg, lg, prometheus.DefaultGatherer, prometheus.DefaultRegisterer)

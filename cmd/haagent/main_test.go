@@ -27,6 +27,8 @@ func TestBadInputExitsTwoWithOneLineNamingTheFlag(t *testing.T) {
 	peers := "--peers=m1=http://127.0.0.21:2380,m2=http://127.0.0.22:2380,m3=http://127.0.0.23:2380"
 	token := "--token=0123456789abcdef0123"
 	base := []string{"--role=master", "--name=m1", "--data-dir=" + dataDir, "--root=" + tmp, "--token=0123456789abcdef0123"}
+	// Loopback masters: should a case pass by mistake, the lb it starts stays on this host.
+	lb := []string{"--role=lb", "--name=lb1", "--masters=127.0.0.81,127.0.0.82,127.0.0.83", "--root=" + tmp, token}
 	tests := []struct {
 		name string
 		args []string
@@ -95,6 +97,13 @@ func TestBadInputExitsTwoWithOneLineNamingTheFlag(t *testing.T) {
 		{"negative quota", append(base, peers, "--etcd-quota-backend-bytes=-1"), "--etcd-quota-backend-bytes"},
 		{"snapshot list of a relative dir", []string{"snapshot", "list", "--snapshot-dir=snapshots"}, "--snapshot-dir"},
 		{"snapshot list output", []string{"snapshot", "list", "-o", "yaml"}, "--output"},
+		{"VIP without a prefix length", append(lb, "--vip=10.0.0.10"), "--vip"},
+		{"VIP that is IPv6", append(lb, "--vip=fd00::10/64"), "--vip"},
+		{"VIP that is its subnet's broadcast", append(lb, "--vip=10.0.0.255/24"), "--vip"},
+		{"VIP interface without a VIP", append(lb, "--vip-iface=eth0"), "--vip-iface"},
+		{"VIP interface that does not exist", append(lb, "--vip=10.0.0.10/24", "--vip-iface=nosuch0"), "--vip-iface"},
+		{"VIP outside its interface's subnet", append(lb, "--vip=10.0.0.10/24", "--vip-iface=lo"), "--vip"},
+		{"VIP with an lb bound to one address", append(lb, "--vip=10.0.0.10/24", "--vip-iface=lo", "--listen-address=127.0.0.1"), "--listen-address"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

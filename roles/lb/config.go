@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/haagent/haagent/join"
 	"github.com/haagent/haagent/loadbalancer"
 	"github.com/haagent/haagent/node"
+	"github.com/haagent/haagent/vip"
 )
 
 // Defaults for the lb's flags. The health-check timings are the balancer's; its
@@ -67,6 +69,13 @@ type Config struct {
 	MaxConns      int
 	Impl          string
 	ListenAddress string
+	// VIP is the virtual IP with its prefix length (--vip), empty without one: then
+	// this lb is one of two or more that elect a holder for it through the masters'
+	// etcd (package vip).
+	VIP string
+	// VIPInterface carries the VIP; Preflight fills it with the interface whose subnet
+	// holds the VIP when it is empty.
+	VIPInterface string
 }
 
 // NewConfig returns a Config holding the defaults.
@@ -99,6 +108,8 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.MaxConns, "lb-max-conns", c.MaxConns, "client connections held at once; more are closed at once (builtin only)")
 	fs.StringVar(&c.Impl, "lb-impl", c.Impl, "builtin (balance in haagent) or nginx (write "+NginxConfPath+" for nginx)")
 	fs.StringVar(&c.ListenAddress, "listen-address", c.ListenAddress, "IP that the balanced ports bind to")
+	fs.StringVar(&c.VIP, "vip", c.VIP, "virtual IP with its prefix length, e.g. 10.0.0.10/24, held by one of the lbs given the same --vip (elected through the masters' etcd)")
+	fs.StringVar(&c.VIPInterface, "vip-iface", c.VIPInterface, "interface that carries --vip (default: the one whose subnet contains it)")
 	c.Config.AddFlags(fs)
 }
 
@@ -171,12 +182,73 @@ func (c *Config) Validate() error {
 			bad("status-address", "port %d is also in --lb-ports; choose another port", p)
 		}
 	}
+	if c.VIP != "" {
+		c.validateVIP(bad)
+	} else if c.VIPInterface != "" {
+		bad("vip-iface", "given without --vip; add --vip=ADDRESS/BITS or drop --vip-iface")
+	}
 	tokenNeeded := ""
 	if c.Impl == ImplBuiltin {
 		tokenNeeded = "for the lb's health checks, which need a certificate; run 'haagent token show' on a master (or --insecure for a lab)"
 	}
 	errs = append(errs, c.Config.Validate("lb", tokenNeeded)...)
 	return errors.Join(errs...)
+}
+
+// validateVIP checks --vip and what it needs of the other flags, purely.
+func (c *Config) validateVIP(bad func(flag, format string, args ...any)) {
+	p, err := netip.ParsePrefix(c.VIP)
+	switch {
+	case err != nil:
+		bad("vip", "%q is not ADDRESS/BITS; give the VIP with its subnet's prefix length, e.g. --vip=10.0.0.10/24", c.VIP)
+	case !p.Addr().Is4():
+		bad("vip", "%s is not IPv4; the VIP is announced with ARP, so give an IPv4 address", p.Addr())
+	case p.Bits() < 8 || p.Bits() > 32:
+		bad("vip", "prefix length /%d is outside 8-32; give the lbs' subnet's, e.g. /24", p.Bits())
+	case p.Addr().IsLoopback() || p.Addr().IsMulticast() || p.Addr().IsUnspecified() || p.Addr().IsLinkLocalUnicast():
+		bad("vip", "%s is not a unicast address that other hosts can reach; pick a free address in the lbs' subnet", p.Addr())
+	case p.Bits() < 31 && (p.Addr() == p.Masked().Addr() || p.Addr() == lastAddr(p)):
+		bad("vip", "%s is the network or broadcast address of %s; pick a free host address in it", p.Addr(), p.Masked())
+	}
+	if c.Impl != ImplBuiltin {
+		bad("vip", "needs --lb-impl=builtin: the VIP's election runs in haagent with the lb's etcd certificate")
+	}
+	if ip := net.ParseIP(c.ListenAddress); ip != nil && !ip.IsUnspecified() {
+		bad("listen-address", "%s with --vip: the lb must also answer on the VIP, so use --listen-address=0.0.0.0", c.ListenAddress)
+	}
+}
+
+// lastAddr is the highest address of p.
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]) | host
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+// Preflight checks what Validate can't without reading the host, and touches nothing:
+// that --vip-iface exists and --vip lies in one of its subnets, or, without
+// --vip-iface, which interface has a subnet that holds --vip.
+func (c *Config) Preflight() error {
+	if c.VIP == "" {
+		return nil
+	}
+	iface, err := vip.FindInterface(netip.MustParsePrefix(c.VIP), c.VIPInterface)
+	if err != nil {
+		return err
+	}
+	c.VIPInterface = iface
+	return nil
+}
+
+// VIPConfig is the VIP's configuration, without its logger, metrics and TLS, for a
+// Config that passed Validate and Preflight with --vip set.
+func (c *Config) VIPConfig() vip.Config {
+	var eps []string
+	for _, m := range c.Masters {
+		eps = append(eps, c.Scheme()+"://"+net.JoinHostPort(m, strconv.Itoa(loadbalancer.PortEtcdClient)))
+	}
+	return vip.Config{Address: netip.MustParsePrefix(c.VIP), Interface: c.VIPInterface, Name: c.Name, Endpoints: eps}
 }
 
 // BalancerConfig turns a validated Config into the balancer's configuration.

@@ -24,6 +24,7 @@ import (
 	"github.com/haagent/haagent/pki"
 	"github.com/haagent/haagent/reconcile"
 	"github.com/haagent/haagent/release"
+	"github.com/haagent/haagent/vip"
 )
 
 // UnitManager restarts systemd units.
@@ -42,6 +43,10 @@ type LB struct {
 	met  *loadbalancer.Metrics
 	// bal is set once start has built it; nil with --lb-impl=nginx.
 	bal atomic.Pointer[loadbalancer.Balancer]
+	// elect is the VIP's election and address, set once start has built it; nil
+	// without --vip.
+	elect  atomic.Pointer[vip.VIP]
+	vipMet *vip.Metrics
 
 	// Units restarts nginx after its config changed (--lb-impl=nginx). Nil connects
 	// to systemd as --systemd says. Set it before Run.
@@ -56,9 +61,17 @@ func New(cfg *Config, lg *slog.Logger, gatherer prometheus.Gatherer, registerer 
 		return l, nil
 	}
 	l.met = loadbalancer.NewMetrics()
+	if cfg.VIP != "" {
+		l.vipMet = vip.NewMetrics()
+	}
 	if registerer != nil {
 		if err := l.met.Register(registerer); err != nil {
 			return nil, fmt.Errorf("lb metrics: %w", err)
+		}
+		if l.vipMet != nil {
+			if err := l.vipMet.Register(registerer); err != nil {
+				return nil, fmt.Errorf("vip metrics: %w", err)
+			}
 		}
 	}
 	return l, nil
@@ -115,6 +128,15 @@ func (l *LB) start(ctx context.Context, g *errgroup.Group) error {
 		"policy", l.cfg.Policy, "status", l.node.StatusAddr())
 	if err := bal.Ready(); err != nil {
 		l.lg.Warn("[health] lb serving without a healthy master on every port", "err", err)
+	}
+
+	// [vip] Only an lb that serves campaigns for the VIP.
+	if l.cfg.VIP != "" {
+		vc := l.cfg.VIPConfig()
+		vc.TLS, vc.Logger, vc.Metrics = bc.EtcdTLS, l.lg, l.vipMet
+		v := vip.New(vc)
+		l.elect.Store(v)
+		g.Go(func() error { return v.Run(ctx) })
 	}
 	return nil
 }
@@ -220,6 +242,9 @@ func (l *LB) nginxReady() error {
 
 func (l *LB) status(context.Context) (any, error) {
 	doc := StatusDoc{Role: "lb", Name: l.cfg.Name, Version: release.Version, Impl: l.cfg.Impl, Policy: l.cfg.Policy}
+	if v := l.vipStatus(); v != nil {
+		doc.VIP = v
+	}
 	if bal := l.bal.Load(); bal != nil {
 		doc.Backends = bal.Backends()
 		return doc, nil
@@ -232,4 +257,16 @@ func (l *LB) status(context.Context) (any, error) {
 		}
 	}
 	return doc, nil
+}
+
+// vipStatus is the VIP part of /status; nil without --vip.
+func (l *LB) vipStatus() *vip.Status {
+	if l.cfg.VIP == "" {
+		return nil
+	}
+	if v := l.elect.Load(); v != nil {
+		st := v.Status()
+		return &st
+	}
+	return &vip.Status{Address: l.cfg.VIP, Interface: l.cfg.VIPInterface}
 }

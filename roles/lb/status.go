@@ -1,9 +1,12 @@
 package lb
 
 import (
+	"fmt"
 	"io"
+	"time"
 
 	"github.com/haagent/haagent/loadbalancer"
+	"github.com/haagent/haagent/vip"
 )
 
 // StatusDoc is the document behind /status and `haagent status` on an lb.
@@ -15,10 +18,26 @@ type StatusDoc struct {
 	Impl     string                       `json:"impl"`
 	Policy   string                       `json:"policy"`
 	Backends []loadbalancer.BackendStatus `json:"backends"`
+	// VIP is the virtual IP as this lb sees it, with --vip only.
+	VIP *vip.Status `json:"vip,omitempty"`
 }
 
-// PrintStatus writes doc's backends as an aligned table: port, backend, state,
-// active and total connections, last error.
+// PrintStatus writes the VIP, if any, then doc's backends as an aligned table: port,
+// backend, state, active and total connections, last error.
 func PrintStatus(w io.Writer, doc StatusDoc) {
+	if v := doc.VIP; v != nil {
+		holder, since := v.Holder, "-"
+		if holder == "" {
+			holder = "none"
+		}
+		if v.Since != nil {
+			since = v.Since.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(w, "VIP %s on %s: holder %s (this host: %t) since %s, takeovers by this host %d\n",
+			v.Address, v.Interface, holder, v.Holding, since, v.Takeovers)
+		if v.LastError != "" {
+			fmt.Fprintf(w, "VIP last error: %s\n", v.LastError)
+		}
+	}
 	loadbalancer.PrintBackends(w, doc.Backends)
 }

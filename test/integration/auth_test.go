@@ -150,7 +150,7 @@ func TestUpgradeEnablesEtcdAuth(t *testing.T) {
 		}
 	})
 
-	t.Run("the lb's certificate passes /health and can read nothing", func(t *testing.T) {
+	t.Run("the lb's certificate passes /health and can use only the VIP election's prefix", func(t *testing.T) {
 		caPEM, _ := os.ReadFile(filepath.Join(m1.Root, pki.CACert))
 		keyPEM, _ := os.ReadFile(filepath.Join(m1.Root, pki.CAKey))
 		ca, err := pki.LoadCA(caPEM, keyPEM)
@@ -169,8 +169,31 @@ func TestUpgradeEnablesEtcdAuth(t *testing.T) {
 		if err := os.WriteFile(keyFile, lbKeyPEM, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if out, err := etcdctlAs(m1, certFile, keyFile, "get", "/registry/secrets/default/before"); err == nil || !strings.Contains(err.Error(), "permission denied") {
-			t.Errorf("lb cert reads a secret: %q, %v", out, err)
+		for _, args := range [][]string{
+			{"get", "/registry/secrets/default/before"},
+			{"get", "--prefix", "/haagent/"},
+			{"put", "/haagent/vipx", "x"},
+			{"put", "/kube-centos/network/config", "x"},
+		} {
+			if out, err := etcdctlAs(m1, certFile, keyFile, args...); err == nil || !strings.Contains(err.Error(), "permission denied") {
+				t.Errorf("lb cert: etcdctl %v: want permission denied, got %q, %v", args, out, err)
+			}
+		}
+		// The VIP election: a key under the prefix, attached to a lease it may revoke.
+		lease, err := etcdctlAs(m1, certFile, keyFile, "lease", "grant", "60")
+		var id string
+		if _, serr := fmt.Sscanf(lease, "lease %s granted", &id); err != nil || serr != nil {
+			t.Fatalf("lb cert grants a lease: %q, %v", lease, err)
+		}
+		for _, args := range [][]string{
+			{"put", "--lease=" + id, "/haagent/vip/10.0.0.10/" + id, "lb1"},
+			{"get", "--prefix", "/haagent/vip/"},
+			{"lease", "timetolive", id},
+			{"lease", "revoke", id},
+		} {
+			if out, err := etcdctlAs(m1, certFile, keyFile, args...); err != nil {
+				t.Errorf("lb cert: etcdctl %v: %q, %v", args, out, err)
+			}
 		}
 		pair, err := tls.X509KeyPair(certPEM, lbKeyPEM)
 		if err != nil {

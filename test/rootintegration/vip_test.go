@@ -1,0 +1,471 @@
+package rootintegration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mdlayher/arp"
+	"github.com/vishvananda/netlink"
+
+	lbrole "github.com/haagent/haagent/roles/lb"
+	"github.com/haagent/haagent/test/await"
+	"github.com/haagent/haagent/test/hosts"
+	"github.com/haagent/haagent/test/netlab"
+	"github.com/haagent/haagent/test/probe"
+	"github.com/haagent/haagent/test/procs"
+	"github.com/haagent/haagent/vip"
+)
+
+// The VIP tests' layout, in its own subnet: three secure masters, two lbs that share
+// the VIP, and a client host that sends every request to the VIP.
+var (
+	vipSubnet    = netip.MustParsePrefix("10.81.0.0/24")
+	vipAddr      = "10.81.0.10"
+	vipLBIPs     = []string{"10.81.0.11", "10.81.0.12"}
+	vipMasterIPs = []string{"10.81.0.21", "10.81.0.22", "10.81.0.23"}
+	vipClientIP  = "10.81.0.5"
+)
+
+// Bounds the tests enforce; the benchmark measures the real figures. A takeover after
+// kill -9 or a freeze is due at about 1.6 s (package vip); a clean stop hands over at
+// once.
+const (
+	maxTakeover = 4 * time.Second
+	// maxFrozenHold is when a frozen holder's kernel must have dropped the VIP: its
+	// deadline is 1.45 s after its last acknowledged keepalive was sent.
+	maxFrozenHold = 2 * time.Second
+	maxHandover   = time.Second
+	vipMoves      = 20
+)
+
+type vipEnv struct {
+	c       *procs.Cluster
+	lbs     []*procs.LB
+	lbNodes []*netlab.Node
+	client  *netlab.Node
+	macs    []net.HardwareAddr
+	http    *http.Client
+	status  *http.Client
+}
+
+func newVIPEnv(t *testing.T) *vipEnv {
+	t.Helper()
+	lab := hosts.NewWith(t, hosts.LabOptions{NetworkOnly: true, Subnet: vipSubnet})
+	pairs := []string{"client=" + vipClientIP}
+	for i, ip := range vipLBIPs {
+		pairs = append(pairs, fmt.Sprintf("lb%d=%s", i+1, ip))
+	}
+	for i, ip := range vipMasterIPs {
+		pairs = append(pairs, fmt.Sprintf("m%d=%s", i+1, ip))
+	}
+	ns, err := lab.AddNodes(context.Background(), pairs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &vipEnv{client: ns[0], lbNodes: ns[1:3]}
+	dir := t.TempDir()
+	e.c = procs.NewClusterWith(bin, dir, 3, procs.Options{Nodes: ns[3:]})
+	e.c.Secure(testToken)
+	for _, m := range e.c.Masters {
+		m.Extra = append(m.Extra, "--lb="+vipAddr) // the VIP in the serving certificates
+	}
+	startReady(t, e.c)
+	pki := filepath.Join(e.c.Masters[0].Root, "etc/kubernetes/pki")
+	tc, err := probe.ClientTLS(filepath.Join(pki, "ca.crt"), filepath.Join(pki, "etcd-client.crt"), filepath.Join(pki, "etcd-client.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.http = &http.Client{Timeout: time.Second,
+		Transport: &http.Transport{DialContext: e.client.DialContext, TLSClientConfig: tc, DisableKeepAlives: true}}
+	e.status = &http.Client{Timeout: time.Second,
+		Transport: &http.Transport{DialContext: e.client.DialContext, DisableKeepAlives: true}}
+	for i, n := range e.lbNodes {
+		l := procs.NewLB(bin, procs.LBConfig{Name: fmt.Sprintf("lb%d", i+1), IP: vipLBIPs[i], Masters: vipMasterIPs,
+			Ports: "2379", Token: testToken, Dir: dir, Node: n,
+			Extra: []string{"--vip=" + vipAddr + "/24", "--listen-address=0.0.0.0"}})
+		e.lbs = append(e.lbs, l)
+		t.Cleanup(func() {
+			_ = l.Signal(syscall.SIGCONT)
+			l.StopOrKill()
+			if t.Failed() {
+				t.Logf("--- log of %s ---\n%s", l.Name, l.LogTail(40))
+			}
+		})
+		var mac net.HardwareAddr
+		if err := n.Do(func() error {
+			link, err := netlink.LinkByName("eth0")
+			if err == nil {
+				mac = link.Attrs().HardwareAddr
+			}
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		e.macs = append(e.macs, mac)
+	}
+	return e
+}
+
+// start starts lb i and waits until it serves.
+func (e *vipEnv) start(t *testing.T, i int) {
+	t.Helper()
+	if err := e.lbs[i].Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.lbs[i].WaitReady(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// holders lists the lbs whose eth0 carries the VIP, as netlink sees it in their
+// namespaces.
+func (e *vipEnv) holders() ([]int, error) {
+	var out []int
+	for i, n := range e.lbNodes {
+		var has bool
+		err := n.Do(func() error {
+			link, err := netlink.LinkByName("eth0")
+			if err != nil {
+				return err
+			}
+			addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
+			has = slices.ContainsFunc(addrs, func(a netlink.Addr) bool { return a.IP.String() == vipAddr })
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		if has {
+			out = append(out, i)
+		}
+	}
+	return out, nil
+}
+
+// vipStatus is lb i's view of the VIP, from its /status.
+func (e *vipEnv) vipStatus(i int) (vip.Status, error) {
+	resp, err := e.status.Get("http://" + e.lbs[i].StatusAddress() + "/status")
+	if err != nil {
+		return vip.Status{}, err
+	}
+	defer resp.Body.Close()
+	var doc lbrole.StatusDoc
+	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
+		return vip.Status{}, err
+	}
+	if doc.VIP == nil {
+		return vip.Status{}, errors.New("/status has no vip")
+	}
+	return *doc.VIP, nil
+}
+
+// request sends one request through the VIP: etcd's /health on the masters, through
+// whichever lb holds the VIP.
+func (e *vipEnv) request() error {
+	resp, err := e.http.Get("https://" + vipAddr + ":2379/health")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || !bytes.Contains(body, []byte(`"health":"true"`)) {
+		return fmt.Errorf("/health through the VIP: %s %s", resp.Status, body)
+	}
+	return nil
+}
+
+// awaitHolder waits until lb i alone carries the VIP, says so in /status, and a request
+// through the VIP succeeds; it returns how long that took.
+func (e *vipEnv) awaitHolder(t *testing.T, i int, timeout time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	err := await.Until(context.Background(), fmt.Sprintf("lb%d to hold the VIP alone and serve through it", i+1), timeout, func() error {
+		hs, err := e.holders()
+		if err != nil {
+			return await.Stop(err)
+		}
+		if !slices.Equal(hs, []int{i}) {
+			return fmt.Errorf("holders %v", hs)
+		}
+		st, err := e.vipStatus(i)
+		if err != nil {
+			return err
+		}
+		if !st.Holding || st.Holder != e.lbs[i].Name {
+			return fmt.Errorf("lb%d's status: %+v", i+1, st)
+		}
+		return e.request()
+	}, await.Every(20*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return time.Since(start)
+}
+
+// awaitStandby waits until lb i follows the election and names the other lb as holder.
+func (e *vipEnv) awaitStandby(t *testing.T, i int) {
+	t.Helper()
+	err := await.Until(context.Background(), fmt.Sprintf("lb%d to see lb%d as the holder", i+1, 2-i), 10*time.Second, func() error {
+		st, err := e.vipStatus(i)
+		if err != nil {
+			return err
+		}
+		if st.Holding || st.Holder != e.lbs[1-i].Name {
+			return fmt.Errorf("lb%d's status: %+v", i+1, st)
+		}
+		return nil
+	}, await.Every(20*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// neighMAC is the client's neighbour entry for the VIP.
+func (e *vipEnv) neighMAC() (net.HardwareAddr, error) {
+	var mac net.HardwareAddr
+	err := e.client.Do(func() error {
+		link, err := netlink.LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		ns, err := netlink.NeighList(link.Attrs().Index, netlink.FAMILY_V4)
+		for _, n := range ns {
+			if n.IP.String() == vipAddr && n.State&(netlink.NUD_FAILED|netlink.NUD_INCOMPLETE) == 0 {
+				mac = n.HardwareAddr
+			}
+		}
+		return err
+	})
+	if err == nil && mac == nil {
+		err = errors.New("no neighbour entry for the VIP")
+	}
+	return mac, err
+}
+
+// watchTwoHolders checks, until stop is called, that never two lbs hold the VIP: by
+// netlink in the lbs' namespaces, and by ARP requests from the client, which every
+// host that has the address answers. It returns what it saw.
+func (e *vipEnv) watchTwoHolders(t *testing.T) (stop func() (probes, answered int, seen []string)) {
+	t.Helper()
+	var ac *arp.Client
+	if err := e.client.Do(func() error {
+		ifi, err := net.InterfaceByName("eth0")
+		if err == nil {
+			ac, err = arp.Dial(ifi)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	target := netip.MustParseAddr(vipAddr)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var seen []string
+	probes, answered := 0, 0
+	wg.Go(func() {
+		defer ac.Close()
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if hs, err := e.holders(); err == nil && len(hs) > 1 {
+				mu.Lock()
+				seen = append(seen, fmt.Sprintf("%s: netlink finds the VIP on lbs %v", time.Now().Format("15:04:05.000"), hs))
+				mu.Unlock()
+			}
+			if err := ac.Request(target); err != nil {
+				continue
+			}
+			macs := map[string]bool{}
+			_ = ac.SetReadDeadline(time.Now().Add(30 * time.Millisecond))
+			for {
+				p, _, err := ac.Read()
+				if err != nil {
+					break
+				}
+				if p.Operation == arp.OperationReply && p.SenderIP == target {
+					macs[p.SenderHardwareAddr.String()] = true
+				}
+			}
+			mu.Lock()
+			probes++
+			if len(macs) == 1 {
+				answered++
+			}
+			if len(macs) > 1 {
+				seen = append(seen, fmt.Sprintf("%s: ARP replies for the VIP from %v", time.Now().Format("15:04:05.000"), macs))
+			}
+			mu.Unlock()
+		}
+	})
+	return func() (int, int, []string) {
+		close(done)
+		wg.Wait()
+		return probes, answered, seen
+	}
+}
+
+// TestVIP runs two lbs sharing a VIP in front of three secure masters, and fails the
+// holder in each way: kill -9, a restart of the dead holder, SIGSTOP, a clean stop,
+// and 20 moves back and forth, while a client checks that never two hosts answer for
+// the VIP.
+func TestVIP(t *testing.T) {
+	e := newVIPEnv(t)
+	stopWatch := e.watchTwoHolders(t)
+	defer func() {
+		probes, answered, seen := stopWatch()
+		t.Logf("%d ARP probes of the VIP from the client, %d answered by one host", probes, answered)
+		if probes < 100 || answered < probes/2 {
+			t.Errorf("%d ARP probes ran, %d answered: the two-holder check saw too little", probes, answered)
+		}
+		for _, s := range seen {
+			t.Errorf("two holders: %s", s)
+		}
+	}()
+
+	// lb1 starts first and wins; lb2 then only follows.
+	e.start(t, 0)
+	e.awaitHolder(t, 0, 10*time.Second)
+	e.start(t, 1)
+	e.awaitStandby(t, 1)
+	if hs, err := e.holders(); err != nil || !slices.Equal(hs, []int{0}) {
+		t.Fatalf("with both lbs up, the VIP is on %v (%v), want lb1 alone", hs, err)
+	}
+
+	t.Run("status and metrics show the holder", func(t *testing.T) {
+		st, err := e.vipStatus(0)
+		if err != nil || st.Since == nil || st.Takeovers != 1 || st.Interface != "eth0" || st.Address != vipAddr+"/24" {
+			t.Fatalf("lb1's status: %+v, %v", st, err)
+		}
+		resp, err := e.status.Get("http://" + e.lbs[0].StatusAddress() + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, want := range []string{"haagent_vip_holding 1", "haagent_vip_takeovers_total 1", "haagent_vip_holding_since_timestamp_seconds 1."} {
+			if !strings.Contains(string(body), want) {
+				t.Errorf("lb1's /metrics lacks %q", want)
+			}
+		}
+	})
+
+	t.Run("kill -9 of the holder", func(t *testing.T) {
+		if err := e.lbs[0].Kill(); err != nil {
+			t.Fatal(err)
+		}
+		d := e.awaitHolder(t, 1, maxTakeover)
+		t.Logf("lb2 took over and served %s after lb1's kill -9", d.Round(time.Millisecond))
+		// The fast path: lb2 fenced lb1 by revoking its lease, before etcd expired it.
+		if !strings.Contains(e.lbs[1].Logs(), "revoked the lease of a holder past its deadline") {
+			t.Errorf("lb2 did not revoke the dead holder's lease:\n%s", e.lbs[1].LogTail(20))
+		}
+	})
+
+	t.Run("the killed holder comes back and does not take the VIP", func(t *testing.T) {
+		e.start(t, 0)
+		e.awaitStandby(t, 0)
+		// Nothing to await here: the VIP must stay where it is for a while.
+		end := time.Now().Add(2 * time.Second)
+		for time.Now().Before(end) {
+			if hs, err := e.holders(); err != nil || !slices.Equal(hs, []int{1}) {
+				t.Fatalf("after lb1's restart the VIP is on %v (%v), want lb2 alone", hs, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+
+	t.Run("SIGSTOP of the holder", func(t *testing.T) {
+		if err := e.lbs[1].Signal(syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		stopped := time.Now()
+		err := await.Until(context.Background(), "the frozen lb2's kernel to drop the VIP", maxFrozenHold+time.Second, func() error {
+			hs, err := e.holders()
+			if err != nil {
+				return await.Stop(err)
+			}
+			if slices.Contains(hs, 1) {
+				return errors.New("lb2 still has the VIP")
+			}
+			return nil
+		}, await.Every(10*time.Millisecond))
+		gone := time.Since(stopped)
+		if err != nil || gone > maxFrozenHold {
+			t.Fatalf("the frozen holder kept the VIP for %s (bound %s): %v", gone, maxFrozenHold, err)
+		}
+		e.awaitHolder(t, 0, maxTakeover)
+		t.Logf("the frozen lb2 lost the VIP after %s; lb1 served %s after the freeze",
+			gone.Round(time.Millisecond), time.Since(stopped).Round(time.Millisecond))
+		if err := e.lbs[1].Signal(syscall.SIGCONT); err != nil {
+			t.Fatal(err)
+		}
+		// Thawed, lb2 finds its lease gone and follows.
+		e.awaitStandby(t, 1)
+		if hs, err := e.holders(); err != nil || !slices.Equal(hs, []int{0}) {
+			t.Fatalf("after lb2 thawed the VIP is on %v (%v), want lb1 alone", hs, err)
+		}
+	})
+
+	t.Run("a clean stop hands over at once", func(t *testing.T) {
+		stop := time.Now()
+		if _, err := e.lbs[0].Stop(); err != nil {
+			t.Fatal(err)
+		}
+		if hs, err := e.holders(); err != nil || slices.Contains(hs, 0) {
+			t.Fatalf("lb1 stopped cleanly but the VIP is on %v (%v)", hs, err)
+		}
+		e.awaitHolder(t, 1, maxHandover)
+		t.Logf("lb2 served %s after lb1's SIGTERM", time.Since(stop).Round(time.Millisecond))
+		e.start(t, 0)
+		e.awaitStandby(t, 0)
+	})
+
+	t.Run("the VIP moves back and forth and the client follows it", func(t *testing.T) {
+		holder := 1
+		for move := range vipMoves {
+			from, to := holder, 1-holder
+			if _, err := e.lbs[from].Stop(); err != nil {
+				t.Fatal(err)
+			}
+			e.awaitHolder(t, to, maxHandover+time.Second)
+			err := await.Until(context.Background(), fmt.Sprintf("move %d: the client's neighbour entry to be lb%d's MAC", move+1, to+1), 2*time.Second, func() error {
+				mac, err := e.neighMAC()
+				if err != nil {
+					return err
+				}
+				if !bytes.Equal(mac, e.macs[to]) {
+					return fmt.Errorf("the client's neighbour entry for the VIP is %s, lb%d's MAC is %s", mac, to+1, e.macs[to])
+				}
+				return nil
+			}, await.Every(10*time.Millisecond))
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.start(t, from)
+			e.awaitStandby(t, from)
+			holder = to
+		}
+		st, err := e.vipStatus(holder)
+		if err != nil || st.Takeovers < 1 {
+			t.Fatalf("status of the last holder: %+v, %v", st, err)
+		}
+	})
+}

@@ -1,0 +1,567 @@
+// Package vip owns an lb's virtual IP: it elects one holder among the lbs through the
+// masters' etcd (clientv3/concurrency, no consensus code of its own), adds the address
+// on the holder with a kernel lifetime that the holder renews while its lease lives,
+// announces it with gratuitous ARP, takes it away by a deadline when the holder loses
+// its lease, hangs or is cut off, and releases it at once on a clean stop.
+//
+// Fencing, in the order the deadlines fall after the holder's last acknowledged
+// keepalive, sent at s and received by etcd at r >= s:
+//
+//   - the holder drops the address itself at s + HoldFor (1 s) unless a later keepalive
+//     was acknowledged, and it renews the kernel lifetime only after a keepalive whose
+//     acknowledgement came within MaxAckDelay, so a frozen holder's kernel drops the
+//     address by s + MaxAckDelay + 1.25 s (lifetimeSeconds);
+//   - a standby that finds the holder's lease with less than 1 s left (etcd reports
+//     whole seconds, so r + 1 s has passed) waits FenceWait more and revokes it: that is
+//     at r + 1.6 s at the earliest, after both of the holder's deadlines;
+//   - etcd itself expires the lease at r + TTL (2 s, etcd's minimum with a 1 s election
+//     timeout) and reaps it within 0.5 s, should no standby be there to revoke it.
+//
+// If etcd has no leader, the holder keeps the VIP as long as it has proof that nobody
+// else can take it: a majority of the members either answer that they have no leader
+// or refuse the connection (their process is down). A holder that is cut off gets no
+// answer from a majority and drops the VIP by its deadline.
+package vip
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+	"go.uber.org/zap"
+)
+
+// KeyPrefix is where the elections live in etcd, one per VIP below it; the lb's etcd
+// user may read and write under it and nowhere else (etcdmember.NewAuthPolicy).
+const KeyPrefix = "/haagent/vip/"
+
+// Timings. They follow from etcd's lease minimum (TTL) and the kernel's lifetime
+// granularity; the package doc derives the order of the deadlines.
+const (
+	// TTL is the election lease's TTL, the fallback when no standby revokes it.
+	TTL = 2 * time.Second
+	// KeepAliveEvery is how often the holder renews its lease with a keepalive of its
+	// own, whose send time starts its deadline.
+	KeepAliveEvery = 200 * time.Millisecond
+	// keepAliveTimeout bounds one keepalive or one quorum probe.
+	keepAliveTimeout = 300 * time.Millisecond
+	// HoldFor is how long after sending its last acknowledged keepalive the holder
+	// keeps the VIP.
+	HoldFor = time.Second
+	// MaxAckDelay is the slowest acknowledgement after which the holder still renews
+	// the kernel lifetime.
+	MaxAckDelay = 200 * time.Millisecond
+	// PollEvery is how often a standby looks at the holder's lease.
+	PollEvery = 100 * time.Millisecond
+	// FenceWait is how long a standby waits, after seeing the holder's lease under
+	// 1 s, before it revokes it: past the kernel's end of a frozen holder's address
+	// (at most MaxAckDelay + 1.25 s after its last acknowledged send, 1.45 s).
+	FenceWait = 600 * time.Millisecond
+	// retryEvery spaces the terms after a failed one.
+	retryEvery = 200 * time.Millisecond
+)
+
+// Config is what the VIP needs.
+type Config struct {
+	// Address is the VIP with the prefix length it gets on the interface.
+	Address netip.Prefix
+	// Interface carries the VIP; FindInterface checks it.
+	Interface string
+	// Name is this host's name, the value of its election key.
+	Name string
+	// Endpoints are the masters' etcd client URLs.
+	Endpoints []string
+	// TLS is the lb's etcd client identity; nil talks plain http.
+	TLS    *tls.Config
+	Logger *slog.Logger
+	// Metrics, when set, are kept up to date.
+	Metrics *Metrics
+}
+
+// Status is the VIP as this host sees it, for /status.
+type Status struct {
+	Address   string `json:"address"`
+	Interface string `json:"interface"`
+	// Holder is the name of the lb holding the VIP, empty when none is known.
+	Holder string `json:"holder"`
+	// Holding is whether this host holds it.
+	Holding bool `json:"holding"`
+	// Since is when the current holder took it, as this host saw it.
+	Since *time.Time `json:"since,omitempty"`
+	// Takeovers counts the times this host took the VIP.
+	Takeovers uint64 `json:"takeovers"`
+	LastError string `json:"last_error,omitempty"`
+}
+
+// VIP is one host's part in holding a virtual IP.
+type VIP struct {
+	cfg    Config
+	lg     *slog.Logger
+	prefix string
+
+	mu        sync.Mutex // guards the fields below
+	host      *host
+	holding   bool
+	holder    string
+	since     time.Time
+	takeovers uint64
+	lastErr   string
+	garpStop  chan struct{}
+}
+
+// New prepares the VIP; it touches nothing.
+func New(cfg Config) *VIP {
+	lg := cfg.Logger
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
+	}
+	return &VIP{cfg: cfg, lg: lg.With("vip", cfg.Address.Addr().String()), prefix: KeyPrefix + cfg.Address.Addr().String() + "/"}
+}
+
+// Status reports the VIP as this host sees it.
+func (v *VIP) Status() Status {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	st := Status{Address: v.cfg.Address.String(), Interface: v.cfg.Interface, Holder: v.holder,
+		Holding: v.holding, Takeovers: v.takeovers, LastError: v.lastErr}
+	if !v.since.IsZero() {
+		s := v.since
+		st.Since = &s
+	}
+	return st
+}
+
+// Run takes part in the election until ctx ends; a holder then releases the VIP at
+// once (address removed, election resigned, lease revoked). It returns an error only
+// when it can't start.
+func (v *VIP) Run(ctx context.Context) error {
+	h, err := newHost(v.cfg.Interface, v.cfg.Address)
+	if err != nil {
+		return fmt.Errorf("[vip] %w", err)
+	}
+	// A run that was killed may have left the address (its lifetime ends it within
+	// seconds); this run answers for it only once it has won.
+	if err := h.del(); err != nil {
+		return fmt.Errorf("[vip] %w", err)
+	}
+	v.mu.Lock()
+	v.host = h
+	v.mu.Unlock()
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints: v.cfg.Endpoints, TLS: v.cfg.TLS, Context: ctx, Logger: zap.NewNop(),
+		DialTimeout: 2 * time.Second, DialKeepAliveTime: 2 * time.Second, DialKeepAliveTimeout: time.Second,
+	})
+	if err != nil {
+		return fmt.Errorf("[vip] etcd client for %v: %w", v.cfg.Endpoints, err)
+	}
+	defer cli.Close()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { v.observe(ctx, cli) })
+	v.lg.Info("[vip] campaigning", "interface", v.cfg.Interface, "name", v.cfg.Name, "key", v.prefix)
+	for ctx.Err() == nil {
+		err := v.term(ctx, cli)
+		if ctx.Err() != nil {
+			break
+		}
+		v.setErr(err)
+		v.lg.Warn("[vip] term ended; campaigning again", "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(retryEvery):
+		}
+	}
+	return nil
+}
+
+// term is one lease's life: campaign, hold, and release.
+func (v *VIP) term(ctx context.Context, cli *clientv3.Client) error {
+	sess, err := concurrency.NewSession(cli, concurrency.WithTTL(int(TTL/time.Second)), concurrency.WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("etcd session: %w", err)
+	}
+	el := concurrency.NewElection(sess, v.prefix)
+	defer func() {
+		// The address goes first: from the revoke on, a standby may take it.
+		v.drop("term ended")
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+		if el.Key() != "" {
+			if err := el.Resign(rctx); err != nil {
+				v.lg.Debug("[vip] resign", "err", err)
+			}
+		}
+		sess.Orphan()
+		if _, err := cli.Revoke(rctx, sess.Lease()); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			v.lg.Debug("[vip] revoke own lease", "err", err)
+		}
+	}()
+	if err := v.campaign(ctx, cli, sess, el); err != nil {
+		return err
+	}
+	return v.hold(ctx, cli, sess, el)
+}
+
+// campaign waits to win the election, fencing a holder that is past its deadlines.
+func (v *VIP) campaign(ctx context.Context, cli *clientv3.Client, sess *concurrency.Session, el *concurrency.Election) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wg.Go(func() {
+		select {
+		case <-sess.Done():
+			cancel()
+		case <-cctx.Done():
+		}
+	})
+	wg.Go(func() { v.fenceStale(cctx, cli, sess.Lease()) })
+	if err := el.Campaign(cctx, v.cfg.Name); err != nil {
+		select {
+		case <-sess.Done():
+			return errors.New("lease lost while campaigning")
+		default:
+		}
+		return fmt.Errorf("campaign: %w", err)
+	}
+	return nil
+}
+
+// fenceStale revokes the lease of a holder that has passed both of its deadlines (see
+// the package doc), so that a dead or cut-off holder is replaced about 0.5 s before
+// etcd would expire its lease, and 0.5 s of reaping sooner still.
+func (v *VIP) fenceStale(ctx context.Context, cli *clientv3.Client, own clientv3.LeaseID) {
+	t := time.NewTicker(PollEvery)
+	defer t.Stop()
+	var stale clientv3.LeaseID
+	var since time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, keepAliveTimeout)
+		id, holder, err := v.leaderLease(pctx, cli)
+		var ttl *clientv3.LeaseTimeToLiveResponse
+		if err == nil && id != own && id != clientv3.NoLease {
+			ttl, err = cli.TimeToLive(pctx, id)
+		}
+		if err != nil || id == own || id == clientv3.NoLease || ttl.TTL != 0 {
+			// TTL -1 is a lease already gone; 1 or more is one that its holder renews.
+			cancel()
+			stale = clientv3.NoLease
+			continue
+		}
+		now := time.Now()
+		if stale != id {
+			stale, since = id, now
+			cancel()
+			continue
+		}
+		if now.Sub(since) < FenceWait {
+			cancel()
+			continue
+		}
+		cancel()
+		// Not cut short by the win that the revoke itself brings about.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), keepAliveTimeout)
+		_, err = cli.Revoke(rctx, id)
+		cancel()
+		if err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			v.lg.Warn("[vip] revoke the lease of a holder past its deadline", "holder", holder, "err", err)
+			continue
+		}
+		v.lg.Info("[vip] revoked the lease of a holder past its deadline", "holder", holder, "lease", fmt.Sprintf("%x", int64(id)))
+		stale = clientv3.NoLease
+	}
+}
+
+// leaderLease is the holder's lease and name: the oldest key of the election.
+func (v *VIP) leaderLease(ctx context.Context, cli *clientv3.Client) (clientv3.LeaseID, string, error) {
+	resp, err := cli.Get(ctx, v.prefix, clientv3.WithFirstCreate()...)
+	if err != nil || len(resp.Kvs) == 0 {
+		return clientv3.NoLease, "", err
+	}
+	return clientv3.LeaseID(resp.Kvs[0].Lease), string(resp.Kvs[0].Value), nil
+}
+
+// kaResult is one keepalive round of the holder.
+type kaResult struct {
+	sent, acked time.Time
+	err         error
+	// noQuorumAt is when a quorum probe that proved etcd leaderless started; zero
+	// when there was no probe or no proof.
+	noQuorumAt time.Time
+}
+
+// hold keeps the VIP while the lease lives and the keepalives come back in time.
+func (v *VIP) hold(ctx context.Context, cli *clientv3.Client, sess *concurrency.Session, el *concurrency.Election) error {
+	id := sess.Lease()
+	// The fencing check of the winner: its lease is alive (a keepalive whose send time
+	// starts the deadline) and its key is the one it created.
+	r := v.keepAlive(ctx, cli, id, false)
+	if r.err != nil {
+		return fmt.Errorf("won, but the lease did not renew: %w", r.err)
+	}
+	gctx, cancel := context.WithTimeout(ctx, keepAliveTimeout)
+	resp, err := cli.Get(gctx, el.Key())
+	cancel()
+	if err != nil {
+		return fmt.Errorf("won, but the election key is unreadable: %w", err)
+	}
+	if len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != el.Rev() {
+		return errors.New("won, but the election key is gone")
+	}
+	deadline := r.sent.Add(HoldFor)
+	if time.Now().After(deadline) {
+		return errors.New("won, but too late to hold: etcd is slow")
+	}
+	if err := v.take(); err != nil {
+		return err
+	}
+
+	results := make(chan kaResult, 1)
+	inflight := false
+	tick := time.NewTicker(KeepAliveEvery)
+	defer tick.Stop()
+	lapse := time.NewTimer(time.Until(deadline))
+	defer lapse.Stop()
+	leaderless := false
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-lapse.C:
+			return fmt.Errorf("no keepalive acknowledged for one sent in the last %s", HoldFor)
+		case <-tick.C:
+			if !inflight {
+				inflight = true
+				probe := leaderless
+				go func() { results <- v.keepAlive(ctx, cli, id, probe) }()
+			}
+		case r := <-results:
+			inflight = false
+			if time.Now().After(deadline) {
+				return fmt.Errorf("no keepalive acknowledged for one sent in the last %s", HoldFor)
+			}
+			switch {
+			case r.err == nil:
+				deadline = r.sent.Add(HoldFor)
+				if leaderless {
+					v.lg.Info("[vip] etcd has a leader again")
+					leaderless = false
+				}
+				if r.acked.Sub(r.sent) <= MaxAckDelay {
+					v.renew()
+				}
+			case errors.Is(r.err, rpctypes.ErrLeaseNotFound):
+				return fmt.Errorf("lease lost: %w", r.err)
+			case !r.noQuorumAt.IsZero():
+				// Nobody can win an election or revoke a lease without a leader, and a
+				// leader elected later extends every lease; see the package doc.
+				if !leaderless {
+					v.lg.Warn("[vip] etcd has no leader, and a majority of its members say so or are down: keeping the VIP")
+					leaderless = true
+				}
+				if d := r.noQuorumAt.Add(HoldFor); d.After(deadline) {
+					deadline = d
+				}
+				v.renew()
+			default:
+				v.lg.Debug("[vip] keepalive failed", "err", r.err)
+			}
+			lapse.Reset(time.Until(deadline))
+		}
+	}
+}
+
+// keepAlive renews the lease once; when that fails for another reason than a lost
+// lease, it probes whether etcd is leaderless. With probe, the probe runs alongside the
+// keepalive, so that a holder keeping the VIP through a leaderless etcd renews its
+// proof well within HoldFor.
+func (v *VIP) keepAlive(ctx context.Context, cli *clientv3.Client, id clientv3.LeaseID, probe bool) kaResult {
+	r := kaResult{sent: time.Now()}
+	var proof chan bool
+	if probe {
+		proof = make(chan bool, 1)
+		go func() { proof <- v.leaderless(ctx, cli) }()
+	}
+	kctx, cancel := context.WithTimeout(ctx, keepAliveTimeout)
+	_, r.err = cli.KeepAliveOnce(kctx, id)
+	cancel()
+	r.acked = time.Now()
+	start := r.sent
+	if proof == nil && r.err != nil && !errors.Is(r.err, rpctypes.ErrLeaseNotFound) && ctx.Err() == nil {
+		start = time.Now()
+		proof = make(chan bool, 1)
+		proof <- v.leaderless(ctx, cli)
+	}
+	if proof != nil && <-proof && r.err != nil {
+		r.noQuorumAt = start
+	}
+	return r
+}
+
+// leaderless is the holder's proof that nobody can take the VIP: a majority of the
+// members either answer without a leader or refuse the connection, and none names a
+// leader. A member that does not answer at all proves nothing: the holder may be the
+// one cut off.
+func (v *VIP) leaderless(ctx context.Context, cli *clientv3.Client) bool {
+	var noLeader, withLeader atomic.Int32
+	var wg sync.WaitGroup
+	for _, ep := range v.cfg.Endpoints {
+		wg.Go(func() {
+			pctx, cancel := context.WithTimeout(ctx, keepAliveTimeout)
+			defer cancel()
+			u, err := url.Parse(ep)
+			if err != nil {
+				return
+			}
+			var d net.Dialer
+			c, err := d.DialContext(pctx, "tcp", u.Host)
+			if errors.Is(err, syscall.ECONNREFUSED) {
+				noLeader.Add(1)
+				return
+			}
+			if err != nil {
+				return
+			}
+			c.Close()
+			st, err := cli.Status(pctx, ep)
+			switch {
+			case err != nil:
+			case st.Leader == 0:
+				noLeader.Add(1)
+			default:
+				withLeader.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	return withLeader.Load() == 0 && int(noLeader.Load()) > len(v.cfg.Endpoints)/2
+}
+
+// take adds the VIP after a win and announces it.
+func (v *VIP) take() error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if err := v.host.put(); err != nil {
+		return err
+	}
+	now := time.Now()
+	v.holding, v.holder, v.since = true, v.cfg.Name, now
+	v.takeovers++
+	v.lastErr = ""
+	if m := v.cfg.Metrics; m != nil {
+		m.holding.Set(1)
+		m.since.Set(float64(now.UnixNano()) / 1e9)
+		m.takeovers.Inc()
+	}
+	stop := make(chan struct{})
+	v.garpStop = stop
+	h := v.host
+	go func() {
+		if err := h.announce(stop); err != nil {
+			v.lg.Warn("[vip] announce", "err", err)
+		}
+	}()
+	v.lg.Info("[vip] took the VIP", "interface", v.cfg.Interface, "takeovers", v.takeovers)
+	return nil
+}
+
+// renew extends the kernel lifetime of the held VIP (and adds it back, should
+// something have removed it).
+func (v *VIP) renew() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if !v.holding {
+		return
+	}
+	if err := v.host.put(); err != nil {
+		v.lg.Warn("[vip] renew the address's lifetime", "err", err)
+	}
+}
+
+// drop removes the VIP if this host holds it.
+func (v *VIP) drop(why string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if !v.holding {
+		return
+	}
+	if v.garpStop != nil {
+		close(v.garpStop)
+		v.garpStop = nil
+	}
+	err := v.host.del()
+	v.holding = false
+	if v.holder == v.cfg.Name {
+		v.holder, v.since = "", time.Time{}
+	}
+	if m := v.cfg.Metrics; m != nil {
+		m.holding.Set(0)
+		m.since.Set(0)
+	}
+	if err != nil {
+		v.lg.Error("[vip] drop the VIP", "why", why, "err", err)
+		return
+	}
+	v.lg.Info("[vip] dropped the VIP", "why", why)
+}
+
+func (v *VIP) setErr(err error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if err != nil {
+		v.lastErr = err.Error()
+	}
+}
+
+// observe follows who holds the VIP, for Status and the log.
+func (v *VIP) observe(ctx context.Context, cli *clientv3.Client) {
+	for ctx.Err() == nil {
+		wch := cli.Watch(clientv3.WithRequireLeader(ctx), v.prefix, clientv3.WithPrefix())
+		v.refreshHolder(ctx, cli)
+		for range wch {
+			v.refreshHolder(ctx, cli)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(retryEvery):
+		}
+	}
+}
+
+func (v *VIP) refreshHolder(ctx context.Context, cli *clientv3.Client) {
+	gctx, cancel := context.WithTimeout(ctx, time.Second)
+	_, holder, err := v.leaderLease(gctx, cli)
+	cancel()
+	if err != nil {
+		return
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if holder == v.holder || (v.holding && holder != v.cfg.Name) {
+		// While this host holds the VIP, only its own term decides.
+		return
+	}
+	v.holder = holder
+	v.since = time.Now()
+	if holder == "" {
+		v.since = time.Time{}
+	}
+	v.lg.Info("[vip] holder changed", "holder", holder)
+}
