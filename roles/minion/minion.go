@@ -1,6 +1,7 @@
 // Package minion is the minion role: it joins the cluster through the lb with the
 // token, keeps its certificates and kubeconfigs current, keeps the kubelet's,
 // kube-proxy's, flanneld's and the runtime's files and units, and imports airgap images.
+// With --lb=local it runs that lb itself, on 127.0.0.1 (locallb.go).
 package minion
 
 import (

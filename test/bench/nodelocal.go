@@ -159,24 +159,11 @@ func nlProgress(format string, args ...any) {
 // restore brings the cluster back to three healthy masters with m1 as the etcd leader,
 // and waits until a new connection through the minion's lb reaches m1 again.
 func (b *nlBench) restore() error {
-	if err := b.masters[0].Heal(); err != nil {
-		return err
-	}
-	for _, m := range b.c.Masters {
-		if !m.Running() {
-			if err := m.Start(); err != nil {
-				return err
-			}
-		}
-	}
-	if err := b.c.WaitReady(30 * time.Second); err != nil {
+	if err := restorePrimary(b.c, b.masters[0], b.admin, b.eps); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := probe.MoveLeader(ctx, b.admin, b.eps, b.eps[0], 30*time.Second); err != nil {
-		return err
-	}
 	cli, err := b.admin.Client(nlLocalEtcd)
 	if err != nil {
 		return err
@@ -194,6 +181,28 @@ func (b *nlBench) restore() error {
 		}
 		return nil
 	})
+}
+
+// restorePrimary heals m1's link, starts every master that is down with its data dir,
+// waits for them and makes m1 (eps[0], in node m1) the etcd leader again, talking to
+// etcd through d.
+func restorePrimary(c *procs.Cluster, m1 *netlab.Node, d probe.Dialer, eps []string) error {
+	if err := m1.Heal(); err != nil {
+		return err
+	}
+	for _, m := range c.Masters {
+		if !m.Running() {
+			if err := m.Start(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := c.WaitReady(30 * time.Second); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return probe.MoveLeader(ctx, d, eps, eps[0], 30*time.Second)
 }
 
 // round starts from a healthy cluster, writes through the node-local lb and directly
