@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/client/pkg/v3/types"
@@ -193,6 +194,14 @@ func (s *Server) Healthy() error {
 
 const raftNone = 0
 
+// hasLeader reports whether the running member knows a leader.
+func (s *Server) hasLeader() bool {
+	s.mu.Lock()
+	e := s.etcd
+	s.mu.Unlock()
+	return e != nil && e.Server.Leader() != types.ID(raftNone)
+}
+
 // withForeign adds a cluster ID mismatch with a peer, the likely reason, to err.
 func (s *Server) withForeign(err error) error {
 	if f := s.ForeignCluster(); f != "" {
@@ -262,9 +271,21 @@ func (s *Server) Run(ctx context.Context) error {
 		s.lg.Info("stopping etcd member")
 		return nil
 	case err := <-e.Err():
-		return fmt.Errorf("etcd: %w", err)
+		return s.failed(ctx, e, err)
 	case <-e.Server.StopNotify():
 		return s.stoppedByItself(ctx, e)
+	}
+}
+
+// failed explains an error from etcd's listeners. A member that its peers refuse as
+// removed stops at once, and its listeners fail with "server is stopping" before the
+// stop is seen: give the stop a moment, so that it is reported as the removal it is.
+func (s *Server) failed(ctx context.Context, e *embed.Etcd, err error) error {
+	select {
+	case <-e.Server.StopNotify():
+		return s.stoppedByItself(ctx, e)
+	case <-time.After(2 * time.Second):
+		return fmt.Errorf("etcd: %w", err)
 	}
 }
 
@@ -282,7 +303,7 @@ func (s *Server) awaitReady(ctx context.Context, e *embed.Etcd) error {
 		case <-ctx.Done():
 			return nil
 		case err := <-e.Err():
-			return fmt.Errorf("etcd: %w", err)
+			return s.failed(ctx, e, err)
 		case <-e.Server.StopNotify():
 			return s.stoppedByItself(ctx, e)
 		case <-tick.C:
@@ -437,6 +458,9 @@ func (s *Server) makeRoom(ctx context.Context, p *plan) error {
 		resp, err := cli.MemberAddAsLearner(ctx, []string{selfURL})
 		if err == nil {
 			s.lg.Info("[membership] added to the cluster as a learner", "id", types.ID(resp.Member.ID).String())
+			// Another master may have joined since the probe: etcd checks the initial
+			// cluster against the membership, so take it from the add's answer.
+			p.initialCluster = initialCluster(fromPB(resp.Members), s.self, s.cfg.Peers)
 			return nil
 		}
 		if !isEtcdError(err, rpctypes.ErrPeerURLExist) {
@@ -450,12 +474,22 @@ func (s *Server) makeRoom(ctx context.Context, p *plan) error {
 		for _, m := range list.Members {
 			for _, u := range m.PeerURLs {
 				if u == selfURL && len(m.ClientURLs) == 0 {
+					p.initialCluster = initialCluster(fromPB(list.Members), s.self, s.cfg.Peers)
 					return nil
 				}
 			}
 		}
 		return err
 	})
+}
+
+// fromPB converts etcd's member list.
+func fromPB(ms []*etcdserverpb.Member) []Member {
+	out := make([]Member, len(ms))
+	for i, m := range ms {
+		out[i] = Member{ID: m.ID, Name: m.Name, PeerURLs: m.PeerURLs, ClientURLs: m.ClientURLs, IsLearner: m.IsLearner}
+	}
+	return out
 }
 
 // promote turns this learner into a voting member once the leader says it is in sync.

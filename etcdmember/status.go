@@ -54,6 +54,11 @@ func (s *Server) Status(ctx context.Context) (ClusterStatus, error) {
 	if cli == nil {
 		return ClusterStatus{}, s.withForeign(errors.New("etcd member not ready"))
 	}
+	if !s.hasLeader() {
+		// The member list needs a quorum: say why it would time out.
+		return ClusterStatus{}, s.withForeign(errors.New("etcd cluster has no leader: a majority of the masters is unreachable; " +
+			"if they are lost for good, run 'haagent cluster-reset' on a master that is left"))
+	}
 	cs, err := ClusterStatusOf(ctx, cli, s.Mode())
 	if err != nil {
 		return cs, s.withForeign(err)

@@ -3,6 +3,7 @@
 package statusapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -116,7 +117,7 @@ func Fetch(ctx context.Context, address string, into any) error {
 	if resp.StatusCode != http.StatusOK {
 		var b [512]byte
 		n, _ := resp.Body.Read(b[:])
-		return fmt.Errorf("haagent on %s: %s: %s", address, resp.Status, b[:n])
+		return fmt.Errorf("haagent on %s: %s: %s", address, resp.Status, bytes.TrimSpace(b[:n]))
 	}
 	return json.NewDecoder(resp.Body).Decode(into)
 }

@@ -156,6 +156,14 @@ func TestClusterResetAfterQuorumLoss(t *testing.T) {
 		t.Fatalf("status after cluster-reset: %v\n%s", err, st)
 	}
 
+	// A lost master that comes back with its old data dir is refused as removed.
+	if err := m2.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if code, err := m2.Wait(30 * time.Second); err != nil || code != 3 {
+		t.Fatalf("m2 back with its old data dir: exit %d %v, want 3 (removed):\n%s", code, err, m2.LogTail(8))
+	}
+
 	// The lost hosts are rebuilt: empty disks, the usual configuration.
 	wipe(t, m2)
 	wipe(t, m3)
