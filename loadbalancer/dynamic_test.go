@@ -1,7 +1,6 @@
 package loadbalancer
 
 import (
-	"context"
 	"log/slog"
 	"net"
 	"strconv"
@@ -46,22 +45,7 @@ func TestSetBackends(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- bal.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-errc; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	select {
-	case <-bal.Serving():
-	case err := <-errc:
-		t.Fatalf("Run: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("balancer not serving after 10s")
-	}
+	ctx := runBalancer(t, bal)
 	front := bal.Addr(port).String()
 	states := func() map[string]State {
 		m := map[string]State{}

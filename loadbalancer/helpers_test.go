@@ -199,8 +199,15 @@ func startLB(t *testing.T, mod func(*Config), backends ...*echoBackend) *testLB 
 		t.Fatal(err)
 	}
 	tl.Balancer = b
+	tl.ctx = runBalancer(t, b)
+	return tl
+}
+
+// runBalancer runs b until the test ends and returns once it serves; the context is
+// Run's.
+func runBalancer(t *testing.T, b *Balancer) context.Context {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	tl.ctx = ctx
 	errc := make(chan error, 1)
 	go func() { errc <- b.Run(ctx) }()
 	t.Cleanup(func() {
@@ -216,7 +223,7 @@ func startLB(t *testing.T, mod func(*Config), backends ...*echoBackend) *testLB 
 	case <-time.After(10 * time.Second):
 		t.Fatal("balancer not serving after 10s")
 	}
-	return tl
+	return ctx
 }
 
 func (tl *testLB) addr() string { return tl.Addr(testPort).String() }
