@@ -1,6 +1,8 @@
 // Package etcdmember owns this host's etcd member: it decides whether to bootstrap, join,
 // restart or replace, runs etcd inside the haagent process, promotes a learner once it
-// has caught up, and notices when the cluster has removed it.
+// has caught up, and notices when the cluster has removed it or a peer is in another
+// cluster. For cluster-reset it starts the member once as a new one-member cluster, or
+// restores a snapshot into a data dir under a new cluster ID.
 package etcdmember
 
 import (
