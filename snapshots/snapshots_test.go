@@ -111,6 +111,11 @@ func TestTakeVerifyPruneList(t *testing.T) {
 		t.Fatalf("list: %+v", mine)
 	}
 
+	// Before a restore, Check reads the checksum file too.
+	if _, err := Check(mine[1].Path); err != nil {
+		t.Fatalf("check of a good snapshot: %v", err)
+	}
+
 	// A snapshot changed after it was written shows as bad, and fails verification.
 	b, _ := os.ReadFile(mine[1].Path)
 	b[len(b)/2] ^= 0xff
@@ -119,6 +124,9 @@ func TestTakeVerifyPruneList(t *testing.T) {
 	}
 	if _, err := Verify(mine[1].Path); err == nil {
 		t.Error("a corrupt snapshot passed verification")
+	}
+	if _, err := Check(mine[1].Path); err == nil || !strings.Contains(err.Error(), "sha256 does not match") {
+		t.Errorf("check of a corrupt snapshot: %v", err)
 	}
 	if err := os.WriteFile(mine[0].Path, b[:len(b)-100], 0o600); err != nil {
 		t.Fatal(err)

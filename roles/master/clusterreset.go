@@ -49,7 +49,9 @@ type ResetOptions struct {
 // from a snapshot on a new host. The masters started afterwards with empty data dirs
 // join it. It refuses, changing nothing, while a quorum of the old cluster answers.
 func ClusterReset(ctx context.Context, cfg *Config, lg *slog.Logger, o ResetOptions) error {
-	member, err := cfg.newMember(lg)
+	// etcd's warnings of a one-time start (its listeners, its removed peers) would bury
+	// the plan and the outcome; its errors still show.
+	member, err := cfg.newMember(lg, slog.LevelError)
 	if err != nil {
 		return err
 	}

@@ -47,7 +47,7 @@ type Master struct {
 
 // New prepares a master from a validated config; it starts nothing.
 func New(cfg *Config, lg *slog.Logger, gatherer prometheus.Gatherer) (*Master, error) {
-	member, err := cfg.newMember(lg)
+	member, err := cfg.newMember(lg, slog.LevelWarn)
 	if err != nil {
 		return nil, err
 	}
@@ -59,8 +59,8 @@ func New(cfg *Config, lg *slog.Logger, gatherer prometheus.Gatherer) (*Master, e
 }
 
 // newMember prepares the etcd member as the master runs it, and as cluster-reset
-// starts it once.
-func (c *Config) newMember(lg *slog.Logger) (*etcdmember.Server, error) {
+// starts it once; etcd's own log lines below etcdLevel are dropped unless lg debugs.
+func (c *Config) newMember(lg *slog.Logger, etcdLevel slog.Level) (*etcdmember.Server, error) {
 	ec, err := c.EmbedConfig()
 	if err != nil {
 		return nil, err
@@ -69,7 +69,7 @@ func (c *Config) newMember(lg *slog.Logger) (*etcdmember.Server, error) {
 	if !c.Insecure {
 		ec.TLS = c.TLSFiles()
 	}
-	ec.EtcdLogLevel = slog.LevelWarn
+	ec.EtcdLogLevel = etcdLevel
 	if lg.Enabled(context.Background(), slog.LevelDebug) {
 		ec.EtcdLogLevel = slog.LevelDebug
 	}
