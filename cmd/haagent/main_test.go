@@ -499,3 +499,34 @@ func TestOneLinePerProblem(t *testing.T) {
 		t.Fatalf("got %q, want %q", got, want)
 	}
 }
+
+// TestClusterResetReadsTheMastersEnvFile: cluster-reset takes the master's
+// configuration from --env-file (/etc/sysconfig/haagent), under the environment and the
+// flags, so that the operator types one command on the master.
+func TestClusterResetReadsTheMastersEnvFile(t *testing.T) {
+	root := t.TempDir()
+	envFile := filepath.Join(root, "haagent.env")
+	conf := "# as the package writes it\nHAAGENT_ROLE=master\nHAAGENT_NAME=m1\nHAAGENT_INSECURE=true\n" +
+		"HAAGENT_DATA_DIR=\"" + filepath.Join(root, "etcd") + "\"\nHAAGENT_ROOT=" + root + "\n" +
+		// Port 1 answers nothing: no master runs "here".
+		"HAAGENT_STATUS_ADDRESS=127.0.0.1:1\n"
+	if err := os.WriteFile(envFile, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	want := func(env map[string]string, args []string, msg string) {
+		t.Helper()
+		_, err := runOut(t, env, append([]string{"cluster-reset", "--env-file=" + envFile}, args...)...)
+		if exitCode(err) != exitUsage || err == nil || !strings.Contains(err.Error(), msg) || strings.Contains(oneLinePerProblem(err), "\n") {
+			t.Fatalf("cluster-reset %v with %v: %v, want one line of bad input holding %q", args, env, err, msg)
+		}
+	}
+	want(nil, nil, "--data-dir: "+filepath.Join(root, "etcd")+" holds no etcd member")
+	other := filepath.Join(root, "other")
+	want(map[string]string{"HAAGENT_DATA_DIR": other}, nil, "--data-dir: "+other+" holds")
+	want(map[string]string{"HAAGENT_DATA_DIR": other}, []string{"--data-dir=" + root + "/flag"}, "--data-dir: "+root+"/flag holds")
+	want(nil, []string{"--env-file=" + filepath.Join(root, "nosuch")}, "--env-file")
+	want(nil, []string{"--role=lb"}, "--role")
+	if entries, _ := os.ReadDir(root); len(entries) != 1 {
+		t.Fatalf("refused cluster-resets wrote into the root: %v", entries)
+	}
+}

@@ -265,6 +265,16 @@ func TestClusterResetRestoreOntoNewHosts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	err = await.Until(context.Background(), "m3's /readyz to name the mismatch", 10*time.Second, func() error {
+		body, _ := httpGet("http://" + m3.StatusAddress() + "/readyz")
+		if !strings.Contains(body, "cluster ID mismatch") {
+			return fmt.Errorf("/readyz: %q", body)
+		}
+		return nil
+	}, await.Every(200*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if !strings.Contains(m3.Logs(), "which does not list this master") || !strings.Contains(m1.Logs(), "peer m3") {
 		t.Fatalf("the mismatch lines don't say which side was left behind:\nm3: %s\nm1: %s", m3.LogTail(5), m1.LogTail(5))
 	}
