@@ -28,7 +28,8 @@ func (s *Server) watchClusterIDs(ctx context.Context, e *embed.Etcd) {
 	if every <= 0 {
 		every = DefaultClusterCheckInterval
 	}
-	reported := map[string]string{} // peer name -> the foreign cluster ID reported
+	foreign := map[string]string{} // peer name -> its cluster ID, while it differs
+	msgs := map[string]string{}    // peer name -> what was logged about it
 	t := time.NewTimer(time.Second)
 	defer t.Stop()
 	for {
@@ -45,20 +46,24 @@ func (s *Server) watchClusterIDs(ctx context.Context, e *embed.Etcd) {
 				continue
 			}
 			ms, id, err := fetchMembers(ctx, hc, p.URL.String())
-			if err != nil || id == "" || id == own || own == "0" {
-				if err == nil && reported[p.Name] != "" {
-					delete(reported, p.Name)
-					s.foreign.Store(nil)
-				}
-				continue
+			switch {
+			case err != nil || id == "" || own == "0":
+				// No answer says nothing about its cluster: keep what was seen.
+			case id == own:
+				delete(foreign, p.Name)
+				delete(msgs, p.Name)
+			case foreign[p.Name] != id:
+				foreign[p.Name] = id
+				msgs[p.Name] = s.mismatch(p, own, id, ms)
+				s.lg.Error("[membership] " + msgs[p.Name])
 			}
-			if reported[p.Name] == id {
-				continue
+		}
+		s.foreign.Store(nil)
+		for _, p := range s.cfg.Peers {
+			if m, ok := msgs[p.Name]; ok {
+				s.foreign.Store(&m)
+				break
 			}
-			reported[p.Name] = id
-			msg := s.mismatch(p, own, id, ms)
-			s.foreign.Store(&msg)
-			s.lg.Error("[membership] " + msg)
 		}
 		t.Reset(every)
 	}

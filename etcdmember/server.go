@@ -309,10 +309,14 @@ func (s *Server) awaitReady(ctx context.Context, e *embed.Etcd) error {
 		case <-e.Server.StopNotify():
 			return s.stoppedByItself(ctx, e)
 		case <-tick.C:
-			s.lg.Warn("[health] waiting for etcd to reach a quorum of its peers", "peers", s.cfg.Peers.String())
+			attrs := []any{"peers", s.cfg.Peers.String()}
+			if f := s.ForeignCluster(); f != "" {
+				attrs = append(attrs, "likely-cause", f)
+			}
+			s.lg.Warn("[health] waiting for etcd to reach a quorum of its peers", attrs...)
 		case <-deadline.C:
-			return fmt.Errorf("etcd member not ready after %s: no quorum among %s; check that a majority of masters run and reach each other's peer port",
-				s.cfg.StartTimeout, s.cfg.Peers)
+			return s.withForeign(fmt.Errorf("etcd member not ready after %s: no quorum among %s; check that a majority of masters run and reach each other's peer port",
+				s.cfg.StartTimeout, s.cfg.Peers))
 		}
 	}
 }

@@ -192,6 +192,9 @@ func (c *Config) restore(ctx context.Context, member *etcdmember.Server, o Reset
 
 	// Restore beside the data dir, then rename: a failure anywhere leaves the data dir
 	// as it was, and the temporary dir is ours to remove.
+	if err := os.MkdirAll(filepath.Dir(c.DataDir), 0o755); err != nil {
+		return fmt.Errorf("cluster-reset: %w", err)
+	}
 	tmp, err := os.MkdirTemp(filepath.Dir(c.DataDir), filepath.Base(c.DataDir)+".restoring-")
 	if err != nil {
 		return fmt.Errorf("cluster-reset: %w", err)
