@@ -399,58 +399,108 @@ func (r LoadResult) PerSecond() float64 {
 // put at a time, once each has had one put acknowledged: for warmup uncounted, then
 // for d, measuring every acknowledged put's latency.
 func Load(ctx context.Context, newClient func() (*clientv3.Client, error), clients int, warmup, d time.Duration) (LoadResult, error) {
-	clis := make([]*clientv3.Client, 0, clients)
-	defer func() {
-		for _, c := range clis {
-			c.Close()
-		}
-	}()
+	w, err := StartWriters(ctx, newClient, clients)
+	if err != nil {
+		return LoadResult{}, err
+	}
+	start := time.Now().Add(warmup)
+	end := start.Add(d)
+	select {
+	case <-time.After(time.Until(end)):
+	case <-ctx.Done():
+	}
+	w.Stop()
+	return w.Window(start, end), ctx.Err()
+}
+
+// Writers is a closed-loop load that runs until stopped: concurrent writers, each with
+// its own client (connection) and one put at a time, that record when each put started,
+// how long it took and whether it failed, so that the run can be cut into windows
+// afterwards (a benchmark that changes the cluster between windows keeps its clients).
+type Writers struct {
+	clis    []*clientv3.Client
+	stop    context.CancelFunc
+	wg      sync.WaitGroup
+	stopped sync.Once
+	puts    [][]put // per writer; read only after Stop
+}
+
+type put struct {
+	start  time.Time
+	lat    time.Duration
+	failed bool
+}
+
+// StartWriters makes clients clients, has one put of each acknowledged, then starts them
+// writing, each to its own key.
+func StartWriters(ctx context.Context, newClient func() (*clientv3.Client, error), clients int) (*Writers, error) {
+	w := &Writers{puts: make([][]put, clients)}
 	value := string(make([]byte, 128))
 	for i := range clients {
 		c, err := newClient()
 		if err != nil {
-			return LoadResult{}, err
+			w.closeClients()
+			return nil, err
 		}
-		clis = append(clis, c)
+		w.clis = append(w.clis, c)
 		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		_, err = c.Put(wctx, fmt.Sprintf("load/%d", i), value)
 		cancel()
 		if err != nil {
-			return LoadResult{}, fmt.Errorf("warm-up put of client %d: %w", i, err)
+			w.closeClients()
+			return nil, fmt.Errorf("warm-up put of client %d: %w", i, err)
 		}
 	}
-	lats := make([][]time.Duration, clients)
-	errs := make([]int, clients)
-	var wg sync.WaitGroup
-	start := time.Now().Add(warmup)
-	end := start.Add(d)
-	for i, c := range clis {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+	ctx, w.stop = context.WithCancel(ctx)
+	for i, c := range w.clis {
+		w.wg.Go(func() {
 			key := fmt.Sprintf("load/%d", i)
-			for time.Now().Before(end) && ctx.Err() == nil {
+			for ctx.Err() == nil {
 				pctx, cancel := context.WithTimeout(ctx, time.Second)
 				t0 := time.Now()
 				_, err := c.Put(pctx, key, value)
 				cancel()
-				if t0.Before(start) {
-					continue
+				if ctx.Err() != nil {
+					return // cut short by Stop: neither a put nor a failure
 				}
-				if err != nil {
-					errs[i]++
-					continue
-				}
-				lats[i] = append(lats[i], time.Since(t0))
+				w.puts[i] = append(w.puts[i], put{start: t0, lat: time.Since(t0), failed: err != nil})
 			}
-		}()
+		})
 	}
-	wg.Wait()
-	r := LoadResult{Duration: time.Since(start)}
+	return w, nil
+}
+
+// Stop ends the writers, waits for them and closes their clients; a second call does
+// nothing.
+func (w *Writers) Stop() {
+	w.stopped.Do(func() {
+		w.stop()
+		w.wg.Wait()
+		w.closeClients()
+	})
+}
+
+func (w *Writers) closeClients() {
+	for _, c := range w.clis {
+		c.Close()
+	}
+}
+
+// Window is what the puts that started in [start, end) measured, over end-start. Call
+// it after Stop.
+func (w *Writers) Window(start, end time.Time) LoadResult {
+	r := LoadResult{Duration: end.Sub(start)}
 	var all []time.Duration
-	for i := range clis {
-		all = append(all, lats[i]...)
-		r.Errors += errs[i]
+	for _, ps := range w.puts {
+		for _, p := range ps {
+			switch {
+			case p.start.Before(start) || !p.start.Before(end):
+			case p.failed:
+				r.Errors++
+			default:
+				all = append(all, p.lat)
+			}
+		}
 	}
 	r.Puts = len(all)
 	slices.Sort(all)
@@ -458,5 +508,5 @@ func Load(ctx context.Context, newClient func() (*clientv3.Client, error), clien
 		r.P50 = all[len(all)*50/100]
 		r.P99 = all[min(len(all)-1, len(all)*99/100)]
 	}
-	return r, ctx.Err()
+	return r
 }
