@@ -7,6 +7,8 @@ pkgs=(
 	etcd-client etcd-server
 	# lb baselines and network namespaces
 	nginx-light libnginx-mod-stream haproxy iproute2 nftables openssl curl
+	# the VIP pair's baseline (VRRP)
+	keepalived
 	# test hosts: a bookworm rootfs booted with systemd-nspawn in its own netns
 	debootstrap systemd-container util-linux zstd tar
 	# packages: rpm inspection and install into scratch roots, rpmlint, a dnf repo

@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/haagent/haagent/test/await"
@@ -190,6 +191,26 @@ func (n *Node) Listen(network, addr string) (net.Listener, error) {
 		return err
 	})
 	return l, err
+}
+
+// HasAddr reports whether the node's eth0 carries ip, as netlink sees it inside the
+// node: the check of who holds a virtual IP.
+func (n *Node) HasAddr(ip netip.Addr) (bool, error) {
+	var has bool
+	err := n.Do(func() error {
+		link, err := netlink.LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
+		for _, a := range addrs {
+			if a.IP.Equal(ip.AsSlice()) {
+				has = true
+			}
+		}
+		return err
+	})
+	return has, err
 }
 
 // Exists reports whether the named namespace exists.

@@ -136,16 +136,7 @@ func (e *vipEnv) start(t *testing.T, i int) {
 func (e *vipEnv) holders() ([]int, error) {
 	var out []int
 	for i, n := range e.lbNodes {
-		var has bool
-		err := n.Do(func() error {
-			link, err := netlink.LinkByName("eth0")
-			if err != nil {
-				return err
-			}
-			addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
-			has = slices.ContainsFunc(addrs, func(a netlink.Addr) bool { return a.IP.String() == vipAddr })
-			return err
-		})
+		has, err := n.HasAddr(netip.MustParseAddr(vipAddr))
 		if err != nil {
 			return nil, err
 		}
