@@ -127,10 +127,11 @@ func newBackend(addr string, port int, cfg *Config, met *Metrics) *backend {
 }
 
 // recordSuccess counts a passed check. A backend becoming healthy gives the
-// connections parked on down siblings somewhere better to go; see evict.
+// connections parked on down siblings somewhere better to go, but the round of
+// checks decides that once all its results are in (see Balancer.checkRound): a
+// sibling whose check passes a moment later in the same round is no worse.
 func (be *backend) recordSuccess() {
 	be.mu.Lock()
-	wasHealthy := be.state == StateHealthy
 	be.falls = 0
 	be.unreachable = false
 	next := be.state
@@ -145,15 +146,14 @@ func (be *backend) recordSuccess() {
 		}
 	}
 	be.setStateLocked(next, "check passed")
-	becameHealthy := !wasHealthy && next == StateHealthy
 	be.mu.Unlock()
-	if becameHealthy && be.pool != nil {
-		be.pool.evict()
-	}
 }
 
-// recordFailure counts a failed check or dial. When the backend goes down (or, being
-// down, becomes unreachable) its connections may have to be evicted; see evict.
+// recordFailure counts a failed check or dial. A backend that goes down unreachable
+// (or, being down, becomes unreachable) has its connections closed at once: they are
+// most likely dead already. One that goes down but still connects (an etcd member
+// without a leader) is left to the end of the round of checks, which knows whether
+// any sibling is healthy; see evict.
 func (be *backend) recordFailure(reason error) {
 	be.mu.Lock()
 	wasUnreachable := be.unreachable
@@ -171,7 +171,7 @@ func (be *backend) recordFailure(reason error) {
 			next = StateDown
 		}
 	}
-	wentDown := next == StateDown && (be.state != StateDown || be.unreachable && !wasUnreachable)
+	wentDown := next == StateDown && be.unreachable && (be.state != StateDown || !wasUnreachable)
 	be.setStateLocked(next, be.lastErr)
 	be.mu.Unlock()
 	if wentDown && be.pool != nil {
@@ -305,14 +305,22 @@ func (be *backend) snapshot() snapshot {
 	return snapshot{be: be, state: be.state, unreachable: be.unreachable, active: len(be.conns), evictions: be.evictions}
 }
 
-// rank orders candidates: the state first, then, among down backends, reachable ones.
+// rank orders candidates: the state first, then, within a state, backends whose last
+// failure was a check or dial that could not connect below those that could. Among
+// down backends that puts an etcd member without a leader (it will serve once there
+// is one) before a blackholed host; among suspect ones, when a round of checks has
+// just failed everywhere (the leader is gone and every member's check hangs), it keeps
+// a new connection from being dialled to the one host that no longer connects.
 func (s snapshot) rank() int {
 	r := 2 * int(s.state)
-	if s.state != StateDown || !s.unreachable {
+	if s.reachable() {
 		r++
 	}
 	return r
 }
+
+// reachable is false when the backend's last failure was ErrUnreachable.
+func (s snapshot) reachable() bool { return !s.unreachable }
 
 // BackendStatus is one backend of one port, as /status reports it.
 type BackendStatus struct {

@@ -22,10 +22,15 @@ import (
 //     Worst case 250+300+300 = 850 ms; a killed process (RST) is seen by the first
 //     failing check or dial, in a few milliseconds.
 //   - A new connection that meets the blackhole first waits at most CheckTimeout for
-//     the connect while a healthy backend is left to try, then goes on to it; the
-//     failed dial counts as a failed check, so later connections skip the backend.
-//     Without a healthy alternative the connect gets the full DialTimeout (1 s):
-//     nothing better is left to try, and a LAN connect that takes longer has failed.
+//     the connect while a backend is left to try that is not known to be unreachable
+//     (healthy, or failing its check while it still connects, like an etcd member
+//     waiting for a leader), then goes on to it; the failed dial counts as a failed
+//     check, so later connections skip the backend. Without such an alternative the
+//     connect gets the full DialTimeout (1 s): nothing better is left to try, and a
+//     LAN connect that takes longer has failed.
+//   - A backend that accepts a new connection and closes it before answering (the
+//     kernel of a master whose process was just killed) does not cost the client its
+//     connection: the lb moves it to the next backend (see Balancer.open).
 //   - 300 ms is 100x a LAN round trip; a master that can't answer /readyz or /health
 //     within it twice in a row is no place to send new work. Fall 2 and Rise 2 keep a
 //     single lost packet from moving traffic back and forth.
@@ -108,8 +113,10 @@ type Config struct {
 	Fall int
 	// Rise is how many successes in a row bring a down backend back.
 	Rise int
-	// DialTimeout bounds the connect to a backend; while a healthy candidate is left
-	// to try after this one, the connect gets only min(DialTimeout, CheckTimeout).
+	// DialTimeout bounds the connect to a backend; while a candidate not known to be
+	// unreachable is left to try after this one, the connect gets only
+	// min(DialTimeout, CheckTimeout). It also bounds the wait for a new connection's
+	// first answer while the client's first bytes can still be replayed elsewhere.
 	DialTimeout time.Duration
 	// MaxConns caps the client connections held at once, over all ports; past it new
 	// clients are closed at once.

@@ -108,10 +108,25 @@ type fakeChecker struct {
 	mu     sync.Mutex // guards the fields below
 	health map[string]Health
 	errs   map[string]error
+	gates  map[string]chan struct{} // a check of the address waits until its gate closes
 }
 
 func newFakeChecker() *fakeChecker {
-	return &fakeChecker{health: map[string]Health{}, errs: map[string]error{}}
+	return &fakeChecker{health: map[string]Health{}, errs: map[string]error{}, gates: map[string]chan struct{}{}}
+}
+
+// hold makes the next checks of addr wait until the returned func is called.
+func (f *fakeChecker) hold(addr string) (release func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	g := make(chan struct{})
+	f.gates[addr] = g
+	return func() {
+		f.mu.Lock()
+		delete(f.gates, addr)
+		f.mu.Unlock()
+		close(g)
+	}
 }
 
 func (f *fakeChecker) set(addr string, h Health) {
@@ -129,6 +144,12 @@ func (f *fakeChecker) setErr(addr string, h Health, err error) {
 }
 
 func (f *fakeChecker) Check(ctx context.Context, addr string) (Health, error) {
+	f.mu.Lock()
+	g := f.gates[addr]
+	f.mu.Unlock()
+	if g != nil {
+		<-g
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	h, ok := f.health[addr]

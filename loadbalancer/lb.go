@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -246,7 +247,11 @@ func (b *Balancer) healthLoop(ctx context.Context) {
 }
 
 // checkRound checks every backend of every port concurrently, each check bounded by
-// CheckTimeout, and returns when all are done.
+// CheckTimeout, and returns when all are done. Once all results are in, it closes
+// the connections of down backends whose clients have somewhere better to go (see
+// evict): deciding that on the round's whole picture, not result by result, keeps a
+// member that is about to pass from losing its clients because a sibling's check
+// happened to finish first, as when etcd has just elected a leader.
 func (b *Balancer) checkRound(ctx context.Context) {
 	var wg sync.WaitGroup
 	for _, p := range b.pools {
@@ -275,6 +280,12 @@ func (b *Balancer) checkRound(ctx context.Context) {
 		}
 	}
 	wg.Wait()
+	if ctx.Err() != nil {
+		return
+	}
+	for _, p := range b.pools {
+		p.evict()
+	}
 }
 
 func (b *Balancer) acceptLoop(ctx context.Context, p *pool, ln *net.TCPListener, wg *sync.WaitGroup) error {
@@ -316,25 +327,224 @@ func (b *Balancer) handle(ctx context.Context, p *pool, client *net.TCPConn) {
 		b.warn("max-conns", "refusing connections: --lb-max-conns reached", "port", p.port, "max", b.cfg.MaxConns)
 		return
 	}
-	server, snap, err := b.dial(ctx, p)
+	pc, be, err := b.open(ctx, p, client)
 	if err != nil {
 		client.Close()
-		if ctx.Err() == nil {
+		if ctx.Err() == nil && !errors.Is(err, errClientGone) {
 			b.met.refused.WithLabelValues(strconv.Itoa(p.port), "no_backend").Inc()
 			b.warn("no-backend-"+strconv.Itoa(p.port), "no backend accepted a connection", "port", p.port, "err", err)
 		}
-		return
-	}
-	be := snap.be
-	pc := &proxyConn{client: client, server: server}
-	if !be.track(pc, snap) {
-		pc.close()
 		return
 	}
 	defer be.untrack(pc)
 	defer pc.close()
 	proxy(pc, be.met.bytesIn.Add, be.met.bytesOut.Add)
 }
+
+// maxReplay bounds what a client may send before its backend's first answer while the
+// connection can still move to another backend. It holds a TLS ClientHello or gRPC's
+// preface, settings and first requests many times over.
+const maxReplay = 16 << 10
+
+// errClientGone: the client closed or reset its connection before a backend answered.
+var errClientGone = errors.New("the client went away")
+
+// open connects client to a backend and returns the tracked connection once the
+// backend has answered (sent its first bytes, which the client then has).
+//
+// Until that answer the client has seen nothing of the backend, so a backend that
+// closes or resets the new connection without a word (a master being killed: its
+// kernel may complete a handshake after the process is gone), or that is evicted
+// meanwhile, is replaced by the next candidate, and what the client sent so far is
+// replayed to it. Closing the client instead would cost far more than the failed
+// backend: gRPC counts a connection closed before the server's preface as a failed
+// connect and waits its reconnect backoff (1 s, then more) before trying again.
+// Replaying is safe because every port the lb fronts speaks a protocol whose server
+// answers before it acts on anything (TLS's ServerHello, HTTP/2's server preface):
+// a backend that said nothing has done nothing.
+//
+// A backend that accepts but says nothing for DialTimeout (a client-first protocol
+// with a silent client) keeps the connection: it is tracked and proxied as usual.
+func (b *Balancer) open(ctx context.Context, p *pool, client *net.TCPConn) (*proxyConn, *backend, error) {
+	h := &opening{replayable: true}
+	tried := map[*backend]bool{}
+	var errs []error
+	for {
+		server, snap, err := b.dial(ctx, p, tried)
+		if err != nil {
+			return nil, nil, errors.Join(append(errs, err)...)
+		}
+		be := snap.be
+		tried[be] = true
+		first, err := h.await(ctx, client, server, b.cfg.DialTimeout)
+		switch {
+		case errors.Is(err, errClientGone) || ctx.Err() != nil:
+			server.Close()
+			return nil, nil, errClientGone
+		case err != nil:
+			server.Close()
+			errs = append(errs, fmt.Errorf("%s: %w", be.addr, err))
+			be.recordFailure(fmt.Errorf("%w: %w", ErrUnreachable, err))
+			if !h.replayable {
+				return nil, nil, errors.Join(errs...)
+			}
+			b.warn("silent-close-"+be.addr, "a backend closed a new connection without answering; trying the next",
+				"port", p.port, "backend", be.addr, "err", err)
+			continue
+		}
+		pc := &proxyConn{client: client, server: server}
+		if !be.track(pc, snap) {
+			// Evicted since the dial (or stopping): the client has seen nothing yet.
+			server.Close()
+			if !h.replayable || ctx.Err() != nil {
+				return nil, nil, errors.Join(append(errs, fmt.Errorf("%s: closed since the dial", be.addr))...)
+			}
+			continue
+		}
+		be.met.bytesIn.Add(float64(h.sent))
+		if len(first) > 0 {
+			if _, err := client.Write(first); err != nil {
+				be.untrack(pc)
+				pc.close()
+				return nil, nil, errClientGone
+			}
+			be.met.bytesOut.Add(float64(len(first)))
+		}
+		return pc, be, nil
+	}
+}
+
+// opening is what a client sent before its backend answered.
+type opening struct {
+	early      []byte // all the client sent, while replayable
+	replayable bool   // early is complete (within maxReplay)
+	clientEOF  bool   // the client half-closed
+	sent       int    // bytes forwarded to the current backend, for the metrics
+}
+
+// await sends the client's early bytes to server, then forwards what the client sends
+// while it waits for server's first bytes, and returns them. It returns nil bytes and
+// no error when the server stays silent for wait (the connection is kept); an error
+// wrapping errClientGone when the client goes away; any other error when the server
+// closed or failed without a word.
+func (h *opening) await(ctx context.Context, client, server *net.TCPConn, wait time.Duration) ([]byte, error) {
+	stop := context.AfterFunc(ctx, func() {
+		_ = client.SetReadDeadline(aLongTimeAgo)
+		_ = server.SetReadDeadline(aLongTimeAgo)
+	})
+	defer stop()
+	h.sent = len(h.early)
+	if len(h.early) > 0 {
+		if _, err := server.Write(h.early); err != nil {
+			return nil, err
+		}
+	}
+	if h.clientEOF {
+		if err := server.CloseWrite(); err != nil {
+			return nil, err
+		}
+	}
+	type reply struct {
+		buf []byte
+		err error
+	}
+	answered := make(chan reply, 1)
+	go func() {
+		buf := make([]byte, 4096)
+		n, err := server.Read(buf)
+		answered <- reply{buf[:n], err}
+	}()
+	clientDone := make(chan error, 1)
+	if h.clientEOF {
+		clientDone <- nil
+	} else {
+		go func() { clientDone <- h.forward(client, server) }()
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	var r reply
+	var cerr error
+	clientEnded := false
+	for got := false; !got; {
+		select {
+		case r = <-answered:
+			got = true
+		case cerr = <-clientDone:
+			clientEnded = true
+			if cerr != nil {
+				_ = server.SetReadDeadline(aLongTimeAgo)
+			}
+		case <-timer.C:
+			_ = server.SetReadDeadline(aLongTimeAgo) // stop waiting; keep the connection
+		}
+	}
+	if !clientEnded {
+		_ = client.SetReadDeadline(aLongTimeAgo)
+		cerr = <-clientDone
+	}
+	_ = client.SetReadDeadline(time.Time{})
+	_ = server.SetReadDeadline(time.Time{})
+	if swe := (*serverWriteError)(nil); errors.As(cerr, &swe) {
+		return nil, swe
+	}
+	if cerr != nil && !errors.Is(cerr, os.ErrDeadlineExceeded) {
+		return nil, fmt.Errorf("%w: %w", errClientGone, cerr)
+	}
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("%w: %w", errClientGone, ctx.Err())
+	}
+	if len(r.buf) > 0 {
+		return r.buf, nil
+	}
+	if errors.Is(r.err, os.ErrDeadlineExceeded) {
+		return nil, nil // silent for wait: keep it
+	}
+	if r.err == nil || errors.Is(r.err, io.EOF) {
+		return nil, errors.New("closed the connection without answering")
+	}
+	return nil, r.err
+}
+
+// serverWriteError is a failed write to the backend while the client's first bytes
+// are forwarded: the backend's fault, not the client's.
+type serverWriteError struct{ err error }
+
+func (e *serverWriteError) Error() string { return "write: " + e.err.Error() }
+func (e *serverWriteError) Unwrap() error { return e.err }
+
+// forward copies client to server, remembering what it copied while that fits in
+// maxReplay, until the client's read deadline interrupts it (the error is then
+// os.ErrDeadlineExceeded), the client half-closes (nil), the client fails, or a
+// write to server fails (a *serverWriteError; it also interrupts the server's read).
+func (h *opening) forward(client, server *net.TCPConn) error {
+	buf := make([]byte, 4096)
+	for {
+		n, err := client.Read(buf)
+		if n > 0 {
+			if h.replayable && len(h.early)+n <= maxReplay {
+				h.early = append(h.early, buf[:n]...)
+			} else {
+				h.replayable, h.early = false, nil
+			}
+			if _, werr := server.Write(buf[:n]); werr != nil {
+				_ = server.SetReadDeadline(aLongTimeAgo)
+				return &serverWriteError{werr}
+			}
+			h.sent += n
+		}
+		switch {
+		case errors.Is(err, io.EOF):
+			h.clientEOF = true
+			_ = server.CloseWrite()
+			return nil
+		case err != nil:
+			return err
+		}
+	}
+}
+
+// aLongTimeAgo is a deadline in the past, to interrupt a blocked read at once.
+var aLongTimeAgo = time.Unix(1, 0)
 
 // candidates orders a snapshot of p's backends for one new connection: best state
 // first; within a state, configured order (failover) or fewest connections
@@ -358,16 +568,21 @@ func (b *Balancer) candidates(p *pool) []snapshot {
 	return snaps
 }
 
-// dial connects to the first candidate that answers. A candidate followed by one that
-// is up gets min(DialTimeout, CheckTimeout): a LAN connect takes well under a
-// millisecond, and a blackholed backend must not hold up the client for the full
-// DialTimeout while a healthy one is left. A failed dial counts as a failed check.
-func (b *Balancer) dial(ctx context.Context, p *pool) (*net.TCPConn, snapshot, error) {
-	cands := b.candidates(p)
+// dial connects to the first candidate that accepts, skipping those in tried. A
+// candidate followed by one not known to be unreachable gets min(DialTimeout,
+// CheckTimeout): a LAN connect takes well under a millisecond, and a blackholed
+// backend must not hold up the client for the full DialTimeout while another is
+// left that accepts connections (even one failing its check for want of an etcd
+// leader: it will serve once there is one). A failed dial counts as a failed check.
+func (b *Balancer) dial(ctx context.Context, p *pool, tried map[*backend]bool) (*net.TCPConn, snapshot, error) {
+	cands := slices.DeleteFunc(b.candidates(p), func(s snapshot) bool { return tried[s.be] })
+	if len(cands) == 0 {
+		return nil, snapshot{}, errors.New("no backend left to try")
+	}
 	var errs []error
 	for i, s := range cands {
 		timeout := b.cfg.DialTimeout
-		if i+1 < len(cands) && cands[i+1].state.Up() {
+		if i+1 < len(cands) && cands[i+1].reachable() {
 			timeout = min(timeout, b.cfg.CheckTimeout)
 		}
 		dctx, cancel := context.WithTimeout(ctx, timeout)

@@ -1,6 +1,7 @@
 package loadbalancer
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/rand"
 	"errors"
@@ -170,13 +171,19 @@ func TestBlackholedPrimary(t *testing.T) {
 	tests := []struct {
 		name          string
 		secondary     Health // what the checker says of the live secondary
+		secondaryErr  error  // and why it failed
 		min, max      time.Duration
 		wantPrimaryIs State
 	}{
 		// A healthy secondary is left: the primary gets only CheckTimeout.
-		{"healthy alternative", HealthOK, checkTimeout, dialTimeout - 100*time.Millisecond, StateSuspect},
-		// Nothing healthy is left: the primary gets the full DialTimeout.
-		{"no healthy alternative", HealthFailed, dialTimeout, 5 * time.Second, StateSuspect},
+		{"healthy alternative", HealthOK, nil, checkTimeout, dialTimeout - 100*time.Millisecond, StateSuspect},
+		// The secondary fails its check but connects (an etcd member without a leader):
+		// it will serve once there is one, so the primary gets only CheckTimeout too.
+		{"alternative that connects", HealthFailed, errors.New("/health: 503 no leader"),
+			checkTimeout, dialTimeout - 100*time.Millisecond, StateSuspect},
+		// The secondary does not connect either: the primary gets the full DialTimeout.
+		{"no reachable alternative", HealthFailed, fmt.Errorf("%w: connect: no route to host", ErrUnreachable),
+			dialTimeout, 5 * time.Second, StateSuspect},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -187,7 +194,7 @@ func TestBlackholedPrimary(t *testing.T) {
 				c.CheckTimeout = checkTimeout
 				c.DialTimeout = dialTimeout
 			})
-			tl.checker.set(b.addr(), tt.secondary)
+			tl.checker.setErr(b.addr(), tt.secondary, tt.secondaryErr)
 			tl.round()
 			tl.round() // Fall is 2
 			start := time.Now()
@@ -506,5 +513,128 @@ func TestMetricsRegister(t *testing.T) {
 	}
 	if err := m.Register(reg); err == nil {
 		t.Error("registering twice succeeded")
+	}
+}
+
+// silentBackend accepts connections and resets them without a word, as the kernel of
+// a master whose process was just killed does with connections it had queued; with
+// readFirst it reads the client's first bytes before the reset.
+func silentBackend(t *testing.T, readFirst bool) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if readFirst {
+				_, _ = c.Read(make([]byte, 64))
+			}
+			_ = c.(*net.TCPConn).SetLinger(0) // RST
+			c.Close()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestSilentCloseMovesOn: a backend that accepts a new connection and closes it before
+// answering does not cost the client its connection (gRPC would wait its reconnect
+// backoff): the lb moves it to the next backend, replaying what the client sent.
+func TestSilentCloseMovesOn(t *testing.T) {
+	for _, readFirst := range []bool{false, true} {
+		t.Run(fmt.Sprintf("readFirst=%v", readFirst), func(t *testing.T) { testSilentClose(t, readFirst) })
+	}
+}
+
+func testSilentClose(t *testing.T, readFirst bool) {
+	silent := silentBackend(t, readFirst)
+	b := newEchoBackend(t, "b")
+	tl := startLB(t, func(c *Config) { c.BackendAddrs = map[int][]string{testPort: {silent, b.addr()}} })
+	if st := tl.state(silent); st != StateHealthy {
+		t.Fatalf("silent backend starts %s", st)
+	}
+	c, err := net.DialTimeout("tcp", tl.addr(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	// The client speaks first, as a gRPC client does (its preface), before any answer.
+	if _, err := io.WriteString(c, "hello\n"); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(c)
+	for _, want := range []string{"b\n", "hello\n"} {
+		got, err := r.ReadString('\n')
+		if err != nil || got != want {
+			t.Fatalf("through the lb: got %q, %v; want %q (the greeting, then the replayed line)", got, err, want)
+		}
+	}
+	if st := tl.state(silent); st != StateSuspect {
+		t.Errorf("after closing a new connection silently the backend is %s, want suspect", st)
+	}
+	if !strings.Contains(tl.logs.String(), silent+" healthy->suspect (unreachable: ") {
+		t.Errorf("transition not logged:\n%s", tl.logs)
+	}
+}
+
+// TestEvictionWaitsForTheRound: when etcd has a leader again, the members pass their
+// checks in the same round, in any order. A member whose check passes a moment after a
+// sibling's became healthy keeps its clients: the round decides on all its results.
+func TestEvictionWaitsForTheRound(t *testing.T) {
+	a, b, c := newEchoBackend(t, "a"), newEchoBackend(t, "b"), newEchoBackend(t, "c")
+	tl := startLB(t, nil, a, b, c)
+	noLeader := errors.New("/health: 503 no leader")
+	tl.checker.setErr(a.addr(), HealthFailed, fmt.Errorf("%w: connect: no route to host", ErrUnreachable))
+	tl.checker.setErr(b.addr(), HealthFailed, noLeader)
+	tl.checker.setErr(c.addr(), HealthFailed, noLeader)
+	tl.round()
+	tl.round()
+	// Every member is down; b answers, so it gets the client (a does not connect).
+	cb := dialThrough(t, tl.addr())
+	if cb.backend != "b" {
+		t.Fatalf("with every backend down, served by %s; want b", cb.backend)
+	}
+	// A leader: c passes once (recovering), then c and b pass in one round, b's result
+	// coming in only after c has become healthy.
+	tl.checker.set(c.addr(), HealthOK)
+	tl.round()
+	tl.checker.set(b.addr(), HealthOK)
+	release := tl.checker.hold(b.addr())
+	done := make(chan struct{})
+	go func() { tl.round(); close(done) }()
+	waitFor(t, "c to become healthy", func() bool { return tl.state(c.addr()) == StateHealthy })
+	release()
+	<-done
+	if st := tl.state(b.addr()); st != StateRecovering {
+		t.Fatalf("b is %s, want recovering", st)
+	}
+	cb.echo(t, "b's client kept")
+	if strings.Contains(tl.logs.String(), b.addr()+" is down: closing") {
+		t.Errorf("b's connections were closed:\n%s", tl.logs)
+	}
+}
+
+// TestSuspectUnreachableRanksLast: in a round where every check fails (the etcd leader
+// is gone: every member's check hangs), the one backend that did not even connect ranks
+// below those that did, so that a new connection is not dialled to it first.
+func TestSuspectUnreachableRanksLast(t *testing.T) {
+	a, b := newEchoBackend(t, "a"), newEchoBackend(t, "b")
+	tl := startLB(t, nil, a, b)
+	tl.checker.setErr(a.addr(), HealthFailed, fmt.Errorf("%w: context deadline exceeded", ErrUnreachable))
+	tl.checker.setErr(b.addr(), HealthFailed, errors.New("context deadline exceeded"))
+	tl.round()
+	for _, be := range []string{a.addr(), b.addr()} {
+		if st := tl.state(be); st != StateSuspect {
+			t.Fatalf("%s is %s, want suspect", be, st)
+		}
+	}
+	if c := dialThrough(t, tl.addr()); c.backend != "b" {
+		t.Errorf("served by %s; want b, which connects", c.backend)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -34,13 +35,18 @@ type Dialer struct {
 	// TLS is the client's TLS config for https endpoints (CA and client certificate);
 	// nil for plain http.
 	TLS *tls.Config
+	// KeepAliveTime and KeepAliveTimeout are the client's gRPC keepalive
+	// (clientv3.Config DialKeepAliveTime and DialKeepAliveTimeout); zero sends none.
+	// grpc-go raises a time under 10 s to 10 s.
+	KeepAliveTime, KeepAliveTimeout time.Duration
 }
 
 // Client makes an etcd v3 client for the endpoints (host:port, http:// or https://).
 // It never syncs its endpoint list from the cluster, so an lb endpoint stays the
 // only one.
 func (d Dialer) Client(endpoints ...string) (*clientv3.Client, error) {
-	cfg := clientv3.Config{Endpoints: endpoints, Logger: zap.NewNop(), TLS: d.TLS}
+	cfg := clientv3.Config{Endpoints: endpoints, Logger: zap.NewNop(), TLS: d.TLS,
+		DialKeepAliveTime: d.KeepAliveTime, DialKeepAliveTimeout: d.KeepAliveTimeout}
 	if d.Dial != nil {
 		cfg.DialOptions = []grpc.DialOption{grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
 			return d.Dial(ctx, "tcp", addr)
@@ -163,6 +169,15 @@ type WriterConfig struct {
 	// connection) after this long without an acknowledged write, as a gRPC keepalive
 	// would, only faster: grpc-go allows no keepalive under 10 s.
 	ReconnectAfter time.Duration
+	// Trace records every put's outcome and the client connection's gRPC states,
+	// for Timeline.
+	Trace bool
+}
+
+// traceEvent is one traced put or gRPC state change.
+type traceEvent struct {
+	at, sent time.Time // sent: the put's start; zero for a state change
+	what     string
 }
 
 // Writer puts continuously on one client (one connection) and records when each put
@@ -177,6 +192,7 @@ type Writer struct {
 	fails      int
 	reconnects int
 	lastErr    error
+	trace      []traceEvent
 }
 
 // StartWriter starts writing until Stop or ctx ends.
@@ -240,6 +256,9 @@ func (w *Writer) run(ctx context.Context) {
 				w.fail(err)
 				continue
 			}
+			if w.cfg.Trace {
+				go w.traceStates(ctx, cli)
+			}
 		}
 		select {
 		case slots <- struct{}{}:
@@ -251,8 +270,16 @@ func (w *Writer) run(ctx context.Context) {
 		go func(c *clientv3.Client, n int) {
 			defer func() { <-slots; puts.Done() }()
 			pctx, cancel := context.WithTimeout(ctx, w.cfg.Timeout)
+			sent := time.Now()
 			_, err := c.Put(pctx, w.cfg.Key, strconv.Itoa(n))
 			cancel()
+			if w.cfg.Trace && ctx.Err() == nil {
+				what := "ok"
+				if err != nil {
+					what = "failed: " + err.Error()
+				}
+				w.record(traceEvent{at: time.Now(), sent: sent, what: what})
+			}
 			switch {
 			case err == nil:
 				w.mu.Lock()
@@ -263,6 +290,62 @@ func (w *Writer) run(ctx context.Context) {
 			}
 		}(cli, n)
 	}
+}
+
+// traceStates records the gRPC connectivity states of cli's connection until cli
+// closes or ctx ends.
+func (w *Writer) traceStates(ctx context.Context, cli *clientv3.Client) {
+	conn := cli.ActiveConnection()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-cli.Ctx().Done():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	for {
+		st := conn.GetState()
+		w.record(traceEvent{at: time.Now(), what: "grpc " + st.String()})
+		if !conn.WaitForStateChange(ctx, st) {
+			return
+		}
+	}
+}
+
+func (w *Writer) record(e traceEvent) {
+	w.mu.Lock()
+	w.trace = append(w.trace, e)
+	w.mu.Unlock()
+}
+
+// Timeline renders the traced events between from and to, with times in seconds
+// relative to zero; runs of puts with the same outcome are one line.
+func (w *Writer) Timeline(zero, from, to time.Time) string {
+	w.mu.Lock()
+	evs := slices.Clone(w.trace)
+	w.mu.Unlock()
+	slices.SortStableFunc(evs, func(a, b traceEvent) int { return a.at.Compare(b.at) })
+	rel := func(t time.Time) string { return fmt.Sprintf("%+.3f", t.Sub(zero).Seconds()) }
+	var b strings.Builder
+	for i := 0; i < len(evs); i++ {
+		e := evs[i]
+		if e.at.Before(from) || e.at.After(to) {
+			continue
+		}
+		if e.sent.IsZero() {
+			fmt.Fprintf(&b, "  %s %s\n", rel(e.at), e.what)
+			continue
+		}
+		j := i
+		for j+1 < len(evs) && !evs[j+1].sent.IsZero() && evs[j+1].what == e.what && !evs[j+1].at.After(to) {
+			j++
+		}
+		fmt.Fprintf(&b, "  %s..%s %d put(s) %s (sent %s..%s)\n", rel(e.at), rel(evs[j].at), j-i+1, e.what, rel(e.sent), rel(evs[j].sent))
+		i = j
+	}
+	return b.String()
 }
 
 func (w *Writer) fail(err error) {
