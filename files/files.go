@@ -1,5 +1,6 @@
 // Package files owns writing haagent's files to disk: atomically (temp file, fsync,
-// rename, fsync of the dir), only when their bytes or mode changed, under a root prefix.
+// rename, fsync of the dir), only when their bytes or mode changed, under a root prefix;
+// and removing the ones it wrote and no longer renders.
 package files
 
 import (
@@ -79,6 +80,11 @@ func Atomic(path string, data []byte, mode fs.FileMode) error {
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("rename into %s: %w", path, err)
 	}
+	return syncDir(dir)
+}
+
+// syncDir makes a rename or removal in dir survive a crash.
+func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return fmt.Errorf("fsync dir %s: %w", dir, err)

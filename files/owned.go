@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 )
 
@@ -28,11 +30,13 @@ type Owned struct {
 	mu sync.Mutex // serialises Apply
 }
 
-// Change is one file Apply rewrote.
+// Change is one file Apply rewrote or Prune removed.
 type Change struct {
 	Path string
 	// Backup is the backup's path when the file on disk had been edited by hand.
 	Backup string
+	// Removed is set when Prune removed the file.
+	Removed bool
 }
 
 // Apply writes every file whose bytes or mode differ and reports what it changed.
@@ -68,6 +72,66 @@ func (o *Owned) Apply(fs []File) ([]Change, error) {
 		}
 		state[f.Path] = hash(f.Data)
 		changes = append(changes, ch)
+	}
+	return changes, o.save(state)
+}
+
+// Prune removes what haagent wrote under dir and no longer renders: each file under dir
+// that the state lists and keep does not. A file edited by hand is backed up first, as
+// Apply does; a file haagent did not write is never touched. A directory under dir
+// that is left empty goes too (certs.d/REGISTRY once its hosts.toml is gone); dir stays.
+func (o *Owned) Prune(dir string, keep []File) ([]Change, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	state, err := o.load()
+	if err != nil {
+		return nil, err
+	}
+	prefix := strings.TrimSuffix(dir, "/") + "/"
+	var stale []string
+	for p := range state {
+		if strings.HasPrefix(p, prefix) && !slices.ContainsFunc(keep, func(f File) bool { return f.Path == p }) {
+			stale = append(stale, p)
+		}
+	}
+	if len(stale) == 0 {
+		return nil, nil
+	}
+	slices.Sort(stale)
+	var changes []Change
+	for _, p := range stale {
+		full := filepath.Join(o.Root, p)
+		cur, err := os.ReadFile(full)
+		if errors.Is(err, os.ErrNotExist) {
+			delete(state, p) // removed already: nothing left to own
+			continue
+		}
+		if err != nil {
+			return changes, errors.Join(fmt.Errorf("read %s: %w", full, err), o.save(state))
+		}
+		ch := Change{Path: p, Removed: true}
+		if state[p] != hash(cur) {
+			ch.Backup = full + BackupSuffix
+			if err := Atomic(ch.Backup, cur, 0o600); err != nil {
+				return changes, errors.Join(fmt.Errorf("back up %s: %w", full, err), o.save(state))
+			}
+		}
+		if err := os.Remove(full); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return changes, errors.Join(fmt.Errorf("remove %s: %w", full, err), o.save(state))
+		}
+		delete(state, p)
+		changes = append(changes, ch)
+		// Up to, not including, dir; a directory that still holds anything (a CA the
+		// operator put next to the hosts.toml, a backup) stops the climb.
+		d := filepath.Dir(p)
+		for ; strings.HasPrefix(d+"/", prefix) && d+"/" != prefix; d = filepath.Dir(d) {
+			if os.Remove(filepath.Join(o.Root, d)) != nil {
+				break
+			}
+		}
+		if err := syncDir(filepath.Join(o.Root, d)); err != nil {
+			return changes, errors.Join(err, o.save(state))
+		}
 	}
 	return changes, o.save(state)
 }

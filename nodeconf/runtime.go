@@ -26,6 +26,11 @@ const (
 	FlannelSubnetEnv = "run/flannel/subnet.env"
 )
 
+// PrunedDirs are the directories in which every file haagent writes comes from Render,
+// so that a file it wrote there and no longer renders is stale: the hosts.toml of a
+// registry mirror taken off --registry-mirror. The reconciler removes those.
+func PrunedDirs() []string { return []string{ContainerdCertsDir} }
+
 // DefaultSandboxImage is the pause image containerd pins; the kubelet has no say since 1.35.
 const DefaultSandboxImage = "registry.k8s.io/pause:3.10"
 

@@ -180,17 +180,31 @@ func (r *Reconciler) pass(ctx context.Context, units bool) []string {
 		lg.Error("write node files", "err", err)
 		return nil
 	}
+	for _, d := range nodeconf.PrunedDirs() {
+		pruned, err := r.cfg.Owned.Prune(d, fs)
+		changes = append(changes, pruned...)
+		if err != nil {
+			r.setErr(err.Error())
+			lg.Error("remove stale node files", "dir", "/"+d, "err", err)
+			return nil
+		}
+	}
 	changed := map[string]bool{}
 	var paths []string
 	for _, c := range changes {
 		changed[c.Path] = true
 		paths = append(paths, c.Path)
-		if c.Backup != "" {
+		switch {
+		case c.Removed && c.Backup != "":
+			lg.Warn("file no longer rendered was edited by hand: backed up and removed", "file", "/"+c.Path, "backup", c.Backup)
+		case c.Removed:
+			lg.Info("removed file no longer rendered", "file", "/"+c.Path)
+		case c.Backup != "":
 			lg.Warn("file was edited by hand: backed up and replaced", "file", "/"+c.Path, "backup", c.Backup)
 			r.mu.Lock()
 			r.st.Reverted++
 			r.mu.Unlock()
-		} else {
+		default:
 			lg.Info("wrote file", "file", "/"+c.Path)
 		}
 	}
@@ -213,6 +227,9 @@ func (r *Reconciler) pass(ctx context.Context, units bool) []string {
 			r.st.ManagedFile = append(r.st.ManagedFile, "/"+f.Path)
 		}
 	}
+	r.st.ManagedFile = slices.DeleteFunc(r.st.ManagedFile, func(p string) bool {
+		return slices.ContainsFunc(changes, func(c files.Change) bool { return c.Removed && "/"+c.Path == p })
+	})
 	r.mu.Unlock()
 	if r.cfg.Manager == nil || !units {
 		r.setErr("")

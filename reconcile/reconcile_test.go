@@ -151,3 +151,35 @@ func TestReconcile(t *testing.T) {
 		t.Fatalf("after Changed(etc/b): %v", got)
 	}
 }
+
+// TestReconcilePrunesStaleMirrors: a registry mirror taken off the flags loses the
+// hosts.toml haagent wrote for it, on the next pass; the other mirror's stays.
+func TestReconcilePrunesStaleMirrors(t *testing.T) {
+	root := t.TempDir()
+	mirrors := []nodeconf.Mirror{{Registry: "docker.io", Endpoint: "http://10.0.0.11:5000"},
+		{Registry: "quay.io", Endpoint: "http://10.0.0.11:5001"}}
+	render := func() ([]files.File, error) {
+		return nodeconf.Render(nodeconf.Config{Role: "minion", ContainerRuntime: "containerd", Mirrors: mirrors,
+			AdvertiseAddress: "10.0.0.21", LB: "10.0.0.10", ContainerdMajor: 2})
+	}
+	r := New(Config{Render: render, Owned: &files.Owned{Root: root, StatePath: "state.json"},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: time.Now})
+	quay := filepath.Join(root, nodeconf.ContainerdCertsDir, "quay.io", "hosts.toml")
+	docker := filepath.Join(root, nodeconf.ContainerdCertsDir, "docker.io", "hosts.toml")
+	r.Once(context.Background())
+	if _, err := os.Stat(quay); err != nil {
+		t.Fatalf("first pass: %v", err)
+	}
+	mirrors = mirrors[:1]
+	r.Once(context.Background())
+	if _, err := os.Stat(filepath.Dir(quay)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("quay.io's mirror was removed, but its certs.d dir is still there (%v)", err)
+	}
+	if _, err := os.Stat(docker); err != nil {
+		t.Errorf("docker.io's hosts.toml: %v", err)
+	}
+	st := r.Status()
+	if slices.Contains(st.ManagedFile, "/"+nodeconf.ContainerdCertsDir+"/quay.io/hosts.toml") || st.LastError != "" {
+		t.Errorf("status after the prune: managed %v, error %q", st.ManagedFile, st.LastError)
+	}
+}
