@@ -18,9 +18,12 @@
 //     timeout) and reaps it within 0.5 s, should no standby be there to revoke it.
 //
 // If etcd has no leader, the holder keeps the VIP as long as it has proof that nobody
-// else can take it: a majority of the members either answer that they have no leader
-// or refuse the connection (their process is down). A holder that is cut off gets no
-// answer from a majority and drops the VIP by its deadline.
+// else can take it: a majority of the members either refuse the connection (their
+// process is down) or answer that they have no leader, or that their leader is one of
+// those that refuse. A holder that is cut off gets no answer from a majority and drops
+// the VIP by its deadline. The proof is renewed with every keepalive round; a leader
+// elected after it extends every lease by etcd's election timeout plus the TTL, longer
+// than the holder keeps the VIP on one proof (HoldFor).
 package vip
 
 import (
@@ -33,7 +36,6 @@ import (
 	"net/netip"
 	"net/url"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -119,6 +121,8 @@ type VIP struct {
 	takeovers uint64
 	lastErr   string
 	garpStop  chan struct{}
+	// memberIDs maps each endpoint to its member's ID, as learnt from its answers.
+	memberIDs map[string]uint64
 }
 
 // New prepares the VIP; it touches nothing.
@@ -127,7 +131,8 @@ func New(cfg Config) *VIP {
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
-	return &VIP{cfg: cfg, lg: lg.With("vip", cfg.Address.Addr().String()), prefix: KeyPrefix + cfg.Address.Addr().String() + "/"}
+	return &VIP{cfg: cfg, lg: lg.With("vip", cfg.Address.Addr().String()), prefix: KeyPrefix + cfg.Address.Addr().String() + "/",
+		memberIDs: map[string]uint64{}}
 }
 
 // Status reports the VIP as this host sees it.
@@ -170,6 +175,7 @@ func (v *VIP) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Go(func() { v.observe(ctx, cli) })
+	wg.Go(func() { v.learnMembers(ctx, cli) })
 	v.lg.Info("[vip] campaigning", "interface", v.cfg.Interface, "name", v.cfg.Name, "key", v.prefix)
 	for ctx.Err() == nil {
 		err := v.term(ctx, cli)
@@ -416,13 +422,19 @@ func (v *VIP) keepAlive(ctx context.Context, cli *clientv3.Client, id clientv3.L
 }
 
 // leaderless is the holder's proof that nobody can take the VIP: a majority of the
-// members either answer without a leader or refuse the connection, and none names a
-// leader. A member that does not answer at all proves nothing: the holder may be the
-// one cut off.
+// members either refuse the connection (their process is down) or answer that they
+// have no leader, or that their leader is one of the members that refuse; and none
+// names a leader that is up. A member that does not answer at all proves nothing: the
+// holder may be the one cut off.
 func (v *VIP) leaderless(ctx context.Context, cli *clientv3.Client) bool {
-	var noLeader, withLeader atomic.Int32
+	type answer struct {
+		refused bool
+		id      uint64 // the member's ID; 0 if it did not answer
+		leader  uint64
+	}
+	answers := make([]answer, len(v.cfg.Endpoints))
 	var wg sync.WaitGroup
-	for _, ep := range v.cfg.Endpoints {
+	for i, ep := range v.cfg.Endpoints {
 		wg.Go(func() {
 			pctx, cancel := context.WithTimeout(ctx, keepAliveTimeout)
 			defer cancel()
@@ -433,25 +445,79 @@ func (v *VIP) leaderless(ctx context.Context, cli *clientv3.Client) bool {
 			var d net.Dialer
 			c, err := d.DialContext(pctx, "tcp", u.Host)
 			if errors.Is(err, syscall.ECONNREFUSED) {
-				noLeader.Add(1)
+				answers[i].refused = true
 				return
 			}
 			if err != nil {
 				return
 			}
 			c.Close()
-			st, err := cli.Status(pctx, ep)
-			switch {
-			case err != nil:
-			case st.Leader == 0:
-				noLeader.Add(1)
-			default:
-				withLeader.Add(1)
+			if st, err := cli.Status(pctx, ep); err == nil && st.Header != nil {
+				answers[i].id, answers[i].leader = st.Header.MemberId, st.Leader
 			}
 		})
 	}
 	wg.Wait()
-	return withLeader.Load() == 0 && int(noLeader.Load()) > len(v.cfg.Endpoints)/2
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	down := map[uint64]bool{}
+	for i, a := range answers {
+		if a.id != 0 {
+			v.memberIDs[v.cfg.Endpoints[i]] = a.id
+		}
+		if a.refused {
+			if id := v.memberIDs[v.cfg.Endpoints[i]]; id != 0 {
+				down[id] = true
+			}
+		}
+	}
+	proof := 0
+	for _, a := range answers {
+		switch {
+		case a.refused:
+			proof++
+		case a.id == 0:
+		case a.leader == 0 || down[a.leader]:
+			proof++
+		default:
+			return false
+		}
+	}
+	return proof > len(v.cfg.Endpoints)/2
+}
+
+// learnMembers records each endpoint's member ID while etcd is healthy, so that a
+// later proof of a leaderless etcd can tell that a member's leader is one of the
+// members that are down.
+func (v *VIP) learnMembers(ctx context.Context, cli *clientv3.Client) {
+	for ctx.Err() == nil {
+		missing := 0
+		for _, ep := range v.cfg.Endpoints {
+			v.mu.Lock()
+			known := v.memberIDs[ep] != 0
+			v.mu.Unlock()
+			if known {
+				continue
+			}
+			pctx, cancel := context.WithTimeout(ctx, time.Second)
+			st, err := cli.Status(pctx, ep)
+			cancel()
+			if err != nil || st.Header == nil {
+				missing++
+				continue
+			}
+			v.mu.Lock()
+			v.memberIDs[ep] = st.Header.MemberId
+			v.mu.Unlock()
+		}
+		if missing == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // take adds the VIP after a win and announces it.

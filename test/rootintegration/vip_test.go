@@ -314,9 +314,9 @@ func (e *vipEnv) watchTwoHolders(t *testing.T) (stop func() (probes, answered in
 }
 
 // TestVIP runs two lbs sharing a VIP in front of three secure masters, and fails the
-// holder in each way: kill -9, a restart of the dead holder, SIGSTOP, a clean stop,
-// and 20 moves back and forth, while a client checks that never two hosts answer for
-// the VIP.
+// holder in each way: kill -9, a restart of the dead holder, SIGSTOP, a clean stop, a
+// blackhole, a lost etcd quorum (the holder keeps it), and 20 moves back and forth,
+// while a client checks that never two hosts answer for the VIP.
 func TestVIP(t *testing.T) {
 	e := newVIPEnv(t)
 	stopWatch := e.watchTwoHolders(t)
@@ -427,6 +427,73 @@ func TestVIP(t *testing.T) {
 		t.Logf("lb2 served %s after lb1's SIGTERM", time.Since(stop).Round(time.Millisecond))
 		e.start(t, 0)
 		e.awaitStandby(t, 0)
+	})
+
+	t.Run("blackhole of the holder", func(t *testing.T) {
+		cut := time.Now()
+		if err := e.lbNodes[1].Blackhole(); err != nil {
+			t.Fatal(err)
+		}
+		healed := false
+		defer func() {
+			if !healed {
+				_ = e.lbNodes[1].Heal()
+			}
+		}()
+		err := await.Until(context.Background(), "the cut-off lb2 to drop the VIP", maxFrozenHold+time.Second, func() error {
+			has, err := e.lbNodes[1].HasAddr(netip.MustParseAddr(vipAddr))
+			if err != nil {
+				return await.Stop(err)
+			}
+			if has {
+				return errors.New("lb2 still has the VIP")
+			}
+			return nil
+		}, await.Every(10*time.Millisecond))
+		gone := time.Since(cut)
+		if err != nil || gone > maxFrozenHold {
+			t.Fatalf("the cut-off holder kept the VIP for %s (bound %s): %v", gone, maxFrozenHold, err)
+		}
+		e.awaitHolder(t, 0, maxTakeover)
+		t.Logf("the cut-off lb2 dropped the VIP after %s; lb1 served %s after the cut",
+			gone.Round(time.Millisecond), time.Since(cut).Round(time.Millisecond))
+		if err := e.lbNodes[1].Heal(); err != nil {
+			t.Fatal(err)
+		}
+		healed = true
+		e.awaitStandby(t, 1)
+		if hs, err := e.holders(); err != nil || !slices.Equal(hs, []int{0}) {
+			t.Fatalf("after lb2's link came back the VIP is on %v (%v), want lb1 alone", hs, err)
+		}
+	})
+
+	t.Run("without an etcd quorum the holder keeps the VIP", func(t *testing.T) {
+		down := e.c.Masters[1:]
+		for _, m := range down {
+			if err := m.Kill(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Four times the holder's own deadline, and past its address's kernel lifetime:
+		// nothing to await, the VIP must stay.
+		end := time.Now().Add(4 * time.Second)
+		for time.Now().Before(end) {
+			if hs, err := e.holders(); err != nil || !slices.Equal(hs, []int{0}) {
+				t.Fatalf("with m2 and m3 down the VIP is on %v (%v), want lb1 alone", hs, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if !strings.Contains(e.lbs[0].Logs(), "etcd has no leader") {
+			t.Errorf("lb1 kept the VIP without noticing the lost quorum:\n%s", e.lbs[0].LogTail(20))
+		}
+		if err := e.c.StartAll(down...); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.c.WaitReady(procs.ReadyTimeout, down...); err != nil {
+			t.Fatal(err)
+		}
+		e.awaitHolder(t, 0, 10*time.Second)
+		e.awaitStandby(t, 1)
 	})
 
 	t.Run("the VIP moves back and forth and the client follows it", func(t *testing.T) {
