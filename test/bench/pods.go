@@ -50,7 +50,7 @@ func benchPods(bin string, rounds int) (table, error) {
 		n++
 		name := fmt.Sprintf("bench-%d", n)
 		manifest := fmt.Sprintf("apiVersion: v1\nkind: Pod\nmetadata:\n  name: %s\nspec:\n  containers:\n  - name: nginx\n    image: nginx\n", name)
-		if err := l.Host("lb1").WriteFile("/var/tmp/"+name+".yaml", []byte(manifest), 0o644); err != nil {
+		if err := l.Host(sixhost.Client).WriteFile("/var/tmp/"+name+".yaml", []byte(manifest), 0o644); err != nil {
 			return 0, err
 		}
 		t0 := time.Now()

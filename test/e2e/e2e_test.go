@@ -1,8 +1,10 @@
-// Package e2e proves haagent on the walkthrough's six hosts (test/sixhost): systemd
-// test hosts in their own network namespaces, haagent installed from its .deb, the real
+// Package e2e proves haagent on the walkthrough's hosts (test/sixhost): systemd test
+// hosts in their own network namespaces, haagent installed from its .deb, the real
 // Kubernetes 1.37.2 and flannel 0.28.10, a real registry on lb1, and real pods on the
-// minions. It ends as the walkthrough does: master1 halted, and a pod created through
-// the lb Running on a minion with a 172.30.x.y address.
+// minions. It goes as the walkthrough does, to master1 halted and a pod created through
+// the lb Running on a minion with a 172.30.x.y address; then it takes away what is in
+// front of the masters: the lb holding the VIP (killed, then blackholed), and at last
+// both lbs, under the minion with its own node-local lb.
 package e2e
 
 import (
@@ -71,7 +73,7 @@ func TestWalkthrough(t *testing.T) {
 	must(t, cfg.Check())
 	l, err := sixhost.Boot(ctx, hl)
 	must(t, err)
-	minion1, lb := l.Host("minion1"), l.Host("lb1")
+	minion1, client := l.Host("minion1"), l.Host(sixhost.Client)
 	t.Cleanup(func() {
 		if !t.Failed() {
 			return
@@ -107,8 +109,8 @@ func TestWalkthrough(t *testing.T) {
 	kubectl := func(args ...string) (string, error) { return l.Kubectl(ctx, args...) }
 	apply := func(name, manifest string) {
 		t.Helper()
-		must(t, lb.WriteFile("/var/tmp/"+name+".yaml", []byte(manifest), 0o644))
-		waitFor(t, ctx, "kubectl create of "+name+" through lb1", 2*time.Minute, func() error {
+		must(t, client.WriteFile("/var/tmp/"+name+".yaml", []byte(manifest), 0o644))
+		waitFor(t, ctx, "kubectl create of "+name+" through the VIP", 2*time.Minute, func() error {
 			out, err := kubectl("create", "-f", "/var/tmp/"+name+".yaml")
 			if err != nil && strings.Contains(out, "AlreadyExists") {
 				return nil
@@ -185,7 +187,7 @@ func TestWalkthrough(t *testing.T) {
 		t.FailNow()
 	}
 
-	t.Run("a minion's flannel certificate, through lb1, is refused on /registry/secrets and works under the flannel prefix", func(t *testing.T) {
+	t.Run("a minion's flannel certificate, through the VIP, is refused on /registry/secrets and works under the flannel prefix", func(t *testing.T) {
 		// Debian's etcdctl, from minion1, with its own flannel certificate, at the
 		// endpoints its flanneld uses: the lb's etcd port. A minion has no etcdctl of
 		// its own: the test brings the machine's.
@@ -261,7 +263,7 @@ spec:
 		})
 	})
 
-	t.Run("kubectl logs, exec and port-forward through lb1", func(t *testing.T) {
+	t.Run("kubectl logs, exec and port-forward through the VIP", func(t *testing.T) {
 		out, err := kubectl("logs", "nginx-pod")
 		must(t, err)
 		if !strings.Contains(out, "GET /") {
@@ -271,9 +273,9 @@ spec:
 		if err != nil || strings.TrimSpace(out) != "ok" {
 			t.Errorf("kubectl exec: %q %v", out, err)
 		}
-		// port-forward on lb1 stays in the foreground: run it beside a bounded wait for
-		// its local port to answer, in one shell.
-		out, err = lb.Shell(ctx, `kubectl --kubeconfig=/root/.kube/config port-forward pod/nginx-pod 18080:80 >/var/tmp/pf.log 2>&1 & pf=$!
+		// port-forward stays in the foreground: run it beside a bounded wait for its
+		// local port to answer, in one shell.
+		out, err = client.Shell(ctx, `kubectl --kubeconfig=/root/.kube/config port-forward pod/nginx-pod 18080:80 >/var/tmp/pf.log 2>&1 & pf=$!
 for i in $(seq 100); do if curl -sf --max-time 1 http://127.0.0.1:18080/healthz; then kill $pf; exit 0; fi; sleep 0.1; done
 kill $pf; cat /var/tmp/pf.log; exit 1`)
 		if err != nil || strings.TrimSpace(out) != "ok" {
@@ -421,7 +423,7 @@ spec:
 		}
 	})
 
-	t.Run("master1 halted: a new pod through lb1 reaches Running", func(t *testing.T) {
+	t.Run("master1 halted: a new pod through the lb reaches Running", func(t *testing.T) {
 		must(t, l.Host("master1").Kill())
 		start := time.Now()
 		apply("after-master1", strings.Replace(nginxPod, "name: nginx-pod", "name: after-master1", 1))
@@ -430,10 +432,12 @@ spec:
 		if !flannelNet.Contains(ip) {
 			t.Fatalf("pod IP %s not in %s", ip, flannelNet)
 		}
-		t.Logf("after master1 was killed: created through lb1 after %s, Running on %s as %s after %s",
+		t.Logf("after master1 was killed: created through the VIP after %s, Running on %s as %s after %s",
 			created.Round(100*time.Millisecond), node, ip, time.Since(start).Round(100*time.Millisecond))
 		out, err := kubectl("get", "nodes")
 		must(t, err)
 		t.Logf("nodes:\n%s", out)
 	})
+
+	walk{ctx: ctx, l: l, apply: apply, waitRunning: waitRunning}.noSPOF(t)
 }

@@ -1,7 +1,8 @@
-// Command lab runs the walkthrough's six-host lab on this machine (root, Linux):
+// Command lab runs the walkthrough's lab on this machine (root, Linux), with a VIP over
+// two lbs and a node-local lb on minion2 (package test/sixhost):
 //
-//	go run ./test/lab up                 # boot lb1, master1-3, minion1-2; install haagent from its .deb; wait for Ready minions
-//	go run ./test/lab kubectl get nodes  # the real kubectl 1.37.2 on lb1, through the lb
+//	go run ./test/lab up                 # boot lb1-2, master1-3, minion1-2; install haagent from its .deb; wait for Ready minions
+//	go run ./test/lab kubectl get nodes  # the real kubectl 1.37.2 on master3, through the VIP
 //	go run ./test/lab kill master1       # the walkthrough's `vagrant halt master1`
 //
 // The lab outlives the command: every later command reopens it. See `go run ./test/lab help`.
@@ -26,11 +27,12 @@ import (
 
 const usage = `usage: go run ./test/lab COMMAND
 
-  up                 boot the six hosts, install haagent from its .deb, wait until both minions are Ready
+  up                 boot the seven hosts, install haagent from its .deb, wait until both minions are Ready
   down               remove everything the lab made
-  status             each host's state, haagent's state, and the nodes
-  kubectl ARGS...    the real kubectl on lb1 with the admin kubeconfig (a local -f FILE is copied in)
-  exec HOST CMD...   run a command on a host (lb1, master1-3, minion1-2)
+  status             each host's state, haagent's state, who holds the VIP, and the nodes
+  kubectl ARGS...    the real kubectl on master3 with the admin kubeconfig, through the VIP
+                     (a local -f FILE is copied in)
+  exec HOST CMD...   run a command on a host (lb1-2, master1-3, minion1-2)
   kill HOST          stop a host at once and take its link down (vagrant halt)
   start HOST         boot a killed host again, with its disk
   cut HOST           blackhole a host's link (no resets)
@@ -138,7 +140,11 @@ func open(ctx context.Context) (*sixhost.Lab, error) {
 func host(l *sixhost.Lab, name string) (*hosts.Host, error) {
 	h := l.Host(name)
 	if h == nil {
-		return nil, usageError{fmt.Errorf("no host %q; the hosts are lb1, master1, master2, master3, minion1, minion2", name)}
+		var names []string
+		for _, s := range sixhost.Specs {
+			names = append(names, s.Name)
+		}
+		return nil, usageError{fmt.Errorf("no host %q; the hosts are %s", name, strings.Join(names, ", "))}
 	}
 	return h, nil
 }
@@ -184,7 +190,7 @@ func up(ctx context.Context) error {
 	if err != nil {
 		return errors.Join(err, hl.Teardown())
 	}
-	logf("lab: six hosts booted; installing")
+	logf("lab: %d hosts booted; installing", len(sixhost.Specs))
 	if err := l.Install(ctx, cfg); err != nil {
 		return fmt.Errorf("%w\n(the lab is left as it is, to look at: go run ./test/lab status; go run ./test/lab down removes it)", err)
 	}
@@ -195,13 +201,17 @@ func up(ctx context.Context) error {
 
 func printHowTo() {
 	fmt.Print(`
-The walkthrough, on six hosts (lb1 10.78.0.11, master1-3 .21-.23, minion1-2 .31-.32):
+The walkthrough, with no single point of failure in front of the masters: lb1 10.78.0.11
+and lb2 .12 share the VIP .10; master1-3 .21-.23; minion1 .31 uses the VIP, minion2 .32
+runs its own node-local lb.
 
   go run ./test/lab kubectl get nodes -o wide
   go run ./test/lab kill master1
   go run ./test/lab kubectl create -f nginx-pod.yaml     # image: nginx, from lb1's registry
   go run ./test/lab kubectl get pods -o wide              # Running, with a 172.30.x.y address
-  go run ./test/lab exec minion1 haagent status
+  go run ./test/lab exec lb1 haagent status               # who holds the VIP
+  go run ./test/lab kill lb1                              # lb2 takes the VIP
+  go run ./test/lab exec minion2 haagent status           # its node-local lb and master list
   go run ./test/lab start master1
   go run ./test/lab down
 `)
@@ -217,16 +227,20 @@ func status(ctx context.Context, l *sixhost.Lab) error {
 		}
 		fmt.Printf("%-8s %-7s %-12s %s\n", s.Name, s.Role, s.IP, state)
 	}
-	fmt.Println()
+	holders, err := l.VIPHolders(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("\nVIP %s held by: %s\n\n", sixhost.VIP, orNobody(holders))
 	out, err := l.Kubectl(ctx, "get", "nodes", "-o", "wide")
 	fmt.Print(out)
 	return err
 }
 
-// kubectl runs kubectl on lb1; a -f FILE that exists here is copied into lb1 first, and
-// stdin is passed through (for -f -).
+// kubectl runs kubectl on the lab's client host; a -f FILE that exists here is copied
+// into it first, and stdin is passed through (for -f -).
 func kubectl(ctx context.Context, l *sixhost.Lab, args []string) error {
-	lb := l.Host("lb1")
+	client := l.Host(sixhost.Client)
 	args = append([]string(nil), args...)
 	for i := 0; i < len(args); i++ {
 		a := args[i]
@@ -248,7 +262,7 @@ func kubectl(ctx context.Context, l *sixhost.Lab, args []string) error {
 			return usageError{fmt.Errorf("kubectl -f %s: %w", file, err)}
 		}
 		dest := "/var/tmp/lab-kubectl/" + filepath.Base(file)
-		if err := lb.WriteFile(dest, b, 0o644); err != nil {
+		if err := client.WriteFile(dest, b, 0o644); err != nil {
 			return err
 		}
 		if strings.Contains(a, "=") {
@@ -260,6 +274,13 @@ func kubectl(ctx context.Context, l *sixhost.Lab, args []string) error {
 	c := l.KubectlCommand(ctx, args...)
 	c.Stdin, c.Stdout, c.Stderr = stdinOrNothing(), os.Stdout, os.Stderr
 	return c.Run()
+}
+
+func orNobody(names []string) string {
+	if len(names) == 0 {
+		return "nobody"
+	}
+	return strings.Join(names, ", ")
 }
 
 func stdinOrNothing() io.Reader {

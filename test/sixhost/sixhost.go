@@ -1,9 +1,11 @@
-// Package sixhost is the walkthrough's six-host lab on one machine: lb1, master1-3 and
-// minion1-2 as systemd test hosts (test/hosts) on their own private network, with
-// haagent installed from the project's .deb, the real Kubernetes 1.37.2 and flannel
-// binaries, and a real registry on lb1 serving nginx and pause images built from the
-// project's own programs. `go run ./test/lab` drives a persistent one; the e2e test
-// and the benchmark make their own.
+// Package sixhost is the walkthrough's lab on one machine, with no single point of
+// failure in front of the masters: lb1 and lb2 sharing a VIP, master1-3, minion1 (which
+// reaches the masters through the VIP) and minion2 (which runs its own node-local lb),
+// as systemd test hosts (test/hosts) on their own private network, with haagent
+// installed from the project's .deb, the real Kubernetes 1.37.2 and flannel binaries,
+// and a real registry on lb1 serving nginx and pause images built from the project's
+// own programs. `go run ./test/lab` drives a persistent one; the e2e test and the
+// benchmark make their own.
 package sixhost
 
 import (
@@ -48,9 +50,11 @@ type Spec struct {
 	IP   netip.Addr
 }
 
-// Specs are the walkthrough's table: lb .11, masters .21-.23, minions .31-.32.
+// Specs are the walkthrough's table, plus lb2: lbs .11-.12, masters .21-.23, minions
+// .31-.32.
 var Specs = []Spec{
 	{"lb1", RoleLB, addr(11)},
+	{"lb2", RoleLB, addr(12)},
 	{"master1", RoleMaster, addr(21)},
 	{"master2", RoleMaster, addr(22)},
 	{"master3", RoleMaster, addr(23)},
@@ -64,8 +68,19 @@ func addr(last byte) netip.Addr {
 	return netip.AddrFrom4(a)
 }
 
-// LB is the lb's address.
+// LB is lb1's own address: the lab's gateway, and its registry's.
 var LB = addr(11)
+
+// VIP is the address lb1 and lb2 share (haagent --role=lb --vip): the masters'
+// certificates name it, and minion1 and the admin kubeconfig reach the masters through it.
+var VIP = netip.PrefixFrom(addr(10), Subnet.Bits())
+
+// NodeLocal is the minion that runs its own lb (--lb=local) instead of using the VIP.
+const NodeLocal = "minion2"
+
+// Client is where Kubectl runs, as an operator's workstation would: a host that none of
+// the e2e test's faults takes down. Its kubeconfig reaches the masters through the VIP.
+const Client = "master3"
 
 // RegistryPort is where lb1's registry listens (Debian's docker-registry default).
 const RegistryPort = 5000
@@ -259,14 +274,19 @@ func (l *Lab) env(s Spec) string {
 	lines := []string{"HAAGENT_ROLE=" + s.Role, "HAAGENT_TOKEN=" + token}
 	switch s.Role {
 	case RoleMaster:
-		lines = append(lines, "HAAGENT_PEERS="+strings.Join(peers, ","), "HAAGENT_LB="+LB.String())
+		lines = append(lines, "HAAGENT_PEERS="+strings.Join(peers, ","), "HAAGENT_LB="+VIP.Addr().String())
 		if l.AgentToken != "" {
 			lines = append(lines, "HAAGENT_AGENT_TOKEN="+l.AgentToken)
 		}
 	case RoleLB:
-		lines = append(lines, "HAAGENT_MASTERS="+strings.Join(masters, ","))
+		lines = append(lines, "HAAGENT_MASTERS="+strings.Join(masters, ","), "HAAGENT_VIP="+VIP.String(), "HAAGENT_VIP_IFACE=eth0")
 	case RoleMinion:
-		lines = append(lines, "HAAGENT_LB="+LB.String(), "HAAGENT_IFACE=eth0", "HAAGENT_REGISTRY_MIRROR="+Mirrors)
+		if s.Name == NodeLocal {
+			lines = append(lines, "HAAGENT_LB=local", "HAAGENT_MASTERS="+strings.Join(masters, ","))
+		} else {
+			lines = append(lines, "HAAGENT_LB="+VIP.Addr().String())
+		}
+		lines = append(lines, "HAAGENT_IFACE=eth0", "HAAGENT_REGISTRY_MIRROR="+Mirrors)
 	}
 	return strings.Join(lines, "\n") + "\n"
 }
@@ -306,7 +326,7 @@ func (l *Lab) Install(ctx context.Context, cfg Config) error {
 	if err := errors.Join(append(errs, imgErr)...); err != nil {
 		return err
 	}
-	cfg.Logf("lab: haagent and the kube binaries installed on six hosts in %s", time.Since(start).Round(100*time.Millisecond))
+	cfg.Logf("lab: haagent and the kube binaries installed on %d hosts in %s", len(Specs), time.Since(start).Round(100*time.Millisecond))
 	if err := l.fillRegistry(ctx, set); err != nil {
 		return err
 	}
@@ -411,10 +431,11 @@ func (l *Lab) fillRegistry(ctx context.Context, set images.Set) error {
 // every is how often the lab's waits poll: each poll runs kubectl or nsenter.
 var every = await.Every(250 * time.Millisecond)
 
-// adminKubeconfig is where lb1 keeps the admin kubeconfig that Kubectl uses.
+// adminKubeconfig is where the Client keeps the admin kubeconfig that Kubectl uses.
 const adminKubeconfig = "/root/.kube/config"
 
-// waitAdminKubeconfig copies master1's admin kubeconfig (which points at the lb) to lb1.
+// waitAdminKubeconfig copies master1's admin kubeconfig (which points at the VIP) to the
+// Client.
 func (l *Lab) waitAdminKubeconfig(ctx context.Context) error {
 	var admin []byte
 	err := await.Until(ctx, "master1 to write /etc/kubernetes/admin.kubeconfig", 6*time.Minute, func() error {
@@ -425,17 +446,22 @@ func (l *Lab) waitAdminKubeconfig(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return l.Host("lb1").WriteFile(adminKubeconfig, admin, 0o600)
+	return l.Host(Client).WriteFile(adminKubeconfig, admin, 0o600)
 }
 
-// Kubectl runs the real kubectl on lb1 with the admin kubeconfig, through the lb.
+// Kubectl runs the real kubectl on the Client with the admin kubeconfig, through the VIP.
 func (l *Lab) Kubectl(ctx context.Context, args ...string) (string, error) {
-	return l.Host("lb1").Exec(ctx, append([]string{"kubectl", "--kubeconfig=" + adminKubeconfig, "--request-timeout=10s"}, args...)...)
+	return l.Host(Client).Exec(ctx, append([]string{"kubectl", "--kubeconfig=" + adminKubeconfig, "--request-timeout=10s"}, args...)...)
+}
+
+// KubectlDirect is Kubectl straight to one master's apiserver, past every lb.
+func (l *Lab) KubectlDirect(ctx context.Context, master string, args ...string) (string, error) {
+	return l.Kubectl(ctx, append([]string{"--server=https://" + l.Host(master).IP.String() + ":6443"}, args...)...)
 }
 
 // KubectlCommand is Kubectl as a command, for streaming its output to a terminal.
 func (l *Lab) KubectlCommand(ctx context.Context, args ...string) *exec.Cmd {
-	return l.Host("lb1").Command(ctx, append([]string{"kubectl", "--kubeconfig=" + adminKubeconfig}, args...)...)
+	return l.Host(Client).Command(ctx, append([]string{"kubectl", "--kubeconfig=" + adminKubeconfig}, args...)...)
 }
 
 // WaitNodesReady waits until both minions are Ready nodes.
@@ -452,4 +478,24 @@ func (l *Lab) WaitNodesReady(ctx context.Context, timeout time.Duration) error {
 		}
 		return nil
 	}, every)
+}
+
+// VIPHolders are the running lbs whose eth0 carries the VIP, read from their kernels:
+// exactly one, when the VIP works.
+func (l *Lab) VIPHolders(ctx context.Context) ([]string, error) {
+	var out []string
+	for _, s := range Specs {
+		h := l.Host(s.Name)
+		if s.Role != RoleLB || !h.Running() {
+			continue
+		}
+		addrs, err := h.Exec(ctx, "ip", "-o", "-4", "addr", "show", "dev", "eth0")
+		if err != nil {
+			return nil, fmt.Errorf("addresses of %s: %w", s.Name, err)
+		}
+		if strings.Contains(addrs, " "+VIP.String()+" ") {
+			out = append(out, s.Name)
+		}
+	}
+	return out, nil
 }
