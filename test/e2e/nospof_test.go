@@ -129,9 +129,9 @@ func (w walk) noSPOF(t *testing.T) {
 	ok = t.Run("the VIP: lb2 holding it is blackholed; lb1 takes it, and lb2 healed does not take it back", func(t *testing.T) {
 		must(t, lb1.Start(ctx))
 		must(t, lb1.WaitRunning(ctx))
-		waitFor(t, ctx, "haagent on lb1 to be back, without the VIP", 2*time.Minute, func() error {
+		waitFor(t, ctx, "haagent on lb1 to be back, seeing lb2 hold the VIP", 2*time.Minute, func() error {
 			out, err := lb1.Exec(ctx, "haagent", "status")
-			if err != nil {
+			if err != nil || !strings.Contains(out, "holder lb2 (this host: false)") {
 				return fmt.Errorf("%v: %s", err, out)
 			}
 			return nil
@@ -155,9 +155,9 @@ func (w walk) noSPOF(t *testing.T) {
 		w.waitRunning("vip-lb2-cut", 2*time.Minute)
 
 		must(t, lb2.Heal())
-		waitFor(t, ctx, "lb2's haagent to see the masters again", time.Minute, func() error {
+		waitFor(t, ctx, "lb2's haagent to see lb1 holding the VIP", time.Minute, func() error {
 			out, err := lb2.Exec(ctx, "haagent", "status")
-			if err != nil || !strings.Contains(out, "vip") {
+			if err != nil || !strings.Contains(out, "holder lb1 (this host: false)") {
 				return fmt.Errorf("%v: %s", err, out)
 			}
 			return nil
