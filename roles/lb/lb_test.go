@@ -22,6 +22,7 @@ import (
 
 	"github.com/haagent/haagent/loadbalancer"
 	"github.com/haagent/haagent/statusapi"
+	"github.com/haagent/haagent/vip"
 )
 
 func TestPrintStatus(t *testing.T) {
@@ -33,6 +34,23 @@ func TestPrintStatus(t *testing.T) {
 	want := `PORT  BACKEND         STATE    ACTIVE  TOTAL  LAST ERROR
 6443  10.0.0.11:6443  healthy  12      3456   -
 6443  10.0.0.12:6443  down     0       0      unreachable: dial tcp 10.0.0.12:6443: i/o timeout
+`
+	if b.String() != want {
+		t.Errorf("got\n%s\nwant\n%s", b.String(), want)
+	}
+}
+
+func TestPrintStatusWithVIP(t *testing.T) {
+	var b bytes.Buffer
+	since := time.Date(2026, 12, 1, 18, 34, 21, 0, time.UTC)
+	PrintStatus(&b, StatusDoc{Role: "lb", VIP: &vip.Status{Address: "10.0.0.10/24", Interface: "eth0",
+		Holder: "lb1", Holding: true, Since: &since, Takeovers: 2}})
+	PrintStatus(&b, StatusDoc{Role: "lb", VIP: &vip.Status{Address: "10.0.0.10/24", Interface: "eth0", LastError: "etcd session: context deadline exceeded"}})
+	want := `VIP 10.0.0.10/24 on eth0: holder lb1 (this host: true) since 2026-12-01T18:34:21Z, takeovers by this host 2
+PORT  BACKEND  STATE  ACTIVE  TOTAL  LAST ERROR
+VIP 10.0.0.10/24 on eth0: holder none (this host: false) since -, takeovers by this host 0
+VIP last error: etcd session: context deadline exceeded
+PORT  BACKEND  STATE  ACTIVE  TOTAL  LAST ERROR
 `
 	if b.String() != want {
 		t.Errorf("got\n%s\nwant\n%s", b.String(), want)

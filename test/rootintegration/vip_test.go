@@ -225,6 +225,28 @@ func (e *vipEnv) awaitStandby(t *testing.T, i int) {
 	}
 }
 
+// awaitDropped waits until lb i no longer carries the VIP, and fails unless that was
+// within maxFrozenHold of since; it returns how long after since it was gone.
+func (e *vipEnv) awaitDropped(t *testing.T, i int, since time.Time, who string) time.Duration {
+	t.Helper()
+	ip := netip.MustParseAddr(vipAddr)
+	err := await.Until(context.Background(), who+" to drop the VIP", maxFrozenHold+time.Second, func() error {
+		has, err := e.lbNodes[i].HasAddr(ip)
+		if err != nil {
+			return await.Stop(err)
+		}
+		if has {
+			return fmt.Errorf("lb%d still has the VIP", i+1)
+		}
+		return nil
+	}, await.Every(10*time.Millisecond))
+	gone := time.Since(since)
+	if err != nil || gone > maxFrozenHold {
+		t.Fatalf("%s kept the VIP for %s (bound %s): %v", who, gone, maxFrozenHold, err)
+	}
+	return gone
+}
+
 // neighMAC is the client's neighbour entry for the VIP.
 func (e *vipEnv) neighMAC() (net.HardwareAddr, error) {
 	var mac net.HardwareAddr
@@ -388,20 +410,7 @@ func TestVIP(t *testing.T) {
 			t.Fatal(err)
 		}
 		stopped := time.Now()
-		err := await.Until(context.Background(), "the frozen lb2's kernel to drop the VIP", maxFrozenHold+time.Second, func() error {
-			hs, err := e.holders()
-			if err != nil {
-				return await.Stop(err)
-			}
-			if slices.Contains(hs, 1) {
-				return errors.New("lb2 still has the VIP")
-			}
-			return nil
-		}, await.Every(10*time.Millisecond))
-		gone := time.Since(stopped)
-		if err != nil || gone > maxFrozenHold {
-			t.Fatalf("the frozen holder kept the VIP for %s (bound %s): %v", gone, maxFrozenHold, err)
-		}
+		gone := e.awaitDropped(t, 1, stopped, "the frozen lb2's kernel")
 		e.awaitHolder(t, 0, maxTakeover)
 		t.Logf("the frozen lb2 lost the VIP after %s; lb1 served %s after the freeze",
 			gone.Round(time.Millisecond), time.Since(stopped).Round(time.Millisecond))
@@ -440,20 +449,7 @@ func TestVIP(t *testing.T) {
 				_ = e.lbNodes[1].Heal()
 			}
 		}()
-		err := await.Until(context.Background(), "the cut-off lb2 to drop the VIP", maxFrozenHold+time.Second, func() error {
-			has, err := e.lbNodes[1].HasAddr(netip.MustParseAddr(vipAddr))
-			if err != nil {
-				return await.Stop(err)
-			}
-			if has {
-				return errors.New("lb2 still has the VIP")
-			}
-			return nil
-		}, await.Every(10*time.Millisecond))
-		gone := time.Since(cut)
-		if err != nil || gone > maxFrozenHold {
-			t.Fatalf("the cut-off holder kept the VIP for %s (bound %s): %v", gone, maxFrozenHold, err)
-		}
+		gone := e.awaitDropped(t, 1, cut, "the cut-off lb2")
 		e.awaitHolder(t, 0, maxTakeover)
 		t.Logf("the cut-off lb2 dropped the VIP after %s; lb1 served %s after the cut",
 			gone.Round(time.Millisecond), time.Since(cut).Round(time.Millisecond))
