@@ -7,7 +7,7 @@
 // Fencing, in the order the deadlines fall after the holder's last acknowledged
 // keepalive, sent at s and received by etcd at r >= s:
 //
-//   - the holder drops the address itself at s + HoldFor (1 s) unless a later keepalive
+//   - the holder drops the address itself at s + HoldFor (1.2 s) unless a later keepalive
 //     was acknowledged, and it renews the kernel lifetime only after a keepalive whose
 //     acknowledgement came within MaxAckDelay, so a frozen holder's kernel drops the
 //     address by s + MaxAckDelay + 1.25 s (lifetimeSeconds);
@@ -60,8 +60,9 @@ const (
 	// keepAliveTimeout bounds one keepalive or one quorum probe.
 	keepAliveTimeout = 300 * time.Millisecond
 	// HoldFor is how long after sending its last acknowledged keepalive the holder
-	// keeps the VIP.
-	HoldFor = time.Second
+	// keeps the VIP: short of a standby's earliest revoke (1.6 s), with room for an
+	// etcd slowed by a loaded host, which would otherwise make the VIP move.
+	HoldFor = 1200 * time.Millisecond
 	// MaxAckDelay is the slowest acknowledgement after which the holder still renews
 	// the kernel lifetime.
 	MaxAckDelay = 200 * time.Millisecond
