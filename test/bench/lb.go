@@ -246,22 +246,7 @@ func progress(format string, args ...any) {
 // restore brings the cluster back to three healthy masters with m1 as the etcd
 // leader: m1's link up, m1 restarted with its data dir if it is down.
 func (b *lbBench) restore() error {
-	if err := b.masters[0].Heal(); err != nil {
-		return err
-	}
-	for _, m := range b.c.Masters {
-		if !m.Running() {
-			if err := m.Start(); err != nil {
-				return err
-			}
-		}
-	}
-	if err := b.c.WaitReady(30 * time.Second); err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	return probe.MoveLeader(ctx, b.dialer(), b.eps, b.eps[0], 30*time.Second)
+	return restorePrimary(b.c, b.masters[0], b.dialer(), b.eps)
 }
 
 // runFrontend starts fe and waits until a new connection through it reaches m1 and a
