@@ -173,6 +173,7 @@ func benchAuth(bin string, rounds int) (table, error) {
 			}
 			windows = append(windows, window{on: auth, start: start, end: end, cpu: cpu1 - cpu0})
 		}
+		authProgress("block %d of %d measured (the figures follow at the end)", b+1, blocks)
 	}
 	w.Stop()
 	var off, on []authRun
