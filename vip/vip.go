@@ -72,8 +72,10 @@ const (
 	// 1 s, before it revokes it: past the kernel's end of a frozen holder's address
 	// (at most MaxAckDelay + 1.25 s after its last acknowledged send, 1.45 s).
 	FenceWait = 600 * time.Millisecond
-	// retryEvery spaces the terms after a failed one.
-	retryEvery = 200 * time.Millisecond
+	// retryEvery spaces the terms after a failed one, doubling up to maxRetryEvery
+	// while they keep failing at once.
+	retryEvery    = 200 * time.Millisecond
+	maxRetryEvery = 5 * time.Second
 )
 
 // Config is what the VIP needs.
@@ -178,17 +180,26 @@ func (v *VIP) Run(ctx context.Context) error {
 	wg.Go(func() { v.observe(ctx, cli) })
 	wg.Go(func() { v.learnMembers(ctx, cli) })
 	v.lg.Info("[vip] campaigning", "interface", v.cfg.Interface, "name", v.cfg.Name, "key", v.prefix)
+	wait := retryEvery
 	for ctx.Err() == nil {
+		start := time.Now()
 		err := v.term(ctx, cli)
 		if ctx.Err() != nil {
 			break
 		}
 		v.setErr(err)
-		v.lg.Warn("[vip] term ended; campaigning again", "err", err)
+		// A term that ends at once (etcd unreachable, or a permission missing on
+		// masters not yet upgraded) is retried less and less often; one that lasted
+		// starts the backoff anew.
+		if time.Since(start) > maxRetryEvery {
+			wait = retryEvery
+		}
+		v.lg.Warn("[vip] term ended; campaigning again", "err", err, "in", wait)
 		select {
 		case <-ctx.Done():
-		case <-time.After(retryEvery):
+		case <-time.After(wait):
 		}
+		wait = min(2*wait, maxRetryEvery)
 	}
 	return nil
 }
@@ -336,7 +347,7 @@ func (v *VIP) hold(ctx context.Context, cli *clientv3.Client, sess *concurrency.
 	if time.Now().After(deadline) {
 		return errors.New("won, but too late to hold: etcd is slow")
 	}
-	if err := v.take(); err != nil {
+	if err := v.take(deadline); err != nil {
 		return err
 	}
 
@@ -372,7 +383,7 @@ func (v *VIP) hold(ctx context.Context, cli *clientv3.Client, sess *concurrency.
 					leaderless = false
 				}
 				if r.acked.Sub(r.sent) <= MaxAckDelay {
-					v.renew()
+					v.renew(deadline)
 				}
 			case errors.Is(r.err, rpctypes.ErrLeaseNotFound):
 				return fmt.Errorf("lease lost: %w", r.err)
@@ -386,7 +397,7 @@ func (v *VIP) hold(ctx context.Context, cli *clientv3.Client, sess *concurrency.
 				if d := r.noQuorumAt.Add(HoldFor); d.After(deadline) {
 					deadline = d
 				}
-				v.renew()
+				v.renew(deadline)
 			default:
 				v.lg.Debug("[vip] keepalive failed", "err", r.err)
 			}
@@ -521,10 +532,17 @@ func (v *VIP) learnMembers(ctx context.Context, cli *clientv3.Client) {
 	}
 }
 
-// take adds the VIP after a win and announces it.
-func (v *VIP) take() error {
+// errLate is a take or renew that came after the holder's deadline: the process was
+// paused between its check and the change.
+var errLate = errors.New("past the holder's deadline")
+
+// take adds the VIP after a win and announces it, unless deadline has passed.
+func (v *VIP) take(deadline time.Time) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	if time.Now().After(deadline) {
+		return fmt.Errorf("take the VIP: %w", errLate)
+	}
 	if err := v.host.put(); err != nil {
 		return err
 	}
@@ -550,11 +568,12 @@ func (v *VIP) take() error {
 }
 
 // renew extends the kernel lifetime of the held VIP (and adds it back, should
-// something have removed it).
-func (v *VIP) renew() {
+// something have removed it), unless deadline has passed: checked again right before
+// the change, so that only a pause of microseconds could slip between.
+func (v *VIP) renew(deadline time.Time) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if !v.holding {
+	if !v.holding || time.Now().After(deadline) {
 		return
 	}
 	if err := v.host.put(); err != nil {
