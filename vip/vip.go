@@ -439,11 +439,6 @@ func (v *VIP) keepAlive(ctx context.Context, cli *clientv3.Client, id clientv3.L
 // names a leader that is up. A member that does not answer at all proves nothing: the
 // holder may be the one cut off.
 func (v *VIP) leaderless(ctx context.Context, cli *clientv3.Client) bool {
-	type answer struct {
-		refused bool
-		id      uint64 // the member's ID; 0 if it did not answer
-		leader  uint64
-	}
 	answers := make([]answer, len(v.cfg.Endpoints))
 	var wg sync.WaitGroup
 	for i, ep := range v.cfg.Endpoints {
@@ -472,13 +467,27 @@ func (v *VIP) leaderless(ctx context.Context, cli *clientv3.Client) bool {
 	wg.Wait()
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	return provesLeaderless(v.cfg.Endpoints, answers, v.memberIDs)
+}
+
+// answer is one member's reply to the quorum probe.
+type answer struct {
+	// refused: the connection was refused, so the member's process is down.
+	refused bool
+	// id is the member's ID, leader the leader it names; id is 0 if it did not answer.
+	id, leader uint64
+}
+
+// provesLeaderless decides the quorum probe: answers[i] is endpoints[i]'s, and ids maps
+// endpoints to member IDs, learnt earlier; it records the IDs of this probe's answers.
+func provesLeaderless(endpoints []string, answers []answer, ids map[string]uint64) bool {
 	down := map[uint64]bool{}
 	for i, a := range answers {
 		if a.id != 0 {
-			v.memberIDs[v.cfg.Endpoints[i]] = a.id
+			ids[endpoints[i]] = a.id
 		}
 		if a.refused {
-			if id := v.memberIDs[v.cfg.Endpoints[i]]; id != 0 {
+			if id := ids[endpoints[i]]; id != 0 {
 				down[id] = true
 			}
 		}
@@ -495,7 +504,7 @@ func (v *VIP) leaderless(ctx context.Context, cli *clientv3.Client) bool {
 			return false
 		}
 	}
-	return proof > len(v.cfg.Endpoints)/2
+	return proof > len(endpoints)/2
 }
 
 // learnMembers records each endpoint's member ID while etcd is healthy, so that a
