@@ -241,6 +241,12 @@ func componentFiles(c Config, p func(string) string) ([]componentFile, error) {
 				"--service-account-signing-key-file=" + p(pki.SAKey),
 				"--authorization-mode=Node,RBAC",
 				"--allow-privileged=true",
+				// Without it the apiserver's HTTP shutdown waits out its 60 s timeout for
+				// the open watches (kubelets' and controllers', through the lb) before it
+				// ends them, and every restart haagent makes (a key rotation makes three)
+				// takes a minute. With it the watches are ended at once and their clients
+				// re-watch on another master; measured here: 61 s -> 1-4 s.
+				"--shutdown-watch-termination-grace-period=5s",
 			}, securityFlags(c, p)...)},
 		}}, componentFile{component: ComponentControllerManager, path: ControllerManager, extraVar: "KUBE_CONTROLLER_MANAGER_ARGS", vars: []envVar{
 			{name: "KUBE_CONTROLLER_MANAGER_ARGS", flags: []string{
