@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -20,7 +21,6 @@ import (
 	"github.com/haagent/haagent/etcdmember"
 	"github.com/haagent/haagent/pki"
 	"github.com/haagent/haagent/test/await"
-	"github.com/haagent/haagent/test/hosts"
 	"github.com/haagent/haagent/test/probe"
 	"github.com/haagent/haagent/test/procs"
 )
@@ -38,33 +38,14 @@ const authKeyPrefix = "/registry/haagent-bench/"
 // master runs at start, off with AuthDisable as haagent's root user), and the order
 // alternates by round, so that both states see the same cluster and the same drift.
 func benchAuth(bin string, rounds int) (table, error) {
-	if os.Geteuid() != 0 {
-		return table{}, fmt.Errorf("the auth benchmark runs in network namespaces: run it as root")
-	}
-	if abs, err := filepath.Abs(bin); err == nil {
-		bin = abs
-	}
-	ctx := context.Background()
-	lab, err := hosts.NewLabWith(ctx, hosts.LabOptions{NetworkOnly: true, Logf: authProgress})
+	nb, err := newNetBench("auth", bin, netip.Prefix{}, authProgress, "", lbMasterIPs, "client="+lbClientIP, "lb="+lbIP)
 	if err != nil {
 		return table{}, err
 	}
-	defer lab.Teardown()
-	pairs := []string{"client=" + lbClientIP, "lb=" + lbIP}
-	for i, ip := range lbMasterIPs {
-		pairs = append(pairs, fmt.Sprintf("m%d=%s", i+1, ip))
-	}
-	hs, err := lab.AddNodes(ctx, pairs...)
-	if err != nil {
-		return table{}, err
-	}
-	dir, err := os.MkdirTemp("", "haagent-bench-auth")
-	if err != nil {
-		return table{}, err
-	}
-	defer os.RemoveAll(dir)
+	defer nb.Close()
+	ctx, bin, dir, hs := context.Background(), nb.bin, nb.dir, nb.nodes
 
-	c := procs.NewClusterWith(bin, dir, 3, procs.Options{Nodes: hs[2:]})
+	c := procs.NewClusterWith(bin, dir, 3, procs.Options{Nodes: nb.masters(3)})
 	c.Secure(authToken)
 	for _, m := range c.Masters {
 		// The lb's IP goes into the etcd server certificates, which clients check

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,7 +17,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/haagent/haagent/test/await"
-	"github.com/haagent/haagent/test/hosts"
 	"github.com/haagent/haagent/test/netlab"
 	"github.com/haagent/haagent/test/probe"
 	"github.com/haagent/haagent/test/procs"
@@ -122,9 +122,6 @@ type feResult struct {
 }
 
 func benchLB(bin string, rounds int) (table, error) {
-	if os.Geteuid() != 0 {
-		return table{}, fmt.Errorf("the lb benchmark runs in network namespaces: run it as root")
-	}
 	for _, p := range []string{"nginx", "haproxy"} {
 		if _, err := exec.LookPath(p); err != nil {
 			return table{}, fmt.Errorf("%s is not installed: run scripts/deps.sh", p)
@@ -133,30 +130,13 @@ func benchLB(bin string, rounds int) (table, error) {
 	if _, err := os.Stat(nginxModule); err != nil {
 		return table{}, fmt.Errorf("nginx's stream module is missing (Debian package libnginx-mod-stream): %w", err)
 	}
-	// Commands run through ip netns exec, which must find the binary wherever it is.
-	if abs, err := filepath.Abs(bin); err == nil {
-		bin = abs
-	}
-	ctx := context.Background()
-	lab, err := hosts.NewLabWith(ctx, hosts.LabOptions{NetworkOnly: true, Logf: progress})
+	nb, err := newNetBench("lb", bin, netip.Prefix{}, progress, "", lbMasterIPs, "client="+lbClientIP, "lb="+lbIP, "nginx="+nginxIP, "haproxy="+haproxyIP)
 	if err != nil {
 		return table{}, err
 	}
-	defer lab.Teardown()
-	pairs := []string{"client=" + lbClientIP, "lb=" + lbIP, "nginx=" + nginxIP, "haproxy=" + haproxyIP}
-	for i, ip := range lbMasterIPs {
-		pairs = append(pairs, fmt.Sprintf("m%d=%s", i+1, ip))
-	}
-	hs, err := lab.AddNodes(ctx, pairs...)
-	if err != nil {
-		return table{}, err
-	}
-	dir, err := os.MkdirTemp("", "haagent-bench-lb")
-	if err != nil {
-		return table{}, err
-	}
-	defer os.RemoveAll(dir)
-	b := &lbBench{dir: dir, client: hs[0], masters: hs[4:]}
+	defer nb.Close()
+	ctx, bin, dir, hs := context.Background(), nb.bin, nb.dir, nb.nodes
+	b := &lbBench{dir: dir, client: hs[0], masters: nb.masters(3)}
 	b.c = procs.NewClusterWith(bin, dir, 3, procs.Options{Nodes: b.masters})
 	defer b.c.StopAll()
 	if err := b.c.StartAll(); err != nil {

@@ -14,7 +14,6 @@ import (
 
 	"github.com/haagent/haagent/pki"
 	"github.com/haagent/haagent/test/await"
-	"github.com/haagent/haagent/test/hosts"
 	"github.com/haagent/haagent/test/netlab"
 	"github.com/haagent/haagent/test/probe"
 	"github.com/haagent/haagent/test/procs"
@@ -64,33 +63,13 @@ var nlFaults = []struct {
 // clientv3 clients (no reconnect of the benchmark's own), each with a 250 ms timeout
 // per put.
 func benchNodeLocal(bin string, rounds int) (table, error) {
-	if os.Geteuid() != 0 {
-		return table{}, fmt.Errorf("the node-local benchmark runs in network namespaces: run it as root")
-	}
-	if abs, err := filepath.Abs(bin); err == nil {
-		bin = abs
-	}
-	ctx := context.Background()
-	lab, err := hosts.NewLabWith(ctx, hosts.LabOptions{NetworkOnly: true, Subnet: nlSubnet, Logf: nlProgress})
+	nb, err := newNetBench("node-local", bin, nlSubnet, nlProgress, "han", nlMasterIPs, "hanw1="+nlMinionIP)
 	if err != nil {
 		return table{}, err
 	}
-	defer lab.Teardown()
-	pairs := []string{"hanw1=" + nlMinionIP}
-	for i, ip := range nlMasterIPs {
-		pairs = append(pairs, fmt.Sprintf("hanm%d=%s", i+1, ip))
-	}
-	hs, err := lab.AddNodes(ctx, pairs...)
-	if err != nil {
-		return table{}, err
-	}
-	dir, err := os.MkdirTemp("", "haagent-bench-nodelocal")
-	if err != nil {
-		return table{}, err
-	}
-	defer os.RemoveAll(dir)
-
-	b := &nlBench{minion: hs[0], masters: hs[1:]}
+	defer nb.Close()
+	ctx, bin, dir := context.Background(), nb.bin, nb.dir
+	b := &nlBench{minion: nb.nodes[0], masters: nb.masters(3)}
 	b.c = procs.NewClusterWith(bin, dir, 3, procs.Options{Nodes: b.masters})
 	b.c.Secure(nlToken)
 	defer b.c.StopAll()

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/haagent/haagent/test/await"
-	"github.com/haagent/haagent/test/hosts"
 	"github.com/haagent/haagent/test/netlab"
 	"github.com/haagent/haagent/test/procs"
 )
@@ -65,44 +64,26 @@ type vipBench struct {
 }
 
 func benchVIP(bin string, rounds int) (table, error) {
-	if os.Geteuid() != 0 {
-		return table{}, fmt.Errorf("the VIP benchmark runs in network namespaces: run it as root")
-	}
 	for _, p := range []string{"keepalived", "haproxy"} {
 		if _, err := exec.LookPath(p); err != nil {
 			return table{}, fmt.Errorf("%s is not installed: run scripts/deps.sh", p)
 		}
 	}
-	if abs, err := filepath.Abs(bin); err == nil {
-		bin = abs
-	}
-	ctx := context.Background()
-	lab, err := hosts.NewLabWith(ctx, hosts.LabOptions{NetworkOnly: true, Subnet: vipBenchSubnet, Logf: vipProgress})
-	if err != nil {
-		return table{}, err
-	}
-	defer lab.Teardown()
 	pairs := []string{"client=" + vipBenchClient}
 	for i, ip := range vipBenchLBs {
 		pairs = append(pairs, fmt.Sprintf("lb%d=%s", i+1, ip))
 	}
-	for i, ip := range vipBenchMasters {
-		pairs = append(pairs, fmt.Sprintf("m%d=%s", i+1, ip))
-	}
-	ns, err := lab.AddNodes(ctx, pairs...)
+	nb, err := newNetBench("vip", bin, vipBenchSubnet, vipProgress, "", vipBenchMasters, pairs...)
 	if err != nil {
 		return table{}, err
 	}
-	dir, err := os.MkdirTemp("", "haagent-bench-vip")
-	if err != nil {
-		return table{}, err
-	}
-	defer os.RemoveAll(dir)
+	defer nb.Close()
+	bin, dir, ns := nb.bin, nb.dir, nb.nodes
 	b := &vipBench{dir: dir, client: ns[0], lbs: ns[1:3]}
 	b.http = &http.Client{Timeout: vipProbeTimeout,
 		Transport: &http.Transport{DialContext: b.client.DialContext, DisableKeepAlives: true}}
 	// Insecure masters, as in the lb benchmark, so that haproxy's httpchk reads /health.
-	b.c = procs.NewClusterWith(bin, dir, 3, procs.Options{Nodes: ns[3:]})
+	b.c = procs.NewClusterWith(bin, dir, 3, procs.Options{Nodes: nb.masters(3)})
 	defer b.c.StopAll()
 	if err := b.c.StartAll(); err != nil {
 		return table{}, err
