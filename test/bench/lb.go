@@ -149,18 +149,9 @@ func benchLB(bin string, rounds int) (table, error) {
 	if err := b.restore(); err != nil {
 		return table{}, err
 	}
-	cli, err := b.dialer().Client(b.eps...)
-	if err != nil {
+	if b.m1ID, err = memberID(ctx, b.dialer(), b.eps, b.eps[0]); err != nil {
 		return table{}, err
 	}
-	mctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	ids, _, err := probe.Members(mctx, cli, b.eps)
-	cancel()
-	cli.Close()
-	if err != nil {
-		return table{}, err
-	}
-	b.m1ID = ids[b.eps[0]]
 
 	fes := []frontend{
 		{name: "haagent lb", node: hs[1], start: startHaagent(bin), endpoints: []string{lbIP + ":" + lbEtcdPort}},

@@ -7,9 +7,11 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/haagent/haagent/test/hosts"
 	"github.com/haagent/haagent/test/netlab"
+	"github.com/haagent/haagent/test/probe"
 )
 
 // netBench is what every benchmark in network namespaces stands on: a lab of bare
@@ -58,4 +60,21 @@ func (nb *netBench) Close() error {
 		os.RemoveAll(nb.dir)
 	}
 	return nb.lab.Teardown()
+}
+
+// memberID is the etcd member ID of the member at ep, asked of the cluster at eps
+// through d, for the benchmarks that move the leader onto the primary.
+func memberID(ctx context.Context, d probe.Dialer, eps []string, ep string) (uint64, error) {
+	cli, err := d.Client(eps...)
+	if err != nil {
+		return 0, err
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	ids, _, err := probe.Members(ctx, cli, eps)
+	if err != nil {
+		return 0, err
+	}
+	return ids[ep], nil
 }

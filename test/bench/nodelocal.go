@@ -102,18 +102,9 @@ func benchNodeLocal(bin string, rounds int) (table, error) {
 	if err := w.WaitReady(60 * time.Second); err != nil {
 		return table{}, fmt.Errorf("minion: %w\n%s", err, w.LogTail(20))
 	}
-	cli, err := b.admin.Client(b.eps...)
-	if err != nil {
+	if b.m1ID, err = memberID(ctx, b.admin, b.eps, b.eps[0]); err != nil {
 		return table{}, err
 	}
-	mctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	ids, _, err := probe.Members(mctx, cli, b.eps)
-	cancel()
-	cli.Close()
-	if err != nil {
-		return table{}, err
-	}
-	b.m1ID = ids[b.eps[0]]
 
 	n := min(max(rounds, 1), maxNLRounds)
 	local, direct := map[string][]probe.Gap{}, map[string][]probe.Gap{}
