@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/haagent/haagent/test/hosts"
 	"github.com/haagent/haagent/test/sixhost"
 )
 
@@ -52,6 +53,32 @@ func (w walk) awaitHolder(t *testing.T, name string, timeout time.Duration) time
 		}
 		return nil
 	})
+}
+
+// awaitVIPServes waits until kubectl through the VIP answers again after the fault,
+// and returns how long that took.
+func (w walk) awaitVIPServes(t *testing.T, fault string) time.Duration {
+	t.Helper()
+	return waitFor(t, w.ctx, "kubectl through the VIP after "+fault, time.Minute, func() error {
+		_, err := w.l.Kubectl(w.ctx, "--request-timeout=2s", "get", "--raw=/readyz")
+		return err
+	})
+}
+
+// awaitStandby waits until lb's haagent, back from a fault, sees holder hold the VIP,
+// and then checks from the kernels that lb did not take it: holder alone carries it.
+func (w walk) awaitStandby(t *testing.T, lb *hosts.Host, holder string, timeout time.Duration) {
+	t.Helper()
+	waitFor(t, w.ctx, "haagent on "+lb.Name+" to see "+holder+" hold the VIP", timeout, func() error {
+		out, err := lb.Exec(w.ctx, "haagent", "status")
+		if err != nil || !strings.Contains(out, "holder "+holder+" (this host: false)") {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	})
+	if hs, _ := w.l.VIPHolders(w.ctx); !slices.Equal(hs, []string{holder}) {
+		t.Fatalf("after %s came back the VIP is held by %v, want %s alone", lb.Name, hs, holder)
+	}
 }
 
 // awaitLeases waits until every named node's kubelet has renewed its Lease after since:
@@ -110,10 +137,7 @@ func (w walk) noSPOF(t *testing.T) {
 		w.awaitHolder(t, "lb1", time.Minute)
 		fault := time.Now()
 		must(t, lb1.Kill())
-		back := waitFor(t, ctx, "kubectl through the VIP after lb1's kill", time.Minute, func() error {
-			_, err := l.Kubectl(ctx, "--request-timeout=2s", "get", "--raw=/readyz")
-			return err
-		})
+		back := w.awaitVIPServes(t, "lb1's kill")
 		w.awaitHolder(t, "lb2", 10*time.Second)
 		t.Logf("lb1 killed: kubectl through the VIP answered again after %s", back.Round(100*time.Millisecond))
 		renewed := w.awaitLeases(t, viaVIP, fault, minions...)
@@ -129,22 +153,10 @@ func (w walk) noSPOF(t *testing.T) {
 	ok = t.Run("the VIP: lb2 holding it is blackholed; lb1 takes it, and lb2 healed does not take it back", func(t *testing.T) {
 		must(t, lb1.Start(ctx))
 		must(t, lb1.WaitRunning(ctx))
-		waitFor(t, ctx, "haagent on lb1 to be back, seeing lb2 hold the VIP", 2*time.Minute, func() error {
-			out, err := lb1.Exec(ctx, "haagent", "status")
-			if err != nil || !strings.Contains(out, "holder lb2 (this host: false)") {
-				return fmt.Errorf("%v: %s", err, out)
-			}
-			return nil
-		})
-		if hs, _ := l.VIPHolders(ctx); !slices.Equal(hs, []string{"lb2"}) {
-			t.Fatalf("after lb1 came back the VIP is held by %v, want lb2 alone", hs)
-		}
+		w.awaitStandby(t, lb1, "lb2", 2*time.Minute)
 		fault := time.Now()
 		must(t, lb2.Blackhole())
-		back := waitFor(t, ctx, "kubectl through the VIP after lb2's blackhole", time.Minute, func() error {
-			_, err := l.Kubectl(ctx, "--request-timeout=2s", "get", "--raw=/readyz")
-			return err
-		})
+		back := w.awaitVIPServes(t, "lb2's blackhole")
 		// lb2, cut off, must have dropped the address itself by the lease's deadline.
 		w.awaitHolder(t, "lb1", 15*time.Second)
 		t.Logf("lb2 blackholed: kubectl through the VIP answered again after %s; lb2 dropped the VIP %s after the cut",
@@ -155,16 +167,7 @@ func (w walk) noSPOF(t *testing.T) {
 		w.waitRunning("vip-lb2-cut", 2*time.Minute)
 
 		must(t, lb2.Heal())
-		waitFor(t, ctx, "lb2's haagent to see lb1 holding the VIP", time.Minute, func() error {
-			out, err := lb2.Exec(ctx, "haagent", "status")
-			if err != nil || !strings.Contains(out, "holder lb1 (this host: false)") {
-				return fmt.Errorf("%v: %s", err, out)
-			}
-			return nil
-		})
-		if hs, _ := l.VIPHolders(ctx); !slices.Equal(hs, []string{"lb1"}) {
-			t.Fatalf("after lb2 was healed the VIP is held by %v, want lb1 alone", hs)
-		}
+		w.awaitStandby(t, lb2, "lb1", time.Minute)
 	})
 	if !ok {
 		return
