@@ -24,17 +24,6 @@
 // the VIP by its deadline. The proof is renewed with every keepalive round; a leader
 // elected after it extends every lease by etcd's election timeout plus the TTL, longer
 // than the holder keeps the VIP on one proof (HoldFor).
-//
-// An etcd leader killed with its host up refuses connections, which is such a proof. One
-// whose host vanishes (silence, no refusal) is not: for an election timeout (1 to 2 s,
-// randomised) the followers still name it, and nothing tells the holder that it is not
-// alive, reachable by a standby, and cut off from the holder alone (then it can commit the
-// standby's revoke at r + 1.6 s). So the holder drops the VIP at its deadline as always,
-// and does not take it back on the same lease: a keepalive acknowledged after its
-// deadline could race with a revoke decided before it. It revokes that lease itself
-// instead, retried until the revoke lands (revokeLapsed): the election moves on as soon
-// as etcd has a leader again, rather than when a standby fences the lease 2.6 s after the
-// new leader's promotion, which extends every lease by the election timeout.
 package vip
 
 import (
@@ -87,8 +76,6 @@ const (
 	// while they keep failing at once.
 	retryEvery    = 200 * time.Millisecond
 	maxRetryEvery = 5 * time.Second
-	// revokeLapsedFor bounds the retries of a lapsed term's revoke.
-	revokeLapsedFor = 10 * time.Second
 )
 
 // Config is what the VIP needs.
@@ -128,8 +115,6 @@ type VIP struct {
 	cfg    Config
 	lg     *slog.Logger
 	prefix string
-	// bg runs the retries of lapsed terms' revokes; Run waits for them.
-	bg sync.WaitGroup
 
 	mu        sync.Mutex // guards the fields below
 	host      *host
@@ -192,7 +177,6 @@ func (v *VIP) Run(ctx context.Context) error {
 	defer cli.Close()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	defer v.bg.Wait()
 	wg.Go(func() { v.observe(ctx, cli) })
 	wg.Go(func() { v.learnMembers(ctx, cli) })
 	v.lg.Info("[vip] campaigning", "interface", v.cfg.Interface, "name", v.cfg.Name, "key", v.prefix)
@@ -230,14 +214,6 @@ func (v *VIP) term(ctx context.Context, cli *clientv3.Client) error {
 	defer func() {
 		// The address goes first: from the revoke on, a standby may take it.
 		v.drop("term ended")
-		sess.Orphan()
-		if ctx.Err() == nil {
-			// The term lapsed, most often because etcd is electing a leader: the
-			// revoke is retried until it lands, so that the election moves on as soon
-			// as etcd has a leader again instead of when a standby fences this lease.
-			v.revokeLapsed(ctx, cli, sess.Lease())
-			return
-		}
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 		defer cancel()
 		if el.Key() != "" {
@@ -245,6 +221,7 @@ func (v *VIP) term(ctx context.Context, cli *clientv3.Client) error {
 				v.lg.Debug("[vip] resign", "err", err)
 			}
 		}
+		sess.Orphan()
 		if _, err := cli.Revoke(rctx, sess.Lease()); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
 			v.lg.Debug("[vip] revoke own lease", "err", err)
 		}
@@ -253,41 +230,6 @@ func (v *VIP) term(ctx context.Context, cli *clientv3.Client) error {
 		return err
 	}
 	return v.hold(ctx, cli, sess, el)
-}
-
-// revokeLapsed revokes the lease of a term that ended while Run goes on, after the
-// VIP was dropped; the first try is at once, the retries run alongside the next term
-// (the next campaign waits behind this lease's key) until the revoke lands, the lease
-// is gone, ctx ends, or revokeLapsedFor has passed (etcd expires the lease by itself
-// TTL after its next leader's promotion, plus the election timeout).
-func (v *VIP) revokeLapsed(ctx context.Context, cli *clientv3.Client, id clientv3.LeaseID) {
-	try := func() bool {
-		rctx, cancel := context.WithTimeout(ctx, keepAliveTimeout)
-		defer cancel()
-		_, err := cli.Revoke(rctx, id)
-		if err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
-			v.lg.Debug("[vip] revoke own lease", "err", err)
-			return false
-		}
-		return true
-	}
-	if try() {
-		return
-	}
-	v.bg.Go(func() {
-		end := time.Now().Add(revokeLapsedFor)
-		for time.Now().Before(end) {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(retryEvery):
-			}
-			if try() {
-				v.lg.Info("[vip] revoked the lease of the lapsed term", "lease", fmt.Sprintf("%x", int64(id)))
-				return
-			}
-		}
-	})
 }
 
 // campaign waits to win the election, fencing a holder that is past its deadlines.
