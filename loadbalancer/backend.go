@@ -186,8 +186,9 @@ func (be *backend) recordFailure(reason error) {
 // already; for a backend that answers but fails its check (every etcd member while
 // there is no leader, every apiserver while etcd has no quorum) only when another
 // backend of the port is healthy, since closing would just send the clients to a
-// backend no better than the one they had. (Suspect does not count: in a round where
-// every backend fails, some are still suspect when the first goes down.)
+// backend no better than the one they had, and only once it has been down for the
+// port's DrainAfter. (Suspect does not count: in a round where every backend fails,
+// some are still suspect when the first goes down.)
 func (p *pool) evict() {
 	anyHealthy := false
 	backends := p.list()
@@ -200,7 +201,8 @@ func (p *pool) evict() {
 	for _, be := range backends {
 		be.mu.Lock()
 		var doomed []*proxyConn
-		if be.state == StateDown && (be.unreachable || anyHealthy) && len(be.conns) > 0 {
+		drained := anyHealthy && be.cfg.Now().Sub(be.since) >= p.drainAfter
+		if be.state == StateDown && (be.unreachable || drained) && len(be.conns) > 0 {
 			be.evictions++
 			doomed = be.connsLocked()
 			for _, c := range doomed {

@@ -43,8 +43,13 @@ const (
 	DefaultFall          = 2
 	DefaultRise          = 2
 	DefaultDialTimeout   = 1 * time.Second
-	DefaultMaxConns      = 10000
-	DefaultPolicy        = PolicyFailover
+	// DefaultAPIServerDrainAfter is how long an apiserver that still connects but
+	// fails /readyz keeps its connections while another is healthy (see
+	// Config.DrainAfter): longer than etcd's election plus Rise rounds, so that an
+	// election, or a /readyz slowed by load, cuts no watch, exec or log stream.
+	DefaultAPIServerDrainAfter = 5 * time.Second
+	DefaultMaxConns            = 10000
+	DefaultPolicy              = PolicyFailover
 )
 
 // Well-known ports whose default check is more than a TCP connect.
@@ -126,6 +131,15 @@ type Config struct {
 	Checks map[int]CheckKind
 	// Checkers overrides the check per port with any Checker (tests, custom checks).
 	Checkers map[int]Checker
+	// DrainAfter is, per port, how long a down backend that still connects (it fails
+	// its check, but not for want of a TCP connection) keeps its connections while
+	// another backend of the port is healthy; past it they are closed, so that clients
+	// move. An unreachable backend loses them at once. A port not listed gets
+	// DefaultAPIServerDrainAfter when its check is the apiserver's, else 0: an
+	// apiserver that fails /readyz because etcd is electing, or is slow under load,
+	// still serves watches from its cache and streams exec, logs and port-forward from
+	// the kubelets, while an etcd member without a leader serves nothing.
+	DrainAfter map[int]time.Duration
 	// APIServerCA verifies the apiservers' serving certs in the apiserver check. Nil
 	// skips verification: the check then only asks whether the apiserver is ready,
 	// and clients still verify the cert themselves through the TCP pass-through.
@@ -192,6 +206,17 @@ func (c Config) withDefaults() Config {
 	if c.MaxConns == 0 {
 		c.MaxConns = DefaultMaxConns
 	}
+	drain := make(map[int]time.Duration, len(c.Ports))
+	for _, p := range c.Ports {
+		d, ok := c.DrainAfter[p]
+		if !ok && c.Checkers[p] == nil {
+			if k, set := c.Checks[p]; (set && k == CheckAPIServer) || (!set && DefaultCheckKind(p) == CheckAPIServer) {
+				d = DefaultAPIServerDrainAfter
+			}
+		}
+		drain[p] = d
+	}
+	c.DrainAfter = drain
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -244,6 +269,11 @@ func (c *Config) validate() error {
 	}
 	if c.Policy != PolicyFailover && c.Policy != PolicyLeastConn {
 		errs = append(errs, fmt.Errorf("unknown policy %q", c.Policy))
+	}
+	for p, d := range c.DrainAfter {
+		if d < 0 {
+			errs = append(errs, fmt.Errorf("port %d: negative drain time %s", p, d))
+		}
 	}
 	if c.CheckInterval < 0 || c.CheckTimeout < 0 || c.DialTimeout < 0 {
 		errs = append(errs, errors.New("negative interval or timeout"))

@@ -61,6 +61,8 @@ type pool struct {
 	// fixed is set when Config.BackendAddrs names this port's backends: SetBackends
 	// leaves it alone.
 	fixed bool
+	// drainAfter is the port's Config.DrainAfter.
+	drainAfter time.Duration
 
 	mu sync.Mutex // guards the fields below
 	// backends are in configured order. SetBackends replaces the slice, never changes
@@ -88,7 +90,7 @@ func New(cfg Config) (*Balancer, error) {
 		warns:   map[string]*warnState{},
 	}
 	for _, port := range cfg.Ports {
-		p := &pool{port: port, listen: net.JoinHostPort(cfg.ListenAddress, strconv.Itoa(port))}
+		p := &pool{port: port, listen: net.JoinHostPort(cfg.ListenAddress, strconv.Itoa(port)), drainAfter: cfg.DrainAfter[port]}
 		if a, ok := cfg.ListenAddrs[port]; ok {
 			p.listen = a
 		}

@@ -638,3 +638,72 @@ func TestSuspectUnreachableRanksLast(t *testing.T) {
 		t.Errorf("served by %s; want b, which connects", c.backend)
 	}
 }
+
+// TestDrainAfter: a backend that still connects but fails its check (an apiserver whose
+// /readyz fails while etcd elects, or under load) keeps its clients for the port's
+// DrainAfter even though another backend is healthy; then they move. An unreachable
+// backend loses them at once, drain time or not.
+func TestDrainAfter(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Unix(1e9, 0)
+	clock := func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return now
+	}
+	advance := func(d time.Duration) {
+		mu.Lock()
+		defer mu.Unlock()
+		now = now.Add(d)
+	}
+	for _, tt := range []struct {
+		name       string
+		err        error
+		wantKeptAt bool
+	}{
+		{"answering but not ready", errors.New("/readyz: 500 [-]etcd failed"), true},
+		{"unreachable", fmt.Errorf("%w: connect: connection refused", ErrUnreachable), false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			a, b := newEchoBackend(t, "a"), newEchoBackend(t, "b")
+			tl := startLB(t, func(c *Config) {
+				c.Now = clock
+				c.DrainAfter = map[int]time.Duration{testPort: 5 * time.Second}
+			}, a, b)
+			ca := dialThrough(t, tl.addr())
+			tl.checker.setErr(a.addr(), HealthFailed, tt.err)
+			tl.round()
+			tl.round()
+			if st := tl.state(a.addr()); st != StateDown {
+				t.Fatalf("a is %s", st)
+			}
+			if !tt.wantKeptAt {
+				ca.waitClosed(t)
+				return
+			}
+			advance(4 * time.Second)
+			tl.round()
+			ca.echo(t, "kept within the drain time")
+			if c := dialThrough(t, tl.addr()); c.backend != "b" {
+				t.Errorf("a new client went to %s, want the healthy b", c.backend)
+			}
+			advance(time.Second)
+			tl.round()
+			ca.waitClosed(t)
+			waitFor(t, "a's connections to go", func() bool { return tl.active(a.addr()) == 0 })
+		})
+	}
+}
+
+// TestDrainAfterDefaults: the apiserver port drains after DefaultAPIServerDrainAfter,
+// etcd's and plain TCP ports at once, and an explicit setting wins.
+func TestDrainAfterDefaults(t *testing.T) {
+	c := Config{Ports: []int{PortAPIServer, PortEtcdClient, 9345, 7443}, Backends: []string{"m1"},
+		Checks: map[int]CheckKind{7443: CheckAPIServer}, DrainAfter: map[int]time.Duration{9345: time.Second}}.withDefaults()
+	want := map[int]time.Duration{PortAPIServer: DefaultAPIServerDrainAfter, PortEtcdClient: 0, 9345: time.Second, 7443: DefaultAPIServerDrainAfter}
+	for p, d := range want {
+		if c.DrainAfter[p] != d {
+			t.Errorf("port %d drains after %s, want %s", p, c.DrainAfter[p], d)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package vip
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -166,4 +167,41 @@ func (h *host) announce(stop <-chan struct{}) error {
 		}
 	}
 	return nil
+}
+
+// conflictProbes and conflictWait are the address conflict probe before a take: two ARP
+// requests for the VIP, each followed by a wait for an answer. A host on the same link
+// answers within a millisecond; two probes cover a lost frame.
+const (
+	conflictProbes = 2
+	conflictWait   = 25 * time.Millisecond
+)
+
+// claimant returns the MAC of another host that answers ARP for the VIP, or announces
+// it, within the probes; nil when the address is free.
+func (h *host) claimant() (net.HardwareAddr, error) {
+	c, err := arp.Dial(h.ifi)
+	if err != nil {
+		return nil, fmt.Errorf("ARP probe on %s: %w", h.ifi.Name, err)
+	}
+	defer c.Close()
+	ip, _ := netip.AddrFromSlice(h.addr.IP.To4())
+	for range conflictProbes {
+		if err := c.Request(ip); err != nil {
+			return nil, fmt.Errorf("ARP probe on %s: %w", h.ifi.Name, err)
+		}
+		if err := c.SetReadDeadline(time.Now().Add(conflictWait)); err != nil {
+			return nil, err
+		}
+		for {
+			p, _, err := c.Read()
+			if err != nil {
+				break // the deadline: nothing (more) this round
+			}
+			if p.SenderIP == ip && !bytes.Equal(p.SenderHardwareAddr, h.ifi.HardwareAddr) {
+				return p.SenderHardwareAddr, nil
+			}
+		}
+	}
+	return nil, nil
 }

@@ -17,13 +17,25 @@
 //   - etcd itself expires the lease at r + TTL (2 s, etcd's minimum with a 1 s election
 //     timeout) and reaps it within 0.5 s, should no standby be there to revoke it.
 //
-// If etcd has no leader, the holder keeps the VIP as long as it has proof that nobody
-// else can take it: a majority of the members either refuse the connection (their
-// process is down) or answer that they have no leader, or that their leader is one of
-// those that refuse. A holder that is cut off gets no answer from a majority and drops
-// the VIP by its deadline. The proof is renewed with every keepalive round; a leader
-// elected after it extends every lease by etcd's election timeout plus the TTL, longer
-// than the holder keeps the VIP on one proof (HoldFor).
+// If etcd has no leader that can commit anything, the holder keeps the VIP as long as
+// it has proof that nobody else can take it. The proof is a majority of the members
+// each either refusing the connection (its process is down), or answering that it has
+// no leader, that its leader is one of those that refuse, or, while a majority answers,
+// that its leader is one that does not answer the holder at all. The last is the etcd
+// leader's own death or blackhole, seen from a holder that still reaches the others:
+// they name the lost leader until their election timeout, and the holder's keepalives,
+// which they forward to it, fail. A holder that is cut off gets no answer from a
+// majority and drops the VIP by its deadline. The proof is renewed with every
+// keepalive round, and each lasts HoldFor: a leader elected after it extends every
+// lease by etcd's election timeout plus the TTL on promotion (lessor.Promote), so no
+// standby sees the holder's lease near its end for at least that long, and by then the
+// holder renews through the new leader.
+//
+// A standby that wins does not add the VIP while another host answers ARP for it
+// (address conflict detection, as RFC 5227 probes before using an address): it waits,
+// holding its lease, until the address is free. The deadlines above are what keep two
+// holders apart; the probe makes sure that a timing assumption broken by a paused or
+// partitioned host does not put the address on two links at once.
 package vip
 
 import (
@@ -316,6 +328,54 @@ func (v *VIP) leaderLease(ctx context.Context, cli *clientv3.Client) (clientv3.L
 	return clientv3.LeaseID(resp.Kvs[0].Lease), string(resp.Kvs[0].Value), nil
 }
 
+// claim is the winner's last step before it adds the VIP: it checks that its lease is
+// alive (a keepalive whose send time starts the deadline it returns) and that its key is
+// the one it created, and it waits, renewing its lease, while another host answers ARP
+// for the VIP (see the package doc).
+func (v *VIP) claim(ctx context.Context, cli *clientv3.Client, id clientv3.LeaseID, el *concurrency.Election) (time.Time, error) {
+	waiting := false
+	for {
+		r := v.keepAlive(ctx, cli, id, false)
+		if r.err != nil {
+			return time.Time{}, fmt.Errorf("won, but the lease did not renew: %w", r.err)
+		}
+		gctx, cancel := context.WithTimeout(ctx, keepAliveTimeout)
+		resp, err := cli.Get(gctx, el.Key())
+		cancel()
+		if err != nil {
+			return time.Time{}, fmt.Errorf("won, but the election key is unreadable: %w", err)
+		}
+		if len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != el.Rev() {
+			return time.Time{}, errors.New("won, but the election key is gone")
+		}
+		mac, err := v.host.claimant()
+		if err != nil {
+			// Without ARP the announcement fails too; the deadlines still fence.
+			v.lg.Warn("[vip] could not probe whether the VIP is free; taking it", "err", err)
+		}
+		deadline := r.sent.Add(HoldFor)
+		if mac == nil {
+			if time.Now().After(deadline) {
+				return time.Time{}, errors.New("won, but too late to hold: etcd is slow")
+			}
+			if waiting {
+				v.lg.Info("[vip] the VIP is free now")
+			}
+			return deadline, nil
+		}
+		if !waiting {
+			v.lg.Warn("[vip] won, but another host answers ARP for the VIP: waiting until it lets go", "mac", mac.String())
+			waiting = true
+		}
+		v.setErr(fmt.Errorf("won, but %s answers ARP for the VIP", mac))
+		select {
+		case <-ctx.Done():
+			return time.Time{}, ctx.Err()
+		case <-time.After(KeepAliveEvery):
+		}
+	}
+}
+
 // kaResult is one keepalive round of the holder.
 type kaResult struct {
 	sent, acked time.Time
@@ -328,24 +388,9 @@ type kaResult struct {
 // hold keeps the VIP while the lease lives and the keepalives come back in time.
 func (v *VIP) hold(ctx context.Context, cli *clientv3.Client, sess *concurrency.Session, el *concurrency.Election) error {
 	id := sess.Lease()
-	// The fencing check of the winner: its lease is alive (a keepalive whose send time
-	// starts the deadline) and its key is the one it created.
-	r := v.keepAlive(ctx, cli, id, false)
-	if r.err != nil {
-		return fmt.Errorf("won, but the lease did not renew: %w", r.err)
-	}
-	gctx, cancel := context.WithTimeout(ctx, keepAliveTimeout)
-	resp, err := cli.Get(gctx, el.Key())
-	cancel()
+	deadline, err := v.claim(ctx, cli, id, el)
 	if err != nil {
-		return fmt.Errorf("won, but the election key is unreadable: %w", err)
-	}
-	if len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != el.Rev() {
-		return errors.New("won, but the election key is gone")
-	}
-	deadline := r.sent.Add(HoldFor)
-	if time.Now().After(deadline) {
-		return errors.New("won, but too late to hold: etcd is slow")
+		return err
 	}
 	if err := v.take(deadline); err != nil {
 		return err
@@ -391,7 +436,7 @@ func (v *VIP) hold(ctx context.Context, cli *clientv3.Client, sess *concurrency.
 				// Nobody can win an election or revoke a lease without a leader, and a
 				// leader elected later extends every lease; see the package doc.
 				if !leaderless {
-					v.lg.Warn("[vip] etcd has no leader, and a majority of its members say so or are down: keeping the VIP")
+					v.lg.Warn("[vip] etcd has no leader that can commit, as a majority of its members show: keeping the VIP")
 					leaderless = true
 				}
 				if d := r.noQuorumAt.Add(HoldFor); d.After(deadline) {
@@ -433,11 +478,12 @@ func (v *VIP) keepAlive(ctx context.Context, cli *clientv3.Client, id clientv3.L
 	return r
 }
 
-// leaderless is the holder's proof that nobody can take the VIP: a majority of the
-// members either refuse the connection (their process is down) or answer that they
-// have no leader, or that their leader is one of the members that refuse; and none
-// names a leader that is up. A member that does not answer at all proves nothing: the
-// holder may be the one cut off.
+// leaderless is the holder's proof that nobody can take the VIP (see the package doc):
+// a majority of the members either refuse the connection (their process is down), or
+// answer that they have no leader, or that their leader is one of the members that
+// refuse, or, with a majority answering, one that does not answer at all; and none
+// names a leader that answers. A member that does not answer is no proof by itself:
+// the holder may be the one cut off.
 func (v *VIP) leaderless(ctx context.Context, cli *clientv3.Client) bool {
 	answers := make([]answer, len(v.cfg.Endpoints))
 	var wg sync.WaitGroup
@@ -480,18 +526,27 @@ type answer struct {
 
 // provesLeaderless decides the quorum probe: answers[i] is endpoints[i]'s, and ids maps
 // endpoints to member IDs, learnt earlier; it records the IDs of this probe's answers.
+// A member's leader counts as gone when its process refuses connections, or, while a
+// majority of the members answer, when it does not answer: its ID must be known
+// either way, or the member naming it vetoes.
 func provesLeaderless(endpoints []string, answers []answer, ids map[string]uint64) bool {
-	down := map[uint64]bool{}
+	down, silent := map[uint64]bool{}, map[uint64]bool{}
+	answered := 0
 	for i, a := range answers {
 		if a.id != 0 {
 			ids[endpoints[i]] = a.id
+			answered++
+			continue
 		}
-		if a.refused {
-			if id := ids[endpoints[i]]; id != 0 {
+		if id := ids[endpoints[i]]; id != 0 {
+			if a.refused {
 				down[id] = true
+			} else {
+				silent[id] = true
 			}
 		}
 	}
+	majority := len(endpoints)/2 + 1
 	proof := 0
 	for _, a := range answers {
 		switch {
@@ -500,11 +555,13 @@ func provesLeaderless(endpoints []string, answers []answer, ids map[string]uint6
 		case a.id == 0:
 		case a.leader == 0 || down[a.leader]:
 			proof++
+		case silent[a.leader] && answered >= majority:
+			proof++
 		default:
 			return false
 		}
 	}
-	return proof > len(endpoints)/2
+	return proof >= majority
 }
 
 // learnMembers records each endpoint's member ID while etcd is healthy, so that a

@@ -23,6 +23,12 @@ func TestProvesLeaderless(t *testing.T) {
 		{"nobody answers", []answer{silent, silent, silent}, learnt, false},
 		{"one without a leader, two silent", []answer{{id: 1}, silent, silent}, nil, false},
 		{"one refused, one without a leader, one silent", []answer{refused, {id: 2}, silent}, nil, true},
+		// The leader blackholed or frozen, seen from a holder that reaches the others.
+		{"the two that answer name the silent one", []answer{silent, {id: 2, leader: 1}, {id: 3, leader: 1}}, learnt, true},
+		{"the two that answer name a silent one never learnt", []answer{silent, {id: 2, leader: 1}, {id: 3, leader: 1}}, nil, false},
+		{"one answers and names a silent one: the holder may be the one cut off", []answer{silent, {id: 2, leader: 1}, silent}, learnt, false},
+		{"one names the silent leader, the other has moved on to a new one", []answer{silent, {id: 2, leader: 1}, {id: 3, leader: 3}}, learnt, false},
+		{"one names the silent leader, the other has none yet", []answer{silent, {id: 2, leader: 1}, {id: 3}}, learnt, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
