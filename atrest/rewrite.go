@@ -1,12 +1,8 @@
 package atrest
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,10 +10,11 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
+
+	"github.com/haagent/haagent/pki"
 )
 
 // API is the little of the apiserver's REST API a rotation needs, as the admin.
@@ -29,38 +26,15 @@ type API struct {
 // NewAPI connects as the kubeconfig at path says: one that pki.Kubeconfig wrote, with
 // its server and credentials embedded.
 func NewAPI(path string) (*API, error) {
-	f, err := os.Open(path)
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("the admin kubeconfig: %w", err)
 	}
-	defer f.Close()
-	fields := map[string]string{}
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(strings.TrimSpace(sc.Text()), ": "); ok {
-			fields[k] = v
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	dec := func(k string) []byte {
-		b, _ := base64.StdEncoding.DecodeString(fields[k])
-		return b
-	}
-	cert, err := tls.X509KeyPair(dec("client-certificate-data"), dec("client-key-data"))
+	server, tc, err := pki.ParseKubeconfig(data)
 	if err != nil {
-		return nil, fmt.Errorf("%s: client credentials: %w", path, err)
+		return nil, fmt.Errorf("%s: %w: is it haagent's admin kubeconfig?", path, err)
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(dec("certificate-authority-data")) || fields["server"] == "" {
-		return nil, fmt.Errorf("%s has no server or CA: is it haagent's admin kubeconfig?", path)
-	}
-	return &API{server: strings.TrimSuffix(fields["server"], "/"), hc: &http.Client{
-		Timeout:   30 * time.Second,
-		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}}},
-	}}, nil
+	return &API{server: server, hc: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tc}}}, nil
 }
 
 // errSkip marks a Secret deleted or changed since the list: the apiserver has already

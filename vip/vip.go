@@ -402,7 +402,7 @@ func (v *VIP) hold(ctx context.Context, cli *clientv3.Client, sess *concurrency.
 	defer tick.Stop()
 	lapse := time.NewTimer(time.Until(deadline))
 	defer lapse.Stop()
-	leaderless := false
+	leaderless, failing := false, false
 	for {
 		select {
 		case <-ctx.Done():
@@ -444,8 +444,12 @@ func (v *VIP) hold(ctx context.Context, cli *clientv3.Client, sess *concurrency.
 				}
 				v.renew(deadline)
 			default:
-				v.lg.Debug("[vip] keepalive failed", "err", r.err)
+				// The first of a streak says why; the deadline's end says the rest.
+				if !failing {
+					v.lg.Info("[vip] keepalive failed; holding until the deadline", "err", r.err, "deadline_in", time.Until(deadline).Round(time.Millisecond))
+				}
 			}
+			failing = r.err != nil
 			lapse.Reset(time.Until(deadline))
 		}
 	}

@@ -14,7 +14,7 @@ import (
 
 func main() {
 	rounds := flag.Int("rounds", 5, "rounds per measurement")
-	only := flag.String("only", "", "comma-separated sections to run (master, lb, auth, pods, nodelocal, vip); default all")
+	only := flag.String("only", "", "comma-separated sections to run (master, lb, auth, pods, step, nodelocal, vip); default all")
 	flag.Parse()
 	bin := os.Getenv("HAAGENT_BIN")
 	if bin == "" {
@@ -28,6 +28,7 @@ func main() {
 		{"lb", benchLB},
 		{"auth", benchAuth},
 		{"pods", benchPods},
+		{"step", benchSeedStep},
 		{"vip", benchVIP},
 		{"nodelocal", benchNodeLocal},
 	}

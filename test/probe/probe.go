@@ -58,19 +58,32 @@ func (d Dialer) Client(endpoints ...string) (*clientv3.Client, error) {
 // ClientTLS loads a client TLS config from PEM files: the CA that signed the servers'
 // certificates, and the client's certificate and key.
 func ClientTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
-	ca, err := os.ReadFile(caFile)
-	if err != nil {
-		return nil, err
+	var pems [3][]byte
+	for i, f := range []string{caFile, certFile, keyFile} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		pems[i] = b
 	}
+	tc, err := ClientTLSFromPEM(pems[0], pems[1], pems[2])
+	if err != nil {
+		return nil, fmt.Errorf("%s, %s, %s: %w", caFile, certFile, keyFile, err)
+	}
+	return tc, nil
+}
+
+// ClientTLSFromPEM is ClientTLS from the files' contents.
+func ClientTLSFromPEM(ca, cert, key []byte) (*tls.Config, error) {
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(ca) {
-		return nil, fmt.Errorf("%s holds no PEM certificate", caFile)
+		return nil, errors.New("the CA holds no PEM certificate")
 	}
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	pair, err := tls.X509KeyPair(cert, key)
 	if err != nil {
 		return nil, err
 	}
-	return &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+	return &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}, nil
 }
 
 // AnsweredBy opens a new connection to endpoint (through cli's dialer) and returns the

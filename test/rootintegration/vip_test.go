@@ -348,6 +348,18 @@ func (e *vipEnv) watchKept(t *testing.T, h int, before vip.Status, since time.Ti
 	}
 }
 
+// logsSince keeps the lines of a slog text log stamped at or after since.
+func logsSince(logs string, since time.Time) string {
+	var keep []string
+	for _, line := range strings.Split(logs, "\n") {
+		ts, _, ok := strings.Cut(strings.TrimPrefix(line, "time="), " ")
+		if at, err := time.Parse(time.RFC3339Nano, ts); ok && err == nil && !at.Before(since) {
+			keep = append(keep, line)
+		}
+	}
+	return strings.Join(keep, "\n")
+}
+
 // neighMAC is the client's neighbour entry for the VIP.
 func (e *vipEnv) neighMAC() (net.HardwareAddr, error) {
 	var mac net.HardwareAddr
@@ -617,6 +629,11 @@ func TestVIP(t *testing.T) {
 			h, before, gone := e.killLeader(t, func(m *procs.Master) error { return fault.do(1) })
 			kept := e.watchKept(t, h, before, gone, 4*time.Second)
 			defer func() {
+				if t.Failed() {
+					for _, lb := range e.lbs {
+						t.Logf("--- %s, from the fault on ---\n%s", lb.Name, logsSince(lb.Logs(), gone.Add(-time.Second)))
+					}
+				}
 				if err := fault.heal(1); err != nil {
 					t.Fatal(err)
 				}

@@ -28,6 +28,7 @@ import (
 	"github.com/haagent/haagent/test/await"
 	"github.com/haagent/haagent/test/hosts"
 	"github.com/haagent/haagent/test/images"
+	"github.com/haagent/haagent/test/probe"
 )
 
 // ID is the persistent lab's ID, for `go run ./test/lab`.
@@ -498,4 +499,51 @@ func (l *Lab) VIPHolders(ctx context.Context) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// Etcd is an etcd client's way in from the Client host, with the Client's haagent etcd
+// identity, and the masters' etcd endpoints, for tests that place or watch the leader.
+func (l *Lab) Etcd() (probe.Dialer, []string, error) {
+	c := l.Host(Client)
+	var pems [3][]byte
+	for i, p := range []string{pki.CACert, pki.EtcdClientCert, pki.EtcdClientKey} {
+		b, err := c.ReadFile("/" + p)
+		if err != nil {
+			return probe.Dialer{}, nil, err
+		}
+		pems[i] = b
+	}
+	tc, err := probe.ClientTLSFromPEM(pems[0], pems[1], pems[2])
+	if err != nil {
+		return probe.Dialer{}, nil, fmt.Errorf("%s's etcd identity: %w", Client, err)
+	}
+	var eps []string
+	for _, m := range l.Masters() {
+		eps = append(eps, "https://"+m.IP.String()+":2379")
+	}
+	return probe.Dialer{Dial: c.DialContext, TLS: tc}, eps, nil
+}
+
+// MoveLeader makes master (master1-3) the etcd leader, and returns once a linearizable
+// read works, so that the move's own election is over.
+func (l *Lab) MoveLeader(ctx context.Context, master string) error {
+	d, eps, err := l.Etcd()
+	if err != nil {
+		return err
+	}
+	target := "https://" + l.Host(master).IP.String() + ":2379"
+	if err := probe.MoveLeader(ctx, d, eps, target, 30*time.Second); err != nil {
+		return err
+	}
+	cli, err := d.Client(eps...)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	return await.Until(ctx, "a linearizable read after the etcd leader's move to "+master, 20*time.Second, func() error {
+		rctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		_, err := cli.Get(rctx, "/haagent/lab")
+		return err
+	}, await.Every(50*time.Millisecond))
 }

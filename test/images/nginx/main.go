@@ -32,7 +32,16 @@ func main() {
 	// The image has no shell and no curl; -get lets a pod of it be the client in tests
 	// (kubectl exec POD -- /nginx -get http://10.254.0.10/).
 	get := flag.String("get", "", "fetch this URL, print its body and exit (non-zero on a failure or a non-2xx answer)")
+	// A stream for tests of kubectl logs -f and a streaming kubectl exec: numbered
+	// lines, so that a reader can tell a gap from a slow writer.
+	tick := flag.Duration("tick", 0, "print a numbered line this often until killed, instead of serving")
 	flag.Parse()
+	if *tick > 0 {
+		for i := 1; ; i++ {
+			fmt.Printf("tick %d\n", i)
+			time.Sleep(*tick)
+		}
+	}
 	if *get != "" {
 		if err := fetch(*get); err != nil {
 			fmt.Fprintln(os.Stderr, "nginx -get:", err)
