@@ -51,10 +51,13 @@ import (
 	"syscall"
 	"time"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 )
 
 // KeyPrefix is where the elections live in etcd, one per VIP below it; the lb's etcd
@@ -138,6 +141,10 @@ type VIP struct {
 	garpStop  chan struct{}
 	// memberIDs maps each endpoint to its member's ID, as learnt from its answers.
 	memberIDs map[string]uint64
+	// members holds one connection per member (index of Config.Endpoints) for the
+	// quorum probe: a Status on a connection that is already up answers in a round
+	// trip, where a new connection's TLS handshake may not fit a loaded host's probe.
+	members []pb.MaintenanceClient
 }
 
 // New prepares the VIP; it touches nothing.
@@ -187,10 +194,27 @@ func (v *VIP) Run(ctx context.Context) error {
 		return fmt.Errorf("[vip] etcd client for %v: %w", v.cfg.Endpoints, err)
 	}
 	defer cli.Close()
+	for _, ep := range v.cfg.Endpoints {
+		mc, err := clientv3.New(clientv3.Config{
+			Endpoints: []string{ep}, TLS: v.cfg.TLS, Context: ctx, Logger: zap.NewNop(),
+			DialTimeout: 2 * time.Second, DialKeepAliveTime: 2 * time.Second, DialKeepAliveTimeout: time.Second,
+			// A member that comes back is probed again within a second, not after
+			// gRPC's default reconnect backoff of up to two minutes.
+			DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+				Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+				MinConnectTimeout: time.Second,
+			})},
+		})
+		if err != nil {
+			return fmt.Errorf("[vip] etcd client for %s: %w", ep, err)
+		}
+		defer mc.Close()
+		v.members = append(v.members, pb.NewMaintenanceClient(mc.ActiveConnection()))
+	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Go(func() { v.observe(ctx, cli) })
-	wg.Go(func() { v.learnMembers(ctx, cli) })
+	wg.Go(func() { v.learnMembers(ctx) })
 	v.lg.Info("[vip] campaigning", "interface", v.cfg.Interface, "name", v.cfg.Name, "key", v.prefix)
 	wait := retryEvery
 	for ctx.Err() == nil {
@@ -464,7 +488,7 @@ func (v *VIP) keepAlive(ctx context.Context, cli *clientv3.Client, id clientv3.L
 	var proof chan bool
 	if probe {
 		proof = make(chan bool, 1)
-		go func() { proof <- v.leaderless(ctx, cli) }()
+		go func() { proof <- v.leaderless(ctx) }()
 	}
 	kctx, cancel := context.WithTimeout(ctx, keepAliveTimeout)
 	_, r.err = cli.KeepAliveOnce(kctx, id)
@@ -474,7 +498,7 @@ func (v *VIP) keepAlive(ctx context.Context, cli *clientv3.Client, id clientv3.L
 	if proof == nil && r.err != nil && !errors.Is(r.err, rpctypes.ErrLeaseNotFound) && ctx.Err() == nil {
 		start = time.Now()
 		proof = make(chan bool, 1)
-		proof <- v.leaderless(ctx, cli)
+		proof <- v.leaderless(ctx)
 	}
 	if proof != nil && <-proof && r.err != nil {
 		r.noQuorumAt = start
@@ -488,7 +512,7 @@ func (v *VIP) keepAlive(ctx context.Context, cli *clientv3.Client, id clientv3.L
 // refuse, or, with a majority answering, one that does not answer at all; and none
 // names a leader that answers. A member that does not answer is no proof by itself:
 // the holder may be the one cut off.
-func (v *VIP) leaderless(ctx context.Context, cli *clientv3.Client) bool {
+func (v *VIP) leaderless(ctx context.Context) bool {
 	answers := make([]answer, len(v.cfg.Endpoints))
 	var wg sync.WaitGroup
 	for i, ep := range v.cfg.Endpoints {
@@ -509,7 +533,7 @@ func (v *VIP) leaderless(ctx context.Context, cli *clientv3.Client) bool {
 				return
 			}
 			c.Close()
-			if st, err := cli.Status(pctx, ep); err == nil && st.Header != nil {
+			if st, err := v.members[i].Status(pctx, &pb.StatusRequest{}); err == nil && st.Header != nil {
 				answers[i].id, answers[i].leader = st.Header.MemberId, st.Leader
 			}
 		})
@@ -571,10 +595,10 @@ func provesLeaderless(endpoints []string, answers []answer, ids map[string]uint6
 // learnMembers records each endpoint's member ID while etcd is healthy, so that a
 // later proof of a leaderless etcd can tell that a member's leader is one of the
 // members that are down.
-func (v *VIP) learnMembers(ctx context.Context, cli *clientv3.Client) {
+func (v *VIP) learnMembers(ctx context.Context) {
 	for ctx.Err() == nil {
 		missing := 0
-		for _, ep := range v.cfg.Endpoints {
+		for i, ep := range v.cfg.Endpoints {
 			v.mu.Lock()
 			known := v.memberIDs[ep] != 0
 			v.mu.Unlock()
@@ -582,7 +606,7 @@ func (v *VIP) learnMembers(ctx context.Context, cli *clientv3.Client) {
 				continue
 			}
 			pctx, cancel := context.WithTimeout(ctx, time.Second)
-			st, err := cli.Status(pctx, ep)
+			st, err := v.members[i].Status(pctx, &pb.StatusRequest{})
 			cancel()
 			if err != nil || st.Header == nil {
 				missing++
