@@ -18,32 +18,11 @@ import (
 func benchPods(bin string, rounds int) (table, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
 	defer cancel()
-	work, err := os.MkdirTemp("", "haagent-bench-pods-")
+	l, readyAfter, teardown, err := bootLab(ctx, "pods")
 	if err != nil {
 		return table{}, err
 	}
-	defer os.RemoveAll(work)
-	progress("pods: building the .deb and booting the six-host lab")
-	deb, err := sixhost.BuildDeb(ctx, filepath.Join(work, "dist"))
-	if err != nil {
-		return table{}, err
-	}
-	cfg := sixhost.DefaultConfig()
-	cfg.Deb, cfg.WorkDir, cfg.Logf = deb, work, progress
-	hl, err := hosts.NewLabWith(ctx, hosts.LabOptions{Subnet: sixhost.Subnet, Logf: progress})
-	if err != nil {
-		return table{}, err
-	}
-	defer hl.Teardown()
-	l, err := sixhost.Boot(ctx, hl)
-	if err != nil {
-		return table{}, err
-	}
-	start := time.Now()
-	if err := l.Install(ctx, cfg); err != nil {
-		return table{}, err
-	}
-	readyAfter := time.Since(start)
+	defer teardown()
 
 	n := 0
 	createToRunning := func() (time.Duration, error) {
@@ -123,4 +102,41 @@ func benchPods(bin string, rounds int) (table, error) {
 		notes: []string{strings.TrimSpace(`Pods use the walkthrough's image: nginx from lb1's registry (a mirror for docker.io);
 two pods pulled it on each minion before the rounds. "Running" is the pod's phase as kubectl reads it through lb1, polled every 250 ms.`)},
 	}, nil
+}
+
+// bootLab builds the .deb, boots the seven-host lab and installs haagent on it; it
+// returns the lab, how long the install took to both minions Ready, and the teardown.
+func bootLab(ctx context.Context, section string) (*sixhost.Lab, time.Duration, func(), error) {
+	work, err := os.MkdirTemp("", "haagent-bench-"+section+"-")
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	progress("%s: building the .deb and booting the seven-host lab", section)
+	deb, err := sixhost.BuildDeb(ctx, filepath.Join(work, "dist"))
+	if err != nil {
+		os.RemoveAll(work)
+		return nil, 0, nil, err
+	}
+	cfg := sixhost.DefaultConfig()
+	cfg.Deb, cfg.WorkDir, cfg.Logf = deb, work, progress
+	hl, err := hosts.NewLabWith(ctx, hosts.LabOptions{Subnet: sixhost.Subnet, Logf: progress})
+	if err != nil {
+		os.RemoveAll(work)
+		return nil, 0, nil, err
+	}
+	teardown := func() {
+		_ = hl.Teardown()
+		os.RemoveAll(work)
+	}
+	l, err := sixhost.Boot(ctx, hl)
+	if err != nil {
+		teardown()
+		return nil, 0, nil, err
+	}
+	start := time.Now()
+	if err := l.Install(ctx, cfg); err != nil {
+		teardown()
+		return nil, 0, nil, err
+	}
+	return l, time.Since(start), teardown, nil
 }

@@ -9,9 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -63,30 +61,11 @@ type seedStep struct {
 func benchSeedStep(bin string, rounds int) (table, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Hour)
 	defer cancel()
-	work, err := os.MkdirTemp("", "haagent-bench-step-")
+	l, _, teardown, err := bootLab(ctx, "step")
 	if err != nil {
 		return table{}, err
 	}
-	defer os.RemoveAll(work)
-	progress("step: building the .deb and booting the seven-host lab")
-	deb, err := sixhost.BuildDeb(ctx, filepath.Join(work, "dist"))
-	if err != nil {
-		return table{}, err
-	}
-	cfg := sixhost.DefaultConfig()
-	cfg.Deb, cfg.WorkDir, cfg.Logf = deb, work, progress
-	hl, err := hosts.NewLabWith(ctx, hosts.LabOptions{Subnet: sixhost.Subnet, Logf: progress})
-	if err != nil {
-		return table{}, err
-	}
-	defer hl.Teardown()
-	l, err := sixhost.Boot(ctx, hl)
-	if err != nil {
-		return table{}, err
-	}
-	if err := l.Install(ctx, cfg); err != nil {
-		return table{}, err
-	}
+	defer teardown()
 	s := &seedStep{ctx: ctx, l: l}
 	if err := s.openEtcd(); err != nil {
 		return table{}, err
