@@ -2,7 +2,10 @@
 // it proxies each client connection at L4 to the best backend, checks every backend
 // several times a second, and closes the connections of a backend that goes down, when
 // there is a better one, so that long-lived clients (etcd gRPC streams, Kubernetes
-// watches) reconnect at once. The lb role (package roles/lb) runs it.
+// watches) reconnect at once: those of a backend that no longer connects at once, those
+// of one that connects but fails its check after the port's DrainAfter (an apiserver
+// failing /readyz while etcd elects still serves its streams). The lb role (package
+// roles/lb) runs it.
 package loadbalancer
 
 import (

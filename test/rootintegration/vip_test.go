@@ -450,7 +450,8 @@ func (e *vipEnv) watchTwoHolders(t *testing.T) (stop func() (probes, answered in
 
 // TestVIP runs two lbs sharing a VIP in front of three secure masters, and fails the
 // holder in each way: kill -9, a restart of the dead holder, SIGSTOP, a clean stop, a
-// blackhole, a lost etcd quorum (the holder keeps it), and 20 moves back and forth,
+// blackhole, a lost etcd quorum (the holder keeps it), the etcd leader master killed or
+// blackholed (the holder keeps it through the election), and 20 moves back and forth,
 // while a client checks that never two hosts answer for the VIP.
 func TestVIP(t *testing.T) {
 	e := newVIPEnv(t)
