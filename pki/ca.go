@@ -40,11 +40,16 @@ func NewCA(commonName string, now time.Time) (*CA, error) {
 	if err != nil {
 		return nil, err
 	}
+	return selfSigned(commonName, key, serial(), now.Add(-backdate), now.Add(CAValidity))
+}
+
+// selfSigned makes a CA certificate for key.
+func selfSigned(commonName string, key *ecdsa.PrivateKey, sn *big.Int, notBefore, notAfter time.Time) (*CA, error) {
 	tmpl := &x509.Certificate{
-		SerialNumber:          serial(),
+		SerialNumber:          sn,
 		Subject:               pkix.Name{CommonName: commonName, Organization: []string{"haagent"}},
-		NotBefore:             now.Add(-backdate),
-		NotAfter:              now.Add(CAValidity),
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
@@ -53,7 +58,7 @@ func NewCA(commonName string, now time.Time) (*CA, error) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		return nil, fmt.Errorf("create CA: %w", err)
+		return nil, fmt.Errorf("create CA %s: %w", commonName, err)
 	}
 	keyPEM, err := encodeKey(key)
 	if err != nil {

@@ -74,5 +74,23 @@ func DueForRenewal(root string, now time.Time) ([]string, error) {
 			due = append(due, ci.Path)
 		}
 	}
+	if servingFromClusterCA(root) {
+		due = append(due, "/"+KubeletServingCert+" (from the cluster CA)")
+	}
 	return due, nil
+}
+
+// servingFromClusterCA reports whether a kubelet's serving certificate was issued by
+// the cluster CA, as before the kubelet-serving CA: it is renewed at once.
+func servingFromClusterCA(root string) bool {
+	read := func(p string) *x509.Certificate {
+		data, err := os.ReadFile(filepath.Join(root, p))
+		if err != nil {
+			return nil
+		}
+		c, _ := ParseCert(data)
+		return c
+	}
+	ca, serving := read(CACert), read(KubeletServingCert)
+	return ca != nil && serving != nil && serving.CheckSignatureFrom(ca) == nil
 }

@@ -39,15 +39,26 @@ const NodesPrefix = "/haagent/nodes/"
 // legacy cluster, which has none.
 type agentState struct{ tok *pki.Token }
 
-// TLSFiles are the etcd certificate paths under the root.
+// TLSFiles are the etcd certificate paths under the root. While the peer trust file
+// holds the cluster CA (the cluster moves over to the peer CA), the peer port accepts
+// only the names of the masters in --peers.
 func (c *Config) TLSFiles() *etcdmember.TLSFiles {
 	p := func(rel string) string { return filepath.Join(c.Root, rel) }
-	return &etcdmember.TLSFiles{
-		CA:       p(pki.CACert),
+	t := &etcdmember.TLSFiles{
+		CA: p(pki.CACert), PeerCA: p(pki.EtcdPeerTrust),
 		PeerCert: p(pki.EtcdPeerCert), PeerKey: p(pki.EtcdPeerKey),
 		ServerCert: p(pki.EtcdServerCrt), ServerKey: p(pki.EtcdServerKey),
 		ClientCert: p(pki.EtcdClientCert), ClientKey: p(pki.EtcdClientKey),
 	}
+	if _, err := os.Stat(t.PeerCA); err != nil {
+		t.PeerCA = t.CA // a master that an older haagent set up, before its first start with the peer CA
+	}
+	if peers, err := c.ParsePeers(); err == nil && (t.PeerCA == t.CA || pki.PeerTrustMixed(c.Root)) {
+		for _, peer := range peers {
+			t.PeerAllowedCNs = append(t.PeerAllowedCNs, peer.Name)
+		}
+	}
+	return t
 }
 
 // Node is how this master appears in its own certificates.
@@ -142,7 +153,9 @@ func (m *Master) credentials(token pki.Token) (node.Credentials, error) {
 				if err := token.CheckCA(sh.CA.Cert.Raw); err != nil {
 					return nil, err
 				}
-				return pki.Issue(sh, m.cfg.Node(), time.Now())
+				n := m.cfg.Node()
+				n.LegacyPeerCert = pki.LegacyPeerCert(m.cfg.Root, sh.CA)
+				return pki.Issue(sh, n, time.Now())
 			}
 			fs, err := fetch(ctx)
 			if err == nil || !mayCreate || errors.Is(err, join.ErrForbidden) || errors.Is(err, pki.ErrCAMismatch) {
@@ -180,7 +193,9 @@ func (m *Master) serveJoin(ctx context.Context, g *errgroup.Group, token pki.Tok
 func (m *Master) issuer(sh *pki.Shared) join.Issuer {
 	return func(req join.Request) ([]files.File, error) {
 		n := pki.Node{Role: req.Role, Name: req.Name, Hosts: req.Hosts, LB: m.cfg.LB,
-			ServiceIP: firstIP(m.cfg.ServiceClusterIPRange)}
+			ServiceIP: firstIP(m.cfg.ServiceClusterIPRange),
+			// Another master gets a peer certificate that this one would present.
+			LegacyPeerCert: pki.LegacyPeerCert(m.cfg.Root, sh.CA)}
 		apiHost := m.cfg.AdvertiseAddress
 		if req.Role == "master" && len(req.Hosts) > 0 {
 			apiHost = req.Hosts[0]
@@ -362,6 +377,7 @@ func (m *Master) bindNode(ctx context.Context, name, secretHash string) error {
 // them under root. etcd and the join service reload certificates from disk, so no
 // restart is needed.
 func Reissue(root string, sh *pki.Shared, n pki.Node, now time.Time) ([]string, error) {
+	n.LegacyPeerCert = pki.LegacyPeerCert(root, sh.CA)
 	fs, err := pki.Issue(sh, n, now)
 	if err != nil {
 		return nil, err
