@@ -53,13 +53,19 @@ func Inspect(root string) ([]CertInfo, error) {
 	return out, nil
 }
 
-func kubeconfigCert(data []byte) ([]byte, error) {
+func kubeconfigCert(data []byte) ([]byte, error) { return kubeconfigData(data, "client-certificate-data") }
+
+// KubeconfigCA is the CA certificate (PEM) that a kubeconfig Kubeconfig rendered trusts.
+func KubeconfigCA(data []byte) ([]byte, error) { return kubeconfigData(data, "certificate-authority-data") }
+
+// kubeconfigData decodes the first base64 field named field in a kubeconfig.
+func kubeconfigData(data []byte, field string) ([]byte, error) {
 	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "client-certificate-data:"); ok {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), field+":"); ok {
 			return base64.StdEncoding.DecodeString(strings.TrimSpace(v))
 		}
 	}
-	return nil, fmt.Errorf("no client-certificate-data")
+	return nil, fmt.Errorf("no %s", field)
 }
 
 // DueForRenewal reports whether any leaf certificate under root has passed its renewal time.

@@ -189,10 +189,20 @@ func (m *Master) serveJoin(ctx context.Context, g *errgroup.Group, token pki.Tok
 	return nil
 }
 
-// issuer signs the files a joining node asks for.
+// issuer signs the files a joining node asks for. A minion's kubelet serving
+// certificate names the node and, of the hosts it asks for, only the address the
+// request came from (nodeHosts).
 func (m *Master) issuer(sh *pki.Shared) join.Issuer {
-	return func(req join.Request) ([]files.File, error) {
-		n := pki.Node{Role: req.Role, Name: req.Name, Hosts: req.Hosts, LB: m.cfg.LB,
+	return func(req join.Request, from string) ([]files.File, error) {
+		hosts := req.Hosts
+		if req.Role != "master" {
+			var dropped []string
+			if hosts, dropped = m.nodeHosts(req.Hosts, from); len(dropped) > 0 {
+				m.lg.Warn("[join] left out of the node's serving certificate: not the address its request came from, or a master's, the lb's or a service address",
+					"node", req.Name, "from", from, "hosts", dropped)
+			}
+		}
+		n := pki.Node{Role: req.Role, Name: req.Name, Hosts: hosts, LB: m.cfg.LB,
 			ServiceIP: firstIP(m.cfg.ServiceClusterIPRange),
 			// Another master gets a peer certificate that this one would present.
 			LegacyPeerCert: pki.LegacyPeerCert(m.cfg.Root, sh.CA)}
@@ -205,6 +215,43 @@ func (m *Master) issuer(sh *pki.Shared) join.Issuer {
 		n.APIServer = "https://" + net.JoinHostPort(apiHost, "6443")
 		return pki.Issue(sh, n, time.Now())
 	}
+}
+
+// nodeHosts keeps, of the hosts a minion or lb asks to be named in its serving
+// certificate, the address its request came from, unless that address is a master's,
+// the lb's or in the service range; it returns the rest as dropped. A node
+// that joins through an lb that does not pass on its address gets none: its
+// certificate names only the node.
+func (m *Master) nodeHosts(hosts []string, from string) (kept, dropped []string) {
+	src, err := netip.ParseAddr(from)
+	forbidden := err != nil || src.IsUnspecified() || m.isControlPlaneAddr(src)
+	for _, h := range hosts {
+		if a, err := netip.ParseAddr(h); err == nil && !forbidden && a.Unmap() == src.Unmap() {
+			kept = append(kept, h)
+		} else {
+			dropped = append(dropped, h)
+		}
+	}
+	return kept, dropped
+}
+
+// isControlPlaneAddr reports whether a is a master's address in --peers, the lb's
+// (--lb) or in the service range: no minion's certificate may name it.
+func (m *Master) isControlPlaneAddr(a netip.Addr) bool {
+	a = a.Unmap()
+	if p, err := netip.ParsePrefix(m.cfg.ServiceClusterIPRange); err == nil && p.Contains(a) {
+		return true
+	}
+	if lb, err := netip.ParseAddr(m.cfg.LB); err == nil && lb.Unmap() == a {
+		return true
+	}
+	peers, _ := m.cfg.ParsePeers()
+	for _, p := range peers {
+		if h, err := netip.ParseAddr(p.Host()); err == nil && h.Unmap() == a {
+			return true
+		}
+	}
+	return false
 }
 
 // servingCert reloads the join service's certificate from disk on each handshake, so
