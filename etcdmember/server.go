@@ -100,8 +100,8 @@ type TLSFiles struct {
 	PeerCA string
 	// PeerAllowedCNs, when set, are the only subject CNs accepted on the peer port and
 	// from peers: the masters' names, while PeerCA holds the cluster CA too.
-	PeerAllowedCNs    []string
-	PeerCert, PeerKey string
+	PeerAllowedCNs        []string
+	PeerCert, PeerKey     string
 	ServerCert, ServerKey string
 	ClientCert, ClientKey string
 }

@@ -3,8 +3,8 @@ package pki
 import (
 	"bytes"
 	"crypto/x509"
-	"encoding/pem"
 	"encoding/base64"
+	"encoding/pem"
 	"fmt"
 	"io/fs"
 	"net"
@@ -23,10 +23,10 @@ const Dir = "etc/kubernetes/pki"
 
 // Paths of the files every role reads, relative to --root.
 const (
-	CACert        = Dir + "/ca.crt"
-	CAKey         = Dir + "/ca.key"
-	SAKey         = Dir + "/sa.key"
-	SAPub         = Dir + "/sa.pub"
+	CACert = Dir + "/ca.crt"
+	CAKey  = Dir + "/ca.key"
+	SAKey  = Dir + "/sa.key"
+	SAPub  = Dir + "/sa.pub"
 	// EtcdPeerCert is a master's raft identity, from the etcd peer CA (PeerCAName):
 	// from the cluster CA only while its cluster moves over (see Node.LegacyPeerCert).
 	EtcdPeerCert = Dir + "/etcd-peer.crt"
@@ -60,8 +60,8 @@ const (
 	// kubelet-serving CA, and the cluster CA, which signed the kubelets' serving
 	// certificates before there was one, until they are renewed.
 	KubeletCABundle = Dir + "/kubelet-serving-ca.crt"
-	KubeProxyCert      = Dir + "/kube-proxy.crt"
-	KubeProxyKey       = Dir + "/kube-proxy.key"
+	KubeProxyCert   = Dir + "/kube-proxy.crt"
+	KubeProxyKey    = Dir + "/kube-proxy.key"
 
 	AdminKubeconfig             = "etc/kubernetes/admin.kubeconfig"
 	ControllerManagerKubeconfig = "etc/kubernetes/controller-manager.kubeconfig"

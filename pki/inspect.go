@@ -53,10 +53,14 @@ func Inspect(root string) ([]CertInfo, error) {
 	return out, nil
 }
 
-func kubeconfigCert(data []byte) ([]byte, error) { return kubeconfigData(data, "client-certificate-data") }
+func kubeconfigCert(data []byte) ([]byte, error) {
+	return kubeconfigData(data, "client-certificate-data")
+}
 
 // KubeconfigCA is the CA certificate (PEM) that a kubeconfig Kubeconfig rendered trusts.
-func KubeconfigCA(data []byte) ([]byte, error) { return kubeconfigData(data, "certificate-authority-data") }
+func KubeconfigCA(data []byte) ([]byte, error) {
+	return kubeconfigData(data, "certificate-authority-data")
+}
 
 // kubeconfigData decodes the first base64 field named field in a kubeconfig.
 func kubeconfigData(data []byte, field string) ([]byte, error) {

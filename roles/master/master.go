@@ -41,9 +41,9 @@ type Master struct {
 	// etcdTLS is the member's TLS files (nil with --insecure); preparePeerTrust
 	// refreshes it before the member runs.
 	etcdTLS *etcdmember.TLSFiles
-	reg    prometheus.Gatherer
-	snaps  *snapshots.Scheduler
-	keeper *spacekeeper.Keeper
+	reg     prometheus.Gatherer
+	snaps   *snapshots.Scheduler
+	keeper  *spacekeeper.Keeper
 	// agent is the agent token the join service checks; nil until read from etcd.
 	agent atomic.Pointer[agentState]
 }
