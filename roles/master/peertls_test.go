@@ -1,6 +1,10 @@
 package master
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/haagent/haagent/join"
+)
 
 // The move to the etcd peer CA while the masters roll one at a time: no master
 // presents a peer-CA certificate before every member trusts the peer CA, and none
@@ -42,31 +46,44 @@ func TestPeerMove(t *testing.T) {
 	}
 }
 
-// A minion's serving certificate names, of the hosts it asks for, only the address its
-// request came from, and never a master's, the lb's or a service address.
+// A minion's serving certificate names no master's, lb's or service address, and an
+// address that one node holds no other node, unless it proves it.
 func TestNodeHosts(t *testing.T) {
 	cfg := NewConfig()
 	cfg.Peers, cfg.LB, cfg.ServiceClusterIPRange = "m1=https://10.0.0.21:2380,m2=https://10.0.0.22:2380", "10.0.0.10", "10.254.0.0/16"
 	m := &Master{cfg: cfg}
+	held := map[string]string{} // address -> node, as bindAddress keeps them
+	bindAs := func(node string) func(string, bool) error {
+		return func(addr string, proven bool) error {
+			if owner, ok := held[addr]; ok && owner != node && !proven {
+				return join.ErrNameTaken
+			}
+			held[addr] = node
+			return nil
+		}
+	}
 	tests := []struct {
+		node, from string
 		hosts      []string
-		from, kept string
+		kept       string
 	}{
-		{hosts: []string{"10.0.0.31"}, from: "10.0.0.31", kept: "10.0.0.31"},
-		{hosts: []string{"10.0.0.31", "10.0.0.32", "kubernetes", "10.254.0.1", "10.0.0.21", "10.0.0.10"}, from: "10.0.0.31", kept: "10.0.0.31"},
-		{hosts: []string{"10.0.0.31"}, from: "10.0.0.10"},              // through the lb: unproven
-		{hosts: []string{"10.0.0.21"}, from: "10.0.0.21"},              // a master's address
-		{hosts: []string{"10.254.0.1"}, from: "10.254.0.1"},            // a service address
-		{hosts: []string{"kubernetes.default.svc"}, from: "10.0.0.31"}, // names other than the node's own
+		{node: "n1", from: "10.0.0.31", hosts: []string{"10.0.0.31", "kubernetes", "10.254.0.1", "10.0.0.21", "10.0.0.10", "0.0.0.0"}, kept: "10.0.0.31"},
+		{node: "n1", from: "10.0.0.10", hosts: []string{"10.0.0.31"}, kept: "10.0.0.31"}, // its own again, through the lb
+		{node: "n2", from: "10.0.0.10", hosts: []string{"10.0.0.31"}},                    // n1's, through the lb
+		{node: "n2", from: "10.0.0.99", hosts: []string{"10.0.0.31"}},                    // n1's, from elsewhere
+		{node: "n2", from: "10.0.0.10", hosts: []string{"10.0.0.32"}, kept: "10.0.0.32"}, // first come, through the lb
+		{node: "n3", from: "10.0.0.32", hosts: []string{"10.0.0.32"}, kept: "10.0.0.32"}, // proven: the request came from it
+		{node: "n2", from: "10.0.0.10", hosts: []string{"10.0.0.32"}},                    // now n3's
+		{node: "n4", from: "10.0.0.21", hosts: []string{"10.0.0.21"}},                    // a master's, even from it
 	}
 	for _, tt := range tests {
-		kept, dropped := m.nodeHosts(tt.hosts, tt.from)
+		kept, dropped := m.nodeHosts(tt.hosts, tt.from, bindAs(tt.node))
 		want := 0
 		if tt.kept != "" {
 			want = 1
 		}
 		if len(kept) != want || want == 1 && kept[0] != tt.kept || len(kept)+len(dropped) != len(tt.hosts) {
-			t.Errorf("nodeHosts(%v, %s) = %v, %v; want [%s]", tt.hosts, tt.from, kept, dropped, tt.kept)
+			t.Errorf("%s from %s asking for %v: kept %v, dropped %v; want [%s]", tt.node, tt.from, tt.hosts, kept, dropped, tt.kept)
 		}
 	}
 }

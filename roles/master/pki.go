@@ -190,15 +190,16 @@ func (m *Master) serveJoin(ctx context.Context, g *errgroup.Group, token pki.Tok
 }
 
 // issuer signs the files a joining node asks for. A minion's kubelet serving
-// certificate names the node and, of the hosts it asks for, only the address the
-// request came from (nodeHosts).
+// certificate names the node and, of the addresses it asks for, those that nodeHosts
+// lets through.
 func (m *Master) issuer(sh *pki.Shared) join.Issuer {
 	return func(req join.Request, from string) ([]files.File, error) {
 		hosts := req.Hosts
 		if req.Role != "master" {
 			var dropped []string
-			if hosts, dropped = m.nodeHosts(req.Hosts, from); len(dropped) > 0 {
-				m.lg.Warn("[join] left out of the node's serving certificate: not the address its request came from, or a master's, the lb's or a service address",
+			bind := func(addr string, proven bool) error { return m.bindAddress(addr, req.Name, proven) }
+			if hosts, dropped = m.nodeHosts(req.Hosts, from, bind); len(dropped) > 0 {
+				m.lg.Warn("[join] left out of the node's serving certificate: a name other than the node's, a master's, the lb's or a service address, or one that another node holds",
 					"node", req.Name, "from", from, "hosts", dropped)
 			}
 		}
@@ -218,21 +219,61 @@ func (m *Master) issuer(sh *pki.Shared) join.Issuer {
 }
 
 // nodeHosts keeps, of the hosts a minion or lb asks to be named in its serving
-// certificate, the address its request came from, unless that address is a master's,
-// the lb's or in the service range; it returns the rest as dropped. A node
-// that joins through an lb that does not pass on its address gets none: its
-// certificate names only the node.
-func (m *Master) nodeHosts(hosts []string, from string) (kept, dropped []string) {
-	src, err := netip.ParseAddr(from)
-	forbidden := err != nil || src.IsUnspecified() || m.isControlPlaneAddr(src)
+// certificate, the IP addresses that are no master's, lb's or service address and
+// that bind ties to this node: proven when the request came from that address, else
+// first come (a node that joins through an lb can't prove its address, which the lb
+// does not pass on), as node names are. It returns the rest as dropped.
+func (m *Master) nodeHosts(hosts []string, from string, bind func(addr string, proven bool) error) (kept, dropped []string) {
+	src, srcErr := netip.ParseAddr(from)
 	for _, h := range hosts {
-		if a, err := netip.ParseAddr(h); err == nil && !forbidden && a.Unmap() == src.Unmap() {
-			kept = append(kept, h)
-		} else {
+		a, err := netip.ParseAddr(h)
+		if err != nil || a.IsUnspecified() || m.isControlPlaneAddr(a) {
 			dropped = append(dropped, h)
+			continue
 		}
+		a = a.Unmap()
+		if err := bind(a.String(), srcErr == nil && a == src.Unmap()); err != nil {
+			if !errors.Is(err, join.ErrNameTaken) {
+				m.lg.Warn("[join] could not bind a node address", "address", a, "err", err)
+			}
+			dropped = append(dropped, h)
+			continue
+		}
+		kept = append(kept, h)
 	}
 	return kept, dropped
+}
+
+// NodeAddressesPrefix is where masters keep, per address a minion's serving
+// certificate names, the node it belongs to.
+const NodeAddressesPrefix = "/haagent/node-addresses/"
+
+// bindAddress ties addr to node: a node that proves the address (its request came
+// from it) takes it; else the first node to ask for it keeps it, and join.ErrNameTaken
+// refuses another.
+func (m *Master) bindAddress(addr, node string, proven bool) error {
+	cli := m.member.Client()
+	if cli == nil {
+		return errors.New("etcd is not ready")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	key := NodeAddressesPrefix + addr
+	if proven {
+		_, err := cli.Put(ctx, key, node)
+		return err
+	}
+	resp, err := cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, node)).
+		Else(clientv3.OpGet(key)).Commit()
+	if err != nil {
+		return fmt.Errorf("bind the node address %s: %w", addr, err)
+	}
+	if kvs := resp.Responses[0].GetResponseRange().GetKvs(); !resp.Succeeded && (len(kvs) != 1 || string(kvs[0].Value) != node) {
+		return join.ErrNameTaken
+	}
+	return nil
 }
 
 // isControlPlaneAddr reports whether a is a master's address in --peers, the lb's
