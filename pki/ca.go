@@ -1,6 +1,7 @@
 // Package pki owns the cluster's trust: the join tokens (server and agent), the
-// cluster CA and the service-account keys, the certificates and kubeconfigs each role
-// gets, and their encryption at rest in etcd.
+// cluster CA and the CAs derived from it (etcd peer, kubelet serving), the
+// service-account keys, the certificates and kubeconfigs each role gets, and their
+// encryption at rest in etcd.
 package pki
 
 import (
