@@ -72,7 +72,7 @@ func DataDirMembers(dataDir string) ([]Member, error) {
 func (s *Server) peerHTTP() (*http.Client, error) {
 	hc := &http.Client{Timeout: s.cfg.ProbeTimeout}
 	if t := s.cfg.TLS; t != nil {
-		info := transport.TLSInfo{CertFile: t.PeerCert, KeyFile: t.PeerKey, TrustedCAFile: t.CA}
+		info := transport.TLSInfo{CertFile: t.PeerCert, KeyFile: t.PeerKey, TrustedCAFile: t.PeerCA, AllowedCNs: t.PeerAllowedCNs}
 		tc, err := info.ClientConfig()
 		if err != nil {
 			return nil, fmt.Errorf("peer TLS: %w", err)

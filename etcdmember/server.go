@@ -94,7 +94,13 @@ type Config struct {
 
 // TLSFiles are the certificate files etcd serves and connects with.
 type TLSFiles struct {
-	CA                    string
+	// CA is what the client port trusts, and clients trust it for.
+	CA string
+	// PeerCA is what the peer port trusts, and this member trusts its peers for.
+	PeerCA string
+	// PeerAllowedCNs, when set, are the only subject CNs accepted on the peer port and
+	// from peers: the masters' names, while PeerCA holds the cluster CA too.
+	PeerAllowedCNs        []string
 	PeerCert, PeerKey     string
 	ServerCert, ServerKey string
 	ClientCert, ClientKey string
@@ -364,7 +370,8 @@ func (s *Server) etcdConfig(p plan) *embed.Config {
 	ec.ListenClientUrls = []url.URL{{Scheme: s.cfg.scheme(), Host: net.JoinHostPort(s.cfg.ListenHost, clientPort)}}
 	ec.AdvertiseClientUrls = []url.URL{{Scheme: s.cfg.scheme(), Host: net.JoinHostPort(s.cfg.AdvertiseHost, clientPort)}}
 	if t := s.cfg.TLS; t != nil {
-		ec.PeerTLSInfo = transport.TLSInfo{CertFile: t.PeerCert, KeyFile: t.PeerKey, TrustedCAFile: t.CA, ClientCertAuth: true}
+		ec.PeerTLSInfo = transport.TLSInfo{CertFile: t.PeerCert, KeyFile: t.PeerKey, TrustedCAFile: t.PeerCA, ClientCertAuth: true,
+			AllowedCNs: t.PeerAllowedCNs}
 		ec.ClientTLSInfo = transport.TLSInfo{CertFile: t.ServerCert, KeyFile: t.ServerKey, TrustedCAFile: t.CA, ClientCertAuth: true}
 	}
 	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(newZapLogger(s.lg, s.cfg.EtcdLogLevel, &s.stopping))

@@ -11,6 +11,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -127,8 +128,9 @@ type Response struct {
 // ErrForbidden means a server refused the token or what it was asked for.
 var ErrForbidden = errors.New("the join service refused the token")
 
-// Issuer signs a node's files; the master role supplies it.
-type Issuer func(req Request) ([]files.File, error)
+// Issuer signs a node's files; the master role supplies it. from is the address the
+// request came from, which a minion's serving certificate may name.
+type Issuer func(req Request, from string) ([]files.File, error)
 
 // ServerConfig configures the join service.
 type ServerConfig struct {
@@ -251,7 +253,7 @@ func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	fs, err := s.cfg.Issue(req)
+	fs, err := s.cfg.Issue(req, src)
 	if err != nil {
 		s.cfg.Logger.Error("join: issuing certificates failed", "node", req.Name, "role", req.Role, "err", err)
 		http.Error(w, "could not issue certificates", http.StatusInternalServerError)
@@ -365,8 +367,10 @@ func (s *Server) recordFailure(src string) {
 
 // Fetch asks one server (host:port) for the node's files. It first fetches the CA
 // without trusting it, checks it against the token's pin, and only then sends the
-// secret over a connection verified against that CA. With cert, a node that has joined
-// proves who it is with its client certificate instead, and the secret is not sent.
+// secret over a connection verified against that CA, to a server that proves it is a
+// master (masterServer). With cert, a node that has joined proves who it is with its
+// client certificate instead, and the secret is not sent. It checks what it gets
+// (checkBundle) and gives each file the mode the node chooses (pki.FileMode).
 func Fetch(ctx context.Context, server string, token pki.Token, cert *tls.Certificate, req Request) ([]files.File, []byte, error) {
 	host, _, err := net.SplitHostPort(server)
 	if err != nil {
@@ -388,11 +392,19 @@ func Fetch(ctx context.Context, server string, token pki.Token, cert *tls.Certif
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(caCert)
-	tlsc := &tls.Config{RootCAs: pool, ServerName: host, MinVersion: tls.VersionTLS12}
+	tlsc := &tls.Config{RootCAs: pool, ServerName: host, MinVersion: tls.VersionTLS12,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("the server sent no certificate")
+			}
+			return masterServer(cs.PeerCertificates[0])
+		}}
 	if cert != nil {
 		tlsc.Certificates = []tls.Certificate{*cert}
 	}
-	verified := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsc}}
+	verified := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsc},
+		// The secret goes to the server that was verified, and nowhere it points.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	body, _ := json.Marshal(req)
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+server+"/v1/join", bytes.NewReader(body))
 	if err != nil {
@@ -420,12 +432,70 @@ func Fetch(ctx context.Context, server string, token pki.Token, cert *tls.Certif
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
 		return nil, nil, fmt.Errorf("join via %s: %w", server, err)
 	}
-	for _, f := range out.Files {
-		if strings.Contains(f.Path, "..") || strings.HasPrefix(f.Path, "/") || !strings.HasPrefix(f.Path, "etc/kubernetes/") {
-			return nil, nil, fmt.Errorf("join via %s: refusing file path %q", server, f.Path)
-		}
+	if err := checkBundle(out.Files, caCert); err != nil {
+		return nil, nil, fmt.Errorf("join via %s: refusing the files: %w", server, err)
 	}
 	return out.Files, caPEM, nil
+}
+
+// masterServer refuses a server certificate that a non-master holds: the CA has
+// verified the chain and the name, but before the kubelet-serving CA a minion's
+// kubelet serving certificate came from the cluster CA too, with the names its join
+// asked for, and such a certificate may still be valid.
+func masterServer(leaf *x509.Certificate) error {
+	if role, _ := CertIdentity(leaf); role != "" || strings.HasPrefix(leaf.Subject.CommonName, "system:") ||
+		slices.Contains(leaf.Subject.Organization, "system:nodes") {
+		return fmt.Errorf("the server's certificate %q belongs to a node, not a master", leaf.Subject.CommonName)
+	}
+	return nil
+}
+
+// checkBundle checks the files a join service sent, and sets their modes: only paths
+// under etc/kubernetes/, a ca.crt that is the CA the connection was verified with (the
+// pinned one), and kubeconfigs that trust that CA alone.
+func checkBundle(fs []files.File, ca *x509.Certificate) error {
+	sawCA := false
+	for i, f := range fs {
+		if strings.Contains(f.Path, "..") || strings.HasPrefix(f.Path, "/") || !strings.HasPrefix(f.Path, "etc/kubernetes/") {
+			return fmt.Errorf("file path %q", f.Path)
+		}
+		fs[i].Mode = pki.FileMode(f.Path)
+		var got []byte
+		switch {
+		case f.Path == pki.CACert:
+			got, sawCA = f.Data, true
+		case strings.HasSuffix(f.Path, ".kubeconfig"):
+			var err error
+			if got, err = pki.KubeconfigCA(f.Data); err != nil {
+				return fmt.Errorf("%s: %w", f.Path, err)
+			}
+		default:
+			continue
+		}
+		if !onlyCert(got, ca) {
+			return fmt.Errorf("%s trusts another CA than the pinned one", f.Path)
+		}
+	}
+	if !sawCA {
+		return fmt.Errorf("no %s", pki.CACert)
+	}
+	return nil
+}
+
+// onlyCert reports whether PEM data holds ca and nothing else.
+func onlyCert(data []byte, ca *x509.Certificate) bool {
+	n := 0
+	for {
+		b, rest := pem.Decode(data)
+		if b == nil {
+			return n == 1 && len(bytes.TrimSpace(data)) == 0
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if b.Type != "CERTIFICATE" || err != nil || !c.Equal(ca) {
+			return false
+		}
+		n, data = n+1, rest
+	}
 }
 
 // firstLine keeps a server's reason to one line, whatever it sent.

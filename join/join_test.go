@@ -38,7 +38,7 @@ func startServerWith(t *testing.T, tok pki.Token, edit func(*ServerConfig)) (add
 	cfg := ServerConfig{
 		Address: "127.0.0.1:0", Token: tok, CACert: sh.CA.CertPEM,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &cert, nil },
-		Issue: func(req Request) ([]files.File, error) {
+		Issue: func(req Request, _ string) ([]files.File, error) {
 			return pki.Issue(sh, pki.Node{Role: req.Role, Name: req.Name, Hosts: req.Hosts, APIServer: "https://127.0.0.1:6443"}, time.Now())
 		},
 		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),

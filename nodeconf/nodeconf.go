@@ -233,8 +233,9 @@ func componentFiles(c Config, p func(string) string) ([]componentFile, error) {
 				"--client-ca-file=" + p(pki.CACert),
 				"--kubelet-client-certificate=" + p(pki.APIServerKubeletCrt),
 				"--kubelet-client-key=" + p(pki.APIServerKubeletKey),
-				// Kubelets serve with certificates from the cluster CA, for their node IP.
-				"--kubelet-certificate-authority=" + p(pki.CACert),
+				// Kubelets serve with certificates from the kubelet-serving CA, for their
+				// node name and IP (the cluster CA too, for those issued before it).
+				"--kubelet-certificate-authority=" + p(pki.KubeletCABundle),
 				"--kubelet-preferred-address-types=InternalIP,Hostname,ExternalIP",
 				"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 				"--service-account-key-file=" + p(pki.SAPub),

@@ -2,11 +2,15 @@ package pki
 
 import (
 	"bytes"
+	"crypto/x509"
 	"encoding/base64"
+	"encoding/pem"
 	"fmt"
 	"io/fs"
 	"net"
+	"os"
 	"path"
+	"path/filepath"
 	"strings"
 	"text/template"
 	"time"
@@ -19,12 +23,19 @@ const Dir = "etc/kubernetes/pki"
 
 // Paths of the files every role reads, relative to --root.
 const (
-	CACert        = Dir + "/ca.crt"
-	CAKey         = Dir + "/ca.key"
-	SAKey         = Dir + "/sa.key"
-	SAPub         = Dir + "/sa.pub"
-	EtcdPeerCert  = Dir + "/etcd-peer.crt"
-	EtcdPeerKey   = Dir + "/etcd-peer.key"
+	CACert = Dir + "/ca.crt"
+	CAKey  = Dir + "/ca.key"
+	SAKey  = Dir + "/sa.key"
+	SAPub  = Dir + "/sa.pub"
+	// EtcdPeerCert is a master's raft identity, from the etcd peer CA (PeerCAName):
+	// from the cluster CA only while its cluster moves over (see Node.LegacyPeerCert).
+	EtcdPeerCert = Dir + "/etcd-peer.crt"
+	EtcdPeerKey  = Dir + "/etcd-peer.key"
+	// EtcdPeerCACert is the etcd peer CA, on masters only.
+	EtcdPeerCACert = Dir + "/etcd-peer-ca.crt"
+	// EtcdPeerTrust is what the etcd peer port trusts: the peer CA, and the cluster CA
+	// (for masters' names only) while the cluster moves over. The master writes it.
+	EtcdPeerTrust = Dir + "/etcd-peer-trust.crt"
 	EtcdServerCrt = Dir + "/etcd-server.crt"
 	EtcdServerKey = Dir + "/etcd-server.key"
 	// EtcdClientCert is haagent's own etcd client identity (status, flannel seeding, lb checks).
@@ -40,12 +51,17 @@ const (
 	FlannelEtcdKey      = Dir + "/flannel-etcd-client.key"
 	KubeletClientCert   = Dir + "/kubelet-client.crt"
 	KubeletClientKey    = Dir + "/kubelet-client.key"
-	// KubeletServingCert is the kubelet's own HTTPS certificate, from the cluster CA, so
-	// that the apiserver can verify the kubelet it talks to for logs, exec and port-forward.
+	// KubeletServingCert is the kubelet's own HTTPS certificate, from the kubelet-serving
+	// CA (KubeletCAName), so that the apiserver can verify the kubelet it talks to for
+	// logs, exec and port-forward, and nothing else accepts it.
 	KubeletServingCert = Dir + "/kubelet-server.crt"
 	KubeletServingKey  = Dir + "/kubelet-server.key"
-	KubeProxyCert      = Dir + "/kube-proxy.crt"
-	KubeProxyKey       = Dir + "/kube-proxy.key"
+	// KubeletCABundle is what the apiserver trusts for kubelets, on masters: the
+	// kubelet-serving CA, and the cluster CA, which signed the kubelets' serving
+	// certificates before there was one, until they are renewed.
+	KubeletCABundle = Dir + "/kubelet-serving-ca.crt"
+	KubeProxyCert   = Dir + "/kube-proxy.crt"
+	KubeProxyKey    = Dir + "/kube-proxy.key"
 
 	AdminKubeconfig             = "etc/kubernetes/admin.kubeconfig"
 	ControllerManagerKubeconfig = "etc/kubernetes/controller-manager.kubeconfig"
@@ -58,12 +74,17 @@ const (
 // service.
 const LBCommonName = "haagent-lb"
 
+// FlannelCommonName is flanneld's etcd identity, on masters and minions.
+const FlannelCommonName = "flannel"
+
 // Node says who a bundle is for.
 type Node struct {
 	// Role is lb, master or minion.
 	Role string
 	Name string
 	// Hosts are this node's own addresses (IPs or DNS names), put into its server SANs.
+	// For a minion the issuer has checked them: its kubelet's serving certificate
+	// names the node and these, nothing else.
 	Hosts []string
 	// LB is the lb's address, put into master SANs and minion kubeconfigs; may be empty.
 	LB string
@@ -71,9 +92,15 @@ type Node struct {
 	ServiceIP string
 	// APIServer is the URL kubeconfigs on this node point at.
 	APIServer string
+	// LegacyPeerCert issues a master's etcd peer certificate from the cluster CA, as
+	// haagent did before the peer CA: while a member of its cluster may not trust the
+	// peer CA yet, a master presents one that every member trusts.
+	LegacyPeerCert bool
 }
 
 // Issue returns every file the node's role needs: certificates, keys and kubeconfigs.
+// Only a master's files carry a certificate for server authentication from the cluster
+// CA; a minion's kubelet serves with one from the kubelet-serving CA.
 func Issue(sh *Shared, n Node, now time.Time) ([]files.File, error) {
 	b := &bundle{ca: sh.CA, now: now}
 	b.add(CACert, 0o644, sh.CA.CertPEM)
@@ -83,10 +110,19 @@ func Issue(sh *Shared, n Node, now time.Time) ([]files.File, error) {
 		b.add(CAKey, 0o600, sh.CA.KeyPEM)
 		b.add(SAKey, 0o600, sh.SAKeyPEM)
 		b.add(SAPub, 0o644, sh.SAPubPEM)
-		b.leaf(EtcdPeerCert, EtcdPeerKey, LeafSpec{CommonName: n.Name, Hosts: local, Server: true, Client: true})
+		peer, err := IssuePeer(sh, n, now)
+		if err != nil {
+			return nil, err
+		}
+		b.files = append(b.files, peer...)
+		kubeletCA, err := sh.CA.Derive(KubeletCAName)
+		if err != nil {
+			return nil, err
+		}
+		b.add(KubeletCABundle, 0o644, append(append([]byte{}, kubeletCA.CertPEM...), sh.CA.CertPEM...))
 		b.leaf(EtcdServerCrt, EtcdServerKey, LeafSpec{CommonName: n.Name, Hosts: append(local, n.LB), Server: true, Client: true})
 		b.leaf(EtcdClientCert, EtcdClientKey, LeafSpec{CommonName: "haagent", Client: true})
-		b.leaf(FlannelEtcdCert, FlannelEtcdKey, LeafSpec{CommonName: "flannel", Client: true})
+		b.leaf(FlannelEtcdCert, FlannelEtcdKey, LeafSpec{CommonName: FlannelCommonName, Client: true})
 		apiHosts := append(append([]string{}, local...), n.LB, n.ServiceIP,
 			"kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local")
 		b.leaf(APIServerCert, APIServerKey, LeafSpec{CommonName: "kube-apiserver", Hosts: apiHosts, Server: true})
@@ -103,10 +139,14 @@ func Issue(sh *Shared, n Node, now time.Time) ([]files.File, error) {
 	case "minion":
 		b.leaf(KubeletClientCert, KubeletClientKey, LeafSpec{CommonName: "system:node:" + n.Name,
 			Organization: []string{"system:nodes"}, Client: true})
-		b.leaf(KubeletServingCert, KubeletServingKey, LeafSpec{CommonName: "system:node:" + n.Name,
-			Organization: []string{"system:nodes"}, Hosts: local, Server: true})
+		kubeletCA, err := sh.CA.Derive(KubeletCAName)
+		if err != nil {
+			return nil, err
+		}
+		b.leafFrom(kubeletCA, KubeletServingCert, KubeletServingKey, LeafSpec{CommonName: "system:node:" + n.Name,
+			Organization: []string{"system:nodes"}, Hosts: append([]string{n.Name}, n.Hosts...), Server: true})
 		b.leaf(KubeProxyCert, KubeProxyKey, LeafSpec{CommonName: "system:kube-proxy", Client: true})
-		b.leaf(FlannelEtcdCert, FlannelEtcdKey, LeafSpec{CommonName: "flannel", Client: true})
+		b.leaf(FlannelEtcdCert, FlannelEtcdKey, LeafSpec{CommonName: FlannelCommonName, Client: true})
 		b.kubeconfig(KubeletKubeconfig, n.APIServer, LeafSpec{CommonName: "system:node:" + n.Name,
 			Organization: []string{"system:nodes"}, Client: true})
 		b.kubeconfig(ProxyKubeconfig, n.APIServer, LeafSpec{CommonName: "system:kube-proxy", Client: true})
@@ -117,6 +157,68 @@ func Issue(sh *Shared, n Node, now time.Time) ([]files.File, error) {
 	}
 	return b.files, b.err
 }
+
+// IssuePeer returns a master's etcd peer certificate and key, and the peer CA's
+// certificate: from the peer CA, or from the cluster CA with n.LegacyPeerCert.
+func IssuePeer(sh *Shared, n Node, now time.Time) ([]files.File, error) {
+	peerCA, err := sh.CA.Derive(PeerCAName)
+	if err != nil {
+		return nil, err
+	}
+	b := &bundle{ca: sh.CA, now: now}
+	b.add(EtcdPeerCACert, 0o644, peerCA.CertPEM)
+	signer := peerCA
+	if n.LegacyPeerCert {
+		signer = sh.CA
+	}
+	b.leafFrom(signer, EtcdPeerCert, EtcdPeerKey, LeafSpec{CommonName: n.Name,
+		Hosts: append([]string{"127.0.0.1", "localhost", n.Name}, n.Hosts...), Server: true, Client: true})
+	return b.files, b.err
+}
+
+// LegacyPeerCert reports whether the etcd peer certificate under root is signed by
+// ca, the cluster CA: a master that ran before the peer CA, or that has not moved over
+// yet. false when there is none.
+func LegacyPeerCert(root string, ca *CA) bool {
+	data, err := os.ReadFile(filepath.Join(root, EtcdPeerCert))
+	if err != nil {
+		return false
+	}
+	c, err := ParseCert(data)
+	return err == nil && c.CheckSignatureFrom(ca.Cert) == nil
+}
+
+// PeerTrustMixed reports whether the etcd peer trust file under root holds the
+// cluster CA (ca.crt under root) beside the peer CA: the cluster is moving over, and
+// the peer port must accept only masters' names.
+func PeerTrustMixed(root string) bool {
+	ca, err := os.ReadFile(filepath.Join(root, CACert))
+	if err != nil {
+		return false
+	}
+	caCert, err := ParseCert(ca)
+	if err != nil {
+		return false
+	}
+	trust, err := os.ReadFile(filepath.Join(root, EtcdPeerTrust))
+	if err != nil {
+		return false
+	}
+	for {
+		var b *pem.Block
+		if b, trust = pem.Decode(trust); b == nil {
+			return false
+		}
+		if c, err := x509.ParseCertificate(b.Bytes); err == nil && c.Equal(caCert) {
+			return true
+		}
+	}
+}
+
+// NonMasterNames are the subject CNs of non-masters' certificates from the cluster CA
+// that are valid node names too. No master may be named so: while a cluster moves over
+// to the peer CA, a master's name is what its etcd peers accept it by.
+var NonMasterNames = []string{FlannelCommonName, LBCommonName}
 
 type bundle struct {
 	ca    *CA
@@ -130,10 +232,14 @@ func (b *bundle) add(p string, mode uint32, data []byte) {
 }
 
 func (b *bundle) leaf(certPath, keyPath string, spec LeafSpec) {
+	b.leafFrom(b.ca, certPath, keyPath, spec)
+}
+
+func (b *bundle) leafFrom(ca *CA, certPath, keyPath string, spec LeafSpec) {
 	if b.err != nil {
 		return
 	}
-	c, k, err := b.ca.Issue(spec, b.now)
+	c, k, err := ca.Issue(spec, b.now)
 	if err != nil {
 		b.err = err
 		return
@@ -210,5 +316,14 @@ func WithServer(kubeconfig []byte, server string) ([]byte, error) {
 
 // IsKey reports whether a bundle path holds private material (mode 0600).
 func IsKey(p string) bool { return path.Ext(p) == ".key" || path.Ext(p) == ".kubeconfig" }
+
+// FileMode is the mode a node writes a bundle file with, whatever the server that sent
+// it said: keys and kubeconfigs 0600, anything else 0644.
+func FileMode(p string) fs.FileMode {
+	if IsKey(p) {
+		return 0o600
+	}
+	return 0o644
+}
 
 func fsMode(m uint32) fs.FileMode { return fs.FileMode(m) }

@@ -1,6 +1,7 @@
 // Package pki owns the cluster's trust: the join tokens (server and agent), the
-// cluster CA and the service-account keys, the certificates and kubeconfigs each role
-// gets, and their encryption at rest in etcd.
+// cluster CA and the CAs derived from it (etcd peer, kubelet serving), the
+// service-account keys, the certificates and kubeconfigs each role gets, and their
+// encryption at rest in etcd.
 package pki
 
 import (
@@ -40,11 +41,16 @@ func NewCA(commonName string, now time.Time) (*CA, error) {
 	if err != nil {
 		return nil, err
 	}
+	return selfSigned(commonName, key, serial(), now.Add(-backdate), now.Add(CAValidity))
+}
+
+// selfSigned makes a CA certificate for key.
+func selfSigned(commonName string, key *ecdsa.PrivateKey, sn *big.Int, notBefore, notAfter time.Time) (*CA, error) {
 	tmpl := &x509.Certificate{
-		SerialNumber:          serial(),
+		SerialNumber:          sn,
 		Subject:               pkix.Name{CommonName: commonName, Organization: []string{"haagent"}},
-		NotBefore:             now.Add(-backdate),
-		NotAfter:              now.Add(CAValidity),
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
@@ -53,7 +59,7 @@ func NewCA(commonName string, now time.Time) (*CA, error) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		return nil, fmt.Errorf("create CA: %w", err)
+		return nil, fmt.Errorf("create CA %s: %w", commonName, err)
 	}
 	keyPEM, err := encodeKey(key)
 	if err != nil {

@@ -54,12 +54,22 @@ func Inspect(root string) ([]CertInfo, error) {
 }
 
 func kubeconfigCert(data []byte) ([]byte, error) {
+	return kubeconfigData(data, "client-certificate-data")
+}
+
+// KubeconfigCA is the CA certificate (PEM) that a kubeconfig Kubeconfig rendered trusts.
+func KubeconfigCA(data []byte) ([]byte, error) {
+	return kubeconfigData(data, "certificate-authority-data")
+}
+
+// kubeconfigData decodes the first base64 field named field in a kubeconfig.
+func kubeconfigData(data []byte, field string) ([]byte, error) {
 	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "client-certificate-data:"); ok {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), field+":"); ok {
 			return base64.StdEncoding.DecodeString(strings.TrimSpace(v))
 		}
 	}
-	return nil, fmt.Errorf("no client-certificate-data")
+	return nil, fmt.Errorf("no %s", field)
 }
 
 // DueForRenewal reports whether any leaf certificate under root has passed its renewal time.
@@ -74,5 +84,23 @@ func DueForRenewal(root string, now time.Time) ([]string, error) {
 			due = append(due, ci.Path)
 		}
 	}
+	if servingFromClusterCA(root) {
+		due = append(due, "/"+KubeletServingCert+" (from the cluster CA)")
+	}
 	return due, nil
+}
+
+// servingFromClusterCA reports whether a kubelet's serving certificate was issued by
+// the cluster CA, as before the kubelet-serving CA: it is renewed at once.
+func servingFromClusterCA(root string) bool {
+	read := func(p string) *x509.Certificate {
+		data, err := os.ReadFile(filepath.Join(root, p))
+		if err != nil {
+			return nil
+		}
+		c, _ := ParseCert(data)
+		return c
+	}
+	ca, serving := read(CACert), read(KubeletServingCert)
+	return ca != nil && serving != nil && serving.CheckSignatureFrom(ca) == nil
 }

@@ -51,7 +51,7 @@ type ResetOptions struct {
 func ClusterReset(ctx context.Context, cfg *Config, lg *slog.Logger, o ResetOptions) error {
 	// etcd's warnings of a one-time start (its listeners, its removed peers) would bury
 	// the plan and the outcome; its errors still show.
-	member, err := cfg.newMember(lg, slog.LevelError)
+	member, _, err := cfg.newMember(lg, slog.LevelError)
 	if err != nil {
 		return err
 	}

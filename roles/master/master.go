@@ -38,20 +38,23 @@ type Master struct {
 	lg     *slog.Logger
 	node   *node.Node
 	member *etcdmember.Server
-	reg    prometheus.Gatherer
-	snaps  *snapshots.Scheduler
-	keeper *spacekeeper.Keeper
+	// etcdTLS is the member's TLS files (nil with --insecure); preparePeerTrust
+	// refreshes it before the member runs.
+	etcdTLS *etcdmember.TLSFiles
+	reg     prometheus.Gatherer
+	snaps   *snapshots.Scheduler
+	keeper  *spacekeeper.Keeper
 	// agent is the agent token the join service checks; nil until read from etcd.
 	agent atomic.Pointer[agentState]
 }
 
 // New prepares a master from a validated config; it starts nothing.
 func New(cfg *Config, lg *slog.Logger, gatherer prometheus.Gatherer) (*Master, error) {
-	member, err := cfg.newMember(lg, slog.LevelWarn)
+	member, etcdTLS, err := cfg.newMember(lg, slog.LevelWarn)
 	if err != nil {
 		return nil, err
 	}
-	m := &Master{cfg: cfg, lg: lg, node: node.New(&cfg.Config, lg), member: member, reg: gatherer}
+	m := &Master{cfg: cfg, lg: lg, node: node.New(&cfg.Config, lg), member: member, etcdTLS: etcdTLS, reg: gatherer}
 	if m.snaps, m.keeper, m.reg, err = m.recoveryParts(); err != nil {
 		return nil, err
 	}
@@ -60,10 +63,11 @@ func New(cfg *Config, lg *slog.Logger, gatherer prometheus.Gatherer) (*Master, e
 
 // newMember prepares the etcd member as the master runs it, and as cluster-reset
 // starts it once; etcd's own log lines below etcdLevel are dropped unless lg debugs.
-func (c *Config) newMember(lg *slog.Logger, etcdLevel slog.Level) (*etcdmember.Server, error) {
+// It returns the member's TLS files too, nil with --insecure.
+func (c *Config) newMember(lg *slog.Logger, etcdLevel slog.Level) (*etcdmember.Server, *etcdmember.TLSFiles, error) {
 	ec, err := c.EmbedConfig()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	ec.Logger = lg
 	if !c.Insecure {
@@ -73,7 +77,8 @@ func (c *Config) newMember(lg *slog.Logger, etcdLevel slog.Level) (*etcdmember.S
 	if lg.Enabled(context.Background(), slog.LevelDebug) {
 		ec.EtcdLogLevel = slog.LevelDebug
 	}
-	return etcdmember.New(ec)
+	member, err := etcdmember.New(ec)
+	return member, ec.TLS, err
 }
 
 // Status is the document behind /status and `haagent status` on a master.
@@ -116,6 +121,12 @@ func (m *Master) start(ctx context.Context, g *errgroup.Group) error {
 		var err error
 		if token, shared, err = m.certificates(ctx, g); err != nil {
 			return fmt.Errorf("[certificates] %w", err)
+		}
+
+		// [peer-tls] What the etcd peer port trusts: the peer CA, and the cluster CA
+		// for the masters' names while the cluster moves over.
+		if err := m.preparePeerTrust(shared); err != nil {
+			return fmt.Errorf("[peer-tls] %w", err)
 		}
 
 		// [join] Hand the nodes that come after their certificates.
@@ -162,6 +173,7 @@ func (m *Master) start(ctx context.Context, g *errgroup.Group) error {
 			return fmt.Errorf("[ca] %w", err)
 		}
 		g.Go(func() error { return m.watchAgentToken(ctx, token) })
+		g.Go(func() error { return m.movePeerTLS(ctx, shared) })
 	}
 
 	// [flannel] Seed flannel's network config, once per cluster.

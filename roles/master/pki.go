@@ -39,15 +39,26 @@ const NodesPrefix = "/haagent/nodes/"
 // legacy cluster, which has none.
 type agentState struct{ tok *pki.Token }
 
-// TLSFiles are the etcd certificate paths under the root.
+// TLSFiles are the etcd certificate paths under the root. While the peer trust file
+// holds the cluster CA (the cluster moves over to the peer CA), the peer port accepts
+// only the names of the masters in --peers.
 func (c *Config) TLSFiles() *etcdmember.TLSFiles {
 	p := func(rel string) string { return filepath.Join(c.Root, rel) }
-	return &etcdmember.TLSFiles{
-		CA:       p(pki.CACert),
+	t := &etcdmember.TLSFiles{
+		CA: p(pki.CACert), PeerCA: p(pki.EtcdPeerTrust),
 		PeerCert: p(pki.EtcdPeerCert), PeerKey: p(pki.EtcdPeerKey),
 		ServerCert: p(pki.EtcdServerCrt), ServerKey: p(pki.EtcdServerKey),
 		ClientCert: p(pki.EtcdClientCert), ClientKey: p(pki.EtcdClientKey),
 	}
+	if _, err := os.Stat(t.PeerCA); err != nil {
+		t.PeerCA = t.CA // a master that an older haagent set up, before its first start with the peer CA
+	}
+	if peers, err := c.ParsePeers(); err == nil && (t.PeerCA == t.CA || pki.PeerTrustMixed(c.Root)) {
+		for _, peer := range peers {
+			t.PeerAllowedCNs = append(t.PeerAllowedCNs, peer.Name)
+		}
+	}
+	return t
 }
 
 // Node is how this master appears in its own certificates.
@@ -142,7 +153,9 @@ func (m *Master) credentials(token pki.Token) (node.Credentials, error) {
 				if err := token.CheckCA(sh.CA.Cert.Raw); err != nil {
 					return nil, err
 				}
-				return pki.Issue(sh, m.cfg.Node(), time.Now())
+				n := m.cfg.Node()
+				n.LegacyPeerCert = pki.LegacyPeerCert(m.cfg.Root, sh.CA)
+				return pki.Issue(sh, n, time.Now())
 			}
 			fs, err := fetch(ctx)
 			if err == nil || !mayCreate || errors.Is(err, join.ErrForbidden) || errors.Is(err, pki.ErrCAMismatch) {
@@ -176,11 +189,24 @@ func (m *Master) serveJoin(ctx context.Context, g *errgroup.Group, token pki.Tok
 	return nil
 }
 
-// issuer signs the files a joining node asks for.
+// issuer signs the files a joining node asks for. A minion's kubelet serving
+// certificate names the node and, of the addresses it asks for, those that nodeHosts
+// lets through.
 func (m *Master) issuer(sh *pki.Shared) join.Issuer {
-	return func(req join.Request) ([]files.File, error) {
-		n := pki.Node{Role: req.Role, Name: req.Name, Hosts: req.Hosts, LB: m.cfg.LB,
-			ServiceIP: firstIP(m.cfg.ServiceClusterIPRange)}
+	return func(req join.Request, from string) ([]files.File, error) {
+		hosts := req.Hosts
+		if req.Role != "master" {
+			var dropped []string
+			bind := func(addr string, proven bool) error { return m.bindAddress(addr, req.Name, proven) }
+			if hosts, dropped = m.nodeHosts(req.Hosts, from, bind); len(dropped) > 0 {
+				m.lg.Warn("[join] left out of the node's serving certificate: a name other than the node's, a master's, the lb's or a service address, or one that another node holds",
+					"node", req.Name, "from", from, "hosts", dropped)
+			}
+		}
+		n := pki.Node{Role: req.Role, Name: req.Name, Hosts: hosts, LB: m.cfg.LB,
+			ServiceIP: firstIP(m.cfg.ServiceClusterIPRange),
+			// Another master gets a peer certificate that this one would present.
+			LegacyPeerCert: pki.LegacyPeerCert(m.cfg.Root, sh.CA)}
 		apiHost := m.cfg.AdvertiseAddress
 		if req.Role == "master" && len(req.Hosts) > 0 {
 			apiHost = req.Hosts[0]
@@ -190,6 +216,83 @@ func (m *Master) issuer(sh *pki.Shared) join.Issuer {
 		n.APIServer = "https://" + net.JoinHostPort(apiHost, "6443")
 		return pki.Issue(sh, n, time.Now())
 	}
+}
+
+// nodeHosts keeps, of the hosts a minion or lb asks to be named in its serving
+// certificate, the IP addresses that are no master's, lb's or service address and
+// that bind ties to this node: proven when the request came from that address, else
+// first come (a node that joins through an lb can't prove its address, which the lb
+// does not pass on), as node names are. It returns the rest as dropped.
+func (m *Master) nodeHosts(hosts []string, from string, bind func(addr string, proven bool) error) (kept, dropped []string) {
+	src, srcErr := netip.ParseAddr(from)
+	for _, h := range hosts {
+		a, err := netip.ParseAddr(h)
+		if err != nil || a.IsUnspecified() || m.isControlPlaneAddr(a) {
+			dropped = append(dropped, h)
+			continue
+		}
+		a = a.Unmap()
+		if err := bind(a.String(), srcErr == nil && a == src.Unmap()); err != nil {
+			if !errors.Is(err, join.ErrNameTaken) {
+				m.lg.Warn("[join] could not bind a node address", "address", a, "err", err)
+			}
+			dropped = append(dropped, h)
+			continue
+		}
+		kept = append(kept, h)
+	}
+	return kept, dropped
+}
+
+// NodeAddressesPrefix is where masters keep, per address a minion's serving
+// certificate names, the node it belongs to.
+const NodeAddressesPrefix = "/haagent/node-addresses/"
+
+// bindAddress ties addr to node: a node that proves the address (its request came
+// from it) takes it; else the first node to ask for it keeps it, and join.ErrNameTaken
+// refuses another.
+func (m *Master) bindAddress(addr, node string, proven bool) error {
+	cli := m.member.Client()
+	if cli == nil {
+		return errors.New("etcd is not ready")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	key := NodeAddressesPrefix + addr
+	if proven {
+		_, err := cli.Put(ctx, key, node)
+		return err
+	}
+	resp, err := cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, node)).
+		Else(clientv3.OpGet(key)).Commit()
+	if err != nil {
+		return fmt.Errorf("bind the node address %s: %w", addr, err)
+	}
+	if kvs := resp.Responses[0].GetResponseRange().GetKvs(); !resp.Succeeded && (len(kvs) != 1 || string(kvs[0].Value) != node) {
+		return join.ErrNameTaken
+	}
+	return nil
+}
+
+// isControlPlaneAddr reports whether a is a master's address in --peers, the lb's
+// (--lb) or in the service range: no minion's certificate may name it.
+func (m *Master) isControlPlaneAddr(a netip.Addr) bool {
+	a = a.Unmap()
+	if p, err := netip.ParsePrefix(m.cfg.ServiceClusterIPRange); err == nil && p.Contains(a) {
+		return true
+	}
+	if lb, err := netip.ParseAddr(m.cfg.LB); err == nil && lb.Unmap() == a {
+		return true
+	}
+	peers, _ := m.cfg.ParsePeers()
+	for _, p := range peers {
+		if h, err := netip.ParseAddr(p.Host()); err == nil && h.Unmap() == a {
+			return true
+		}
+	}
+	return false
 }
 
 // servingCert reloads the join service's certificate from disk on each handshake, so
@@ -362,6 +465,7 @@ func (m *Master) bindNode(ctx context.Context, name, secretHash string) error {
 // them under root. etcd and the join service reload certificates from disk, so no
 // restart is needed.
 func Reissue(root string, sh *pki.Shared, n pki.Node, now time.Time) ([]string, error) {
+	n.LegacyPeerCert = pki.LegacyPeerCert(root, sh.CA)
 	fs, err := pki.Issue(sh, n, now)
 	if err != nil {
 		return nil, err
