@@ -75,7 +75,17 @@ func benchSeedStep(bin string, rounds int) (table, error) {
 		return table{}, err
 	}
 
-	many := max(rounds, 10)
+	streamRounds := 0
+	for _, fault := range []string{"kill", "cut"} {
+		for i := range rounds {
+			if err := s.streamRound(fault); err != nil {
+				return table{}, fmt.Errorf("streams, master2 %s, round %d: %w", fault, i+1, err)
+			}
+			streamRounds++
+		}
+	}
+
+	many := 2 * rounds
 	kinds := []stepKind{
 		{name: "follower, kill, create at +0.5 s", fault: "kill", after: 500 * time.Millisecond, rounds: rounds},
 		{name: "leader, kill, create at +2 s", leader: true, fault: "kill", after: 2 * time.Second, rounds: many},
@@ -102,16 +112,6 @@ func benchSeedStep(bin string, rounds int) (table, error) {
 			results[k.name] = append(results[k.name], r)
 		}
 	}
-	streamRounds := 0
-	for _, fault := range []string{"kill", "cut"} {
-		for i := range rounds {
-			if err := s.streamRound(fault); err != nil {
-				return table{}, fmt.Errorf("streams, master2 %s, round %d: %w", fault, i+1, err)
-			}
-			streamRounds++
-		}
-	}
-
 	t := table{
 		title:  "The walkthrough's step on the lab: master1 goes, then one plain kubectl create on master3 (default settings, no retry)",
 		header: []string{"round", "rounds", "median", "worst", "failed"},
