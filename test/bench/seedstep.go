@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/haagent/haagent/loadbalancer"
@@ -77,7 +78,7 @@ func benchSeedStep(bin string, rounds int) (table, error) {
 
 	streamRounds := 0
 	for _, fault := range []string{"kill", "cut"} {
-		for i := range rounds {
+		for i := range max(rounds/2, 1) {
 			if err := s.streamRound(fault); err != nil {
 				return table{}, fmt.Errorf("streams, master2 %s, round %d: %w", fault, i+1, err)
 			}
@@ -333,6 +334,11 @@ func (s *seedStep) streamRound(fault string) error {
 		{"exec", []string{"exec", "ticker", "--", "/nginx", "-tick", "100ms"}},
 	} {
 		cmd := s.l.KubectlCommand(ctx, st.args...)
+		// nsenter forks kubectl into the host's PID namespace: stopping the stream must
+		// kill both, or kubectl lives on and holds the output pipe open.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+		cmd.WaitDelay = 5 * time.Second
 		out := &lineBuffer{}
 		cmd.Stdout, cmd.Stderr = out, out
 		if err := cmd.Start(); err != nil {
