@@ -42,7 +42,8 @@ type Master struct {
 	snaps  *snapshots.Scheduler
 	keeper *spacekeeper.Keeper
 	// agent is the agent token the join service checks; nil until read from etcd.
-	agent atomic.Pointer[agentState]
+	agent   atomic.Pointer[agentState]
+	metrics *metrics
 }
 
 // New prepares a master from a validated config; it starts nothing.
@@ -52,6 +53,9 @@ func New(cfg *Config, lg *slog.Logger, gatherer prometheus.Gatherer) (*Master, e
 		return nil, err
 	}
 	m := &Master{cfg: cfg, lg: lg, node: node.New(&cfg.Config, lg), member: member, reg: gatherer}
+	if m.metrics, m.reg, err = newMetrics(m.reg); err != nil {
+		return nil, err
+	}
 	if m.snaps, m.keeper, m.reg, err = m.recoveryParts(); err != nil {
 		return nil, err
 	}

@@ -167,7 +167,7 @@ func (m *Master) serveJoin(ctx context.Context, g *errgroup.Group, token pki.Tok
 		Address: net.JoinHostPort(m.cfg.ListenAddress, strconv.Itoa(m.cfg.JoinPort)),
 		Token:   token, AgentToken: m.agentToken, Bind: m.bindNode,
 		CACert: shared.CA.CertPEM, GetCertificate: m.servingCert,
-		Issue: m.issuer(shared), Logger: m.lg.With("component", "join"),
+		Issue: m.issuer(shared), Logger: m.lg.With("component", "join"), Metrics: m.metrics.join,
 	})
 	if err != nil {
 		return err
