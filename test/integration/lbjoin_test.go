@@ -83,10 +83,31 @@ func TestFullBootstrapThroughTheLB(t *testing.T) {
 		t.Fatalf("etcd through the lb with the lb's certificate: want permission denied, got %v\n%s", err, out)
 	}
 
+	// The lock-out attempt (issue 18): behind the lb every request comes from the lb's
+	// address. Bad tokens until each master throttles that address, and more while the
+	// minion joins: its join, with the right token, must still go through.
+	requireSlowBodyCutOff(t, "127.0.0.10:9345")
+	before := joinRefusals(t, c.Masters)
+	attack := startLockOutAttempt("127.0.0.10:9345", 40)
+	if refused, throttled, other := attack.counts(); other != nil || refused != 40 || throttled == 0 {
+		attack.stop()
+		t.Fatalf("40 bad tokens through the lb: %d refused, %d of them throttled (%v); want all refused, some throttled", refused, throttled, other)
+	}
 	root := t.TempDir()
 	code, log := runMinion(t, root, "127.0.0.10", testToken)
+	refused, throttled, other := attack.stop()
 	if code != 0 {
-		t.Fatalf("minion joining through the lb: exit %d\n%s", code, log)
+		t.Fatalf("minion joining through the lb during a lock-out attempt: exit %d\n%s", code, log)
+	}
+	if other != nil {
+		t.Fatal(other)
+	}
+	after := joinRefusals(t, c.Masters)
+	if got := after["wrong-token"] + after["throttled"] - before["wrong-token"] - before["throttled"]; got != float64(refused) {
+		t.Errorf("the masters counted %v wrong-token and throttled refusals, the attacker saw %d", got, refused)
+	}
+	if got := after["throttled"] - before["throttled"]; got != float64(throttled) {
+		t.Errorf("the masters counted %v throttled refusals, the attacker saw %d", got, throttled)
 	}
 	flannel := readFile(t, filepath.Join(root, "etc/sysconfig/flanneld"))
 	if !strings.Contains(flannel, `FLANNEL_ETCD_ENDPOINTS="https://127.0.0.10:2379"`) {
