@@ -218,6 +218,26 @@ func TestTokenOnCommandLine(t *testing.T) {
 	}
 }
 
+// TestSavedWeakToken: a master of a cluster made with a token the flags now refuse
+// starts without --token from the token it saved, even as one of several.
+func TestSavedWeakToken(t *testing.T) {
+	root := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, "var/lib/haagent"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "var/lib/haagent/token"), []byte("0123456789abcdef0123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"render", "--role=master", "--name=m1", "--root=" + root, "--data-dir=" + filepath.Join(root, "etcd"),
+		"--peers=m1=http://127.0.0.21:2380,m2=http://127.0.0.22:2380,m3=http://127.0.0.23:2380"}
+	if _, err := runOut(t, nil, args...); err != nil {
+		t.Fatalf("a master with its saved token: %v", err)
+	}
+	if _, err := runOut(t, nil, append(args, "--token=0123456789abcdef0123")...); exitCode(err) != exitUsage {
+		t.Fatalf("the same token as --token: %v, want exit %d", err, exitUsage)
+	}
+}
+
 // TestEnvironmentThroughCommands runs whole command lines: HAAGENT_ROLE picks the role
 // and so its flags, each HAAGENT_<FLAG> sets the flag of the command that runs, and a
 // flag on the command line wins.

@@ -66,6 +66,10 @@ type Config struct {
 	Args node.ComponentArgs
 	// Recovery holds the scheduled snapshots' flags and etcd's space quota.
 	Recovery
+	// savedToken is whether Complete found the token this master saved (TokenFile):
+	// with it, a master of several starts without --token, as one of a cluster made
+	// with a token the flags now refuse must.
+	savedToken bool
 }
 
 // DefaultServiceClusterIPRange is the seed's service range.
@@ -123,6 +127,10 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 func (c *Config) Complete() error {
 	if err := errors.Join(c.Config.Complete(), c.Address.Complete(), node.ReadTokenFile(&c.AgentToken, c.AgentTokenFile, "agent-token")); err != nil {
 		return err
+	}
+	if c.Token == "" {
+		_, err := os.Stat(filepath.Join(c.Root, TokenFile))
+		c.savedToken = err == nil
 	}
 	if c.Peers == "" {
 		host := c.AdvertiseAddress
@@ -215,7 +223,7 @@ func (c *Config) Validate() error {
 		bad("service-cluster-ip-range", "%q is not a CIDR such as 10.254.0.0/16", c.ServiceClusterIPRange)
 	}
 	tokenNeeded := ""
-	if len(peers) > 1 {
+	if len(peers) > 1 && !c.savedToken {
 		tokenNeeded = "for a cluster of several masters; run 'haagent token generate' once and give its server token as --token to every master (or --insecure for a lab)"
 	}
 	if c.AgentToken != "" && !c.Insecure {
