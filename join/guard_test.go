@@ -19,7 +19,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/haagent/haagent/files"
 	"github.com/haagent/haagent/pki"
 )
 
@@ -111,10 +110,7 @@ func TestLockOutAttempt(t *testing.T) {
 	if err != nil {
 		t.Fatalf("a legitimate join during the lock-out attempt: %v", err)
 	}
-	cert, err := tls.X509KeyPair(fileData(t, fs, pki.KubeletClientCert), fileData(t, fs, pki.KubeletClientKey))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cert := clientCert(t, fs, pki.KubeletClientCert, pki.KubeletClientKey)
 	if _, _, err := Fetch(ctx, addr, pki.Token{}, &cert, Request{Role: "minion", Name: "minion1"}); err != nil {
 		t.Fatalf("a renewal with the node's certificate during the lock-out attempt: %v", err)
 	}
@@ -130,17 +126,6 @@ func TestLockOutAttempt(t *testing.T) {
 	if got := counter(t, reg, "haagent_join_issued_total", "via", "certificate"); got != 1 {
 		t.Errorf("renewals counted %v, want 1", got)
 	}
-}
-
-func fileData(t *testing.T, fs []files.File, path string) []byte {
-	t.Helper()
-	for _, f := range fs {
-		if f.Path == path {
-			return f.Data
-		}
-	}
-	t.Fatalf("no %s among the files", path)
-	return nil
 }
 
 // rawConn opens a TLS connection to the join service without verifying it, as an

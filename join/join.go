@@ -142,6 +142,9 @@ type ServerConfig struct {
 	// Bind ties name to the hash of the node secret of the first minion or lb that joins
 	// with it; ErrNameTaken refuses another. Nil binds nothing.
 	Bind func(ctx context.Context, name, secretHash string) error
+	// MasterNames lists the names reserved for masters, which no minion or lb may take
+	// (the etcd members and the masters' --peers). Nil reserves none.
+	MasterNames func(ctx context.Context) ([]string, error)
 	// CACert is served on /v1/ca for nodes to pin or trust.
 	CACert []byte
 	// GetCertificate serves the TLS certificate (reloaded so renewals apply).
@@ -242,6 +245,10 @@ func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
 	}
 	via, ref := s.authorize(r, req)
 	if ref != nil {
+		s.refuse(w, src, req, *ref)
+		return
+	}
+	if ref := s.checkReserved(r.Context(), req); ref != nil {
 		s.refuse(w, src, req, *ref)
 		return
 	}

@@ -165,7 +165,7 @@ func (m *Master) credentials(token pki.Token) (node.Credentials, error) {
 func (m *Master) serveJoin(ctx context.Context, g *errgroup.Group, token pki.Token, shared *pki.Shared) error {
 	js, err := join.Listen(join.ServerConfig{
 		Address: net.JoinHostPort(m.cfg.ListenAddress, strconv.Itoa(m.cfg.JoinPort)),
-		Token:   token, AgentToken: m.agentToken, Bind: m.bindNode,
+		Token:   token, AgentToken: m.agentToken, Bind: m.bindNode, MasterNames: m.masterNames,
 		CACert: shared.CA.CertPEM, GetCertificate: m.servingCert,
 		Issue: m.issuer(shared), Logger: m.lg.With("component", "join"), Metrics: m.metrics.join,
 	})
@@ -354,6 +354,35 @@ func (m *Master) watchAgentToken(ctx context.Context, token pki.Token) error {
 		}
 	}
 	return nil
+}
+
+// masterNames is join.ServerConfig.MasterNames: the names in --peers and those of the
+// etcd members, which may differ after a member was replaced or added by hand.
+func (m *Master) masterNames(ctx context.Context) ([]string, error) {
+	peers, err := m.cfg.ParsePeers()
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, p := range peers {
+		names = append(names, p.Name)
+	}
+	cli := m.member.Client()
+	if cli == nil {
+		return nil, errors.New("etcd is not ready")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	list, err := cli.MemberList(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list the etcd members: %w", err)
+	}
+	for _, mb := range list.Members {
+		if mb.Name != "" {
+			names = append(names, mb.Name)
+		}
+	}
+	return names, nil
 }
 
 // bindNode is join.ServerConfig.Bind: the first node to join with a name keeps it.
