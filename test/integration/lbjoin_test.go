@@ -86,6 +86,14 @@ func TestFullBootstrapThroughTheLB(t *testing.T) {
 	// The lock-out attempt (issue 18): behind the lb every request comes from the lb's
 	// address. Bad tokens until each master throttles that address, and more while the
 	// minion joins: its join, with the right token, must still go through.
+	// Every role reports its certificates' expiry in /metrics; fresh ones warn of nothing.
+	for addr, cert := range map[string]string{lb.StatusAddress(): "etcd-client.crt", c.Masters[0].StatusAddress(): "ca.crt"} {
+		body, err := httpGet("http://" + addr + "/metrics")
+		want := `haagent_certificate_expiry_warning{path="/etc/kubernetes/pki/` + cert + `"} 0`
+		if err != nil || !strings.Contains(body, want) || !strings.Contains(body, "haagent_certificate_expires_in_seconds{") {
+			t.Fatalf("%s/metrics: %v; want %s and the seconds until expiry", addr, err, want)
+		}
+	}
 	requireSlowBodyCutOff(t, "127.0.0.10:9345")
 	before := joinRefusals(t, c.Masters)
 	attack := startLockOutAttempt("127.0.0.10:9345", 40)
