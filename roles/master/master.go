@@ -91,6 +91,11 @@ type Status struct {
 	// NotMembers are the masters in --peers that the cluster does not list: lost ones
 	// not yet rebuilt, or, after a cluster-reset, the ones that have not joined yet.
 	NotMembers []string `json:"notMembers,omitempty"`
+	// EtcdAuth is the auth watchdog's view; nil when haagent does not manage etcd's
+	// auth (--etcd-auth=false or --insecure).
+	EtcdAuth *AuthStatus `json:"etcdAuth,omitempty"`
+	// CertWarnings are this master's certificates that expire within 120 days.
+	CertWarnings []node.CertWarning `json:"certWarnings,omitempty"`
 }
 
 // FlannelStatus is flannel's network config as stored in etcd.
@@ -155,6 +160,12 @@ func (m *Master) start(ctx context.Context, g *errgroup.Group) error {
 		}); err != nil {
 			return fmt.Errorf("[auth] %w", err)
 		}
+		// [auth] And keep it on: found off, it is back on within seconds.
+		g.Go(func() error {
+			t := time.NewTicker(authCheckEvery)
+			defer t.Stop()
+			return m.watchAuth(ctx, policy, t.C)
+		})
 	}
 
 	// [ca] Store the sealed CA in etcd for the masters that come after, and check that
@@ -229,6 +240,11 @@ func (m *Master) status(ctx context.Context) (any, error) {
 	}
 	st := Status{Role: "master", Name: m.cfg.Name, Version: release.Version, Etcd: cs, Node: m.node.FilesStatus()}
 	st.NotMembers = m.notMembers(cs.Members)
+	st.CertWarnings = m.node.CertWarnings()
+	if !m.cfg.Insecure && m.cfg.EtcdAuth {
+		st.EtcdAuth = m.metrics.auth.status()
+		st.EtcdAuth.Enabled, _ = m.member.AuthEnabled()
+	}
 	st.Flannel.Key = flannel.ConfigKey(m.cfg.FlannelPrefix)
 	gctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
