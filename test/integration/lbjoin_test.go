@@ -68,7 +68,7 @@ func TestFullBootstrapThroughTheLB(t *testing.T) {
 	}
 
 	// etcd through the lb: flannel's certificate reads its config end to end; the lb's
-	// own certificate, whose etcd user has no role, reads nothing.
+	// own certificate, whose etcd user may use only the VIP election's prefix, can't read it.
 	etcdctlVia := func(dir, cert string) (string, error) {
 		pki := filepath.Join(dir, "etc/kubernetes/pki")
 		out, err := exec.Command("etcdctl", "--endpoints=https://127.0.0.10:2379", "--dial-timeout=2s", "--command-timeout=3s",
