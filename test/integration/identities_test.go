@@ -10,10 +10,10 @@ import (
 	"github.com/haagent/haagent/pki"
 )
 
-// identities is what each etcd identity may do, as the README's table of etcd users
+// etcdIdentities is what each etcd identity may do, as the README's table of etcd users
 // says: by certificate CN, the prefixes it may read ("r") or read and write ("rw").
-// Every other prefix of identityPrefixes must be refused.
-var identities = []struct {
+// Every other prefix of etcdIdentityPrefixes must be refused.
+var etcdIdentities = []struct {
 	cn  string
 	may map[string]string
 }{
@@ -28,8 +28,8 @@ var identities = []struct {
 	{"system:kube-proxy", nil},
 }
 
-// identityPrefixes are the prefixes the table covers; "compact_rev_key" is one key.
-var identityPrefixes = []string{"/registry/", "compact_rev_key", "/haagent/", "/haagent/vip/", "/kube-centos/network/", "/kube-centos/network/subnets/"}
+// etcdIdentityPrefixes are the prefixes the table covers; "compact_rev_key" is one key.
+var etcdIdentityPrefixes = []string{"/registry/", "compact_rev_key", "/haagent/", "/haagent/vip/", "/kube-centos/network/", "/kube-centos/network/subnets/"}
 
 // TestEtcdIdentities checks the table above against a real etcd: a secure master, with
 // Debian's etcdctl as the client, one certificate of the cluster CA per identity.
@@ -54,7 +54,7 @@ func TestEtcdIdentities(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	for _, id := range identities {
+	for _, id := range etcdIdentities {
 		t.Run(id.cn, func(t *testing.T) {
 			certPEM, idKeyPEM, err := ca.Issue(pki.LeafSpec{CommonName: id.cn, Client: true}, time.Now())
 			if err != nil {
@@ -68,7 +68,7 @@ func TestEtcdIdentities(t *testing.T) {
 			if err := os.WriteFile(keyFile, idKeyPEM, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			for _, prefix := range identityPrefixes {
+			for _, prefix := range etcdIdentityPrefixes {
 				key := prefix
 				if strings.HasSuffix(prefix, "/") {
 					key += "identity-test"
