@@ -1,6 +1,7 @@
 // Package master is the master role: it gets or creates the cluster's certificates,
-// serves the join service, runs this host's etcd member, stores the sealed CA and
-// flannel's network config in etcd, and keeps the control plane's files and units.
+// serves the join service, runs this host's etcd member, keeps etcd's authentication
+// on, stores the sealed CA and flannel's network config in etcd, and keeps the control
+// plane's files and units.
 // What a master does on start reads top to bottom in Master.start; what cluster-reset
 // does after a lost quorum, in ClusterReset.
 package master
