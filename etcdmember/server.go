@@ -202,6 +202,18 @@ func (s *Server) Healthy() error {
 
 const raftNone = 0
 
+// AuthEnabled reports whether etcd's authentication is on, as this member has applied
+// it; known is false while the member does not run.
+func (s *Server) AuthEnabled() (enabled, known bool) {
+	s.mu.Lock()
+	e := s.etcd
+	s.mu.Unlock()
+	if e == nil {
+		return false, false
+	}
+	return e.Server.AuthStore().IsAuthEnabled(), true
+}
+
 // hasLeader reports whether the running member knows a leader.
 func (s *Server) hasLeader() bool {
 	s.mu.Lock()

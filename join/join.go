@@ -20,7 +20,6 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/haagent/haagent/files"
@@ -145,24 +144,33 @@ type ServerConfig struct {
 	// Bind ties name to the hash of the node secret of the first minion or lb that joins
 	// with it; ErrNameTaken refuses another. Nil binds nothing.
 	Bind func(ctx context.Context, name, secretHash string) error
+	// MasterNames lists the names reserved for masters, which no minion or lb may take
+	// (the etcd members and the masters' --peers). Nil reserves none.
+	MasterNames func(ctx context.Context) ([]string, error)
 	// CACert is served on /v1/ca for nodes to pin or trust.
 	CACert []byte
 	// GetCertificate serves the TLS certificate (reloaded so renewals apply).
 	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 	Issue          Issuer
 	Logger         *slog.Logger
-	// FailureBudget is how many wrong tokens one source address may send per FailureWindow.
+	// FailureBudget is how many refused requests one source address may send per
+	// FailureWindow before its refusals turn into 429; a request that proves what it
+	// asks for is never throttled (see guard.go).
 	FailureBudget int
 	FailureWindow time.Duration
+	// ReadTimeout bounds the reading of a whole request; 0 is DefaultReadTimeout.
+	ReadTimeout time.Duration
+	// Metrics counts refusals by reason and joins by credential; nil counts into
+	// metrics that nobody registered.
+	Metrics *Metrics
 }
 
 // Server is the join service.
 type Server struct {
-	cfg ServerConfig
-	ln  net.Listener
-
-	mu       sync.Mutex // guards the fields below
-	failures map[string][]time.Time
+	cfg      ServerConfig
+	ln       net.Listener
+	metrics  *Metrics
+	throttle *throttle
 }
 
 // Listen binds the join port.
@@ -173,11 +181,18 @@ func Listen(cfg ServerConfig) (*Server, error) {
 	if cfg.FailureWindow == 0 {
 		cfg.FailureWindow = time.Minute
 	}
+	if cfg.ReadTimeout == 0 {
+		cfg.ReadTimeout = DefaultReadTimeout
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics()
+	}
 	ln, err := net.Listen("tcp", cfg.Address)
 	if err != nil {
 		return nil, fmt.Errorf("join service: listen on %s: %w", cfg.Address, err)
 	}
-	return &Server{cfg: cfg, ln: ln, failures: map[string][]time.Time{}}, nil
+	return &Server{cfg: cfg, ln: ln, metrics: cfg.Metrics,
+		throttle: &throttle{budget: cfg.FailureBudget, window: cfg.FailureWindow, failures: map[string][]time.Time{}}}, nil
 }
 
 // Serve blocks until ctx ends.
@@ -193,44 +208,49 @@ func (s *Server) Serve(ctx context.Context) error {
 		return errors.New("join service: no CA certificate to verify renewing nodes with")
 	}
 	srv := &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 5 * time.Second,
+		Handler: mux,
 		// A node that has joined renews with its client certificate instead of a token,
 		// so rotating the agent token leaves it alone.
 		TLSConfig: &tls.Config{GetCertificate: s.cfg.GetCertificate, MinVersion: tls.VersionTLS12,
 			ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: clientCAs},
 		ErrorLog: slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelDebug),
 	}
-	if err := statusapi.ServeUntil(ctx, srv, func() error { return srv.ServeTLS(s.ln, "", "") }); err != nil {
+	s.guard(srv)
+	if err := statusapi.ServeUntil(ctx, srv, func() error { return srv.ServeTLS(countingListener{s.ln}, "", "") }); err != nil {
 		return fmt.Errorf("join service: %w", err)
 	}
 	return nil
 }
 
-// refusal is why a join is refused: the status and the one-line reason the node sees.
+// refusal is why a join is refused: the status, the one-line reason the node sees, and
+// the metric's label (Reason*).
 type refusal struct {
 	status int
 	reason string
+	label  string
 }
 
 func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
 	src, _, _ := net.SplitHostPort(r.RemoteAddr)
-	if s.throttled(src) {
-		http.Error(w, "too many refused attempts from "+src+"; wait a minute", http.StatusTooManyRequests)
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequestBytes))
+	if tooBig := (*http.MaxBytesError)(nil); errors.As(err, &tooBig) {
+		s.refuse(w, src, Request{}, refusal{http.StatusRequestEntityTooLarge, fmt.Sprintf("request larger than %d bytes", maxRequestBytes), ReasonTooLarge})
 		return
-	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxRequestBytes+1))
-	if err != nil {
-		http.Error(w, "could not read the request", http.StatusBadRequest)
+	} else if err != nil {
+		s.refuse(w, src, Request{}, refusal{http.StatusRequestTimeout, "the request did not arrive in time", ReasonSlowBody})
 		return
 	}
 	req, err := ParseRequest(body)
 	if err != nil {
-		s.refuse(w, src, req, refusal{http.StatusBadRequest, err.Error()})
+		s.refuse(w, src, req, refusal{http.StatusBadRequest, err.Error(), ReasonMalformed})
 		return
 	}
 	via, ref := s.authorize(r, req)
 	if ref != nil {
+		s.refuse(w, src, req, *ref)
+		return
+	}
+	if ref := s.checkReserved(r.Context(), req); ref != nil {
 		s.refuse(w, src, req, *ref)
 		return
 	}
@@ -241,35 +261,48 @@ func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
 			"node", req.Name, "role", req.Role)
 	} else if via != "certificate" && req.Role != "master" && s.cfg.Bind != nil {
 		if req.NodeSecret == "" {
-			s.refuse(w, src, req, refusal{http.StatusBadRequest, "a minion or lb must send its node secret"})
+			s.refuse(w, src, req, refusal{http.StatusBadRequest, "a minion or lb must send its node secret", ReasonMalformed})
 			return
 		}
 		if err := s.cfg.Bind(r.Context(), req.Name, HashNodeSecret(req.NodeSecret)); errors.Is(err, ErrNameTaken) {
-			s.refuse(w, src, req, refusal{http.StatusForbidden, fmt.Sprintf("the name %q belongs to another node", req.Name)})
+			s.refuse(w, src, req, refusal{http.StatusForbidden, fmt.Sprintf("the name %q belongs to another node", req.Name), ReasonNameTaken})
 			return
 		} else if err != nil {
 			s.cfg.Logger.Warn("join: could not check the node name", "node", req.Name, "err", err)
-			http.Error(w, "the node name can't be checked yet; try again", http.StatusServiceUnavailable)
+			s.refuse(w, src, req, refusal{http.StatusServiceUnavailable, "the node name can't be checked yet; try again", ReasonUnavailable})
 			return
 		}
 	}
 	fs, err := s.cfg.Issue(req, src)
 	if err != nil {
 		s.cfg.Logger.Error("join: issuing certificates failed", "node", req.Name, "role", req.Role, "err", err)
-		http.Error(w, "could not issue certificates", http.StatusInternalServerError)
+		s.refuse(w, src, req, refusal{http.StatusInternalServerError, "could not issue certificates", ReasonIssueFailed})
 		return
 	}
+	s.metrics.issued.WithLabelValues(via).Inc()
 	s.cfg.Logger.Info("join: issued certificates", "node", req.Name, "role", req.Role, "from", src, "via", via, "files", len(fs))
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(Response{Files: fs})
 }
 
-// refuse logs a refused join, counts it toward the source's budget, and answers with
-// its reason (503 is not the node's fault and is not counted).
+// refuse answers a refused join with its reason, counts it by reason and toward the
+// source's budget, and logs it. A source over its budget gets 429 instead, logged once
+// per window. A 5xx is not the node's fault: it is counted, not held against the source.
 func (s *Server) refuse(w http.ResponseWriter, src string, req Request, ref refusal) {
-	if ref.status != http.StatusServiceUnavailable {
-		s.recordFailure(src)
+	if ref.status < http.StatusInternalServerError {
+		throttled, crossed := s.throttle.refused(src, time.Now())
+		if crossed {
+			s.cfg.Logger.Warn("join: a source used up its budget of refused requests; its next refusals are answered 429, not logged",
+				"from", src, "budget", s.cfg.FailureBudget, "window", s.cfg.FailureWindow)
+		}
+		if throttled {
+			ref = refusal{http.StatusTooManyRequests, "too many refused attempts from " + src + "; wait a minute", ReasonThrottled}
+			s.metrics.refused.WithLabelValues(ref.label).Inc()
+			http.Error(w, ref.reason, ref.status)
+			return
+		}
 	}
+	s.metrics.refused.WithLabelValues(ref.label).Inc()
 	s.cfg.Logger.Warn("join refused: "+ref.reason, "from", src, "node", req.Name, "role", req.Role)
 	http.Error(w, ref.reason, ref.status)
 }
@@ -278,8 +311,10 @@ func (s *Server) refuse(w http.ResponseWriter, src string, req Request, ref refu
 // token", "agent token" or "legacy token"), or why it is refused.
 func (s *Server) authorize(r *http.Request, req Request) (string, *refusal) {
 	forbid := func(format string, args ...any) (string, *refusal) {
-		return "", &refusal{http.StatusForbidden, fmt.Sprintf(format, args...)}
+		return "", &refusal{http.StatusForbidden, fmt.Sprintf(format, args...), ReasonNotAllowed}
 	}
+	wrongToken := &refusal{http.StatusForbidden, "wrong token", ReasonWrongToken}
+	unavailable := &refusal{http.StatusServiceUnavailable, "this master does not know the agent token yet; try again", ReasonUnavailable}
 	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
 		// The TLS layer has verified the chain to the cluster CA.
 		role, name := CertIdentity(r.TLS.PeerCertificates[0])
@@ -293,7 +328,7 @@ func (s *Server) authorize(r *http.Request, req Request) (string, *refusal) {
 	}
 	secret, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok {
-		return forbid("wrong token")
+		return "", wrongToken
 	}
 	agent, known := (*pki.Token)(nil), true
 	if s.cfg.AgentToken != nil {
@@ -305,7 +340,7 @@ func (s *Server) authorize(r *http.Request, req Request) (string, *refusal) {
 			return "server token", nil
 		}
 		if !known {
-			return "", &refusal{http.StatusServiceUnavailable, "this master does not know the agent token yet; try again"}
+			return "", unavailable
 		}
 		if agent != nil {
 			return forbid("this is the server token; minions and lbs join with the agent token from 'haagent token show' on a master")
@@ -319,9 +354,9 @@ func (s *Server) authorize(r *http.Request, req Request) (string, *refusal) {
 		}
 		return "agent token", nil
 	case !known:
-		return "", &refusal{http.StatusServiceUnavailable, "this master does not know the agent token yet; try again"}
+		return "", unavailable
 	}
-	return forbid("wrong token")
+	return "", wrongToken
 }
 
 // CertIdentity is what a client certificate may renew: a kubelet's client
@@ -335,34 +370,6 @@ func CertIdentity(c *x509.Certificate) (role, name string) {
 		return "lb", ""
 	}
 	return "", ""
-}
-
-func (s *Server) recent(src string, now time.Time) []time.Time {
-	var kept []time.Time
-	for _, t := range s.failures[src] {
-		if now.Sub(t) < s.cfg.FailureWindow {
-			kept = append(kept, t)
-		}
-	}
-	return kept
-}
-
-func (s *Server) throttled(src string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	kept := s.recent(src, time.Now())
-	if len(kept) == 0 {
-		delete(s.failures, src) // keeps the map as small as the set of recent offenders
-	} else {
-		s.failures[src] = kept
-	}
-	return len(kept) >= s.cfg.FailureBudget
-}
-
-func (s *Server) recordFailure(src string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.failures[src] = append(s.recent(src, time.Now()), time.Now())
 }
 
 // Fetch asks one server (host:port) for the node's files. It first fetches the CA

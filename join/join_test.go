@@ -88,18 +88,22 @@ func TestJoin(t *testing.T) {
 			t.Fatalf("err = %v, want a CA mismatch", err)
 		}
 	})
-	t.Run("wrong token is refused, then rate-limited", func(t *testing.T) {
+	t.Run("wrong token is refused, then rate-limited, and the right one still joins", func(t *testing.T) {
 		wrong, _ := pki.GenerateToken(pki.KindServer)
 		for i := range 3 {
 			_, _, err := Fetch(ctx, addr, wrong, nil, req)
-			if !errors.Is(err, ErrForbidden) {
+			if !errors.Is(err, ErrForbidden) || strings.Contains(err.Error(), "429") {
 				t.Fatalf("attempt %d: err = %v, want forbidden", i, err)
 			}
 		}
-		// The budget is spent: even the right token waits out the window from this address.
-		_, _, err := Fetch(ctx, addr, tok, nil, req)
+		// The budget is spent: this address's refusals are 429 now...
+		_, _, err := Fetch(ctx, addr, wrong, nil, req)
 		if !errors.Is(err, ErrForbidden) || !strings.Contains(err.Error(), "429") {
 			t.Fatalf("after 3 failures: err = %v, want 429", err)
+		}
+		// ...but a request that proves what it asks for is never throttled.
+		if _, _, err := Fetch(ctx, addr, tok, nil, req); err != nil {
+			t.Fatalf("the right token after 3 failures from the same address: %v", err)
 		}
 	})
 }

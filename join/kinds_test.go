@@ -46,6 +46,7 @@ func TestTokenKinds(t *testing.T) {
 	addr, sh := startServerWith(t, server, func(c *ServerConfig) {
 		c.AgentToken = func() (*pki.Token, bool) { return current.Load(), true }
 		c.Bind = (&names{m: map[string]string{}}).bind
+		c.MasterNames = func(context.Context) ([]string, error) { return []string{"m1", "m2", "m3"}, nil }
 		c.FailureBudget = 100
 		c.Logger = slog.New(slog.NewTextHandler(lockedWriter{&logMu, &log}, nil))
 	})
@@ -76,6 +77,8 @@ func TestTokenKinds(t *testing.T) {
 		{"the server token for a minion once an agent token exists", server, Request{Role: "minion", Name: "minion2", NodeSecret: secretB}, "this is the server token"},
 		{"an agent token without a node secret", agent, Request{Role: "lb", Name: "lb1"}, "must send its node secret"},
 		{"a malformed name", agent, Request{Role: "minion", Name: "../etc", NodeSecret: secretB}, "is not a DNS name"},
+		{"a minion with a master's name", agent, Request{Role: "minion", Name: "m1", NodeSecret: secretB}, "is a master's; give this minion another --name"},
+		{"an lb with a master's name", agent, Request{Role: "lb", Name: "m3", NodeSecret: secretB}, "is a master's; give this lb another --name"},
 	}
 	for _, tt := range refused {
 		t.Run(tt.name, func(t *testing.T) {

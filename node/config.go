@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/spf13/pflag"
 
@@ -25,8 +27,11 @@ type Config struct {
 	// Name is this node's name; on a master, its etcd member name. Complete fills in
 	// the short hostname.
 	Name string
-	// Token is the cluster secret (pki.ParseToken form).
+	// Token is the cluster secret (pki.ParseToken form); Complete reads it from TokenFile
+	// when that is given.
 	Token string
+	// TokenFile is a file holding Token, which keeps the token out of ps.
+	TokenFile string
 	// Insecure runs the whole cluster on plain-http etcd with no certificates: labs only.
 	Insecure bool
 	// Root prefixes every path haagent writes outside a master's etcd data dir.
@@ -52,7 +57,8 @@ func NewConfig() Config {
 // AddFlags binds the shared flags to c.
 func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.Name, "name", c.Name, "this node's name; on a master, its etcd member name (default: the short hostname)")
-	fs.StringVar(&c.Token, "token", c.Token, "cluster token: the server token on masters, the agent token on minions and lbs; 'haagent token generate' makes both, 'haagent token show' on a master prints them (needed unless --insecure; a single master makes its own)")
+	fs.StringVar(&c.Token, "token", c.Token, "cluster token: the server token on masters, the agent token on minions and lbs; 'haagent token generate' makes both, 'haagent token show' on a master prints them (needed unless --insecure; a single master makes its own). Every user sees a command line: prefer --token-file or HAAGENT_TOKEN in a 0600 file")
+	fs.StringVar(&c.TokenFile, "token-file", c.TokenFile, "file holding the cluster token (instead of --token)")
 	fs.BoolVar(&c.Insecure, "insecure", c.Insecure, "the cluster runs plain-http etcd with no certificates and no authentication: for labs only")
 	fs.IntVar(&c.JoinPort, "join-port", c.JoinPort, "port of the masters' join service, which hands nodes their certificates (the lb forwards it)")
 	fs.StringVar(&c.Root, "root", c.Root, "prefix for every file haagent writes (outside a master's data dir)")
@@ -60,9 +66,12 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.Systemd, "systemd", c.Systemd, "manage this node's units over D-Bus: auto (where systemd runs), on or off")
 }
 
-// Complete fills the name with the short hostname. It reads the host but changes
-// nothing on it.
+// Complete reads --token-file and fills the name with the short hostname. It reads the
+// host but changes nothing on it.
 func (c *Config) Complete() error {
+	if err := ReadTokenFile(&c.Token, c.TokenFile, "token"); err != nil {
+		return err
+	}
 	if c.Name != "" {
 		return nil
 	}
@@ -72,6 +81,43 @@ func (c *Config) Complete() error {
 	}
 	c.Name = name
 	return nil
+}
+
+// ReadTokenFile is what a --FLAG-file does in Complete: it sets *value, the token of
+// --FLAG, from file. Giving both is an error.
+func ReadTokenFile(value *string, file, flag string) error {
+	if file == "" {
+		return nil
+	}
+	if *value != "" {
+		return fmt.Errorf("--%s and --%s-file: both given; keep --%s-file only", flag, flag, flag)
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return fmt.Errorf("--%s-file: %v; write the token from 'haagent token generate' into it, mode 0600", flag, err)
+	}
+	if *value = strings.TrimSpace(string(b)); *value == "" {
+		return fmt.Errorf("--%s-file: %s is empty; write the token from 'haagent token generate' into it, mode 0600", flag, file)
+	}
+	return nil
+}
+
+// CheckToken is Validate's check of an operator's token in --FLAG (or --FLAG-file when
+// file is given): well formed, and not guessable. It returns the parsed token, or the
+// one-line problem naming the flag and the fix.
+func CheckToken(value, file, flag string) (pki.Token, error) {
+	if file != "" {
+		flag += "-file"
+	}
+	t, err := pki.ParseToken(value)
+	if err != nil {
+		return t, fmt.Errorf("--%s: malformed: %v; get one with 'haagent token generate', or 'haagent token show' on a running master", flag, err)
+	}
+	if bits := pki.SecretBits(t.Secret); bits < pki.MinSecretBits {
+		return t, fmt.Errorf("--%s: the secret has about %d bits of entropy, fewer than %d, so a stolen etcd snapshot could be brute-forced; use a token from 'haagent token generate'",
+			flag, bits, pki.MinSecretBits)
+	}
+	return t, nil
 }
 
 // Validate reports every problem of the shared flags, each naming its flag. role
@@ -88,8 +134,8 @@ func (c *Config) Validate(role, tokenNeeded string) []error {
 	}
 	if !c.Insecure {
 		if c.Token != "" {
-			if t, err := pki.ParseToken(c.Token); err != nil {
-				bad("token", "malformed: %v; get one with 'haagent token generate', or 'haagent token show' on a running master", err)
+			if t, err := CheckToken(c.Token, c.TokenFile, "token"); err != nil {
+				errs = append(errs, err)
 			} else if role == "master" && t.Kind == pki.KindAgent {
 				bad("token", "this is the agent token; masters take the server token from 'haagent token show' on a master")
 			} else if role != "master" && t.Kind == pki.KindServer {

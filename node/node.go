@@ -1,6 +1,7 @@
 // Package node is what every role does the same way: the flags they share, getting and
-// renewing their certificates, the run skeleton (status endpoints, errgroup, READY=1,
-// STOPPING=1) and the start of the reconciler that keeps their files and units. The
+// renewing their certificates and warning before they expire, the run skeleton (status
+// endpoints, errgroup, READY=1, STOPPING=1) and the start of the reconciler that keeps
+// their files and units. The
 // roles (roles/master, roles/minion, roles/lb) keep only what is theirs.
 package node
 
@@ -9,12 +10,14 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/haagent/haagent/files"
+	"github.com/haagent/haagent/pki"
 	"github.com/haagent/haagent/reconcile"
 	"github.com/haagent/haagent/statusapi"
 )
@@ -26,6 +29,8 @@ type Node struct {
 
 	// statusAddr is the status endpoints' bound address, set before start runs.
 	statusAddr string
+	// certs reports the expiry of the certificates under the root.
+	certs *certExpiry
 
 	mu  sync.Mutex // guards the fields below
 	rec *reconcile.Reconciler
@@ -35,7 +40,7 @@ type Node struct {
 
 // New prepares the shared part of a role; it starts nothing.
 func New(cfg *Config, lg *slog.Logger) *Node {
-	return &Node{cfg: cfg, lg: lg}
+	return &Node{cfg: cfg, lg: lg, certs: newCertExpiry(cfg.Root, lg, time.Now)}
 }
 
 // Endpoints is what a role's status endpoints report.
@@ -54,8 +59,13 @@ type Endpoints struct {
 // so starting them earlier would deadlock. The first part to fail stops the others;
 // Run returns once all have, nil after ctx ended, and tells systemd STOPPING=1.
 func (n *Node) Run(ctx context.Context, ep Endpoints, start func(ctx context.Context, g *errgroup.Group) error) error {
+	certReg := prometheus.NewRegistry()
+	if err := certReg.Register(n.certs); err != nil {
+		return err
+	}
 	srv, err := statusapi.Listen(statusapi.Config{
-		Address: n.cfg.StatusAddress, Ready: ep.Ready, Status: ep.Status, Gatherer: ep.Gatherer, Logger: n.lg,
+		Address: n.cfg.StatusAddress, Ready: ep.Ready, Status: ep.Status,
+		Gatherer: prometheus.Gatherers{ep.Gatherer, certReg}, Logger: n.lg,
 	})
 	if err != nil {
 		return err
@@ -70,6 +80,12 @@ func (n *Node) Run(ctx context.Context, ep Endpoints, start func(ctx context.Con
 		}
 		n.notify(daemon.SdNotifyReady)
 		n.lg.Debug("[ready] told systemd READY=1")
+		g.Go(func() error {
+			t := time.NewTicker(RenewCheckEvery)
+			defer t.Stop()
+			n.certs.run(ctx, t.C)
+			return nil
+		})
 		if rec := n.reconciler(); rec != nil {
 			return rec.Run(ctx)
 		}
@@ -81,6 +97,16 @@ func (n *Node) Run(ctx context.Context, ep Endpoints, start func(ctx context.Con
 	}
 	n.notify(daemon.SdNotifyStopping)
 	return err
+}
+
+// CertWarnings lists the node's certificates that expire within CertWarnBefore, for
+// its role's status.
+func (n *Node) CertWarnings() []CertWarning {
+	certs, err := pki.Inspect(n.cfg.Root)
+	if err != nil {
+		return nil
+	}
+	return certWarnings(certs, n.certs.now())
 }
 
 // StatusAddr is where the status endpoints listen, once Run has bound them (a port 0

@@ -52,6 +52,8 @@ func TestValidate(t *testing.T) {
 		{"malformed token", func(c *Config) { c.Token = "short" }, "", []string{"--token: malformed"}},
 		{"the server token on a master", func(c *Config) { c.Token = token.String() }, "", nil},
 		{"an agent token on a master", func(c *Config) { c.Token = "agent:" + token.Secret }, "", []string{"--token: this is the agent token; masters take the server token"}},
+		{"a guessable token", func(c *Config) { c.Token = "server:0123456789abcdef0123" }, "", []string{"--token: the secret has about 80 bits of entropy, fewer than 128"}},
+		{"a guessable token from a file", func(c *Config) { c.Token, c.TokenFile = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "/t" }, "", []string{"--token-file: the secret has about 0 bits"}},
 		{"all at once", func(c *Config) {
 			c.Name, c.JoinPort, c.Root, c.StatusAddress, c.Systemd = "", 0, "rel", "9110", "maybe"
 		}, "", []string{"--name:", "--join-port: 0", `--root: "rel"`, `--status-address: "9110"`, `--systemd: "maybe"`}},
@@ -79,6 +81,43 @@ func TestValidate(t *testing.T) {
 		if len(errs) != 1 || errs[0].Error() != want {
 			t.Errorf("%s with the server token: %v; want %q", role, errs, want)
 		}
+	}
+}
+
+func TestTokenFile(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "token")
+	tok, _ := pki.GenerateToken(pki.KindAgent)
+	if err := os.WriteFile(file, []byte(tok.String()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	empty := filepath.Join(dir, "empty")
+	if err := os.WriteFile(empty, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name, token, file string
+		want              string // the error's start, or "" for the token read
+	}{
+		{"the file", "", file, ""},
+		{"no file", tok.String(), "", ""},
+		{"both", tok.String(), file, "--token and --token-file: both given"},
+		{"a missing file", "", filepath.Join(dir, "none"), "--token-file: open "},
+		{"an empty file", "", empty, "--token-file: " + empty + " is empty"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := NewConfig()
+			c.Name, c.Token, c.TokenFile = "n1", tt.token, tt.file
+			err := c.Complete()
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatal(err)
+			case tt.want == "" && c.Token != tok.String():
+				t.Fatalf("token %q, want %q", c.Token, tok)
+			case tt.want != "" && (err == nil || !strings.HasPrefix(err.Error(), tt.want) || strings.Contains(err.Error(), "\n")):
+				t.Fatalf("err = %v, want one line starting %q", err, tt.want)
+			}
+		})
 	}
 }
 

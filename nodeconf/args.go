@@ -27,6 +27,7 @@ const (
 	byKubeconfig = "it names a kubeconfig that haagent issues and renews"
 	byMaster     = "haagent points every component at the apiserver"
 	byPort       = "the lb, the other masters and the health checks reach the apiserver there"
+	byAnonymous  = "haagent's authentication config allows anonymous requests on the health endpoints only"
 )
 
 // guarded are the flags that would break what haagent guarantees, by component, each
@@ -44,6 +45,8 @@ var guarded = map[Component]map[string]string{
 		"master":                     byMaster,
 		"encryption-provider-config": "every master must hold the same keys: haagent shares them, and 'haagent secrets rotate-key' changes them",
 		"audit-policy-file":          "haagent's policy keeps the bodies of Secrets out of the audit log",
+		"authentication-config":      byAnonymous,
+		"anonymous-auth":             byAnonymous,
 	},
 	ComponentControllerManager: {
 		"kubeconfig": byKubeconfig, "authentication-kubeconfig": byKubeconfig, "authorization-kubeconfig": byKubeconfig,

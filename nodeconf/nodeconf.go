@@ -105,7 +105,7 @@ func Units(c Config) []Unit {
 	case "master":
 		return []Unit{
 			{"flanneld.service", []string{Flanneld}},
-			{"kube-apiserver.service", []string{KubeConfig, APIServer, pki.APIServerCert, pki.SAKey, EncryptionConfig, AuditPolicy}},
+			{"kube-apiserver.service", []string{KubeConfig, APIServer, pki.APIServerCert, pki.SAKey, EncryptionConfig, AuditPolicy, AuthenticationConfig}},
 			{"kube-controller-manager.service", []string{KubeConfig, ControllerManager, pki.ControllerManagerKubeconfig}},
 			{"kube-scheduler.service", []string{KubeConfig, Scheduler, pki.SchedulerKubeconfig}},
 		}
@@ -145,6 +145,7 @@ func Render(c Config) ([]files.File, error) {
 	}
 	if c.Role == "master" {
 		out = append(out, files.File{Path: AuditPolicy, Mode: 0o644, Data: []byte(Header + "\n" + auditPolicy)})
+		out = append(out, files.File{Path: AuthenticationConfig, Mode: 0o644, Data: []byte(Header + "\n" + authenticationConfig)})
 		if len(c.EncryptionKeys) > 0 {
 			out = append(out, files.File{Path: EncryptionConfig, Mode: 0o600, Data: encryptionConfig(c.EncryptionKeys)})
 		}

@@ -11,10 +11,25 @@ import (
 // Files of the apiserver's encryption at rest and audit log, relative to --root, and
 // where the audit log goes (the unit's LogsDirectory=kubernetes makes the directory).
 const (
-	EncryptionConfig = "etc/kubernetes/encryption-config.yaml"
-	AuditPolicy      = "etc/kubernetes/audit-policy.yaml"
-	AuditLog         = "/var/log/kubernetes/audit.log"
+	EncryptionConfig     = "etc/kubernetes/encryption-config.yaml"
+	AuditPolicy          = "etc/kubernetes/audit-policy.yaml"
+	AuditLog             = "/var/log/kubernetes/audit.log"
+	AuthenticationConfig = "etc/kubernetes/authentication-config.yaml"
 )
+
+// authenticationConfig limits anonymous requests to the health endpoints (KEP-4633,
+// stable since Kubernetes 1.34): the lb checks /readyz without a client certificate,
+// and nothing else needs to reach the apiserver unauthenticated, so a binding to
+// system:anonymous or system:unauthenticated made by mistake exposes nothing else.
+const authenticationConfig = `apiVersion: apiserver.config.k8s.io/v1
+kind: AuthenticationConfiguration
+anonymous:
+  enabled: true
+  conditions:
+  - path: /livez
+  - path: /readyz
+  - path: /healthz
+`
 
 // The audit log's rotation by size: 100 MB a file, ten old files, a month at most.
 const (
@@ -114,13 +129,14 @@ rules:
 - level: Metadata
 `
 
-// securityFlags are the apiserver's flags for the audit log and, with keys, encryption
-// at rest. The apiserver is restarted when the encryption config changes, not told to
+// securityFlags are the apiserver's flags for anonymous requests, the audit log and,
+// with keys, encryption at rest. The apiserver is restarted when the encryption config changes, not told to
 // reload it (--encryption-provider-config-automatic-reload): a finished restart of a
 // Type=notify unit tells haagent that the new keys are in use, which a rotation must
 // know before its next step, while a reload is only seen in the apiserver's metrics.
 func securityFlags(c Config, p func(string) string) []string {
 	flags := []string{
+		"--authentication-config=" + p(AuthenticationConfig),
 		"--audit-policy-file=" + p(AuditPolicy),
 		"--audit-log-path=" + AuditLog,
 		"--audit-log-maxsize=" + strconv.Itoa(AuditLogMaxSizeMB),

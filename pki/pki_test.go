@@ -208,3 +208,24 @@ func TestRenewAtTwoThirds(t *testing.T) {
 		t.Fatalf("CA valid until %s, want 10 years", ca.Cert.NotAfter)
 	}
 }
+
+func TestSecretBits(t *testing.T) {
+	gen, _ := GenerateToken(KindServer)
+	for _, tt := range []struct {
+		secret string
+		want   int
+	}{
+		{gen.Secret, 256},                                 // 64 hex digits
+		{"0123456789abcdef0123456789abcdef", 128},         // 32 hex digits: just enough
+		{"0123456789abcdef0123", 80},                      // 20 hex digits
+		{"0123456789012345678901234567890123456789", 132}, // 40 decimal digits
+		{"haagent-integration-test-0123456789", 184},      // lower, digits, '-'
+		{strings.Repeat("a", 64), 0},                      // one character
+		{strings.Repeat("ab", 40), 80},                    // two characters
+		{"Correct-Horse-Battery-Staple-9", 180},           // every class
+	} {
+		if got := SecretBits(tt.secret); got != tt.want {
+			t.Errorf("SecretBits(%q) = %d, want %d", tt.secret, got, tt.want)
+		}
+	}
+}

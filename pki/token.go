@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 )
 
@@ -30,8 +31,58 @@ const (
 	KindAgent Kind = "agent"
 )
 
-// minSecretLen keeps secrets long enough to resist guessing through the rate limit.
+// minSecretLen is the shortest secret ParseToken reads: a cluster made before
+// MinSecretBits keeps the token it was made with. The flags ask for more (SecretBits).
 const minSecretLen = 16
+
+// MinSecretBits is the least estimated entropy of a secret an operator gives in a
+// flag: the seal key of the CA in etcd comes from the server token's secret, so an etcd
+// snapshot must not be worth brute-forcing. 'haagent token generate' makes 256 bits.
+const MinSecretBits = 128
+
+// SecretBits estimates the entropy of a secret from its length and the characters it
+// draws from: 4 bits a character for hex, else log2 of the size of the classes it uses
+// (digits, lower case, upper case, '-_.'). A secret of fewer than 8 distinct
+// characters counts as drawn from those alone, so "aaaa..." is worth nothing. It is an
+// upper bound for a secret a person chose, and exact for a random one.
+func SecretBits(secret string) int {
+	var digit, lower, upper, sym, hexOnly = false, false, false, false, true
+	distinct := map[rune]bool{}
+	for _, r := range secret {
+		distinct[r] = true
+		switch {
+		case r >= '0' && r <= '9':
+			digit = true
+		case r >= 'a' && r <= 'z':
+			lower = true
+			hexOnly = hexOnly && r <= 'f'
+		case r >= 'A' && r <= 'Z':
+			upper = true
+			hexOnly = hexOnly && r <= 'F'
+		default:
+			sym, hexOnly = true, false
+		}
+	}
+	pool := 0
+	for _, c := range []struct {
+		used bool
+		size int
+	}{{digit, 10}, {lower, 26}, {upper, 26}, {sym, 3}} {
+		if c.used {
+			pool += c.size
+		}
+	}
+	if hexOnly && !(lower && upper) && (lower || upper) {
+		pool = 16
+	}
+	if len(distinct) < 8 {
+		pool = min(pool, len(distinct))
+	}
+	if pool < 2 {
+		return 0
+	}
+	return int(float64(len(secret)) * math.Log2(float64(pool)))
+}
 
 // Token is a cluster secret of one kind, optionally pinned to the cluster CA.
 type Token struct {

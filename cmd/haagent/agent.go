@@ -164,6 +164,8 @@ type agent struct {
 	roleErr error
 	log     logFlags
 	stderr  io.Writer
+	// fs is the agent's flag set, once bound.
+	fs *pflag.FlagSet
 }
 
 func newAgent(name string, stderr io.Writer) *agent {
@@ -182,6 +184,7 @@ func newAgent(name string, stderr io.Writer) *agent {
 
 // flags binds --role, the logging flags and, once a role is named, the role's flags.
 func (a *agent) flags(fs *pflag.FlagSet) {
+	a.fs = fs
 	fs.StringVar(&a.flagRole, "role", a.name, "lb, master or minion")
 	a.log.add(fs)
 	if a.roleErr == nil {
@@ -212,6 +215,10 @@ func (a *agent) run(ctx context.Context, _ io.Writer, _ []string) error {
 	}
 	lg = lg.With("role", a.name, "name", a.role.name())
 	lg.Info("haagent starting", "version", release.Version)
+	if given := onCommandLine(a.fs, "token", "agent-token"); len(given) > 0 {
+		lg.Warn("a token on the command line is visible to every user of this host (ps, /proc); use --token-file and --agent-token-file, or HAAGENT_TOKEN in /etc/sysconfig/haagent (mode 0600)",
+			"flags", strings.Join(given, ", "))
+	}
 	return a.role.run(ctx, lg)
 }
 

@@ -315,6 +315,22 @@ func applyEnv(fs *pflag.FlagSet, lookup func(string) (string, bool)) error {
 				errs = append(errs, fmt.Errorf("--%s: %s=%q: %v", f.Name, envName(f.Name), v, err))
 			}
 		}
+		_ = fs.SetAnnotation(f.Name, fromEnv, []string{envName(f.Name)})
 	})
 	return errors.Join(errs...)
+}
+
+// fromEnv annotates the flags that applyEnv set from the environment.
+const fromEnv = "haagent-from-env"
+
+// onCommandLine lists the flags among names that the command line gave, not the
+// environment.
+func onCommandLine(fs *pflag.FlagSet, names ...string) []string {
+	var given []string
+	for _, n := range names {
+		if f := fs.Lookup(n); f != nil && f.Changed && f.Annotations[fromEnv] == nil {
+			given = append(given, "--"+n)
+		}
+	}
+	return given
 }

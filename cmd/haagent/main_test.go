@@ -23,10 +23,14 @@ func TestBadInputExitsTwoWithOneLineNamingTheFlag(t *testing.T) {
 	if err := os.WriteFile(file, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	weakFile := filepath.Join(t.TempDir(), "weak-token")
+	if err := os.WriteFile(weakFile, []byte("server:0123456789abcdef0123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	dataDir := filepath.Join(tmp, "data")
 	peers := "--peers=m1=http://127.0.0.21:2380,m2=http://127.0.0.22:2380,m3=http://127.0.0.23:2380"
-	token := "--token=0123456789abcdef0123"
-	base := []string{"--role=master", "--name=m1", "--data-dir=" + dataDir, "--root=" + tmp, "--token=0123456789abcdef0123"}
+	token := "--token=0123456789abcdef0123456789abcdef"
+	base := []string{"--role=master", "--name=m1", "--data-dir=" + dataDir, "--root=" + tmp, "--token=0123456789abcdef0123456789abcdef"}
 	// Loopback masters: should a case pass by mistake, the lb it starts stays on this host.
 	lb := []string{"--role=lb", "--name=lb1", "--masters=127.0.0.81,127.0.0.82,127.0.0.83", "--root=" + tmp, token}
 	tests := []struct {
@@ -56,6 +60,12 @@ func TestBadInputExitsTwoWithOneLineNamingTheFlag(t *testing.T) {
 		{"unknown command", []string{"frobnicate"}, "frobnicate"},
 		{"missing token with several masters", []string{"--role=master", "--name=m1", peers, "--data-dir=" + dataDir}, "--token"},
 		{"malformed token", append(base, peers, "--token=short"), "--token"},
+		{"guessable token", append(slices.Clip(base[:4]), peers, "--token=server:0123456789abcdef0123"), "--token"},
+		{"guessable token in a file", append(slices.Clip(base[:4]), peers, "--token-file="+weakFile), "--token-file"},
+		{"token and token file", append(base, peers, "--token-file="+weakFile), "--token-file"},
+		{"missing token file", []string{"--role=minion", "--lb=10.0.0.10", "--token-file=" + file + "/none"}, "--token-file"},
+		{"guessable agent token", append(base, peers, "--agent-token=agent:0123456789abcdef0123"), "--agent-token"},
+		{"guessable lb token", []string{"--role=lb", "--name=lb1", "--masters=127.0.0.81", "--root=" + tmp, "--token=agent:0123456789abcdef0123"}, "--token"},
 		{"bad systemd mode", append(base, peers, "--systemd=maybe"), "--systemd"},
 		{"minion without lb", []string{"--role=minion", token}, "--lb"},
 		{"node-local lb without masters", []string{"--role=minion", token, "--root=" + tmp, "--lb=local"}, "--masters"},
@@ -177,6 +187,57 @@ func TestEnvironmentUnderFlags(t *testing.T) {
 	}
 }
 
+// TestTokenOnCommandLine: a token flag given on the command line is found (to be
+// warned about); one from the environment is not.
+func TestTokenOnCommandLine(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		want []string
+	}{
+		{"on the command line", []string{"--token=x", "--agent-token=y"}, nil, []string{"--token", "--agent-token"}},
+		{"from the environment", nil, map[string]string{"HAAGENT_TOKEN": "x", "HAAGENT_AGENT_TOKEN": "y"}, nil},
+		{"a file on the command line", []string{"--token-file=/t"}, map[string]string{"HAAGENT_AGENT_TOKEN": "y"}, nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+			fs.String("token", "", "")
+			fs.String("token-file", "", "")
+			fs.String("agent-token", "", "")
+			if err := fs.Parse(tt.args); err != nil {
+				t.Fatal(err)
+			}
+			if err := applyEnv(fs, lookupIn(tt.env)); err != nil {
+				t.Fatal(err)
+			}
+			if got := onCommandLine(fs, "token", "agent-token"); !slices.Equal(got, tt.want) {
+				t.Fatalf("onCommandLine = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestSavedWeakToken: a master of a cluster made with a token the flags now refuse
+// starts without --token from the token it saved, even as one of several.
+func TestSavedWeakToken(t *testing.T) {
+	root := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, "var/lib/haagent"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "var/lib/haagent/token"), []byte("0123456789abcdef0123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"render", "--role=master", "--name=m1", "--root=" + root, "--data-dir=" + filepath.Join(root, "etcd"),
+		"--peers=m1=http://127.0.0.21:2380,m2=http://127.0.0.22:2380,m3=http://127.0.0.23:2380"}
+	if _, err := runOut(t, nil, args...); err != nil {
+		t.Fatalf("a master with its saved token: %v", err)
+	}
+	if _, err := runOut(t, nil, append(args, "--token=0123456789abcdef0123")...); exitCode(err) != exitUsage {
+		t.Fatalf("the same token as --token: %v, want exit %d", err, exitUsage)
+	}
+}
+
 // TestEnvironmentThroughCommands runs whole command lines: HAAGENT_ROLE picks the role
 // and so its flags, each HAAGENT_<FLAG> sets the flag of the command that runs, and a
 // flag on the command line wins.
@@ -241,7 +302,7 @@ func TestEnvironmentThroughCommands(t *testing.T) {
 // flanneld point at 127.0.0.1.
 func TestRenderNodeLocalMinion(t *testing.T) {
 	root := t.TempDir()
-	args := []string{"render", "--role=minion", "--lb=local", "--root=" + root, "--token=0123456789abcdef0123", "--name=w1"}
+	args := []string{"render", "--role=minion", "--lb=local", "--root=" + root, "--token=0123456789abcdef0123456789abcdef", "--name=w1"}
 	check := func(out string, err error) {
 		t.Helper()
 		if err != nil {

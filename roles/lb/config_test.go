@@ -10,7 +10,7 @@ import (
 
 func validConfig() *Config {
 	c := NewConfig()
-	c.Token = "0123456789abcdef0123"
+	c.Token = "0123456789abcdef0123456789abcdef"
 	c.Name = "lb1"
 	c.Masters = []string{"10.0.0.11", "10.0.0.12", "10.0.0.13"}
 	return c

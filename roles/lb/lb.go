@@ -241,7 +241,8 @@ func (l *LB) nginxReady() error {
 }
 
 func (l *LB) status(context.Context) (any, error) {
-	doc := StatusDoc{Role: "lb", Name: l.cfg.Name, Version: release.Version, Impl: l.cfg.Impl, Policy: l.cfg.Policy}
+	doc := StatusDoc{Role: "lb", Name: l.cfg.Name, Version: release.Version, Impl: l.cfg.Impl, Policy: l.cfg.Policy,
+		CertWarnings: l.node.CertWarnings()}
 	if v := l.vipStatus(); v != nil {
 		doc.VIP = v
 	}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/haagent/haagent/loadbalancer"
+	"github.com/haagent/haagent/node"
 	"github.com/haagent/haagent/vip"
 )
 
@@ -20,6 +21,8 @@ type StatusDoc struct {
 	Backends []loadbalancer.BackendStatus `json:"backends"`
 	// VIP is the virtual IP as this lb sees it, with --vip only.
 	VIP *vip.Status `json:"vip,omitempty"`
+	// CertWarnings are this lb's certificates that expire within 120 days.
+	CertWarnings []node.CertWarning `json:"certWarnings,omitempty"`
 }
 
 // PrintStatus writes the VIP, if any, then doc's backends as an aligned table: port,
@@ -40,4 +43,5 @@ func PrintStatus(w io.Writer, doc StatusDoc) {
 		}
 	}
 	loadbalancer.PrintBackends(w, doc.Backends)
+	node.PrintCertWarnings(w, doc.CertWarnings)
 }

@@ -59,11 +59,17 @@ type Config struct {
 	// AgentToken is the agent token a new cluster starts with (pki.ParseToken form);
 	// empty makes one. The cluster's agent token lives sealed in etcd after that.
 	AgentToken string
+	// AgentTokenFile is a file holding AgentToken, which keeps it out of ps.
+	AgentTokenFile string
 	// Args are the operator's flags for kube-apiserver, kube-controller-manager,
 	// kube-scheduler and flanneld.
 	Args node.ComponentArgs
 	// Recovery holds the scheduled snapshots' flags and etcd's space quota.
 	Recovery
+	// savedToken is whether Complete found the token this master saved (TokenFile):
+	// with it, a master of several starts without --token, as one of a cluster made
+	// with a token the flags now refuse must.
+	savedToken bool
 }
 
 // DefaultServiceClusterIPRange is the seed's service range.
@@ -109,7 +115,8 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.FlannelBackend, "flannel-backend", c.FlannelBackend, "flannel backend type: "+strings.Join(flannel.Backends, ", "))
 	fs.StringVar(&c.LB, "lb", c.LB, "the lb's address, for the masters' certificates and the admin kubeconfig")
 	fs.StringVar(&c.ServiceClusterIPRange, "service-cluster-ip-range", c.ServiceClusterIPRange, "Kubernetes service CIDR")
-	fs.StringVar(&c.AgentToken, "agent-token", c.AgentToken, "the agent token a new cluster starts with, for minions and lbs (default: the first master makes one); 'haagent token rotate --agent' changes it later")
+	fs.StringVar(&c.AgentToken, "agent-token", c.AgentToken, "the agent token a new cluster starts with, for minions and lbs (default: the first master makes one); 'haagent token rotate --agent' changes it later. Prefer --agent-token-file")
+	fs.StringVar(&c.AgentTokenFile, "agent-token-file", c.AgentTokenFile, "file holding the agent token a new cluster starts with (instead of --agent-token)")
 	c.Recovery.AddFlags(fs)
 	c.Args.AddFlags(fs, nodeconf.ComponentAPIServer, nodeconf.ComponentControllerManager, nodeconf.ComponentScheduler, nodeconf.ComponentFlanneld)
 	c.Config.AddFlags(fs)
@@ -118,8 +125,12 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 // Complete fills the defaults that depend on the host: the hostname, the interface
 // address and the single-member peer list. It reads the host but changes nothing.
 func (c *Config) Complete() error {
-	if err := errors.Join(c.Config.Complete(), c.Address.Complete()); err != nil {
+	if err := errors.Join(c.Config.Complete(), c.Address.Complete(), node.ReadTokenFile(&c.AgentToken, c.AgentTokenFile, "agent-token")); err != nil {
 		return err
+	}
+	if c.Token == "" {
+		_, err := os.Stat(filepath.Join(c.Root, TokenFile))
+		c.savedToken = err == nil
 	}
 	if c.Peers == "" {
 		host := c.AdvertiseAddress
@@ -214,12 +225,12 @@ func (c *Config) Validate() error {
 		bad("service-cluster-ip-range", "%q is not a CIDR such as 10.254.0.0/16", c.ServiceClusterIPRange)
 	}
 	tokenNeeded := ""
-	if len(peers) > 1 {
+	if len(peers) > 1 && !c.savedToken {
 		tokenNeeded = "for a cluster of several masters; run 'haagent token generate' once and give its server token as --token to every master (or --insecure for a lab)"
 	}
 	if c.AgentToken != "" && !c.Insecure {
-		if t, err := pki.ParseToken(c.AgentToken); err != nil {
-			bad("agent-token", "malformed: %v; get one with 'haagent token generate'", err)
+		if t, err := node.CheckToken(c.AgentToken, c.AgentTokenFile, "agent-token"); err != nil {
+			errs = append(errs, err)
 		} else if t.Kind == pki.KindServer {
 			bad("agent-token", "this is the server token; give the agent token from 'haagent token generate'")
 		}

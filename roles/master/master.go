@@ -1,6 +1,7 @@
 // Package master is the master role: it gets or creates the cluster's certificates,
-// serves the join service, runs this host's etcd member, stores the sealed CA and
-// flannel's network config in etcd, and keeps the control plane's files and units.
+// serves the join service, runs this host's etcd member, keeps etcd's authentication
+// on, stores the sealed CA and flannel's network config in etcd, and keeps the control
+// plane's files and units.
 // What a master does on start reads top to bottom in Master.start; what cluster-reset
 // does after a lost quorum, in ClusterReset.
 package master
@@ -45,7 +46,8 @@ type Master struct {
 	snaps   *snapshots.Scheduler
 	keeper  *spacekeeper.Keeper
 	// agent is the agent token the join service checks; nil until read from etcd.
-	agent atomic.Pointer[agentState]
+	agent   atomic.Pointer[agentState]
+	metrics *metrics
 }
 
 // New prepares a master from a validated config; it starts nothing.
@@ -55,6 +57,9 @@ func New(cfg *Config, lg *slog.Logger, gatherer prometheus.Gatherer) (*Master, e
 		return nil, err
 	}
 	m := &Master{cfg: cfg, lg: lg, node: node.New(&cfg.Config, lg), member: member, etcdTLS: etcdTLS, reg: gatherer}
+	if m.metrics, m.reg, err = newMetrics(m.reg); err != nil {
+		return nil, err
+	}
 	if m.snaps, m.keeper, m.reg, err = m.recoveryParts(); err != nil {
 		return nil, err
 	}
@@ -92,6 +97,11 @@ type Status struct {
 	// NotMembers are the masters in --peers that the cluster does not list: lost ones
 	// not yet rebuilt, or, after a cluster-reset, the ones that have not joined yet.
 	NotMembers []string `json:"notMembers,omitempty"`
+	// EtcdAuth is the auth watchdog's view; nil when haagent does not manage etcd's
+	// auth (--etcd-auth=false or --insecure).
+	EtcdAuth *AuthStatus `json:"etcdAuth,omitempty"`
+	// CertWarnings are this master's certificates that expire within 120 days.
+	CertWarnings []node.CertWarning `json:"certWarnings,omitempty"`
 }
 
 // FlannelStatus is flannel's network config as stored in etcd.
@@ -162,6 +172,12 @@ func (m *Master) start(ctx context.Context, g *errgroup.Group) error {
 		}); err != nil {
 			return fmt.Errorf("[auth] %w", err)
 		}
+		// [auth] And keep it on: found off, it is back on within seconds.
+		g.Go(func() error {
+			t := time.NewTicker(authCheckEvery)
+			defer t.Stop()
+			return m.watchAuth(ctx, policy, t.C)
+		})
 	}
 
 	// [ca] Store the sealed CA in etcd for the masters that come after, and check that
@@ -237,6 +253,11 @@ func (m *Master) status(ctx context.Context) (any, error) {
 	}
 	st := Status{Role: "master", Name: m.cfg.Name, Version: release.Version, Etcd: cs, Node: m.node.FilesStatus()}
 	st.NotMembers = m.notMembers(cs.Members)
+	st.CertWarnings = m.node.CertWarnings()
+	if !m.cfg.Insecure && m.cfg.EtcdAuth {
+		st.EtcdAuth = m.metrics.auth.status()
+		st.EtcdAuth.Enabled, _ = m.member.AuthEnabled()
+	}
 	st.Flannel.Key = flannel.ConfigKey(m.cfg.FlannelPrefix)
 	gctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()

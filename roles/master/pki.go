@@ -178,9 +178,9 @@ func (m *Master) credentials(token pki.Token) (node.Credentials, error) {
 func (m *Master) serveJoin(ctx context.Context, g *errgroup.Group, token pki.Token, shared *pki.Shared) error {
 	js, err := join.Listen(join.ServerConfig{
 		Address: net.JoinHostPort(m.cfg.ListenAddress, strconv.Itoa(m.cfg.JoinPort)),
-		Token:   token, AgentToken: m.agentToken, Bind: m.bindNode,
+		Token:   token, AgentToken: m.agentToken, Bind: m.bindNode, MasterNames: m.masterNames,
 		CACert: shared.CA.CertPEM, GetCertificate: m.servingCert,
-		Issue: m.issuer(shared), Logger: m.lg.With("component", "join"),
+		Issue: m.issuer(shared), Logger: m.lg.With("component", "join"), Metrics: m.metrics.join,
 	})
 	if err != nil {
 		return err
@@ -329,17 +329,42 @@ func (m *Master) syncShared(ctx context.Context, kv clientv3.KV, token pki.Token
 		m.lg.Info("[ca] stored the sealed CA and service-account keys in etcd", "key", pki.SharedKey, "agent-token", sh.AgentToken != nil)
 		return m.setAgent(sh.AgentToken)
 	}
-	stored, err := pki.OpenShared(token, resp.Responses[0].GetResponseRange().Kvs[0].Value)
+	kv0 := resp.Responses[0].GetResponseRange().Kvs[0]
+	stored, err := pki.OpenShared(token, kv0.Value)
 	if err != nil {
 		return fmt.Errorf("the CA stored in etcd can't be opened with this token: %w", err)
 	}
 	if !stored.CA.Cert.Equal(sh.CA.Cert) {
 		return fmt.Errorf("%w: the CA stored in etcd differs from the one on this master", pki.ErrCAMismatch)
 	}
+	if pki.LegacySeal(kv0.Value) {
+		m.reseal(ctx, kv, token, stored, kv0.ModRevision)
+	}
 	if m.cfg.AgentToken != "" && (stored.AgentToken == nil || !stored.AgentToken.SecretEqual(sh.AgentToken.Secret)) {
 		m.lg.Warn("[ca] --agent-token differs from the cluster's agent token, which is kept; 'haagent token rotate --agent' changes it")
 	}
 	return m.setAgent(stored.AgentToken)
+}
+
+// reseal stores the shared doc again, sealed with the argon2id key, in place of the one
+// a haagent from before sealed under an unsalted HKDF of the token, unless another
+// master changed it since it was read at rev. A failure is logged: the next start
+// tries again, and the old seal still opens.
+func (m *Master) reseal(ctx context.Context, kv clientv3.KV, token pki.Token, sh *pki.Shared, rev int64) {
+	sealed, err := pki.SealShared(token, sh)
+	var resp *clientv3.TxnResponse
+	if err == nil {
+		resp, err = kv.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(pki.SharedKey), "=", rev)).
+			Then(clientv3.OpPut(pki.SharedKey, string(sealed))).Commit()
+	}
+	switch {
+	case err != nil:
+		m.lg.Warn("[ca] could not seal the shared doc in etcd again with argon2id; the next start tries again", "key", pki.SharedKey, "err", err)
+		return
+	case !resp.Succeeded:
+		return // another master changed it, and sealed it the new way
+	}
+	m.lg.Info("[ca] sealed the shared doc in etcd again, with a salted argon2id key instead of the former HKDF", "key", pki.SharedKey)
 }
 
 // newAgentToken is the agent token a new cluster starts with: --agent-token, a new one,
@@ -432,6 +457,35 @@ func (m *Master) watchAgentToken(ctx context.Context, token pki.Token) error {
 		}
 	}
 	return nil
+}
+
+// masterNames is join.ServerConfig.MasterNames: the names in --peers and those of the
+// etcd members, which may differ after a member was replaced or added by hand.
+func (m *Master) masterNames(ctx context.Context) ([]string, error) {
+	peers, err := m.cfg.ParsePeers()
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, p := range peers {
+		names = append(names, p.Name)
+	}
+	cli := m.member.Client()
+	if cli == nil {
+		return nil, errors.New("etcd is not ready")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	list, err := cli.MemberList(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list the etcd members: %w", err)
+	}
+	for _, mb := range list.Members {
+		if mb.Name != "" {
+			names = append(names, mb.Name)
+		}
+	}
+	return names, nil
 }
 
 // bindNode is join.ServerConfig.Bind: the first node to join with a name keeps it.

@@ -5,10 +5,12 @@ import (
 	"io"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/dustin/go-humanize"
 
 	"github.com/haagent/haagent/etcdmember"
+	"github.com/haagent/haagent/node"
 )
 
 // PrintStatus writes st as `haagent status` shows it: the member, its cluster's members
@@ -25,7 +27,28 @@ func PrintStatus(w io.Writer, st Status) {
 		fmt.Fprintf(w, "%s\n", st.Etcd.Foreign)
 	}
 	printSpace(w, st.Etcd)
+	printAuth(w, st.EtcdAuth)
 	fmt.Fprintf(w, "\nflannel: %s = %s\n", st.Flannel.Key, st.Flannel.Value)
+	node.PrintCertWarnings(w, st.CertWarnings)
+}
+
+// printAuth writes etcd's authentication as the watchdog sees it.
+func printAuth(w io.Writer, a *AuthStatus) {
+	if a == nil {
+		return
+	}
+	state := "on"
+	if !a.Enabled {
+		state = "OFF"
+	}
+	fmt.Fprintf(w, "etcd auth: %s", state)
+	if a.FoundOff > 0 {
+		fmt.Fprintf(w, "; found off %d times and turned back on, last at %s", a.FoundOff, a.LastFoundOff.UTC().Format(time.RFC3339))
+	}
+	if a.LastError != "" {
+		fmt.Fprintf(w, "; turning it back on failed: %s", a.LastError)
+	}
+	fmt.Fprintln(w)
 }
 
 // printSpace writes each member's db size against its quota, and etcd's alarms: a

@@ -18,7 +18,7 @@ import (
 
 // TestLocalLBConfig checks --lb=local's flags: what Complete reads and Validate says.
 func TestLocalLBConfig(t *testing.T) {
-	const token = "0123456789abcdef0123"
+	const token = "0123456789abcdef0123456789abcdef"
 	tests := []struct {
 		name    string
 		lb      string

@@ -259,10 +259,12 @@ type Status struct {
 	Driver  string    `json:"cgroupDriver"`
 	Subnet  string    `json:"podSubnet,omitempty"`
 	// LocalLB is the node-local lb (--lb=local): its masters and backends.
-	LocalLB *LocalLBStatus    `json:"localLB,omitempty"`
-	Images  *airgap.Result    `json:"airgapImages,omitempty"`
-	Certs   []pki.CertInfo    `json:"certs,omitempty"`
-	Node    *reconcile.Status `json:"node,omitempty"`
+	LocalLB *LocalLBStatus `json:"localLB,omitempty"`
+	Images  *airgap.Result `json:"airgapImages,omitempty"`
+	Certs   []pki.CertInfo `json:"certs,omitempty"`
+	// CertWarnings are the certificates among Certs that expire within 120 days.
+	CertWarnings []node.CertWarning `json:"certWarnings,omitempty"`
+	Node         *reconcile.Status  `json:"node,omitempty"`
 }
 
 // Run blocks until ctx ends (returning nil after a clean stop) or a part fails; the
@@ -418,6 +420,7 @@ func (m *Minion) status(ctx context.Context) (any, error) {
 		st.Subnet = s.Subnet.Masked().String()
 	}
 	st.Node = m.node.FilesStatus()
+	st.CertWarnings = m.node.CertWarnings()
 	if m.local != nil {
 		st.LocalLB = m.local.status()
 	}
@@ -511,4 +514,5 @@ func PrintStatus(w io.Writer, st Status) {
 	if st.LocalLB != nil {
 		printLocalLB(w, *st.LocalLB)
 	}
+	node.PrintCertWarnings(w, st.CertWarnings)
 }

@@ -223,6 +223,53 @@ func TestUpgradeEnablesEtcdAuth(t *testing.T) {
 		}
 	})
 
+	t.Run("auth found off is turned back on within seconds, and said so", func(t *testing.T) {
+		if out, err := c.Etcdctl(m1.ClientURL(), "auth", "disable"); err != nil {
+			t.Fatalf("auth disable: %q, %v", out, err)
+		}
+		start := time.Now()
+		err := await.Until(context.Background(), "etcd auth back on: the flannel certificate refused on /registry/ again", 10*time.Second, func() error {
+			out, err := flannelAs(m3, "get", "/registry/secrets/default/before")
+			if err == nil || !strings.Contains(err.Error(), "permission denied") {
+				return fmt.Errorf("flannel reads /registry/: %q, %v", out, err)
+			}
+			return nil
+		}, await.Every(100*time.Millisecond))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("auth back on after %s", time.Since(start).Round(time.Millisecond))
+		var logged, counted, shown int
+		for _, m := range c.Masters {
+			if strings.Contains(m.Logs(), "[auth] etcd authentication was found OFF") {
+				logged++
+			}
+			body, err := httpGet("http://" + m.StatusAddress() + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(body, "haagent_etcd_auth_found_disabled_total 0\n") && strings.Contains(body, "haagent_etcd_auth_found_disabled_total ") {
+				counted++
+			}
+			var st struct {
+				EtcdAuth *struct {
+					Enabled  bool `json:"enabled"`
+					FoundOff int  `json:"foundOff"`
+				} `json:"etcdAuth"`
+			}
+			body, err = httpGet("http://" + m.StatusAddress() + "/status")
+			if err != nil || json.Unmarshal([]byte(body), &st) != nil || st.EtcdAuth == nil {
+				t.Fatalf("%s /status: %v\n%s", m.Name, err, body)
+			}
+			if st.EtcdAuth.FoundOff > 0 {
+				shown++
+			}
+		}
+		if logged == 0 || counted == 0 || shown == 0 {
+			t.Fatalf("masters that logged it: %d, counted it in /metrics: %d, showed it in /status: %d; want at least one each", logged, counted, shown)
+		}
+	})
+
 	t.Run("a restart with auth on changes nothing", func(t *testing.T) {
 		before, err := c.Etcdctl(m1.ClientURL(), "role", "get", "kube-apiserver")
 		if err != nil {

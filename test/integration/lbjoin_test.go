@@ -68,7 +68,7 @@ func TestFullBootstrapThroughTheLB(t *testing.T) {
 	}
 
 	// etcd through the lb: flannel's certificate reads its config end to end; the lb's
-	// own certificate, whose etcd user has no role, reads nothing.
+	// own certificate, whose etcd user may use only the VIP election's prefix, can't read it.
 	etcdctlVia := func(dir, cert string) (string, error) {
 		pki := filepath.Join(dir, "etc/kubernetes/pki")
 		out, err := exec.Command("etcdctl", "--endpoints=https://127.0.0.10:2379", "--dial-timeout=2s", "--command-timeout=3s",
@@ -83,10 +83,39 @@ func TestFullBootstrapThroughTheLB(t *testing.T) {
 		t.Fatalf("etcd through the lb with the lb's certificate: want permission denied, got %v\n%s", err, out)
 	}
 
+	// The lock-out attempt (issue 18): behind the lb every request comes from the lb's
+	// address. Bad tokens until each master throttles that address, and more while the
+	// minion joins: its join, with the right token, must still go through.
+	// Every role reports its certificates' expiry in /metrics; fresh ones warn of nothing.
+	for addr, cert := range map[string]string{lb.StatusAddress(): "etcd-client.crt", c.Masters[0].StatusAddress(): "ca.crt"} {
+		body, err := httpGet("http://" + addr + "/metrics")
+		want := `haagent_certificate_expiry_warning{path="/etc/kubernetes/pki/` + cert + `"} 0`
+		if err != nil || !strings.Contains(body, want) || !strings.Contains(body, "haagent_certificate_expires_in_seconds{") {
+			t.Fatalf("%s/metrics: %v; want %s and the seconds until expiry", addr, err, want)
+		}
+	}
+	requireSlowBodyCutOff(t, "127.0.0.10:9345")
+	before := joinRefusals(t, c.Masters)
+	attack := startLockOutAttempt("127.0.0.10:9345", 40)
+	if refused, throttled, other := attack.counts(); other != nil || refused != 40 || throttled == 0 {
+		attack.stop()
+		t.Fatalf("40 bad tokens through the lb: %d refused, %d of them throttled (%v); want all refused, some throttled", refused, throttled, other)
+	}
 	root := t.TempDir()
 	code, log := runMinion(t, root, "127.0.0.10", testToken)
+	refused, throttled, other := attack.stop()
 	if code != 0 {
-		t.Fatalf("minion joining through the lb: exit %d\n%s", code, log)
+		t.Fatalf("minion joining through the lb during a lock-out attempt: exit %d\n%s", code, log)
+	}
+	if other != nil {
+		t.Fatal(other)
+	}
+	after := joinRefusals(t, c.Masters)
+	if got := after["wrong-token"] + after["throttled"] - before["wrong-token"] - before["throttled"]; got != float64(refused) {
+		t.Errorf("the masters counted %v wrong-token and throttled refusals, the attacker saw %d", got, refused)
+	}
+	if got := after["throttled"] - before["throttled"]; got != float64(throttled) {
+		t.Errorf("the masters counted %v throttled refusals, the attacker saw %d", got, throttled)
 	}
 	flannel := readFile(t, filepath.Join(root, "etc/sysconfig/flanneld"))
 	if !strings.Contains(flannel, `FLANNEL_ETCD_ENDPOINTS="https://127.0.0.10:2379"`) {

@@ -177,7 +177,7 @@ func TestSecureClusterWithTokenJoin(t *testing.T) {
 	})
 
 	t.Run("a wrong token is refused", func(t *testing.T) {
-		code, log := runMinion(t, t.TempDir(), m2.IP, "a-wrong-token-0123456789")
+		code, log := runMinion(t, t.TempDir(), m2.IP, "a-wrong-token-0123456789-abcdefghijk")
 		if code == 0 || !strings.Contains(log, "refused the token") {
 			t.Fatalf("wrong token: exit %d:\n%s", code, log)
 		}

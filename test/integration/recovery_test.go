@@ -13,9 +13,6 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
-	"go.etcd.io/etcd/client/pkg/v3/transport"
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/haagent/haagent/test/await"
 )
@@ -116,17 +113,7 @@ func TestFullEtcdRecoversWithoutAHand(t *testing.T) {
 	startReady(t, c)
 	m1 := c.Masters[0]
 
-	pki := filepath.Join(m1.Root, "etc/kubernetes/pki")
-	tc, err := transport.TLSInfo{CertFile: filepath.Join(pki, "etcd-client.crt"), KeyFile: filepath.Join(pki, "etcd-client.key"),
-		TrustedCAFile: filepath.Join(pki, "ca.crt")}.ClientConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: strings.Split(c.Endpoints(), ","), TLS: tc, DialTimeout: 3 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	cli := etcdClient(t, c, m1)
 	// Overwrite one key: every old revision stays until a compaction, so the db grows.
 	val := strings.Repeat("x", 512<<10)
 	full := false

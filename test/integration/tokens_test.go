@@ -123,6 +123,14 @@ func TestAgentToken(t *testing.T) {
 			t.Fatal("m1 did not log the refusal")
 		}
 	})
+	t.Run("a minion with a master's name gets 403", func(t *testing.T) {
+		root := t.TempDir()
+		code, log := runNamedMinion(t, "m3", root, m2.IP, agent)
+		if code == 0 || !strings.Contains(log, `is a master's`) || !strings.Contains(log, "403") {
+			t.Fatalf("exit %d:\n%s", code, log)
+		}
+		requireNothingWritten(t, root)
+	})
 	t.Run("a second minion with the same name gets 403", func(t *testing.T) {
 		root := t.TempDir()
 		code, log := runNamedMinion(t, "minion1", root, m2.IP, agent)
