@@ -109,7 +109,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.FlannelBackend, "flannel-backend", c.FlannelBackend, "flannel backend type: "+strings.Join(flannel.Backends, ", "))
 	fs.StringVar(&c.LB, "lb", c.LB, "the lb's address, for the masters' certificates and the admin kubeconfig")
 	fs.StringVar(&c.ServiceClusterIPRange, "service-cluster-ip-range", c.ServiceClusterIPRange, "Kubernetes service CIDR")
-	fs.StringVar(&c.AgentToken, "agent-token", c.AgentToken, "the agent token a new cluster starts with, for minions and lbs (default: the first master makes one); 'haagent token rotate --agent' changes it later")
+	fs.StringVar(&c.AgentToken, "agent-token", c.AgentToken, "the agent token a new cluster starts with, for minions (default: the first master makes one); 'haagent token rotate --agent' changes it later")
 	c.Recovery.AddFlags(fs)
 	c.Args.AddFlags(fs, nodeconf.ComponentAPIServer, nodeconf.ComponentControllerManager, nodeconf.ComponentScheduler, nodeconf.ComponentFlanneld)
 	c.Config.AddFlags(fs)
@@ -220,8 +220,8 @@ func (c *Config) Validate() error {
 	if c.AgentToken != "" && !c.Insecure {
 		if t, err := pki.ParseToken(c.AgentToken); err != nil {
 			bad("agent-token", "malformed: %v; get one with 'haagent token generate'", err)
-		} else if t.Kind == pki.KindServer {
-			bad("agent-token", "this is the server token; give the agent token from 'haagent token generate'")
+		} else if t.Kind != pki.KindAgent && t.Kind != pki.KindLegacy {
+			bad("agent-token", "this is the %s token; give the agent token from 'haagent token generate'", t.Kind)
 		}
 	}
 	errs = append(errs, c.Recovery.Validate()...)

@@ -88,7 +88,7 @@ func TestAgentToken(t *testing.T) {
 	t.Run("the server token on a minion is refused at parse", func(t *testing.T) {
 		root := t.TempDir()
 		out, err := exec.Command(bin, "--role=minion", "--lb="+m2.IP, "--token="+server, "--root="+root).CombinedOutput()
-		want := "--token: this is the server token; minions and lbs take the agent token from 'haagent token show' on a master"
+		want := "--token: this is the server token; minions take the agent token from 'haagent token show --kind=agent' on a master"
 		if exitOf(err) != 2 || strings.TrimSpace(string(out)) != "haagent: "+want {
 			t.Fatalf("exit %d, %q; want exit 2 and %q", exitOf(err), out, want)
 		}
