@@ -11,6 +11,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/template"
 	"time"
@@ -224,6 +225,13 @@ func PeerTrustMixed(root string) bool {
 // that are valid node names too. No master may be named so: while a cluster moves over
 // to the peer CA, a master's name is what its etcd peers accept it by.
 var NonMasterNames = []string{FlannelCommonName, LBCommonName}
+
+// NonMasterName reports whether a master can't be called name, for the reason
+// NonMasterNames says: it is one of them, or an lb's or a kubelet's CN
+// (LBNamePrefix..., system:...), which member names, unlike node names, could spell.
+func NonMasterName(name string) bool {
+	return slices.Contains(NonMasterNames, name) || strings.HasPrefix(name, LBNamePrefix) || strings.HasPrefix(name, "system:")
+}
 
 type bundle struct {
 	ca    *CA

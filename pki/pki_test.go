@@ -224,3 +224,14 @@ func TestRenewAtTwoThirds(t *testing.T) {
 		t.Fatalf("CA valid until %s, want 10 years", ca.Cert.NotAfter)
 	}
 }
+
+func TestNonMasterName(t *testing.T) {
+	for name, want := range map[string]bool{
+		"m1": false, "centos-master-1": false, "master.example": false,
+		FlannelCommonName: true, LBCommonName: true, LBNamePrefix + "lb1": true, "system:node:minion1": true, "system:kube-proxy": true,
+	} {
+		if got := NonMasterName(name); got != want {
+			t.Errorf("NonMasterName(%q) = %v, want %v", name, got, want)
+		}
+	}
+}

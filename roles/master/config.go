@@ -168,7 +168,7 @@ func (c *Config) Validate() error {
 	peers, err := c.ParsePeers()
 	if err != nil {
 		bad("peers", "%v; use name=http://ip:2380,... or host1,host2,host3", err)
-	} else if i := slices.IndexFunc(peers, func(p etcdmember.Peer) bool { return slices.Contains(pki.NonMasterNames, p.Name) }); i >= 0 {
+	} else if i := slices.IndexFunc(peers, func(p etcdmember.Peer) bool { return pki.NonMasterName(p.Name) }); i >= 0 {
 		bad("peers", "%q can't name a master: non-masters hold certificates with that name; use another", peers[i].Name)
 	} else if self, ok := peers.ByName(c.Name); !ok {
 		bad("name", "%q is not in --peers (%s); set --name to one of the listed names", c.Name, peerNames(peers))
