@@ -152,7 +152,7 @@ func TestNonMastersCantSpeakRaftOrNameAMaster(t *testing.T) {
 	})
 	startReady(t, c)
 	m1, m2 := c.Masters[0], c.Masters[1]
-	_, agent := tokenShow(t, m1)
+	_, agent, _ := tokenShow(t, m1)
 	members := requireMembers(t, c, c.Endpoints(), "m1", "m2", "m3")
 	id1 := memberID(t, members, "m1")
 	peer1 := m1.IP + ":2380"
