@@ -41,7 +41,7 @@ func (t *tokenCmd) rotateFlags(fs *pflag.FlagSet) {
 }
 
 func (t *tokenCmd) generate(ctx context.Context, w io.Writer, _ []string) error {
-	for _, k := range []pki.Kind{pki.KindServer, pki.KindAgent} {
+	for _, k := range []pki.Kind{pki.KindServer, pki.KindAgent, pki.KindLB} {
 		tok, err := pki.GenerateToken(k)
 		if err != nil {
 			return err

@@ -59,6 +59,9 @@ type Config struct {
 	// AgentToken is the agent token a new cluster starts with (pki.ParseToken form);
 	// empty makes one. The cluster's agent token lives sealed in etcd after that.
 	AgentToken string
+	// LBToken is the lb token a new cluster (or one made before lb tokens) starts with
+	// (pki.ParseToken form); empty makes one. It lives sealed in etcd after that.
+	LBToken string
 	// Args are the operator's flags for kube-apiserver, kube-controller-manager,
 	// kube-scheduler and flanneld.
 	Args node.ComponentArgs
@@ -110,6 +113,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.LB, "lb", c.LB, "the lb's address, for the masters' certificates and the admin kubeconfig")
 	fs.StringVar(&c.ServiceClusterIPRange, "service-cluster-ip-range", c.ServiceClusterIPRange, "Kubernetes service CIDR")
 	fs.StringVar(&c.AgentToken, "agent-token", c.AgentToken, "the agent token a new cluster starts with, for minions (default: the first master makes one); 'haagent token rotate --agent' changes it later")
+	fs.StringVar(&c.LBToken, "lb-token", c.LBToken, "the lb token a new cluster starts with, for lbs (default: the first master makes one); 'haagent token rotate --lb' changes it later")
 	c.Recovery.AddFlags(fs)
 	c.Args.AddFlags(fs, nodeconf.ComponentAPIServer, nodeconf.ComponentControllerManager, nodeconf.ComponentScheduler, nodeconf.ComponentFlanneld)
 	c.Config.AddFlags(fs)
@@ -217,11 +221,14 @@ func (c *Config) Validate() error {
 	if len(peers) > 1 {
 		tokenNeeded = "for a cluster of several masters; run 'haagent token generate' once and give its server token as --token to every master (or --insecure for a lab)"
 	}
-	if c.AgentToken != "" && !c.Insecure {
-		if t, err := pki.ParseToken(c.AgentToken); err != nil {
-			bad("agent-token", "malformed: %v; get one with 'haagent token generate'", err)
-		} else if t.Kind != pki.KindAgent && t.Kind != pki.KindLegacy {
-			bad("agent-token", "this is the %s token; give the agent token from 'haagent token generate'", t.Kind)
+	for flag, v := range map[pki.Kind]string{pki.KindAgent: c.AgentToken, pki.KindLB: c.LBToken} {
+		if v == "" || c.Insecure {
+			continue
+		}
+		if t, err := pki.ParseToken(v); err != nil {
+			bad(string(flag)+"-token", "malformed: %v; get one with 'haagent token generate'", err)
+		} else if t.Kind != flag && t.Kind != pki.KindLegacy {
+			bad(string(flag)+"-token", "this is the %s token; give the %s token from 'haagent token generate'", t.Kind, flag)
 		}
 	}
 	errs = append(errs, c.Recovery.Validate()...)

@@ -338,11 +338,11 @@ func (m *Master) syncShared(ctx context.Context, kv clientv3.KV, token pki.Token
 		sh.AgentToken = agent
 	}
 	if sh.AgentToken != nil && sh.LBToken == nil {
-		lb, err := pki.GenerateToken(pki.KindLB)
+		lb, err := m.newLBToken()
 		if err != nil {
 			return err
 		}
-		sh.LBToken = &lb
+		sh.LBToken = lb
 	}
 	sealed, err := pki.SealShared(token, sh)
 	if err != nil {
@@ -370,7 +370,13 @@ func (m *Master) syncShared(ctx context.Context, kv clientv3.KV, token pki.Token
 	if m.cfg.AgentToken != "" && (stored.AgentToken == nil || !stored.AgentToken.SecretEqual(sh.AgentToken.Secret)) {
 		m.lg.Warn("[ca] --agent-token differs from the cluster's agent token, which is kept; 'haagent token rotate --agent' changes it")
 	}
+	if want, err := m.newLBToken(); err == nil && m.cfg.LBToken != "" && stored.LBToken != nil && !stored.LBToken.SecretEqual(want.Secret) {
+		m.lg.Warn("[ca] --lb-token differs from the cluster's lb token, which is kept; 'haagent token rotate --lb' changes it")
+	}
 	if stored.AgentToken != nil && stored.LBToken == nil {
+		if stored.LBToken, err = m.newLBToken(); err != nil {
+			return err
+		}
 		if err := addLBToken(ctx, kv, token, stored, kv0.ModRevision); err != nil {
 			return err
 		}
@@ -379,15 +385,10 @@ func (m *Master) syncShared(ctx context.Context, kv clientv3.KV, token pki.Token
 	return m.setAgent(stored.AgentToken, stored.LBToken)
 }
 
-// addLBToken stores a new lb token in the sealed shared doc sh, read at revision rev,
-// unless the doc changed since (another master added one, or a rotation ran): then it
-// takes the stored one.
+// addLBToken stores the sealed shared doc sh, read at revision rev, with the lb token
+// it was given, unless the doc changed since (another master added one, or a rotation
+// ran): then it takes the stored one.
 func addLBToken(ctx context.Context, kv clientv3.KV, token pki.Token, sh *pki.Shared, rev int64) error {
-	lb, err := pki.GenerateToken(pki.KindLB)
-	if err != nil {
-		return err
-	}
-	sh.LBToken = &lb
 	sealed, err := pki.SealShared(token, sh)
 	if err != nil {
 		return err
@@ -433,6 +434,21 @@ func (m *Master) newAgentToken(server pki.Token) (*pki.Token, error) {
 		return nil, nil
 	}
 	t, err := pki.GenerateToken(pki.KindAgent)
+	return &t, err
+}
+
+// newLBToken is the lb token a cluster starts with: --lb-token, or a new one.
+func (m *Master) newLBToken() (*pki.Token, error) {
+	if m.cfg.LBToken != "" {
+		t, err := pki.ParseToken(m.cfg.LBToken)
+		if err != nil {
+			return nil, fmt.Errorf("--lb-token: %w", err)
+		}
+		t = t.Unpinned()
+		t.Kind = pki.KindLB
+		return &t, nil
+	}
+	t, err := pki.GenerateToken(pki.KindLB)
 	return &t, err
 }
 
