@@ -13,6 +13,7 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/haagent/haagent/pki"
 	"github.com/haagent/haagent/vip"
 )
 
@@ -31,9 +32,9 @@ const (
 	UserAPIServer = "kube-apiserver-etcd-client"
 	// UserFlannel is flanneld, on masters and on minions (through the lb).
 	UserFlannel = "flannel"
-	// UserLB is the lb: its health check (etcd answers GET /health as root whatever
-	// the certificate, so that needs no permission) and, with --vip, its election of
-	// the VIP's holder, which reads and writes under vip.KeyPrefix and nowhere else.
+	// UserLB is the identity that every lb shared before lb names were bound (anyone
+	// with the agent token could get its certificate): it keeps no role. An lb's own
+	// user is LBUser's.
 	UserLB = "haagent-lb"
 
 	roleRoot      = "root"
@@ -87,6 +88,26 @@ type User struct {
 type AuthPolicy struct {
 	Roles []Role
 	Users []User
+	// Revoked are roles that earlier policies granted and this one takes away.
+	Revoked []User
+}
+
+// LBUser is the etcd user of the lb called name, whose certificate's CN is its name
+// after pki.LBNamePrefix: its health check (etcd answers GET /health as root whatever
+// the certificate, so that needs no permission) and, with --vip, its part in the
+// election of the VIP's holder, which reads and writes under vip.KeyPrefix and nowhere
+// else. The masters add it when they first issue that lb's certificate (EnsureLBUser).
+func LBUser(name string) User {
+	return User{Name: pki.LBNamePrefix + name, Roles: []string{roleLB}}
+}
+
+// EnsureLBUser adds the lb's user, LBUser(name), unless it is there with its role.
+func EnsureLBUser(ctx context.Context, cli *clientv3.Client, name string, lg *slog.Logger) error {
+	u := LBUser(name)
+	if err := ensureUser(ctx, cli, u, lg); err != nil {
+		return fmt.Errorf("etcd user %s: %w", u.Name, err)
+	}
+	return nil
 }
 
 // NewAuthPolicy is the policy for a cluster whose kube-apiserver stores under
@@ -112,7 +133,9 @@ func NewAuthPolicy(apiserverPrefix, flannelPrefix string) AuthPolicy {
 				{Key: path.Join(flannelPrefix, "subnets"), Prefix: true, Type: clientv3.PermReadWrite},
 			}},
 			// The VIP's election: a key per lb under the prefix, attached to its lease; a
-			// standby revokes a stale holder's lease, which needs write on its key.
+			// standby revokes a stale holder's lease, which needs write on its key, so
+			// every lb may write every lb's key (etcd's permissions are by key range, and
+			// the key's name is the lease's ID, which etcd picks at grant).
 			{Name: roleLB, Perms: []Perm{
 				{Key: vip.KeyPrefix, Prefix: true, Type: clientv3.PermReadWrite},
 			}},
@@ -122,8 +145,11 @@ func NewAuthPolicy(apiserverPrefix, flannelPrefix string) AuthPolicy {
 			{Name: UserHaagent, Roles: []string{roleRoot}},
 			{Name: UserAPIServer, Roles: []string{roleAPIServer}},
 			{Name: UserFlannel, Roles: []string{roleFlannel}},
-			{Name: UserLB, Roles: []string{roleLB}},
+			{Name: UserLB},
 		},
+		// The shared lb identity held the VIP's election role before lb names were
+		// bound; an lb's own user (LBUser) holds it now.
+		Revoked: []User{{Name: UserLB, Roles: []string{roleLB}}},
 	}
 }
 
@@ -133,7 +159,8 @@ func NewAuthPolicy(apiserverPrefix, flannelPrefix string) AuthPolicy {
 // time agree without a lock, and a restart changes nothing: each change bumps etcd's
 // auth revision, which fails requests in flight with ErrAuthOldRevision. haagent's own
 // user holds the root role before auth is enabled, so the next start can still read
-// and change the policy. It only adds: a permission granted by hand stays.
+// and change the policy. It only adds, but for the roles the policy lists as revoked:
+// a permission granted by hand stays.
 func EnsureAuth(ctx context.Context, cli *clientv3.Client, p AuthPolicy, lg *slog.Logger) error {
 	for _, r := range p.Roles {
 		if err := ensureRole(ctx, cli, r, lg); err != nil {
@@ -142,6 +169,11 @@ func EnsureAuth(ctx context.Context, cli *clientv3.Client, p AuthPolicy, lg *slo
 	}
 	for _, u := range p.Users {
 		if err := ensureUser(ctx, cli, u, lg); err != nil {
+			return fmt.Errorf("enable etcd auth: user %s: %w", u.Name, err)
+		}
+	}
+	for _, u := range p.Revoked {
+		if err := revokeRoles(ctx, cli, u, lg); err != nil {
 			return fmt.Errorf("enable etcd auth: user %s: %w", u.Name, err)
 		}
 	}
@@ -210,6 +242,26 @@ func ensureUser(ctx context.Context, cli *clientv3.Client, u User, lg *slog.Logg
 			return fmt.Errorf("grant role %s: %w", r, err)
 		}
 		lg.Info("[auth] granted etcd role", "user", u.Name, "role", r)
+	}
+	return nil
+}
+
+// revokeRoles takes u's roles away from the user, where it holds them.
+func revokeRoles(ctx context.Context, cli *clientv3.Client, u User, lg *slog.Logger) error {
+	got, err := cli.UserGet(ctx, u.Name)
+	if isEtcdError(err, rpctypes.ErrUserNotFound) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("get: %w", err)
+	}
+	for _, r := range u.Roles {
+		if !slices.Contains(got.Roles, r) {
+			continue
+		}
+		if _, err := cli.UserRevokeRole(ctx, u.Name, r); err != nil && !isEtcdError(err, rpctypes.ErrRoleNotGranted) {
+			return fmt.Errorf("revoke role %s: %w", r, err)
+		}
+		lg.Info("[auth] revoked etcd role", "user", u.Name, "role", r)
 	}
 	return nil
 }

@@ -32,7 +32,10 @@ func TestAuthPolicy(t *testing.T) {
 		users[u.Name] = u.Roles
 	}
 	for name, w := range map[string][]string{
-		UserRoot: {roleRoot}, UserHaagent: {roleRoot}, UserAPIServer: {roleAPIServer}, UserFlannel: {roleFlannel}, UserLB: {roleLB},
+		UserRoot: {roleRoot}, UserHaagent: {roleRoot}, UserAPIServer: {roleAPIServer}, UserFlannel: {roleFlannel},
+		// The identity every lb shared before lb names were bound has no role: each lb
+		// has its own user, and its own is taken away on upgrade.
+		UserLB: nil,
 	} {
 		got, ok := users[name]
 		if !ok || !slices.Equal(got, w) {
@@ -41,5 +44,11 @@ func TestAuthPolicy(t *testing.T) {
 	}
 	if len(users) != 5 {
 		t.Errorf("users %v, want exactly root, haagent, the apiserver, flannel and the lb", users)
+	}
+	if len(p.Revoked) != 1 || p.Revoked[0].Name != UserLB || !slices.Equal(p.Revoked[0].Roles, []string{roleLB}) {
+		t.Errorf("revoked %v, want the VIP's role taken from %s", p.Revoked, UserLB)
+	}
+	if u := LBUser("lb1"); u.Name != "haagent-lb:lb1" || !slices.Equal(u.Roles, []string{roleLB}) {
+		t.Errorf("LBUser(lb1) = %v, want haagent-lb:lb1 with the VIP's role", u)
 	}
 }

@@ -141,6 +141,10 @@ type ServerConfig struct {
 	// etcd), and tok is nil in a legacy cluster that has none, where Token also joins
 	// minions and lbs. Nil means a legacy cluster.
 	AgentToken func() (tok *pki.Token, known bool)
+	// LBToken returns the cluster's current lb token, read with the agent token: the
+	// only token that joins an lb once the cluster has an agent token. Nil, or nil
+	// returned, means none.
+	LBToken func() *pki.Token
 	// Bind ties name to the hash of the node secret of the first minion or lb that joins
 	// with it; ErrNameTaken refuses another. Nil binds nothing.
 	Bind func(ctx context.Context, name, secretHash string) error
@@ -308,7 +312,7 @@ func (s *Server) refuse(w http.ResponseWriter, src string, req Request, ref refu
 }
 
 // authorize says how the request proves what it asks for ("certificate", "server
-// token", "agent token" or "legacy token"), or why it is refused.
+// token", "agent token", "lb token" or "legacy token"), or why it is refused.
 func (s *Server) authorize(r *http.Request, req Request) (string, *refusal) {
 	forbid := func(format string, args ...any) (string, *refusal) {
 		return "", &refusal{http.StatusForbidden, fmt.Sprintf(format, args...), ReasonNotAllowed}
@@ -319,9 +323,10 @@ func (s *Server) authorize(r *http.Request, req Request) (string, *refusal) {
 		// The TLS layer has verified the chain to the cluster CA.
 		role, name := CertIdentity(r.TLS.PeerCertificates[0])
 		switch {
-		case role == "":
+		case role == "" || name == "":
+			// An lb certificate from before lb names were bound names no lb.
 			return forbid("the client certificate %q renews nothing", r.TLS.PeerCertificates[0].Subject.CommonName)
-		case role != req.Role || name != "" && name != req.Name:
+		case role != req.Role || name != req.Name:
 			return forbid("the certificate of %s %s can't renew %s %s", role, name, req.Role, req.Name)
 		}
 		return "certificate", nil
@@ -334,6 +339,10 @@ func (s *Server) authorize(r *http.Request, req Request) (string, *refusal) {
 	if s.cfg.AgentToken != nil {
 		agent, known = s.cfg.AgentToken()
 	}
+	var lb *pki.Token
+	if s.cfg.LBToken != nil {
+		lb = s.cfg.LBToken()
+	}
 	switch {
 	case s.cfg.Token.SecretEqual(secret):
 		if req.Role == "master" {
@@ -343,28 +352,40 @@ func (s *Server) authorize(r *http.Request, req Request) (string, *refusal) {
 			return "", unavailable
 		}
 		if agent != nil {
-			return forbid("this is the server token; minions and lbs join with the agent token from 'haagent token show' on a master")
+			return forbid("this is the server token; minions join with the agent token, lbs with the lb token, from 'haagent token show' on a master")
 		}
 		s.cfg.Logger.Warn("join: a minion or lb joined with the single legacy token; set an agent token with 'haagent token rotate --agent'",
 			"node", req.Name, "role", req.Role)
 		return "legacy token", nil
 	case agent != nil && agent.SecretEqual(secret):
-		if req.Role == "master" {
+		switch req.Role {
+		case "master":
 			return forbid("the agent token can't obtain a master's certificates; masters join with the server token")
+		case "lb":
+			return forbid("the agent token can't obtain an lb's certificate; lbs join with the lb token from 'haagent token show --kind=lb' on a master")
 		}
 		return "agent token", nil
+	case lb != nil && lb.SecretEqual(secret):
+		if req.Role != "lb" {
+			return forbid("the lb token obtains only an lb's certificate")
+		}
+		return "lb token", nil
 	case !known:
 		return "", unavailable
 	}
 	return "", wrongToken
 }
 
-// CertIdentity is what a client certificate may renew: a kubelet's client
-// certificate its minion, the lb's health-check certificate an lb; role is "" for
-// anything else.
+// CertIdentity is whose a client certificate is, and so what it may renew: a
+// kubelet's client certificate its minion, an lb's certificate that lb; role is "" for
+// anything else. An lb certificate from before lb names were bound (pki.LBCommonName)
+// is an lb's with name "", and renews nothing.
 func CertIdentity(c *x509.Certificate) (role, name string) {
 	if n, ok := strings.CutPrefix(c.Subject.CommonName, "system:node:"); ok && slices.Equal(c.Subject.Organization, []string{"system:nodes"}) {
 		return "minion", n
+	}
+	if n, ok := strings.CutPrefix(c.Subject.CommonName, pki.LBNamePrefix); ok {
+		return "lb", n
 	}
 	if c.Subject.CommonName == pki.LBCommonName {
 		return "lb", ""

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/haagent/haagent/files"
 	"github.com/haagent/haagent/pki"
@@ -75,7 +76,8 @@ func TestTokenKinds(t *testing.T) {
 		{"the agent token asking for the master bundle", agent, Request{Role: "master", Name: "m9"}, "can't obtain a master's certificates"},
 		{"another node with a taken name", agent, Request{Role: "minion", Name: "minion1", NodeSecret: secretB}, "belongs to another node"},
 		{"the server token for a minion once an agent token exists", server, Request{Role: "minion", Name: "minion2", NodeSecret: secretB}, "this is the server token"},
-		{"an agent token without a node secret", agent, Request{Role: "lb", Name: "lb1"}, "must send its node secret"},
+		{"an agent token without a node secret", agent, Request{Role: "minion", Name: "minion9"}, "must send its node secret"},
+		{"the agent token asking for an lb's certificate", agent, Request{Role: "lb", Name: "lb9", NodeSecret: secretB}, "can't obtain an lb's certificate"},
 		{"a malformed name", agent, Request{Role: "minion", Name: "../etc", NodeSecret: secretB}, "is not a DNS name"},
 		{"a minion with a master's name", agent, Request{Role: "minion", Name: "m1", NodeSecret: secretB}, "is a master's; give this minion another --name"},
 		{"an lb with a master's name", agent, Request{Role: "lb", Name: "m3", NodeSecret: secretB}, "is a master's; give this lb another --name"},
@@ -138,6 +140,77 @@ func TestTokenKinds(t *testing.T) {
 			t.Fatal("a certificate of another CA renewed")
 		}
 	})
+}
+
+// TestLBToken: lbs join with a token of their own, which obtains nothing else, and an
+// lb's certificate renews that lb only; nothing a minion holds makes an lb.
+func TestLBToken(t *testing.T) {
+	server, _ := pki.GenerateToken(pki.KindServer)
+	agent, _ := pki.GenerateToken(pki.KindAgent)
+	lbTok, _ := pki.GenerateToken(pki.KindLB)
+	addr, sh := startServerWith(t, server, func(c *ServerConfig) {
+		c.AgentToken = func() (*pki.Token, bool) { return &agent, true }
+		c.LBToken = func() *pki.Token { return &lbTok }
+		c.Bind = (&names{m: map[string]string{}}).bind
+		c.FailureBudget = 100
+	})
+	ctx := context.Background()
+	lb1 := Request{Role: "lb", Name: "lb1", NodeSecret: secretA}
+	fs, _, err := Fetch(ctx, addr, lbTok, nil, lb1)
+	if err != nil {
+		t.Fatalf("the lb token joining lb1: %v", err)
+	}
+	lbCert := clientCert(t, fs, pki.EtcdClientCert, pki.EtcdClientKey)
+	if cn := lbCert.Leaf.Subject.CommonName; cn != pki.LBNamePrefix+"lb1" {
+		t.Fatalf("lb1's certificate has CN %q", cn)
+	}
+	minionFiles, _, err := Fetch(ctx, addr, agent, nil, Request{Role: "minion", Name: "minion1", NodeSecret: secretB})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubelet := clientCert(t, minionFiles, pki.KubeletClientCert, pki.KubeletClientKey)
+	// Every other certificate a minion holds is refused too: it is no node's identity.
+	flannel := clientCert(t, minionFiles, pki.FlannelEtcdCert, pki.FlannelEtcdKey)
+	// An lb certificate from before lb names were bound, as the agent token got one.
+	legacyPEM, legacyKey, err := sh.CA.Issue(pki.LeafSpec{CommonName: pki.LBCommonName, Client: true}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	legacy, err := tls.X509KeyPair(legacyPEM, legacyKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("lb1 renews with its certificate", func(t *testing.T) {
+		if _, _, err := Fetch(ctx, addr, pki.Token{}, &lbCert, Request{Role: "lb", Name: "lb1"}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	refused := []struct {
+		name   string
+		tok    pki.Token
+		cert   *tls.Certificate
+		req    Request
+		reason string
+	}{
+		{"the agent token asking for an lb", agent, nil, Request{Role: "lb", Name: "lb2", NodeSecret: secretB}, "can't obtain an lb's certificate"},
+		{"the lb token asking for a minion", lbTok, nil, Request{Role: "minion", Name: "minion2", NodeSecret: secretB}, "obtains only an lb's certificate"},
+		{"the lb token asking for a master", lbTok, nil, Request{Role: "master", Name: "m2"}, "obtains only an lb's certificate"},
+		{"the lb token with lb1's name and another node secret", lbTok, nil, Request{Role: "lb", Name: "lb1", NodeSecret: secretB}, "belongs to another node"},
+		{"lb1's certificate renewing lb2", pki.Token{}, &lbCert, Request{Role: "lb", Name: "lb2"}, "can't renew lb lb2"},
+		{"lb1's certificate renewing a minion", pki.Token{}, &lbCert, Request{Role: "minion", Name: "lb1"}, "can't renew minion lb1"},
+		{"a kubelet's certificate renewing an lb", pki.Token{}, &kubelet, Request{Role: "lb", Name: "minion1"}, "can't renew lb minion1"},
+		{"flannel's certificate renewing an lb", pki.Token{}, &flannel, Request{Role: "lb", Name: "lb1"}, "renews nothing"},
+		{"an lb certificate from before names were bound", pki.Token{}, &legacy, Request{Role: "lb", Name: "lb1"}, "renews nothing"},
+	}
+	for _, tt := range refused {
+		t.Run(tt.name, func(t *testing.T) {
+			_, _, err := Fetch(ctx, addr, tt.tok, tt.cert, tt.req)
+			if !errors.Is(err, ErrForbidden) || !strings.Contains(err.Error(), tt.reason) {
+				t.Fatalf("err = %v, want forbidden: %s", err, tt.reason)
+			}
+		})
+	}
 }
 
 func TestLegacyTokenJoinsEveryRole(t *testing.T) {

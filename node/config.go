@@ -57,7 +57,7 @@ func NewConfig() Config {
 // AddFlags binds the shared flags to c.
 func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.Name, "name", c.Name, "this node's name; on a master, its etcd member name (default: the short hostname)")
-	fs.StringVar(&c.Token, "token", c.Token, "cluster token: the server token on masters, the agent token on minions and lbs; 'haagent token generate' makes both, 'haagent token show' on a master prints them (needed unless --insecure; a single master makes its own). Every user sees a command line: prefer --token-file or HAAGENT_TOKEN in a 0600 file")
+	fs.StringVar(&c.Token, "token", c.Token, "cluster token: the server token on masters, the agent token on minions, the lb token on lbs; 'haagent token generate' makes them, 'haagent token show' on a master prints them (needed unless --insecure; a single master makes its own). Every user sees a command line: prefer --token-file or HAAGENT_TOKEN in a 0600 file")
 	fs.StringVar(&c.TokenFile, "token-file", c.TokenFile, "file holding the cluster token (instead of --token)")
 	fs.BoolVar(&c.Insecure, "insecure", c.Insecure, "the cluster runs plain-http etcd with no certificates and no authentication: for labs only")
 	fs.IntVar(&c.JoinPort, "join-port", c.JoinPort, "port of the masters' join service, which hands nodes their certificates (the lb forwards it)")
@@ -136,10 +136,8 @@ func (c *Config) Validate(role, tokenNeeded string) []error {
 		if c.Token != "" {
 			if t, err := CheckToken(c.Token, c.TokenFile, "token"); err != nil {
 				errs = append(errs, err)
-			} else if role == "master" && t.Kind == pki.KindAgent {
-				bad("token", "this is the agent token; masters take the server token from 'haagent token show' on a master")
-			} else if role != "master" && t.Kind == pki.KindServer {
-				bad("token", "this is the server token; minions and lbs take the agent token from 'haagent token show' on a master")
+			} else if want := roleTokenKind[role]; t.Kind != pki.KindLegacy && t.Kind != want {
+				bad("token", "this is the %s token; %ss take the %s token from 'haagent token show --kind=%s' on a master", t.Kind, role, want, want)
 			}
 		} else if tokenNeeded != "" {
 			bad("token", "required %s", tokenNeeded)
@@ -159,6 +157,10 @@ func (c *Config) Validate(role, tokenNeeded string) []error {
 	}
 	return errs
 }
+
+// roleTokenKind is the kind of token each role joins with; a legacy token, from a
+// cluster made with one, joins every role.
+var roleTokenKind = map[string]pki.Kind{"master": pki.KindServer, "minion": pki.KindAgent, "lb": pki.KindLB}
 
 // JoinToken is the parsed --token; Validate has checked it unless --insecure.
 func (c *Config) JoinToken() (pki.Token, error) {

@@ -44,6 +44,10 @@ type Credentials struct {
 	Get func(ctx context.Context) ([]files.File, error)
 	// Hint ends the error once ObtainTimeout has passed: what the operator can do.
 	Hint string
+	// Outdated, if set, says why the node's files must be got again although none is
+	// missing or due ("" when they needn't): an lb's certificate from before lb names
+	// were bound.
+	Outdated func() string
 }
 
 // EnsureCredentials gets the node's files when one is missing or a certificate is due,
@@ -51,6 +55,9 @@ type Credentials struct {
 // returns the paths it changed: none when nothing was due.
 func (n *Node) EnsureCredentials(ctx context.Context, c Credentials) ([]string, error) {
 	why := n.credentialsDue(c.Need, time.Now())
+	if why == "" && c.Outdated != nil {
+		why = c.Outdated()
+	}
 	if why == "" {
 		return nil, nil
 	}
@@ -157,7 +164,7 @@ type Renewal struct {
 // the join has succeeded.
 func (n *Node) JoinVia(servers []string, token pki.Token, req join.Request, renew *Renewal) func(context.Context) ([]files.File, error) {
 	return func(ctx context.Context) ([]files.File, error) {
-		cert := n.renewCert(renew)
+		cert := n.renewCert(renew, req)
 		var secretFile *files.File
 		if cert == nil && req.Role != "master" {
 			f, err := n.nodeSecret()
@@ -189,14 +196,18 @@ func (n *Node) JoinVia(servers []string, token pki.Token, req join.Request, rene
 	}
 }
 
-// renewCert is the node's client certificate while it is valid, or nil: a node whose
-// certificate expired joins again with the token.
-func (n *Node) renewCert(r *Renewal) *tls.Certificate {
+// renewCert is the node's client certificate while it is valid and names the node req
+// asks for, or nil: a node whose certificate expired, or names another node or none
+// (an lb's from before lb names were bound), joins again with the token.
+func (n *Node) renewCert(r *Renewal, req join.Request) *tls.Certificate {
 	if r == nil {
 		return nil
 	}
 	c, err := tls.LoadX509KeyPair(filepath.Join(n.cfg.Root, r.Cert), filepath.Join(n.cfg.Root, r.Key))
 	if err != nil || c.Leaf == nil || time.Now().After(c.Leaf.NotAfter) {
+		return nil
+	}
+	if role, name := join.CertIdentity(c.Leaf); role != req.Role || name != req.Name {
 		return nil
 	}
 	return &c

@@ -73,13 +73,26 @@ func TestValidate(t *testing.T) {
 			}
 		})
 	}
-	for _, role := range []string{"minion", "lb"} {
+	agent, _ := pki.GenerateToken(pki.KindAgent)
+	lb, _ := pki.GenerateToken(pki.KindLB)
+	for _, tt := range []struct {
+		role string
+		tok  pki.Token
+		want string
+	}{
+		{"minion", token, "--token: this is the server token; minions take the agent token from 'haagent token show --kind=agent' on a master"},
+		{"lb", token, "--token: this is the server token; lbs take the lb token from 'haagent token show --kind=lb' on a master"},
+		{"lb", agent, "--token: this is the agent token; lbs take the lb token from 'haagent token show --kind=lb' on a master"},
+		{"minion", lb, "--token: this is the lb token; minions take the agent token from 'haagent token show --kind=agent' on a master"},
+		{"master", lb, "--token: this is the lb token; masters take the server token from 'haagent token show --kind=server' on a master"},
+		{"lb", lb, ""},
+		{"lb", pki.Token{Secret: "a-legacy-cluster-token-0123456789"}, ""},
+	} {
 		c := NewConfig()
-		c.Name, c.Token = "n1", token.String()
-		errs := c.Validate(role, "")
-		want := "--token: this is the server token; minions and lbs take the agent token from 'haagent token show' on a master"
-		if len(errs) != 1 || errs[0].Error() != want {
-			t.Errorf("%s with the server token: %v; want %q", role, errs, want)
+		c.Name, c.Token = "n1", tt.tok.String()
+		errs := c.Validate(tt.role, "")
+		if tt.want == "" && len(errs) != 0 || tt.want != "" && (len(errs) != 1 || errs[0].Error() != tt.want) {
+			t.Errorf("%s with the %s token: %v; want %q", tt.role, tt.tok.Kind, errs, tt.want)
 		}
 	}
 }

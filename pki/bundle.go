@@ -11,6 +11,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/template"
 	"time"
@@ -70,9 +71,14 @@ const (
 	ProxyKubeconfig             = "etc/kubernetes/proxy.kubeconfig"
 )
 
-// LBCommonName is the lb's identity: its health checks, and its renewals at the join
-// service.
+// LBCommonName is the identity that every lb shared before lb names were bound: its
+// etcd user keeps no role, and it renews nothing at the join service.
 const LBCommonName = "haagent-lb"
+
+// LBNamePrefix starts an lb's own identity, LBNamePrefix + its name: its health
+// checks, its part in the VIP's election (its own etcd user) and its renewals at the
+// join service, for that name only. The ':' keeps it from ever being a node's name.
+const LBNamePrefix = LBCommonName + ":"
 
 // FlannelCommonName is flanneld's etcd identity, on masters and minions.
 const FlannelCommonName = "flannel"
@@ -151,7 +157,7 @@ func Issue(sh *Shared, n Node, now time.Time) ([]files.File, error) {
 			Organization: []string{"system:nodes"}, Client: true})
 		b.kubeconfig(ProxyKubeconfig, n.APIServer, LeafSpec{CommonName: "system:kube-proxy", Client: true})
 	case "lb":
-		b.leaf(EtcdClientCert, EtcdClientKey, LeafSpec{CommonName: LBCommonName, Client: true})
+		b.leaf(EtcdClientCert, EtcdClientKey, LeafSpec{CommonName: LBNamePrefix + n.Name, Client: true})
 	default:
 		return nil, fmt.Errorf("no certificates for role %q", n.Role)
 	}
@@ -219,6 +225,13 @@ func PeerTrustMixed(root string) bool {
 // that are valid node names too. No master may be named so: while a cluster moves over
 // to the peer CA, a master's name is what its etcd peers accept it by.
 var NonMasterNames = []string{FlannelCommonName, LBCommonName}
+
+// NonMasterName reports whether a master can't be called name, for the reason
+// NonMasterNames says: it is one of them, or an lb's or a kubelet's CN
+// (LBNamePrefix..., system:...), which member names, unlike node names, could spell.
+func NonMasterName(name string) bool {
+	return slices.Contains(NonMasterNames, name) || strings.HasPrefix(name, LBNamePrefix) || strings.HasPrefix(name, "system:")
+}
 
 type bundle struct {
 	ca    *CA

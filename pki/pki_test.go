@@ -21,6 +21,7 @@ func TestParseToken(t *testing.T) {
 		{in: "K10" + hash + "::server:0123456789abcdef0123", pinned: true, kind: KindServer},
 		{in: "K10" + hash + "::agent:0123456789abcdef0123", pinned: true, kind: KindAgent},
 		{in: "agent:0123456789abcdef0123", kind: KindAgent},
+		{in: "K10" + hash + "::lb:0123456789abcdef0123", pinned: true, kind: KindLB},
 		{in: "K10" + hash + "::root:0123456789abcdef0123", wantErr: "unknown token kind"},
 		{in: "K10::0123456789abcdef0123"},
 		{in: "short", wantErr: "at least 16"},
@@ -78,16 +79,22 @@ func TestPinAndSeal(t *testing.T) {
 	if err := tok.CheckCA(other.Cert.Raw); err != nil {
 		t.Fatalf("an unpinned token refused a CA: %v", err)
 	}
+	agent, _ := GenerateToken(KindAgent)
+	lb, _ := GenerateToken(KindLB)
+	sh.AgentToken, sh.LBToken = &agent, &lb
 	sealed, err := SealShared(tok, sh)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(string(sealed), "PRIVATE KEY") {
+	if strings.Contains(string(sealed), "PRIVATE KEY") || strings.Contains(string(sealed), lb.Secret) {
 		t.Fatal("sealed material holds a key in the clear")
 	}
 	back, err := OpenShared(pinned, sealed) // the pin doesn't change the secret, so this opens
 	if err != nil || !back.CA.Cert.Equal(sh.CA.Cert) || string(back.SAKeyPEM) != string(sh.SAKeyPEM) {
 		t.Fatalf("open: %v", err)
+	}
+	if back.AgentToken == nil || *back.AgentToken != agent || back.LBToken == nil || *back.LBToken != lb {
+		t.Fatalf("tokens after the round trip: agent %v, lb %v; want %v, %v", back.AgentToken, back.LBToken, agent, lb)
 	}
 	wrong, _ := GenerateToken(KindServer)
 	if _, err := OpenShared(wrong, sealed); err == nil {
@@ -183,6 +190,15 @@ func TestIssueGivesEachRoleItsCertificates(t *testing.T) {
 	if _, err := WithServer([]byte("apiVersion: v1\n"), "https://127.0.0.1:6443"); err == nil {
 		t.Error("WithServer accepted a kubeconfig without a server")
 	}
+	// An lb gets one client certificate, in its own name: its etcd user.
+	lb := byPath("lb")
+	lbCert, err := ParseCert(lb[EtcdClientCert])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lbCert.Subject.CommonName != "haagent-lb:node1" || lbCert.IsCA || len(lb) != 3 {
+		t.Errorf("lb bundle: CN %q, %d files; want CN haagent-lb:node1, the CA, its certificate and key", lbCert.Subject.CommonName, len(lb))
+	}
 }
 
 func TestRenewAtTwoThirds(t *testing.T) {
@@ -226,6 +242,17 @@ func TestSecretBits(t *testing.T) {
 	} {
 		if got := SecretBits(tt.secret); got != tt.want {
 			t.Errorf("SecretBits(%q) = %d, want %d", tt.secret, got, tt.want)
+		}
+	}
+}
+
+func TestNonMasterName(t *testing.T) {
+	for name, want := range map[string]bool{
+		"m1": false, "centos-master-1": false, "master.example": false,
+		FlannelCommonName: true, LBCommonName: true, LBNamePrefix + "lb1": true, "system:node:minion1": true, "system:kube-proxy": true,
+	} {
+		if got := NonMasterName(name); got != want {
+			t.Errorf("NonMasterName(%q) = %v, want %v", name, got, want)
 		}
 	}
 }

@@ -12,9 +12,12 @@ type Shared struct {
 	CA       *CA
 	SAKeyPEM []byte
 	SAPubPEM []byte
-	// AgentToken is the minions' and lbs' token, unpinned; nil in a cluster built with
-	// one legacy token, until 'haagent token rotate --agent' sets it.
+	// AgentToken is the minions' token, unpinned; nil in a cluster built with one
+	// legacy token, until 'haagent token rotate --agent' sets it.
 	AgentToken *Token
+	// LBToken is the lbs' token, unpinned; nil while the cluster has no agent token (the
+	// legacy token joins lbs then), or until a master that knows lb tokens adds one.
+	LBToken *Token
 	// EncryptionKeys are the apiserver's keys for Secrets at rest, the write key first;
 	// empty until the first master to find none makes one (see package atrest).
 	EncryptionKeys []EncryptionKey
@@ -28,6 +31,8 @@ type sharedDoc struct {
 	SAPub  []byte `json:"saPub"`
 	// AgentSecret is the agent token's secret; "" while the cluster has none.
 	AgentSecret string `json:"agentSecret,omitempty"`
+	// LBSecret is the lb token's secret; "" while the cluster has none.
+	LBSecret string `json:"lbSecret,omitempty"`
 	// EncryptionKeys is omitted by clusters made before encryption at rest.
 	EncryptionKeys []EncryptionKey `json:"encryptionKeys,omitempty"`
 	Version        int             `json:"version"`
@@ -83,6 +88,9 @@ func SealShared(t Token, sh *Shared) ([]byte, error) {
 	if sh.AgentToken != nil {
 		d.AgentSecret = sh.AgentToken.Secret
 	}
+	if sh.LBToken != nil {
+		d.LBSecret = sh.LBToken.Secret
+	}
 	doc, err := json.Marshal(d)
 	if err != nil {
 		return nil, err
@@ -107,6 +115,9 @@ func OpenShared(t Token, sealed []byte) (*Shared, error) {
 	sh := &Shared{CA: ca, SAKeyPEM: d.SAKey, SAPubPEM: d.SAPub, EncryptionKeys: d.EncryptionKeys}
 	if d.AgentSecret != "" {
 		sh.AgentToken = &Token{Kind: KindAgent, Secret: d.AgentSecret}
+	}
+	if d.LBSecret != "" {
+		sh.LBToken = &Token{Kind: KindLB, Secret: d.LBSecret}
 	}
 	return sh, nil
 }

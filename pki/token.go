@@ -15,7 +15,7 @@ import (
 const tokenPrefix = "K10"
 
 // Kind says what a token may obtain from the join service. It is part of the token's
-// text (server:<secret>, agent:<secret>), so that a token given to the wrong role is
+// text (server:<secret>, agent:<secret>, lb:<secret>), so that a token given to the wrong role is
 // caught when the flags are parsed, not after a round trip to a master.
 type Kind string
 
@@ -26,9 +26,13 @@ const (
 	// KindServer is the masters' token: it obtains the master bundle, CA key included,
 	// and its secret seals the shared material in etcd.
 	KindServer Kind = "server"
-	// KindAgent is the minions' and lbs' token: it obtains only the joining node's own
+	// KindAgent is the minions' token: it obtains only the joining minion's own
 	// certificates.
 	KindAgent Kind = "agent"
+	// KindLB is the lbs' token: it obtains only the joining lb's own certificate, whose
+	// etcd user takes part in the VIP's election. Minions never hold it, so nothing a
+	// minion holds can make an lb.
+	KindLB Kind = "lb"
 )
 
 // minSecretLen is the shortest secret ParseToken reads: a cluster made before
@@ -101,7 +105,7 @@ func GenerateToken(k Kind) (Token, error) {
 	return Token{Kind: k, Secret: hex.EncodeToString(b)}, nil
 }
 
-// ParseToken accepts a secret, optionally preceded by its kind (server:, agent:) and
+// ParseToken accepts a secret, optionally preceded by its kind (server:, agent:, lb:) and
 // optionally pinned: K10<64 hex>::[kind:]<secret>. A secret with no kind is a legacy token.
 func ParseToken(s string) (Token, error) {
 	s = strings.TrimSpace(s)
@@ -122,10 +126,10 @@ func ParseToken(s string) (Token, error) {
 	}
 	if kind, secret, ok := strings.Cut(t.Secret, ":"); ok {
 		switch Kind(kind) {
-		case KindServer, KindAgent:
+		case KindServer, KindAgent, KindLB:
 			t.Kind, t.Secret = Kind(kind), secret
 		default:
-			return Token{}, fmt.Errorf("unknown token kind %q: a token is [K10<sha256>::]server:<secret> or agent:<secret>", kind)
+			return Token{}, fmt.Errorf("unknown token kind %q: a token is [K10<sha256>::]server:<secret>, agent:<secret> or lb:<secret>", kind)
 		}
 	}
 	if len(t.Secret) < minSecretLen {

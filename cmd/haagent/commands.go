@@ -60,13 +60,13 @@ func commands(a *agent, root **cobra.Command) []command {
 			{use: "restore FILE", help: "restore FILE into a new --data-dir, with etcd's own snapshot library", flags: snapshot.restoreFlags, run: snapshot.restore},
 			{use: "list", help: "list the scheduled snapshots in --snapshot-dir: name, time, size, revision, checksum", flags: snapshotList.flags, run: snapshotList.run},
 		}},
-		{use: "token", help: "make the cluster's server and agent tokens, print them, or rotate the agent token", sub: []command{
-			{use: "generate", help: "print a new server token and a new agent token", run: token.generate},
-			{use: "show", help: "print this master's server and agent tokens, pinned to the cluster CA", flags: token.showFlags, run: token.show},
-			{use: "rotate --agent", help: "replace the cluster's agent token; joined nodes keep renewing, new joins need the new one",
-				long: "Rotate makes a new agent token and stores it, sealed, in etcd, through the local member: every master's join service " +
+		{use: "token", help: "make the cluster's server, agent and lb tokens, print them, or rotate the agent or lb token", sub: []command{
+			{use: "generate", help: "print a new server, agent and lb token", run: token.generate},
+			{use: "show", help: "print this master's server, agent and lb tokens, pinned to the cluster CA", flags: token.showFlags, run: token.show},
+			{use: "rotate --agent|--lb", help: "replace the cluster's agent (minions') or lb token; joined nodes keep renewing, new joins need the new one",
+				long: "Rotate makes a new agent or lb token and stores it, sealed, in etcd, through the local member: every master's join service " +
 					"refuses the old one from then on. Nodes that have joined renew with their client certificates and need nothing. " +
-					"In a cluster built with one token, it is how the minions and lbs get a token of their own.",
+					"In a cluster built with one token, --agent is how the minions and lbs get tokens of their own (the lb token comes with it).",
 				flags: token.rotateFlags, run: token.rotate},
 		}},
 		{use: "certs", help: "list the certificates with their expiry, or renew them now", sub: []command{

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -22,23 +23,25 @@ import (
 // tokenCmd is `haagent token generate|show|rotate`.
 type tokenCmd struct {
 	root  string
-	only  string // show: "server", "agent" or "" for both
+	only  string // show: "server", "agent", "lb" or "" for all
 	agent bool   // rotate --agent
+	lb    bool   // rotate --lb
 	etcd  etcdClientFlags
 }
 
 func (t *tokenCmd) showFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&t.root, "root", master.DefaultRoot, "the master's --root")
-	fs.StringVar(&t.only, "kind", "", "print only the server or the agent token")
+	fs.StringVar(&t.only, "kind", "", "print only the server, the agent or the lb token")
 }
 
 func (t *tokenCmd) rotateFlags(fs *pflag.FlagSet) {
 	t.etcd.add(fs)
-	fs.BoolVar(&t.agent, "agent", false, "rotate the agent token (the only one that rotates)")
+	fs.BoolVar(&t.agent, "agent", false, "rotate the agent token, the minions'")
+	fs.BoolVar(&t.lb, "lb", false, "rotate the lb token, the lbs'")
 }
 
 func (t *tokenCmd) generate(ctx context.Context, w io.Writer, _ []string) error {
-	for _, k := range []pki.Kind{pki.KindServer, pki.KindAgent} {
+	for _, k := range []pki.Kind{pki.KindServer, pki.KindAgent, pki.KindLB} {
 		tok, err := pki.GenerateToken(k)
 		if err != nil {
 			return err
@@ -51,10 +54,11 @@ func (t *tokenCmd) generate(ctx context.Context, w io.Writer, _ []string) error 
 }
 
 // show prints the tokens, each on its own line and self-describing (K10...::server:,
-// K10...::agent:); a legacy cluster has one token and prints it alone.
+// K10...::agent:, K10...::lb:); a legacy cluster has one token and prints it alone.
 func (t *tokenCmd) show(ctx context.Context, w io.Writer, _ []string) error {
-	if t.only != "" && t.only != string(pki.KindServer) && t.only != string(pki.KindAgent) {
-		return usageError{fmt.Errorf("--kind: %q is not server or agent", t.only)}
+	kinds := []pki.Kind{pki.KindServer, pki.KindAgent, pki.KindLB}
+	if t.only != "" && !slices.Contains(kinds, pki.Kind(t.only)) {
+		return usageError{fmt.Errorf("--kind: %q is not server, agent or lb", t.only)}
 	}
 	server, err := readToken(t.root, master.TokenFile)
 	if err != nil {
@@ -68,25 +72,28 @@ func (t *tokenCmd) show(ctx context.Context, w io.Writer, _ []string) error {
 	if err != nil {
 		return fmt.Errorf("token show: %s: %w", pki.CACert, err)
 	}
-	agent, err := readToken(t.root, master.AgentTokenFile)
-	if errors.Is(err, os.ErrNotExist) {
-		if t.only == string(pki.KindAgent) {
-			return errors.New("token show: this cluster has no agent token yet; 'haagent token rotate --agent' makes one")
+	kept := map[pki.Kind]string{pki.KindAgent: master.AgentTokenFile, pki.KindLB: master.LBTokenFile}
+	for _, k := range kinds {
+		if t.only != "" && t.only != string(k) {
+			continue
 		}
-		_, err = fmt.Fprintln(w, server.Pinned(ca.Raw))
-		return err
-	} else if err != nil {
-		return fmt.Errorf("token show: %w", err)
-	}
-	if t.only != string(pki.KindAgent) {
-		if _, err := fmt.Fprintln(w, server.Pinned(ca.Raw)); err != nil {
+		tok := server
+		if k != pki.KindServer {
+			tok, err = readToken(t.root, kept[k])
+			switch {
+			case errors.Is(err, os.ErrNotExist) && t.only == "":
+				continue // a legacy cluster, or one whose masters don't make lb tokens yet
+			case errors.Is(err, os.ErrNotExist):
+				return fmt.Errorf("token show: this cluster has no %s token yet; 'haagent token rotate --agent' makes the agent and the lb token of a cluster built with one token", k)
+			case err != nil:
+				return fmt.Errorf("token show: %w", err)
+			}
+		}
+		if _, err := fmt.Fprintln(w, tok.Pinned(ca.Raw)); err != nil {
 			return err
 		}
 	}
-	if t.only != string(pki.KindServer) {
-		_, err = fmt.Fprintln(w, agent.Pinned(ca.Raw))
-	}
-	return err
+	return nil
 }
 
 func readToken(root, rel string) (pki.Token, error) {
@@ -101,11 +108,16 @@ func readToken(root, rel string) (pki.Token, error) {
 	return tok, nil
 }
 
-// rotate stores a new agent token in the sealed shared doc, only if the doc is still
-// the one it read, so that two rotations at once can't lose the other's fields.
+// rotate stores a new agent or lb token in the sealed shared doc, only if the doc is
+// still the one it read, so that two rotations at once can't lose the other's fields.
+// A cluster built with one token gets its lb token with its first agent token.
 func (t *tokenCmd) rotate(ctx context.Context, w io.Writer, _ []string) error {
-	if !t.agent {
-		return usageError{errors.New("--agent: required; only the agent token rotates (the server token seals the CA in etcd)")}
+	if t.agent == t.lb {
+		return usageError{errors.New("--agent or --lb: give one; only the agent and lb tokens rotate (the server token seals the CA in etcd)")}
+	}
+	kind, file := pki.KindAgent, master.AgentTokenFile
+	if t.lb {
+		kind, file = pki.KindLB, master.LBTokenFile
 	}
 	server, err := readToken(t.etcd.root, master.TokenFile)
 	if err != nil {
@@ -129,11 +141,25 @@ func (t *tokenCmd) rotate(ctx context.Context, w io.Writer, _ []string) error {
 	if err != nil {
 		return fmt.Errorf("token rotate: %w", err)
 	}
-	agent, err := pki.GenerateToken(pki.KindAgent)
+	if kind == pki.KindLB && sh.AgentToken == nil {
+		return errors.New("token rotate: this cluster was built with one token and has no lb token yet; 'haagent token rotate --agent' makes the agent and the lb token")
+	}
+	tok, err := pki.GenerateToken(kind)
 	if err != nil {
 		return err
 	}
-	sh.AgentToken = &agent
+	if kind == pki.KindAgent {
+		sh.AgentToken = &tok
+	} else {
+		sh.LBToken = &tok
+	}
+	if sh.LBToken == nil {
+		lb, err := pki.GenerateToken(pki.KindLB)
+		if err != nil {
+			return err
+		}
+		sh.LBToken = &lb
+	}
 	sealed, err := pki.SealShared(server, sh)
 	if err != nil {
 		return fmt.Errorf("token rotate: %w", err)
@@ -142,16 +168,18 @@ func (t *tokenCmd) rotate(ctx context.Context, w io.Writer, _ []string) error {
 		If(clientv3.Compare(clientv3.ModRevision(pki.SharedKey), "=", resp.Kvs[0].ModRevision)).
 		Then(clientv3.OpPut(pki.SharedKey, string(sealed))).Commit()
 	if err != nil {
-		return fmt.Errorf("token rotate: store the new agent token: %w", err)
+		return fmt.Errorf("token rotate: store the new %s token: %w", kind, err)
 	}
 	if !txn.Succeeded {
 		return fmt.Errorf("token rotate: %s changed while rotating; run it again", pki.SharedKey)
 	}
-	// The masters' watches write it too; writing it here makes 'token show' right at once.
-	if err := files.Atomic(filepath.Join(t.etcd.root, master.AgentTokenFile), []byte(agent.String()+"\n"), 0o600); err != nil {
-		return fmt.Errorf("token rotate: the new agent token is in etcd, but: %w", err)
+	// The masters' watches write them too; writing them here makes 'token show' right at once.
+	for path, kept := range map[string]*pki.Token{file: &tok, master.LBTokenFile: sh.LBToken} {
+		if err := files.Atomic(filepath.Join(t.etcd.root, path), []byte(kept.String()+"\n"), 0o600); err != nil {
+			return fmt.Errorf("token rotate: the new %s token is in etcd, but: %w", kind, err)
+		}
 	}
-	_, err = fmt.Fprintln(w, agent.Pinned(sh.CA.Cert.Raw))
+	_, err = fmt.Fprintln(w, tok.Pinned(sh.CA.Cert.Raw))
 	return err
 }
 

@@ -5,6 +5,7 @@ package lb
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -155,7 +156,23 @@ func (l *LB) credentials() (node.Credentials, error) {
 		Need: []string{pki.EtcdClientCert},
 		Get: l.node.JoinVia(servers, token, join.Request{Role: "lb", Name: l.cfg.Name},
 			&node.Renewal{Cert: pki.EtcdClientCert, Key: pki.EtcdClientKey}),
+		Outdated: l.outdatedCert,
 	}, nil
+}
+
+// outdatedCert says why the lb's certificate must be got again although it is current:
+// it is from before lb names were bound (CN haagent-lb, whose etcd user no longer
+// takes part in the VIP's election), or names another lb (--name changed). The lb
+// then joins with its token, the lb token.
+func (l *LB) outdatedCert() string {
+	c, err := tls.LoadX509KeyPair(filepath.Join(l.cfg.Root, pki.EtcdClientCert), filepath.Join(l.cfg.Root, pki.EtcdClientKey))
+	if err != nil || c.Leaf == nil {
+		return ""
+	}
+	if role, name := join.CertIdentity(c.Leaf); role != "lb" || name != l.cfg.Name {
+		return fmt.Sprintf("the lb's certificate is %q, not this lb's own (%s%s)", c.Leaf.Subject.CommonName, pki.LBNamePrefix, l.cfg.Name)
+	}
+	return ""
 }
 
 // checkTLS makes the health checks trust the cluster CA and present the lb's etcd

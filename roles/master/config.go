@@ -61,6 +61,11 @@ type Config struct {
 	AgentToken string
 	// AgentTokenFile is a file holding AgentToken, which keeps it out of ps.
 	AgentTokenFile string
+	// LBToken is the lb token a new cluster (or one made before lb tokens) starts with
+	// (pki.ParseToken form); empty makes one. It lives sealed in etcd after that.
+	LBToken string
+	// LBTokenFile is a file holding LBToken.
+	LBTokenFile string
 	// Args are the operator's flags for kube-apiserver, kube-controller-manager,
 	// kube-scheduler and flanneld.
 	Args node.ComponentArgs
@@ -115,8 +120,10 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.FlannelBackend, "flannel-backend", c.FlannelBackend, "flannel backend type: "+strings.Join(flannel.Backends, ", "))
 	fs.StringVar(&c.LB, "lb", c.LB, "the lb's address, for the masters' certificates and the admin kubeconfig")
 	fs.StringVar(&c.ServiceClusterIPRange, "service-cluster-ip-range", c.ServiceClusterIPRange, "Kubernetes service CIDR")
-	fs.StringVar(&c.AgentToken, "agent-token", c.AgentToken, "the agent token a new cluster starts with, for minions and lbs (default: the first master makes one); 'haagent token rotate --agent' changes it later. Prefer --agent-token-file")
+	fs.StringVar(&c.AgentToken, "agent-token", c.AgentToken, "the agent token a new cluster starts with, for minions (default: the first master makes one); 'haagent token rotate --agent' changes it later. Prefer --agent-token-file")
 	fs.StringVar(&c.AgentTokenFile, "agent-token-file", c.AgentTokenFile, "file holding the agent token a new cluster starts with (instead of --agent-token)")
+	fs.StringVar(&c.LBToken, "lb-token", c.LBToken, "the lb token a new cluster starts with, for lbs (default: the first master makes one); 'haagent token rotate --lb' changes it later. Prefer --lb-token-file")
+	fs.StringVar(&c.LBTokenFile, "lb-token-file", c.LBTokenFile, "file holding the lb token a new cluster starts with (instead of --lb-token)")
 	c.Recovery.AddFlags(fs)
 	c.Args.AddFlags(fs, nodeconf.ComponentAPIServer, nodeconf.ComponentControllerManager, nodeconf.ComponentScheduler, nodeconf.ComponentFlanneld)
 	c.Config.AddFlags(fs)
@@ -125,7 +132,8 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 // Complete fills the defaults that depend on the host: the hostname, the interface
 // address and the single-member peer list. It reads the host but changes nothing.
 func (c *Config) Complete() error {
-	if err := errors.Join(c.Config.Complete(), c.Address.Complete(), node.ReadTokenFile(&c.AgentToken, c.AgentTokenFile, "agent-token")); err != nil {
+	if err := errors.Join(c.Config.Complete(), c.Address.Complete(), node.ReadTokenFile(&c.AgentToken, c.AgentTokenFile, "agent-token"),
+		node.ReadTokenFile(&c.LBToken, c.LBTokenFile, "lb-token")); err != nil {
 		return err
 	}
 	if c.Token == "" {
@@ -179,7 +187,7 @@ func (c *Config) Validate() error {
 	peers, err := c.ParsePeers()
 	if err != nil {
 		bad("peers", "%v; use name=http://ip:2380,... or host1,host2,host3", err)
-	} else if i := slices.IndexFunc(peers, func(p etcdmember.Peer) bool { return slices.Contains(pki.NonMasterNames, p.Name) }); i >= 0 {
+	} else if i := slices.IndexFunc(peers, func(p etcdmember.Peer) bool { return pki.NonMasterName(p.Name) }); i >= 0 {
 		bad("peers", "%q can't name a master: non-masters hold certificates with that name; use another", peers[i].Name)
 	} else if self, ok := peers.ByName(c.Name); !ok {
 		bad("name", "%q is not in --peers (%s); set --name to one of the listed names", c.Name, peerNames(peers))
@@ -228,11 +236,18 @@ func (c *Config) Validate() error {
 	if len(peers) > 1 && !c.savedToken {
 		tokenNeeded = "for a cluster of several masters; run 'haagent token generate' once and give its server token as --token to every master (or --insecure for a lab)"
 	}
-	if c.AgentToken != "" && !c.Insecure {
-		if t, err := node.CheckToken(c.AgentToken, c.AgentTokenFile, "agent-token"); err != nil {
+	for _, tk := range []struct {
+		kind        pki.Kind
+		value, file string
+	}{{pki.KindAgent, c.AgentToken, c.AgentTokenFile}, {pki.KindLB, c.LBToken, c.LBTokenFile}} {
+		if tk.value == "" || c.Insecure {
+			continue
+		}
+		flag := string(tk.kind) + "-token"
+		if t, err := node.CheckToken(tk.value, tk.file, flag); err != nil {
 			errs = append(errs, err)
-		} else if t.Kind == pki.KindServer {
-			bad("agent-token", "this is the server token; give the agent token from 'haagent token generate'")
+		} else if t.Kind != tk.kind && t.Kind != pki.KindLegacy {
+			bad(flag, "this is the %s token; give the %s token from 'haagent token generate'", t.Kind, tk.kind)
 		}
 	}
 	errs = append(errs, c.Recovery.Validate()...)

@@ -45,7 +45,7 @@ type Master struct {
 	reg     prometheus.Gatherer
 	snaps   *snapshots.Scheduler
 	keeper  *spacekeeper.Keeper
-	// agent is the agent token the join service checks; nil until read from etcd.
+	// agent is the agent and lb tokens the join service checks; nil until read from etcd.
 	agent   atomic.Pointer[agentState]
 	metrics *metrics
 }

@@ -20,7 +20,7 @@ import (
 //   - mixed: the master presents a peer certificate from the cluster CA, which every
 //     member trusts, and its peer port trusts the cluster CA and the peer CA, but only
 //     for the names of the masters in --peers (no non-master holds a certificate from
-//     the cluster CA with a master's name: pki.NonMasterNames);
+//     the cluster CA with a master's name: pki.NonMasterName);
 //   - once every member records that it runs with the peer CA trusted, the master
 //     presents a certificate from the peer CA (etcd reads it per handshake: no restart);
 //   - once every member records that it presents one, the master drops the cluster CA

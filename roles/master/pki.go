@@ -31,13 +31,17 @@ const TokenFile = "var/lib/haagent/token"
 // relative to --root, for 'haagent token show'; absent while the cluster has none.
 const AgentTokenFile = "var/lib/haagent/agent-token"
 
+// LBTokenFile holds the cluster's lb token as this master last read it from etcd,
+// relative to --root, for 'haagent token show'; absent while the cluster has none.
+const LBTokenFile = "var/lib/haagent/lb-token"
+
 // NodesPrefix is where masters keep, per minion or lb name, the hash of the node secret
 // of the node that first joined with it.
 const NodesPrefix = "/haagent/nodes/"
 
-// agentState is the cluster's agent token as this master knows it: tok is nil in a
-// legacy cluster, which has none.
-type agentState struct{ tok *pki.Token }
+// agentState is the cluster's agent and lb tokens as this master knows them: tok is
+// nil in a legacy cluster, which has none, and lb while the cluster has none.
+type agentState struct{ tok, lb *pki.Token }
 
 // TLSFiles are the etcd certificate paths under the root. While the peer trust file
 // holds the cluster CA (the cluster moves over to the peer CA), the peer port accepts
@@ -178,7 +182,7 @@ func (m *Master) credentials(token pki.Token) (node.Credentials, error) {
 func (m *Master) serveJoin(ctx context.Context, g *errgroup.Group, token pki.Token, shared *pki.Shared) error {
 	js, err := join.Listen(join.ServerConfig{
 		Address: net.JoinHostPort(m.cfg.ListenAddress, strconv.Itoa(m.cfg.JoinPort)),
-		Token:   token, AgentToken: m.agentToken, Bind: m.bindNode, MasterNames: m.masterNames,
+		Token:   token, AgentToken: m.agentToken, LBToken: m.lbToken, Bind: m.bindNode, MasterNames: m.masterNames,
 		CACert: shared.CA.CertPEM, GetCertificate: m.servingCert,
 		Issue: m.issuer(shared), Logger: m.lg.With("component", "join"), Metrics: m.metrics.join,
 	})
@@ -194,6 +198,12 @@ func (m *Master) serveJoin(ctx context.Context, g *errgroup.Group, token pki.Tok
 // lets through.
 func (m *Master) issuer(sh *pki.Shared) join.Issuer {
 	return func(req join.Request, from string) ([]files.File, error) {
+		if req.Role == "lb" {
+			// The lb's certificate is its etcd user: it must exist before the lb uses it.
+			if err := m.ensureLBUser(req.Name); err != nil {
+				return nil, err
+			}
+		}
 		hosts := req.Hosts
 		if req.Role != "master" {
 			var dropped []string
@@ -302,10 +312,23 @@ func (m *Master) servingCert(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	return &c, err
 }
 
+// ensureLBUser adds the etcd user of the lb called name (etcdmember.LBUser).
+func (m *Master) ensureLBUser(name string) error {
+	cli := m.member.Client()
+	if cli == nil {
+		return errors.New("etcd is not ready")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return etcdmember.EnsureLBUser(ctx, cli, name, m.lg)
+}
+
 // syncShared stores the sealed CA and service-account keys in etcd once, and checks
 // that what is stored is our CA. The master that stores them first gives a cluster
-// whose server token has a kind an agent token too (--agent-token, or a new one); a
-// cluster made with one legacy token gets none until 'haagent token rotate --agent'.
+// whose server token has a kind an agent token too (--agent-token, or a new one) and
+// an lb token; a cluster made with one legacy token gets neither until 'haagent token
+// rotate --agent'. A cluster that has an agent token but no lb token (made before lb
+// tokens) gets one from the first master to start with this haagent (addLBToken).
 func (m *Master) syncShared(ctx context.Context, kv clientv3.KV, token pki.Token, sh *pki.Shared) error {
 	if sh.AgentToken == nil {
 		agent, err := m.newAgentToken(token)
@@ -313,6 +336,13 @@ func (m *Master) syncShared(ctx context.Context, kv clientv3.KV, token pki.Token
 			return err
 		}
 		sh.AgentToken = agent
+	}
+	if sh.AgentToken != nil && sh.LBToken == nil {
+		lb, err := m.newLBToken()
+		if err != nil {
+			return err
+		}
+		sh.LBToken = lb
 	}
 	sealed, err := pki.SealShared(token, sh)
 	if err != nil {
@@ -327,7 +357,7 @@ func (m *Master) syncShared(ctx context.Context, kv clientv3.KV, token pki.Token
 	}
 	if resp.Succeeded {
 		m.lg.Info("[ca] stored the sealed CA and service-account keys in etcd", "key", pki.SharedKey, "agent-token", sh.AgentToken != nil)
-		return m.setAgent(sh.AgentToken)
+		return m.setAgent(sh.AgentToken, sh.LBToken)
 	}
 	kv0 := resp.Responses[0].GetResponseRange().Kvs[0]
 	stored, err := pki.OpenShared(token, kv0.Value)
@@ -337,13 +367,60 @@ func (m *Master) syncShared(ctx context.Context, kv clientv3.KV, token pki.Token
 	if !stored.CA.Cert.Equal(sh.CA.Cert) {
 		return fmt.Errorf("%w: the CA stored in etcd differs from the one on this master", pki.ErrCAMismatch)
 	}
-	if pki.LegacySeal(kv0.Value) {
+	// One write at most, against the revision read: adding an lb token seals the new
+	// way too, so a legacy seal is resealed on its own only when nothing is added.
+	if pki.LegacySeal(kv0.Value) && (stored.AgentToken == nil || stored.LBToken != nil) {
 		m.reseal(ctx, kv, token, stored, kv0.ModRevision)
 	}
 	if m.cfg.AgentToken != "" && (stored.AgentToken == nil || !stored.AgentToken.SecretEqual(sh.AgentToken.Secret)) {
 		m.lg.Warn("[ca] --agent-token differs from the cluster's agent token, which is kept; 'haagent token rotate --agent' changes it")
 	}
-	return m.setAgent(stored.AgentToken)
+	if want, err := m.newLBToken(); err == nil && m.cfg.LBToken != "" && stored.LBToken != nil && !stored.LBToken.SecretEqual(want.Secret) {
+		m.lg.Warn("[ca] --lb-token differs from the cluster's lb token, which is kept; 'haagent token rotate --lb' changes it")
+	}
+	if stored.AgentToken != nil && stored.LBToken == nil {
+		if stored.LBToken, err = m.newLBToken(); err != nil {
+			return err
+		}
+		if err := addLBToken(ctx, kv, token, stored, kv0.ModRevision); err != nil {
+			return err
+		}
+		m.lg.Info("[ca] the cluster had no lb token: stored one; lbs join with it from now on ('haagent token show --kind=lb')")
+	}
+	return m.setAgent(stored.AgentToken, stored.LBToken)
+}
+
+// addLBToken stores the sealed shared doc sh, read at revision rev, with the lb token
+// it was given, unless the doc changed since (another master added one, or a rotation
+// ran): then it takes the stored one.
+func addLBToken(ctx context.Context, kv clientv3.KV, token pki.Token, sh *pki.Shared, rev int64) error {
+	sealed, err := pki.SealShared(token, sh)
+	if err != nil {
+		return err
+	}
+	resp, err := kv.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(pki.SharedKey), "=", rev)).
+		Then(clientv3.OpPut(pki.SharedKey, string(sealed))).
+		Else(clientv3.OpGet(pki.SharedKey)).Commit()
+	if err != nil {
+		return fmt.Errorf("store an lb token in etcd: %w", err)
+	}
+	if resp.Succeeded {
+		return nil
+	}
+	kvs := resp.Responses[0].GetResponseRange().Kvs
+	if len(kvs) != 1 {
+		return fmt.Errorf("store an lb token in etcd: %s is gone", pki.SharedKey)
+	}
+	now, err := pki.OpenShared(token, kvs[0].Value)
+	if err != nil {
+		return fmt.Errorf("store an lb token in etcd: %w", err)
+	}
+	if now.LBToken == nil {
+		return fmt.Errorf("store an lb token in etcd: %s changed meanwhile; restart to try again", pki.SharedKey)
+	}
+	sh.LBToken = now.LBToken
+	return nil
 }
 
 // reseal stores the shared doc again, sealed with the argon2id key, in place of the one
@@ -386,25 +463,47 @@ func (m *Master) newAgentToken(server pki.Token) (*pki.Token, error) {
 	return &t, err
 }
 
-// setAgent makes tok the agent token the join service checks, and keeps it in
-// AgentTokenFile for 'haagent token show'.
-func (m *Master) setAgent(tok *pki.Token) error {
-	path := filepath.Join(m.cfg.Root, AgentTokenFile)
-	var err error
-	if tok == nil {
-		if err = os.Remove(path); errors.Is(err, os.ErrNotExist) {
-			err = nil
+// newLBToken is the lb token a cluster starts with: --lb-token, or a new one.
+func (m *Master) newLBToken() (*pki.Token, error) {
+	if m.cfg.LBToken != "" {
+		t, err := pki.ParseToken(m.cfg.LBToken)
+		if err != nil {
+			return nil, fmt.Errorf("--lb-token: %w", err)
 		}
-	} else {
-		err = files.Atomic(path, []byte(tok.String()+"\n"), 0o600)
+		t = t.Unpinned()
+		t.Kind = pki.KindLB
+		return &t, nil
 	}
-	if prev := m.agent.Swap(&agentState{tok: tok}); prev != nil && tok != nil && (prev.tok == nil || !prev.tok.SecretEqual(tok.Secret)) {
+	t, err := pki.GenerateToken(pki.KindLB)
+	return &t, err
+}
+
+// setAgent makes tok the agent token and lb the lb token that the join service checks,
+// and keeps them in AgentTokenFile and LBTokenFile for 'haagent token show'.
+func (m *Master) setAgent(tok, lb *pki.Token) error {
+	err := errors.Join(keepToken(filepath.Join(m.cfg.Root, AgentTokenFile), tok), keepToken(filepath.Join(m.cfg.Root, LBTokenFile), lb))
+	prev := m.agent.Swap(&agentState{tok: tok, lb: lb})
+	if prev != nil && tok != nil && (prev.tok == nil || !prev.tok.SecretEqual(tok.Secret)) {
 		m.lg.Info("[join] the agent token changed: joins with the previous one are refused from now on")
 	}
+	if prev != nil && lb != nil && (prev.lb == nil || !prev.lb.SecretEqual(lb.Secret)) {
+		m.lg.Info("[join] the lb token changed: lb joins with the previous one are refused from now on")
+	}
 	if err != nil {
-		return fmt.Errorf("keep the agent token: %w", err)
+		return fmt.Errorf("keep the tokens: %w", err)
 	}
 	return nil
+}
+
+// keepToken writes tok to path (0600), or removes path when tok is nil.
+func keepToken(path string, tok *pki.Token) error {
+	if tok == nil {
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		return nil
+	}
+	return files.Atomic(path, []byte(tok.String()+"\n"), 0o600)
 }
 
 // agentToken is join.ServerConfig.AgentToken.
@@ -416,6 +515,14 @@ func (m *Master) agentToken() (*pki.Token, bool) {
 	return st.tok, true
 }
 
+// lbToken is join.ServerConfig.LBToken.
+func (m *Master) lbToken() *pki.Token {
+	if st := m.agent.Load(); st != nil {
+		return st.lb
+	}
+	return nil
+}
+
 // watchAgentToken follows the sealed shared doc in etcd, so that an agent token that
 // 'haagent token rotate --agent' stores on any master applies to this master's join
 // service at once. A broken watch (compaction, a lost leader) starts over from a read.
@@ -424,7 +531,7 @@ func (m *Master) watchAgentToken(ctx context.Context, token pki.Token) error {
 	apply := func(value []byte) {
 		sh, err := pki.OpenShared(token, value)
 		if err == nil {
-			err = m.setAgent(sh.AgentToken)
+			err = m.setAgent(sh.AgentToken, sh.LBToken)
 		}
 		if err != nil {
 			m.lg.Error("[join] could not read the agent token from etcd", "err", err)

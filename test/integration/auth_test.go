@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/haagent/haagent/join"
 	"github.com/haagent/haagent/pki"
 	"github.com/haagent/haagent/test/await"
 	"github.com/haagent/haagent/test/procs"
@@ -150,24 +151,43 @@ func TestUpgradeEnablesEtcdAuth(t *testing.T) {
 		}
 	})
 
-	t.Run("the lb's certificate passes /health and can use only the VIP election's prefix", func(t *testing.T) {
+	t.Run("an lb's certificate passes /health and can use only the VIP election's prefix", func(t *testing.T) {
 		caPEM, _ := os.ReadFile(filepath.Join(m1.Root, pki.CACert))
 		keyPEM, _ := os.ReadFile(filepath.Join(m1.Root, pki.CAKey))
 		ca, err := pki.LoadCA(caPEM, keyPEM)
 		if err != nil {
 			t.Fatal(err)
 		}
-		certPEM, lbKeyPEM, err := ca.Issue(pki.LeafSpec{CommonName: "haagent-lb", Client: true}, time.Now())
+		// The identity all lbs shared before lb names were bound has no role.
+		oldPEM, oldKeyPEM, err := ca.Issue(pki.LeafSpec{CommonName: pki.LBCommonName, Client: true}, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}
-		dir := t.TempDir()
-		certFile, keyFile := filepath.Join(dir, "lb.crt"), filepath.Join(dir, "lb.key")
-		if err := os.WriteFile(certFile, certPEM, 0o600); err != nil {
+		// lb1's own, as the join service issues it (and adds its etcd user).
+		tok, _ := pki.ParseToken(testToken)
+		fs, _, err := join.Fetch(context.Background(), m1.IP+":9345", tok, nil, join.Request{Role: "lb", Name: "lb1", NodeSecret: strings.Repeat("d", 64)})
+		if err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(keyFile, lbKeyPEM, 0o600); err != nil {
-			t.Fatal(err)
+		var certPEM, lbKeyPEM []byte
+		for _, f := range fs {
+			switch f.Path {
+			case pki.EtcdClientCert:
+				certPEM = f.Data
+			case pki.EtcdClientKey:
+				lbKeyPEM = f.Data
+			}
+		}
+		dir := t.TempDir()
+		certFile, keyFile := filepath.Join(dir, "lb.crt"), filepath.Join(dir, "lb.key")
+		oldCert, oldKey := filepath.Join(dir, "old.crt"), filepath.Join(dir, "old.key")
+		for p, data := range map[string][]byte{certFile: certPEM, keyFile: lbKeyPEM, oldCert: oldPEM, oldKey: oldKeyPEM} {
+			if err := os.WriteFile(p, data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if out, err := etcdctlAs(m1, oldCert, oldKey, "put", "/haagent/vip/10.0.0.10/x", "x"); err == nil || !strings.Contains(err.Error(), "permission denied") {
+			t.Errorf("the shared lb certificate from before: want permission denied on the VIP's prefix, got %q, %v", out, err)
 		}
 		for _, args := range [][]string{
 			{"get", "/registry/secrets/default/before"},

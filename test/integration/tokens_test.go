@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,18 +43,18 @@ func runNamedMinion(t *testing.T, name, root, joinHost, token string) (code int,
 	return code, m.Logs()
 }
 
-// tokenShow is `haagent token show` on a master: the server and the agent token.
-func tokenShow(t *testing.T, m *procs.Master) (server, agent string) {
+// tokenShow is `haagent token show` on a master: the server, the agent and the lb token.
+func tokenShow(t *testing.T, m *procs.Master) (server, agent, lb string) {
 	t.Helper()
 	out, err := exec.Command(bin, "token", "show", "--root="+m.Root).Output()
 	if err != nil {
 		t.Fatalf("token show: %v", err)
 	}
 	lines := strings.Fields(string(out))
-	if len(lines) != 2 || !strings.Contains(lines[0], "::server:") || !strings.Contains(lines[1], "::agent:") {
-		t.Fatalf("token show = %q, want a pinned server and a pinned agent token", out)
+	if len(lines) != 3 || !strings.Contains(lines[0], "::server:") || !strings.Contains(lines[1], "::agent:") || !strings.Contains(lines[2], "::lb:") {
+		t.Fatalf("token show = %q, want a pinned server, agent and lb token", out)
 	}
-	return lines[0], lines[1]
+	return lines[0], lines[1], lines[2]
 }
 
 // requireNothingWritten fails if a refused node wrote anything under root.
@@ -79,16 +80,16 @@ func TestAgentToken(t *testing.T) {
 	})
 	startReady(t, c)
 	m1, m2 := c.Masters[0], c.Masters[1]
-	server, agent := tokenShow(t, m1)
-	if s2, a2 := tokenShow(t, m2); s2 != server || a2 != agent {
-		t.Fatalf("m2 shows other tokens than m1:\n%s\n%s", s2, a2)
+	server, agent, lb := tokenShow(t, m1)
+	if s2, a2, l2 := tokenShow(t, m2); s2 != server || a2 != agent || l2 != lb {
+		t.Fatalf("m2 shows other tokens than m1:\n%s\n%s\n%s", s2, a2, l2)
 	}
 	joined := t.TempDir()
 
 	t.Run("the server token on a minion is refused at parse", func(t *testing.T) {
 		root := t.TempDir()
 		out, err := exec.Command(bin, "--role=minion", "--lb="+m2.IP, "--token="+server, "--root="+root).CombinedOutput()
-		want := "--token: this is the server token; minions and lbs take the agent token from 'haagent token show' on a master"
+		want := "--token: this is the server token; minions take the agent token from 'haagent token show --kind=agent' on a master"
 		if exitOf(err) != 2 || strings.TrimSpace(string(out)) != "haagent: "+want {
 			t.Fatalf("exit %d, %q; want exit 2 and %q", exitOf(err), out, want)
 		}
@@ -234,6 +235,17 @@ func TestLegacyTokenMigration(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The lb token comes with the first agent token, and m2 follows it too.
+	err = await.Until(context.Background(), "m2 to show an lb token", 10*time.Second, func() error {
+		out, err := exec.Command(bin, "token", "show", "--kind=lb", "--root="+m2.Root).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "::lb:") {
+			return fmt.Errorf("token show --kind=lb = %q, %v", out, err)
+		}
+		return nil
+	}, await.Every(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
 	root := t.TempDir()
 	code, log := runNamedMinion(t, "minion2", root, m2.IP, testToken)
 	if code == 0 || !strings.Contains(log, "this is the server token") {

@@ -152,7 +152,7 @@ func TestNonMastersCantSpeakRaftOrNameAMaster(t *testing.T) {
 	})
 	startReady(t, c)
 	m1, m2 := c.Masters[0], c.Masters[1]
-	_, agent := tokenShow(t, m1)
+	_, agent, lbToken := tokenShow(t, m1)
 	members := requireMembers(t, c, c.Endpoints(), "m1", "m2", "m3")
 	id1 := memberID(t, members, "m1")
 	peer1 := m1.IP + ":2380"
@@ -162,7 +162,7 @@ func TestNonMastersCantSpeakRaftOrNameAMaster(t *testing.T) {
 		t.Fatalf("minion exit %d:\n%s", code, log)
 	}
 	lb := procs.NewLB(bin, procs.LBConfig{Name: "lb1", IP: "127.0.0.10", Masters: []string{"127.0.0.21", "127.0.0.22", "127.0.0.23"},
-		Token: agent, Dir: t.TempDir()})
+		Token: lbToken, Dir: t.TempDir()})
 	if err := lb.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -197,10 +197,12 @@ func HostSpecs() []hosts.HostSpec {
 // Lab is a booted six-host lab.
 type Lab struct {
 	Hosts *hosts.Lab
-	// Token is the server token, which the masters get; AgentToken the one lb1 and
-	// the minions get ("" in a lab made before there were two: they get Token).
+	// Token is the server token, which the masters get; AgentToken the one the minions
+	// get and LBToken the lbs' ("" in a lab made before there were two, or three: they
+	// get Token, or AgentToken).
 	Token      string
 	AgentToken string
+	LBToken    string
 }
 
 // Host returns the named host.
@@ -222,7 +224,7 @@ func Boot(ctx context.Context, hl *hosts.Lab) (*Lab, error) {
 	return &Lab{Hosts: hl}, nil
 }
 
-// tokenFile keeps the lab's tokens on lb1, server then agent, so that a reopened lab
+// tokenFile keeps the lab's tokens on lb1, server, agent then lb, so that a reopened lab
 // knows them.
 const tokenFile = "/var/lib/haagent-lab/token"
 
@@ -249,6 +251,9 @@ func Reopen(hl *hosts.Lab) (*Lab, error) {
 	if len(toks) > 1 {
 		l.AgentToken = toks[1]
 	}
+	if len(toks) > 2 {
+		l.LBToken = toks[2]
+	}
 	return l, nil
 }
 
@@ -267,8 +272,11 @@ func (l *Lab) env(s Spec) string {
 			masters = append(masters, o.IP.String())
 		}
 	}
-	// Masters get the server token; lb1 and the minions only the agent token.
+	// Masters get the server token, the minions the agent token and the lbs the lb token.
 	token := l.AgentToken
+	if s.Role == RoleLB && l.LBToken != "" {
+		token = l.LBToken
+	}
 	if s.Role == RoleMaster || token == "" {
 		token = l.Token
 	}
@@ -278,6 +286,9 @@ func (l *Lab) env(s Spec) string {
 		lines = append(lines, "HAAGENT_PEERS="+strings.Join(peers, ","), "HAAGENT_LB="+VIP.Addr().String())
 		if l.AgentToken != "" {
 			lines = append(lines, "HAAGENT_AGENT_TOKEN="+l.AgentToken)
+		}
+		if l.LBToken != "" {
+			lines = append(lines, "HAAGENT_LB_TOKEN="+l.LBToken)
 		}
 	case RoleLB:
 		lines = append(lines, "HAAGENT_MASTERS="+strings.Join(masters, ","), "HAAGENT_VIP="+VIP.String(), "HAAGENT_VIP_IFACE=eth0")
@@ -308,9 +319,13 @@ func (l *Lab) Install(ctx context.Context, cfg Config) error {
 		if err != nil {
 			return err
 		}
-		l.Token, l.AgentToken = server.String(), agent.String()
+		lb, err := pki.GenerateToken(pki.KindLB)
+		if err != nil {
+			return err
+		}
+		l.Token, l.AgentToken, l.LBToken = server.String(), agent.String(), lb.String()
 	}
-	if err := l.Host("lb1").WriteFile(tokenFile, []byte(strings.TrimSpace(l.Token+"\n"+l.AgentToken)+"\n"), 0o600); err != nil {
+	if err := l.Host("lb1").WriteFile(tokenFile, []byte(strings.TrimSpace(l.Token+"\n"+l.AgentToken+"\n"+l.LBToken)+"\n"), 0o600); err != nil {
 		return err
 	}
 	imgDir := filepath.Join(cfg.WorkDir, "images")
