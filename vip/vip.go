@@ -72,8 +72,16 @@ const (
 	// KeepAliveEvery is how often the holder renews its lease with a keepalive of its
 	// own, whose send time starts its deadline.
 	KeepAliveEvery = 200 * time.Millisecond
-	// keepAliveTimeout bounds one keepalive or one quorum probe.
+	// keepAliveTimeout bounds one quorum probe, lease lookup or revoke.
 	keepAliveTimeout = 300 * time.Millisecond
+	// maxInflight keepalives of the holder may wait for their acknowledgement at once,
+	// each up to HoldFor (a later one extends nothing): on a loaded host whose etcd
+	// answers in 400 ms, keepalives sent every KeepAliveEvery still extend the deadline
+	// in turn, where one at a time, cut at a shorter timeout, would let it lapse.
+	maxInflight = 4
+	// probeAfter is how long without an acknowledged keepalive (counted from its send)
+	// before each new keepalive goes with a quorum probe.
+	probeAfter = 2 * KeepAliveEvery
 	// HoldFor is how long after sending its last acknowledged keepalive the holder
 	// keeps the VIP: short of a standby's earliest revoke (1.6 s), with room for an
 	// etcd slowed by a loaded host, which would otherwise make the VIP move.
@@ -359,7 +367,7 @@ func (v *VIP) leaderLease(ctx context.Context, cli *clientv3.Client) (clientv3.L
 func (v *VIP) claim(ctx context.Context, cli *clientv3.Client, id clientv3.LeaseID, el *concurrency.Election) (time.Time, error) {
 	waiting := false
 	for {
-		r := v.keepAlive(ctx, cli, id, false)
+		r := v.keepAlive(ctx, cli, id)
 		if r.err != nil {
 			return time.Time{}, fmt.Errorf("won, but the lease did not renew: %w", r.err)
 		}
@@ -400,13 +408,10 @@ func (v *VIP) claim(ctx context.Context, cli *clientv3.Client, id clientv3.Lease
 	}
 }
 
-// kaResult is one keepalive round of the holder.
+// kaResult is one keepalive of the holder.
 type kaResult struct {
 	sent, acked time.Time
 	err         error
-	// noQuorumAt is when a quorum probe that proved etcd leaderless started; zero
-	// when there was no probe or no proof.
-	noQuorumAt time.Time
 }
 
 // hold keeps the VIP while the lease lives and the keepalives come back in time.
@@ -420,8 +425,9 @@ func (v *VIP) hold(ctx context.Context, cli *clientv3.Client, sess *concurrency.
 		return err
 	}
 
-	results := make(chan kaResult, 1)
-	inflight := false
+	results := make(chan kaResult, maxInflight)
+	proofs := make(chan time.Time, 1) // the start of a probe that proved etcd leaderless; zero if it did not
+	inflight, probing := 0, false
 	tick := time.NewTicker(KeepAliveEvery)
 	defer tick.Stop()
 	lapse := time.NewTimer(time.Until(deadline))
@@ -434,19 +440,49 @@ func (v *VIP) hold(ctx context.Context, cli *clientv3.Client, sess *concurrency.
 		case <-lapse.C:
 			return fmt.Errorf("no keepalive acknowledged for one sent in the last %s", HoldFor)
 		case <-tick.C:
-			if !inflight {
-				inflight = true
-				probe := leaderless
-				go func() { results <- v.keepAlive(ctx, cli, id, probe) }()
+			if inflight < maxInflight {
+				inflight++
+				go func() { results <- v.keepAlive(ctx, cli, id) }()
 			}
+			// Without a recent acknowledgement, each round also looks for the proof
+			// that nobody can take the VIP, so that it comes well within HoldFor.
+			if !probing && (leaderless || time.Since(deadline.Add(-HoldFor)) > probeAfter) {
+				probing = true
+				go func() {
+					start := time.Now()
+					if !v.leaderless(ctx) {
+						start = time.Time{}
+					}
+					proofs <- start
+				}()
+			}
+		case start := <-proofs:
+			probing = false
+			if start.IsZero() {
+				continue
+			}
+			// Nobody can win an election or revoke a lease without a leader, and a
+			// leader elected later extends every lease; see the package doc.
+			if !leaderless {
+				v.lg.Warn("[vip] etcd has no leader that can commit, as a majority of its members show: keeping the VIP")
+				leaderless = true
+			}
+			if d := start.Add(HoldFor); d.After(deadline) {
+				deadline = d
+			}
+			v.renew(deadline)
+			lapse.Reset(time.Until(deadline))
 		case r := <-results:
-			inflight = false
+			inflight--
 			if time.Now().After(deadline) {
 				return fmt.Errorf("no keepalive acknowledged for one sent in the last %s", HoldFor)
 			}
 			switch {
 			case r.err == nil:
-				deadline = r.sent.Add(HoldFor)
+				// Acknowledgements may come out of order: the latest send counts.
+				if d := r.sent.Add(HoldFor); d.After(deadline) {
+					deadline = d
+				}
 				if leaderless {
 					v.lg.Info("[vip] etcd has a leader again")
 					leaderless = false
@@ -456,22 +492,9 @@ func (v *VIP) hold(ctx context.Context, cli *clientv3.Client, sess *concurrency.
 				}
 			case errors.Is(r.err, rpctypes.ErrLeaseNotFound):
 				return fmt.Errorf("lease lost: %w", r.err)
-			case !r.noQuorumAt.IsZero():
-				// Nobody can win an election or revoke a lease without a leader, and a
-				// leader elected later extends every lease; see the package doc.
-				if !leaderless {
-					v.lg.Warn("[vip] etcd has no leader that can commit, as a majority of its members show: keeping the VIP")
-					leaderless = true
-				}
-				if d := r.noQuorumAt.Add(HoldFor); d.After(deadline) {
-					deadline = d
-				}
-				v.renew(deadline)
-			default:
+			case !failing:
 				// The first of a streak says why; the deadline's end says the rest.
-				if !failing {
-					v.lg.Info("[vip] keepalive failed; holding until the deadline", "err", r.err, "deadline_in", time.Until(deadline).Round(time.Millisecond))
-				}
+				v.lg.Info("[vip] keepalive failed; holding until the deadline", "err", r.err, "deadline_in", time.Until(deadline).Round(time.Millisecond))
 			}
 			failing = r.err != nil
 			lapse.Reset(time.Until(deadline))
@@ -479,30 +502,13 @@ func (v *VIP) hold(ctx context.Context, cli *clientv3.Client, sess *concurrency.
 	}
 }
 
-// keepAlive renews the lease once; when that fails for another reason than a lost
-// lease, it probes whether etcd is leaderless. With probe, the probe runs alongside the
-// keepalive, so that a holder keeping the VIP through a leaderless etcd renews its
-// proof well within HoldFor.
-func (v *VIP) keepAlive(ctx context.Context, cli *clientv3.Client, id clientv3.LeaseID, probe bool) kaResult {
+// keepAlive renews the lease once. Its send time is what a deadline counts from.
+func (v *VIP) keepAlive(ctx context.Context, cli *clientv3.Client, id clientv3.LeaseID) kaResult {
 	r := kaResult{sent: time.Now()}
-	var proof chan bool
-	if probe {
-		proof = make(chan bool, 1)
-		go func() { proof <- v.leaderless(ctx) }()
-	}
-	kctx, cancel := context.WithTimeout(ctx, keepAliveTimeout)
+	kctx, cancel := context.WithTimeout(ctx, HoldFor)
 	_, r.err = cli.KeepAliveOnce(kctx, id)
 	cancel()
 	r.acked = time.Now()
-	start := r.sent
-	if proof == nil && r.err != nil && !errors.Is(r.err, rpctypes.ErrLeaseNotFound) && ctx.Err() == nil {
-		start = time.Now()
-		proof = make(chan bool, 1)
-		proof <- v.leaderless(ctx)
-	}
-	if proof != nil && <-proof && r.err != nil {
-		r.noQuorumAt = start
-	}
 	return r
 }
 
