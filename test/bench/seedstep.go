@@ -319,6 +319,12 @@ func (s *seedStep) streamRound(fault string) error {
 	if err := s.restore(); err != nil {
 		return err
 	}
+	before := len(s.streams)
+	defer func() {
+		for _, f := range s.streams[before:] {
+			progress("step: stream failure: %s", f)
+		}
+	}()
 	if err := s.ensureTicker(); err != nil {
 		return err
 	}
