@@ -40,12 +40,14 @@ const (
 func TestTokenKinds(t *testing.T) {
 	server, _ := pki.GenerateToken(pki.KindServer)
 	agent, _ := pki.GenerateToken(pki.KindAgent)
+	lb, _ := pki.GenerateToken(pki.KindLB)
 	var current atomic.Pointer[pki.Token]
 	current.Store(&agent)
 	var log bytes.Buffer
 	var logMu sync.Mutex
 	addr, sh := startServerWith(t, server, func(c *ServerConfig) {
 		c.AgentToken = func() (*pki.Token, bool) { return current.Load(), true }
+		c.LBToken = func() *pki.Token { return &lb }
 		c.Bind = (&names{m: map[string]string{}}).bind
 		c.MasterNames = func(context.Context) ([]string, error) { return []string{"m1", "m2", "m3"}, nil }
 		c.FailureBudget = 100
@@ -80,7 +82,7 @@ func TestTokenKinds(t *testing.T) {
 		{"the agent token asking for an lb's certificate", agent, Request{Role: "lb", Name: "lb9", NodeSecret: secretB}, "can't obtain an lb's certificate"},
 		{"a malformed name", agent, Request{Role: "minion", Name: "../etc", NodeSecret: secretB}, "is not a DNS name"},
 		{"a minion with a master's name", agent, Request{Role: "minion", Name: "m1", NodeSecret: secretB}, "is a master's; give this minion another --name"},
-		{"an lb with a master's name", agent, Request{Role: "lb", Name: "m3", NodeSecret: secretB}, "is a master's; give this lb another --name"},
+		{"an lb with a master's name", lb, Request{Role: "lb", Name: "m3", NodeSecret: secretB}, "is a master's; give this lb another --name"},
 	}
 	for _, tt := range refused {
 		t.Run(tt.name, func(t *testing.T) {
