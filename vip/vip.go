@@ -716,12 +716,24 @@ func (v *VIP) setErr(err error) {
 	}
 }
 
-// observe follows who holds the VIP, for Status and the log.
+// observe follows who holds the VIP, for Status and the log: on every change of the
+// election's keys, and once a second besides, so that a lookup that failed (etcd busy or
+// electing when this lb started) is not left standing until the next change.
 func (v *VIP) observe(ctx context.Context, cli *clientv3.Client) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
 	for ctx.Err() == nil {
 		wch := cli.Watch(clientv3.WithRequireLeader(ctx), v.prefix, clientv3.WithPrefix())
 		v.refreshHolder(ctx, cli)
-		for range wch {
+	watch:
+		for {
+			select {
+			case _, ok := <-wch:
+				if !ok {
+					break watch
+				}
+			case <-t.C:
+			}
 			v.refreshHolder(ctx, cli)
 		}
 		select {
