@@ -68,16 +68,8 @@ func requireNothingWritten(t *testing.T, root string) {
 }
 
 func TestAgentToken(t *testing.T) {
-	c := procs.NewCluster(bin, t.TempDir(), 3)
+	c := newCluster(t)
 	c.Secure(serverToken)
-	t.Cleanup(func() {
-		c.StopAll()
-		if t.Failed() {
-			for _, m := range c.Masters {
-				t.Logf("--- log of %s ---\n%s", m.Name, m.LogTail(40))
-			}
-		}
-	})
 	startReady(t, c)
 	m1, m2 := c.Masters[0], c.Masters[1]
 	server, agent, lb := tokenShow(t, m1)

@@ -137,19 +137,11 @@ func mustIssue(t *testing.T, ca *pki.CA, spec pki.LeafSpec) identity {
 // A stolen minion must not own the cluster: nothing a minion or an lb holds speaks raft,
 // and a join can't name a master.
 func TestNonMastersCantSpeakRaftOrNameAMaster(t *testing.T) {
-	c := procs.NewCluster(bin, t.TempDir(), 3)
+	c := newCluster(t)
 	c.Secure(serverToken)
 	for _, m := range c.Masters {
 		m.Extra = []string{"--lb=127.0.0.10", "--systemd=off"}
 	}
-	t.Cleanup(func() {
-		c.StopAll()
-		if t.Failed() {
-			for _, m := range c.Masters {
-				t.Logf("--- log of %s ---\n%s", m.Name, m.LogTail(40))
-			}
-		}
-	})
 	startReady(t, c)
 	m1, m2 := c.Masters[0], c.Masters[1]
 	_, agent, lbToken := tokenShow(t, m1)
