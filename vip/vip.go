@@ -450,7 +450,7 @@ func (v *VIP) hold(ctx context.Context, cli *clientv3.Client, sess *concurrency.
 				probing = true
 				go func() {
 					start := time.Now()
-					if !v.leaderless(ctx) {
+					if !v.leaderless(ctx, cli) {
 						start = time.Time{}
 					}
 					proofs <- start
@@ -518,7 +518,7 @@ func (v *VIP) keepAlive(ctx context.Context, cli *clientv3.Client, id clientv3.L
 // refuse, or, with a majority answering, one that does not answer at all; and none
 // names a leader that answers. A member that does not answer is no proof by itself:
 // the holder may be the one cut off.
-func (v *VIP) leaderless(ctx context.Context) bool {
+func (v *VIP) leaderless(ctx context.Context, cli *clientv3.Client) bool {
 	answers := make([]answer, len(v.cfg.Endpoints))
 	var wg sync.WaitGroup
 	for i, ep := range v.cfg.Endpoints {
@@ -539,7 +539,15 @@ func (v *VIP) leaderless(ctx context.Context) bool {
 				return
 			}
 			c.Close()
-			if st, err := v.members[i].Status(pctx, &pb.StatusRequest{}); err == nil && st.Header != nil {
+			st, err := v.members[i].Status(pctx, &pb.StatusRequest{})
+			if err != nil && pctx.Err() == nil {
+				// Its own connection is down or waiting to reconnect (a member that has
+				// just come back): ask over a new one.
+				if s, nerr := cli.Status(pctx, ep); nerr == nil {
+					st, err = (*pb.StatusResponse)(s), nil
+				}
+			}
+			if err == nil && st.Header != nil {
 				answers[i].id, answers[i].leader = st.Header.MemberId, st.Leader
 			}
 		})
