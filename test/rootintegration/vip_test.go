@@ -20,6 +20,7 @@ import (
 
 	"github.com/mdlayher/arp"
 	"github.com/vishvananda/netlink"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	lbrole "github.com/haagent/haagent/roles/lb"
 	"github.com/haagent/haagent/test/await"
@@ -348,6 +349,34 @@ func (e *vipEnv) watchKept(t *testing.T, h int, before vip.Status, since time.Ti
 	}
 }
 
+// awaitEtcdWhole waits until the three members agree on a leader and a linearizable
+// read works: the next subtest starts from a settled etcd, not one
+// whose healed member is still catching up.
+func (e *vipEnv) awaitEtcdWhole(t *testing.T) {
+	t.Helper()
+	var eps []string
+	for _, m := range e.c.Masters {
+		eps = append(eps, m.ClientURL())
+	}
+	cli, err := e.dialer.Client(eps...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	err = await.Until(context.Background(), "etcd whole again: one leader for all three members, and a linearizable read", 30*time.Second, func() error {
+		if _, err := e.c.Leader(); err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := cli.Do(ctx, clientv3.OpGet(vip.KeyPrefix, clientv3.WithCountOnly()))
+		return err
+	}, await.Every(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // logsSince keeps the lines of a slog text log stamped at or after since.
 func logsSince(logs string, since time.Time) string {
 	var keep []string
@@ -638,6 +667,7 @@ func TestVIP(t *testing.T) {
 				if err := fault.heal(1); err != nil {
 					t.Fatal(err)
 				}
+				e.awaitEtcdWhole(t)
 				e.awaitStandby(t, 1-h)
 			}()
 			back := e.awaitServed(t, gone, 4*time.Second)
