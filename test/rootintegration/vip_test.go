@@ -364,11 +364,12 @@ func (e *vipEnv) awaitEtcdWhole(t *testing.T) {
 	}
 	defer cli.Close()
 	err = await.Until(context.Background(), "etcd whole again: one leader for all three members, and a linearizable read", 30*time.Second, func() error {
-		if _, err := e.c.Leader(); err != nil {
-			return err
-		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
+		// From the client's namespace, as every request of these tests.
+		if _, _, err := probe.Members(ctx, cli, eps); err != nil {
+			return err
+		}
 		_, err := cli.Do(ctx, clientv3.OpGet(vip.KeyPrefix, clientv3.WithCountOnly()))
 		return err
 	}, await.Every(50*time.Millisecond))
