@@ -27,8 +27,8 @@ const AppliedPrefix = "/haagent/atrest/applied/"
 // that the newer of two keys is known from the names alone.
 const keyPrefix = "key"
 
-// errConflict says the shared document changed between a read and a write.
-var errConflict = errors.New("the shared document in etcd changed meanwhile")
+// ErrConflict says the shared document changed between a read and a write (Store).
+var ErrConflict = errors.New("the shared document in etcd changed meanwhile")
 
 // NewKey makes a random 32-byte secretbox key named after the newest of existing.
 func NewKey(existing []pki.EncryptionKey) (pki.EncryptionKey, error) {
@@ -77,7 +77,7 @@ func Load(ctx context.Context, kv clientv3.KV, token pki.Token) (*pki.Shared, in
 	return sh, resp.Kvs[0].ModRevision, nil
 }
 
-// Store writes sh if the document is still at revision rev, else returns errConflict.
+// Store writes sh if the document is still at revision rev, else returns ErrConflict.
 func Store(ctx context.Context, kv clientv3.KV, token pki.Token, sh *pki.Shared, rev int64) error {
 	sealed, err := pki.SealShared(token, sh)
 	if err != nil {
@@ -90,42 +90,66 @@ func Store(ctx context.Context, kv clientv3.KV, token pki.Token, sh *pki.Shared,
 		return fmt.Errorf("write %s to etcd: %w", pki.SharedKey, err)
 	}
 	if !resp.Succeeded {
-		return errConflict
+		return ErrConflict
 	}
 	return nil
+}
+
+// Steps drives a change of the shared document that may take several writes (a
+// rotation): each round loads the document and asks step for the next one to store,
+// until step returns nil. started tells step whether one of its documents has been
+// stored yet in this run. A write that lost to another (ErrConflict) is not a step:
+// the document is read again and step asked again.
+func Steps(ctx context.Context, kv clientv3.KV, token pki.Token, lg *slog.Logger,
+	step func(sh *pki.Shared, started bool) (*pki.Shared, error)) error {
+	started := false
+	for {
+		sh, rev, err := Load(ctx, kv, token)
+		if err != nil {
+			return err
+		}
+		next, err := step(sh, started)
+		if err != nil || next == nil {
+			return err
+		}
+		switch err := Store(ctx, kv, token, next, rev); {
+		case errors.Is(err, ErrConflict):
+			lg.Warn("the shared document changed meanwhile (another master or rotation wrote it); reading it again")
+			continue
+		case err != nil:
+			return err
+		}
+		started = true
+	}
 }
 
 // Ensure returns the cluster's keys, and makes the first one if the shared document has
 // none: a new cluster, or one made before encryption at rest. Of masters that race, one
 // wins the transaction and the others read its key.
 func Ensure(ctx context.Context, kv clientv3.KV, token pki.Token, lg *slog.Logger) ([]pki.EncryptionKey, error) {
-	for {
-		sh, rev, err := Load(ctx, kv, token)
-		if err != nil {
-			return nil, err
-		}
-		if len(sh.EncryptionKeys) > 0 {
-			return sh.EncryptionKeys, nil
+	var keys []pki.EncryptionKey
+	err := Steps(ctx, kv, token, lg, func(sh *pki.Shared, started bool) (*pki.Shared, error) {
+		keys = sh.EncryptionKeys
+		if started || len(keys) > 0 {
+			return nil, nil
 		}
 		k, err := NewKey(nil)
 		if err != nil {
 			return nil, err
 		}
+		lg.Info("[encryption] making the cluster's first key for Secrets at rest", "key", k.Name)
 		sh.EncryptionKeys = []pki.EncryptionKey{k}
-		switch err := Store(ctx, kv, token, sh, rev); {
-		case err == nil:
-			lg.Info("[encryption] made the cluster's first key for Secrets at rest", "key", k.Name)
-			return sh.EncryptionKeys, nil
-		case !errors.Is(err, errConflict):
-			return nil, err
-		}
-	}
+		return sh, nil
+	})
+	return keys, err
 }
 
 // Watch reads the shared document, calls set with its keys, and again each time they
-// change, until ctx ends. A broken watch is resumed from a fresh read.
-func Watch(ctx context.Context, cli *clientv3.Client, token pki.Token, set func([]pki.EncryptionKey), lg *slog.Logger) {
+// change, until ctx ends. A broken watch is resumed from a fresh read, with the client
+// that client returns then (the local member's, which a restart of it replaces).
+func Watch(ctx context.Context, client func() *clientv3.Client, token pki.Token, set func([]pki.EncryptionKey), lg *slog.Logger) {
 	for {
+		cli := client()
 		gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		sh, rev, err := Load(gctx, cli, token)
 		cancel()

@@ -73,28 +73,23 @@ type RotateConfig struct {
 // before. Run again after an interruption, it carries on from the key list in etcd.
 func Rotate(ctx context.Context, rc RotateConfig) error {
 	lg := rc.Logger
-	started := false
-	for {
-		sh, rev, err := Load(ctx, rc.Client, rc.Token)
-		if err != nil {
-			return err
-		}
+	return Steps(ctx, rc.Client, rc.Token, lg, func(sh *pki.Shared, started bool) (*pki.Shared, error) {
 		keys := sh.EncryptionKeys
 		if err := WaitApplied(ctx, rc.Client, Fingerprint(keys), rc.Timeout, rc.Poll, lg); err != nil {
-			return err
+			return nil, err
 		}
 		step, err := Next(keys, started)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		switch step {
 		case StepDone:
 			lg.Info("[done] every master encrypts Secrets with the new key; the old key is gone", "keys", Fingerprint(keys))
-			return nil
+			return nil, nil
 		case StepAdd:
 			k, err := NewKey(keys)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			sh.EncryptionKeys = []pki.EncryptionKey{keys[0], k}
 			lg.Info("[add] adding a new key that every apiserver can read but none writes with yet", "new", k.Name, "write", keys[0].Name)
@@ -105,20 +100,13 @@ func Rotate(ctx context.Context, rc RotateConfig) error {
 			lg.Info("[rewrite] rewriting every Secret through the apiserver with the new key", "write", keys[0].Name)
 			n, err := rc.RewriteSecrets(ctx)
 			if err != nil {
-				return fmt.Errorf("[rewrite] %w; run the rotation again to carry on", err)
+				return nil, fmt.Errorf("[rewrite] %w; run the rotation again to carry on", err)
 			}
 			sh.EncryptionKeys = keys[:1]
 			lg.Info("[remove] rewrote the Secrets; removing the old key", "secrets", n, "removed", keys[1].Name)
 		}
-		switch err := Store(ctx, rc.Client, rc.Token, sh, rev); {
-		case errors.Is(err, errConflict):
-			lg.Warn("the shared document changed meanwhile (another rotation?); reading it again")
-			continue
-		case err != nil:
-			return err
-		}
-		started = true
-	}
+		return sh, nil
+	})
 }
 
 // WaitApplied waits until every etcd member's master reports that its apiserver runs

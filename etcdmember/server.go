@@ -146,6 +146,8 @@ type Server struct {
 	ready chan struct{}
 
 	stopping atomic.Bool // set when haagent stops etcd on purpose
+	// restart carries Restart's requests to Run, each with the channel to answer on.
+	restart chan chan error
 	// foreign is the last cluster ID mismatch with a peer (watchClusterIDs).
 	foreign atomic.Pointer[string]
 
@@ -164,7 +166,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Server{cfg: cfg, self: self, lg: cfg.Logger, ready: make(chan struct{})}, nil
+	return &Server{cfg: cfg, self: self, lg: cfg.Logger, ready: make(chan struct{}), restart: make(chan chan error)}, nil
 }
 
 // Ready is closed once the member has joined a cluster that has a leader.
@@ -193,6 +195,9 @@ func (s *Server) Healthy() error {
 	case <-s.ready:
 	default:
 		return s.withForeign(errors.New("etcd member not ready"))
+	}
+	if e == nil {
+		return errors.New("etcd member restarting")
 	}
 	if e.Server.Leader() == types.ID(raftNone) {
 		return s.withForeign(errors.New("etcd cluster has no leader"))
@@ -232,6 +237,7 @@ func (s *Server) withForeign(err error) error {
 
 // Run starts the member and blocks until ctx ends (then it stops etcd and returns nil)
 // or etcd fails. It returns an error wrapping ErrRemoved when the cluster removed us.
+// Restart stops and starts the member in between.
 func (s *Server) Run(ctx context.Context) error {
 	if b, err := os.ReadFile(filepath.Join(s.cfg.DataDir, removedMarker)); err == nil {
 		return fmt.Errorf("%w (%s); the data dir %s is kept: to rejoin as a new member, move it away and start again",
@@ -250,10 +256,54 @@ func (s *Server) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	var restarted chan error
+	for {
+		again, err := s.runOnce(ctx, p, restarted)
+		if again == nil {
+			if restarted != nil && err != nil {
+				restarted <- err
+			}
+			return err
+		}
+		// The member has data now, whatever it started as.
+		p, restarted = decide(s.self, s.cfg.Peers, true, nil), again
+		s.lg.Info("[restart] restarting the etcd member, which reads the CAs it trusts only at start", "mode", p.mode)
+	}
+}
+
+// Restart stops the running member and starts it again, so that it reads its TLS
+// files anew (etcd reads the CAs it trusts only at start); a master does it one member
+// at a time. It returns once the member is ready again, or an error if it does not
+// come back (then Run fails too).
+func (s *Server) Restart(ctx context.Context) error {
+	select {
+	case <-s.ready:
+	default:
+		return errors.New("the etcd member is not running yet")
+	}
+	done := make(chan error, 1)
+	select {
+	case s.restart <- done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// runOnce runs etcd once with plan p, like Run. It tells restarted, when set, that the
+// member is ready again. It returns a reply channel when Restart asks for a new start,
+// after it stopped etcd.
+func (s *Server) runOnce(ctx context.Context, p plan, restarted chan error) (chan error, error) {
 	e, err := embed.StartEtcd(s.etcdConfig(p))
 	if err != nil {
-		return fmt.Errorf("start etcd (%s): %w", p.mode, err)
+		return nil, fmt.Errorf("start etcd (%s): %w", p.mode, err)
 	}
+	s.stopping.Store(false)
 	s.mu.Lock()
 	s.etcd, s.mode = e, p.mode
 	s.mu.Unlock()
@@ -264,36 +314,47 @@ func (s *Server) Run(ctx context.Context) error {
 		stopWatch()
 		<-watched
 		s.stopping.Store(true)
+		s.mu.Lock()
+		s.etcd = nil
+		s.mu.Unlock()
 		e.Close()
 	}()
 
 	if err := s.awaitReady(ctx, e); err != nil || ctx.Err() != nil {
-		return err
+		return nil, err
 	}
 	cli, err := s.newClient([]string{s.cfg.LocalClientURL()})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer cli.Close()
 	if e.Server.IsLearner() {
 		if err := s.promote(ctx, e); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	s.mu.Lock()
 	s.client = cli
 	s.mu.Unlock()
-	close(s.ready)
-	s.lg.Info("[health] etcd member ready", "mode", p.mode, "id", e.Server.MemberID().String(), "leader", e.Server.Leader().String())
+	if restarted != nil {
+		restarted <- nil
+		s.lg.Info("[restart] etcd member ready again", "id", e.Server.MemberID().String(), "leader", e.Server.Leader().String())
+	} else {
+		close(s.ready)
+		s.lg.Info("[health] etcd member ready", "mode", p.mode, "id", e.Server.MemberID().String(), "leader", e.Server.Leader().String())
+	}
 
 	select {
 	case <-ctx.Done():
 		s.lg.Info("stopping etcd member")
-		return nil
+		return nil, nil
 	case err := <-e.Err():
-		return s.failed(ctx, e, err)
+		return nil, s.failed(ctx, e, err)
 	case <-e.Server.StopNotify():
-		return s.stoppedByItself(ctx, e)
+		return nil, s.stoppedByItself(ctx, e)
+	case again := <-s.restart:
+		s.lg.Info("[restart] stopping the etcd member to start it again")
+		return again, nil
 	}
 }
 

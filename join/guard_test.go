@@ -94,7 +94,7 @@ func TestLockOutAttempt(t *testing.T) {
 	const attempts = 30
 	var throttled int
 	for i := range attempts {
-		_, _, err := Fetch(ctx, addr, wrong, nil, attacker)
+		_, _, err := Fetch(ctx, addr, wrong, nil, nil, attacker)
 		if !errors.Is(err, ErrForbidden) {
 			t.Fatalf("bad attempt %d: err = %v, want forbidden", i, err)
 		}
@@ -106,12 +106,12 @@ func TestLockOutAttempt(t *testing.T) {
 		t.Fatalf("%d of %d bad attempts throttled, want all but the budget of 5", throttled, attempts)
 	}
 
-	fs, _, err := Fetch(ctx, addr, agent, nil, Request{Role: "minion", Name: "minion1", Hosts: []string{"10.0.0.31"}, NodeSecret: secretA})
+	fs, _, err := Fetch(ctx, addr, agent, nil, nil, Request{Role: "minion", Name: "minion1", Hosts: []string{"10.0.0.31"}, NodeSecret: secretA})
 	if err != nil {
 		t.Fatalf("a legitimate join during the lock-out attempt: %v", err)
 	}
 	cert := clientCert(t, fs, pki.KubeletClientCert, pki.KubeletClientKey)
-	if _, _, err := Fetch(ctx, addr, pki.Token{}, &cert, Request{Role: "minion", Name: "minion1"}); err != nil {
+	if _, _, err := Fetch(ctx, addr, pki.Token{}, nil, &cert, Request{Role: "minion", Name: "minion1"}); err != nil {
 		t.Fatalf("a renewal with the node's certificate during the lock-out attempt: %v", err)
 	}
 	if got := counter(t, reg, "haagent_join_refused_total", "reason", ReasonWrongToken); got != 5 {

@@ -68,14 +68,14 @@ func ParseRequest(body []byte) (Request, error) {
 	if !slices.Contains([]string{"master", "minion", "lb"}, req.Role) {
 		return Request{}, fmt.Errorf("unknown role %q: master, minion or lb", req.Role)
 	}
-	if !validDNSName(req.Name) {
+	if !ValidDNSName(req.Name) {
 		return Request{}, fmt.Errorf("name %q is not a DNS name (lower case letters, digits, '-' and '.')", req.Name)
 	}
 	if len(req.Hosts) > maxHosts {
 		return Request{}, fmt.Errorf("%d hosts, at most %d", len(req.Hosts), maxHosts)
 	}
 	for _, h := range req.Hosts {
-		if net.ParseIP(h) == nil && !validDNSName(h) {
+		if net.ParseIP(h) == nil && !ValidDNSName(h) {
 			return Request{}, fmt.Errorf("host %q is neither an IP nor a DNS name", h)
 		}
 	}
@@ -92,8 +92,9 @@ func ParseRequest(body []byte) (Request, error) {
 	return req, nil
 }
 
-// validDNSName accepts what certificates and Node objects accept: RFC 1123 labels.
-func validDNSName(s string) bool {
+// ValidDNSName accepts what certificates and Node objects accept, RFC 1123 labels: the
+// names the join service takes for nodes and hosts.
+func ValidDNSName(s string) bool {
 	if s == "" || len(s) > maxNameLen {
 		return false
 	}
@@ -151,8 +152,11 @@ type ServerConfig struct {
 	// MasterNames lists the names reserved for masters, which no minion or lb may take
 	// (the etcd members and the masters' --peers). Nil reserves none.
 	MasterNames func(ctx context.Context) ([]string, error)
-	// CACert is served on /v1/ca for nodes to pin or trust.
-	CACert []byte
+	// Trust returns what the cluster trusts now (pki.Shared.Trust: the CA that signs
+	// first, and the other one while the CA rotates). It is served on /v1/ca for nodes to
+	// pin or compare with their own, and verifies the renewing nodes' certificates; read
+	// again on each request, so that a rotation applies at once.
+	Trust func() []byte
 	// GetCertificate serves the TLS certificate (reloaded so renewals apply).
 	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 	Issue          Issuer
@@ -204,20 +208,26 @@ func (s *Server) Serve(ctx context.Context) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/ca", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/x-pem-file")
-		_, _ = w.Write(s.cfg.CACert)
+		_, _ = w.Write(s.cfg.Trust())
 	})
 	mux.HandleFunc("POST /v1/join", s.handleJoin)
-	clientCAs := x509.NewCertPool()
-	if !clientCAs.AppendCertsFromPEM(s.cfg.CACert) {
-		return errors.New("join service: no CA certificate to verify renewing nodes with")
+	// A node that has joined renews with its client certificate instead of a token, so
+	// rotating the agent token leaves it alone; it is verified against what the cluster
+	// trusts at the time of the handshake.
+	base := &tls.Config{GetCertificate: s.cfg.GetCertificate, MinVersion: tls.VersionTLS12, ClientAuth: tls.VerifyClientCertIfGiven}
+	base.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		clientCAs := x509.NewCertPool()
+		if !clientCAs.AppendCertsFromPEM(s.cfg.Trust()) {
+			return nil, errors.New("join service: no CA certificate to verify renewing nodes with")
+		}
+		c := base.Clone()
+		c.GetConfigForClient, c.ClientCAs = nil, clientCAs
+		return c, nil
 	}
 	srv := &http.Server{
-		Handler: mux,
-		// A node that has joined renews with its client certificate instead of a token,
-		// so rotating the agent token leaves it alone.
-		TLSConfig: &tls.Config{GetCertificate: s.cfg.GetCertificate, MinVersion: tls.VersionTLS12,
-			ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: clientCAs},
-		ErrorLog: slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelDebug),
+		Handler:   mux,
+		TLSConfig: base,
+		ErrorLog:  slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelDebug),
 	}
 	s.guard(srv)
 	if err := statusapi.ServeUntil(ctx, srv, func() error { return srv.ServeTLS(countingListener{s.ln}, "", "") }); err != nil {
@@ -393,38 +403,38 @@ func CertIdentity(c *x509.Certificate) (role, name string) {
 	return "", ""
 }
 
-// Fetch asks one server (host:port) for the node's files. It first fetches the CA
-// without trusting it, checks it against the token's pin, and only then sends the
-// secret over a connection verified against that CA, to a server that proves it is a
-// master (masterServer). With cert, a node that has joined proves who it is with its
-// client certificate instead, and the secret is not sent. It checks what it gets
-// (checkBundle) and gives each file the mode the node chooses (pki.FileMode).
-func Fetch(ctx context.Context, server string, token pki.Token, cert *tls.Certificate, req Request) ([]files.File, []byte, error) {
+// Fetch asks one server (host:port) for the node's files. A node that holds no CA
+// yet (trusted is nil) first fetches the cluster's CAs without trusting them and keeps
+// those that match the token's pin; a node that has joined trusts the CAs it holds
+// (trusted: its ca.crt), so that a rotated CA, which its token may not pin, leaves it
+// alone. Only then does it send the secret, over a connection verified against those
+// CAs, to a server that proves it is a master (masterServer). With cert, a node that
+// has joined proves who it is with its client certificate instead, and the secret is
+// not sent. It checks what it gets (checkBundle) and gives each file the mode the node
+// chooses (pki.FileMode). It returns the CAs it verified the server with.
+func Fetch(ctx context.Context, server string, token pki.Token, trusted []byte, cert *tls.Certificate, req Request) ([]files.File, []byte, error) {
 	host, _, err := net.SplitHostPort(server)
 	if err != nil {
 		return nil, nil, err
 	}
-	insecure := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, // the CA is checked against the pin below
-	}}
-	caPEM, err := get(ctx, insecure, "https://"+server+"/v1/ca")
+	anchors, err := anchorsFor(ctx, server, token, trusted)
 	if err != nil {
 		return nil, nil, err
 	}
-	caCert, err := pki.ParseCert(caPEM)
-	if err != nil {
-		return nil, nil, fmt.Errorf("CA from %s: %w", server, err)
-	}
-	if err := token.CheckCA(caCert.Raw); err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", server, err)
-	}
 	pool := x509.NewCertPool()
-	pool.AddCert(caCert)
+	var anchorPEM []byte
+	for _, c := range anchors {
+		pool.AddCert(c)
+		anchorPEM = append(anchorPEM, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	var verifiedBy *x509.Certificate
 	tlsc := &tls.Config{RootCAs: pool, ServerName: host, MinVersion: tls.VersionTLS12,
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			if len(cs.PeerCertificates) == 0 {
+			if len(cs.PeerCertificates) == 0 || len(cs.VerifiedChains) == 0 {
 				return errors.New("the server sent no certificate")
 			}
+			chain := cs.VerifiedChains[0]
+			verifiedBy = chain[len(chain)-1]
 			return masterServer(cs.PeerCertificates[0])
 		}}
 	if cert != nil {
@@ -460,10 +470,59 @@ func Fetch(ctx context.Context, server string, token pki.Token, cert *tls.Certif
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
 		return nil, nil, fmt.Errorf("join via %s: %w", server, err)
 	}
-	if err := checkBundle(out.Files, caCert); err != nil {
+	if err := checkBundle(out.Files, verifiedBy); err != nil {
 		return nil, nil, fmt.Errorf("join via %s: refusing the files: %w", server, err)
 	}
-	return out.Files, caPEM, nil
+	return out.Files, anchorPEM, nil
+}
+
+// CA fetches what a join service says the cluster trusts (/v1/ca), without trusting
+// it: a node compares it with its own ca.crt to learn that the CA rotates, and then
+// renews over a verified connection.
+func CA(ctx context.Context, server string) ([]byte, error) {
+	return get(ctx, insecureClient(), "https://"+server+"/v1/ca")
+}
+
+func insecureClient() *http.Client {
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, // what it fetches is checked, or only compared
+		// One request per client: a node asks every TrustCheckEvery, and an idle
+		// connection per ask would wait for the join service's idle timeout to close.
+		DisableKeepAlives: true,
+	}}
+}
+
+// anchorsFor are the CAs the join server must prove itself with: trusted, or else
+// those of the server's CAs that the token pins (all of them, with an unpinned token).
+func anchorsFor(ctx context.Context, server string, token pki.Token, trusted []byte) ([]*x509.Certificate, error) {
+	if trusted != nil {
+		cas, err := pki.ParseCerts(trusted)
+		if err != nil {
+			return nil, fmt.Errorf("the node's own CA: %w", err)
+		}
+		return cas, nil
+	}
+	caPEM, err := CA(ctx, server)
+	if err != nil {
+		return nil, err
+	}
+	served, err := pki.ParseCerts(caPEM)
+	if err != nil {
+		return nil, fmt.Errorf("CA from %s: %w", server, err)
+	}
+	var anchors []*x509.Certificate
+	var mismatch error
+	for _, c := range served {
+		if err := token.CheckCA(c.Raw); err != nil {
+			mismatch = err
+			continue
+		}
+		anchors = append(anchors, c)
+	}
+	if len(anchors) == 0 {
+		return nil, fmt.Errorf("%s: %w; if the cluster's CA was rotated, take the new token from 'haagent token show' on a master", server, mismatch)
+	}
+	return anchors, nil
 }
 
 // masterServer refuses a server certificate that a non-master holds: the CA has
@@ -479,50 +538,61 @@ func masterServer(leaf *x509.Certificate) error {
 }
 
 // checkBundle checks the files a join service sent, and sets their modes: only paths
-// under etc/kubernetes/, a ca.crt that is the CA the connection was verified with (the
-// pinned one), and kubeconfigs that trust that CA alone.
+// under etc/kubernetes/, a ca.crt that holds the CA the connection was verified with
+// (the pinned one, or one the node trusts), and kubeconfigs that trust what ca.crt
+// holds and nothing else.
 func checkBundle(fs []files.File, ca *x509.Certificate) error {
-	sawCA := false
+	var trust []*x509.Certificate
 	for i, f := range fs {
 		if strings.Contains(f.Path, "..") || strings.HasPrefix(f.Path, "/") || !strings.HasPrefix(f.Path, "etc/kubernetes/") {
 			return fmt.Errorf("file path %q", f.Path)
 		}
 		fs[i].Mode = pki.FileMode(f.Path)
-		var got []byte
-		switch {
-		case f.Path == pki.CACert:
-			got, sawCA = f.Data, true
-		case strings.HasSuffix(f.Path, ".kubeconfig"):
+		if f.Path == pki.CACert {
 			var err error
-			if got, err = pki.KubeconfigCA(f.Data); err != nil {
+			if trust, err = onlyCerts(f.Data); err != nil {
 				return fmt.Errorf("%s: %w", f.Path, err)
 			}
-		default:
-			continue
-		}
-		if !onlyCert(got, ca) {
-			return fmt.Errorf("%s trusts another CA than the pinned one", f.Path)
 		}
 	}
-	if !sawCA {
+	if trust == nil {
 		return fmt.Errorf("no %s", pki.CACert)
+	}
+	if ca == nil || !slices.ContainsFunc(trust, ca.Equal) {
+		return fmt.Errorf("%s does not hold the CA the server proved itself with", pki.CACert)
+	}
+	for _, f := range fs {
+		if !strings.HasSuffix(f.Path, ".kubeconfig") {
+			continue
+		}
+		data, err := pki.KubeconfigCA(f.Data)
+		if err != nil {
+			return fmt.Errorf("%s: %w", f.Path, err)
+		}
+		got, err := onlyCerts(data)
+		if err != nil || !slices.EqualFunc(got, trust, (*x509.Certificate).Equal) {
+			return fmt.Errorf("%s trusts other CAs than %s", f.Path, pki.CACert)
+		}
 	}
 	return nil
 }
 
-// onlyCert reports whether PEM data holds ca and nothing else.
-func onlyCert(data []byte, ca *x509.Certificate) bool {
-	n := 0
+// onlyCerts parses PEM data that holds certificates and nothing else.
+func onlyCerts(data []byte) ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
 	for {
 		b, rest := pem.Decode(data)
 		if b == nil {
-			return n == 1 && len(bytes.TrimSpace(data)) == 0
+			if len(out) == 0 || len(bytes.TrimSpace(data)) != 0 {
+				return nil, errors.New("not only PEM certificates")
+			}
+			return out, nil
 		}
 		c, err := x509.ParseCertificate(b.Bytes)
-		if b.Type != "CERTIFICATE" || err != nil || !c.Equal(ca) {
-			return false
+		if b.Type != "CERTIFICATE" || err != nil {
+			return nil, errors.New("not only PEM certificates")
 		}
-		n, data = n+1, rest
+		out, data = append(out, c), rest
 	}
 }
 

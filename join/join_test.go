@@ -36,7 +36,7 @@ func startServerWith(t *testing.T, tok pki.Token, edit func(*ServerConfig)) (add
 		t.Fatal(err)
 	}
 	cfg := ServerConfig{
-		Address: "127.0.0.1:0", Token: tok, CACert: sh.CA.CertPEM,
+		Address: "127.0.0.1:0", Token: tok, Trust: func() []byte { return sh.CA.CertPEM },
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &cert, nil },
 		Issue: func(req Request, _ string) ([]files.File, error) {
 			return pki.Issue(sh, pki.Node{Role: req.Role, Name: req.Name, Hosts: req.Hosts, APIServer: "https://127.0.0.1:6443"}, time.Now())
@@ -63,7 +63,7 @@ func TestJoin(t *testing.T) {
 	req := Request{Role: "minion", Name: "minion1", Hosts: []string{"10.0.0.31"}}
 
 	t.Run("right token, unpinned", func(t *testing.T) {
-		fs, ca, err := Fetch(ctx, addr, tok, nil, req)
+		fs, ca, err := Fetch(ctx, addr, tok, nil, nil, req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -77,13 +77,13 @@ func TestJoin(t *testing.T) {
 		}
 	})
 	t.Run("right token, pinned to the right CA", func(t *testing.T) {
-		if _, _, err := Fetch(ctx, addr, tok.Pinned(sh.CA.Cert.Raw), nil, req); err != nil {
+		if _, _, err := Fetch(ctx, addr, tok.Pinned(sh.CA.Cert.Raw), nil, nil, req); err != nil {
 			t.Fatal(err)
 		}
 	})
 	t.Run("CA mismatch", func(t *testing.T) {
 		other, _ := pki.NewCA("other", time.Now())
-		_, _, err := Fetch(ctx, addr, tok.Pinned(other.Cert.Raw), nil, req)
+		_, _, err := Fetch(ctx, addr, tok.Pinned(other.Cert.Raw), nil, nil, req)
 		if !errors.Is(err, pki.ErrCAMismatch) {
 			t.Fatalf("err = %v, want a CA mismatch", err)
 		}
@@ -91,18 +91,18 @@ func TestJoin(t *testing.T) {
 	t.Run("wrong token is refused, then rate-limited, and the right one still joins", func(t *testing.T) {
 		wrong, _ := pki.GenerateToken(pki.KindServer)
 		for i := range 3 {
-			_, _, err := Fetch(ctx, addr, wrong, nil, req)
+			_, _, err := Fetch(ctx, addr, wrong, nil, nil, req)
 			if !errors.Is(err, ErrForbidden) || strings.Contains(err.Error(), "429") {
 				t.Fatalf("attempt %d: err = %v, want forbidden", i, err)
 			}
 		}
 		// The budget is spent: this address's refusals are 429 now...
-		_, _, err := Fetch(ctx, addr, wrong, nil, req)
+		_, _, err := Fetch(ctx, addr, wrong, nil, nil, req)
 		if !errors.Is(err, ErrForbidden) || !strings.Contains(err.Error(), "429") {
 			t.Fatalf("after 3 failures: err = %v, want 429", err)
 		}
 		// ...but a request that proves what it asks for is never throttled.
-		if _, _, err := Fetch(ctx, addr, tok, nil, req); err != nil {
+		if _, _, err := Fetch(ctx, addr, tok, nil, nil, req); err != nil {
 			t.Fatalf("the right token after 3 failures from the same address: %v", err)
 		}
 	})

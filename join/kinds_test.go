@@ -58,7 +58,7 @@ func TestTokenKinds(t *testing.T) {
 
 	var joined []files.File
 	t.Run("the agent token joins a minion with its own identity only", func(t *testing.T) {
-		fs, _, err := Fetch(ctx, addr, agent, nil, minion)
+		fs, _, err := Fetch(ctx, addr, agent, nil, nil, minion)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -86,7 +86,7 @@ func TestTokenKinds(t *testing.T) {
 	}
 	for _, tt := range refused {
 		t.Run(tt.name, func(t *testing.T) {
-			_, _, err := Fetch(ctx, addr, tt.tok, nil, tt.req)
+			_, _, err := Fetch(ctx, addr, tt.tok, nil, nil, tt.req)
 			if !errors.Is(err, ErrForbidden) || !strings.Contains(err.Error(), tt.reason) {
 				t.Fatalf("err = %v, want forbidden: %s", err, tt.reason)
 			}
@@ -101,7 +101,7 @@ func TestTokenKinds(t *testing.T) {
 		})
 	}
 	t.Run("the server token still joins a master", func(t *testing.T) {
-		fs, _, err := Fetch(ctx, addr, server, nil, Request{Role: "master", Name: "m2", Hosts: []string{"127.0.0.1"}})
+		fs, _, err := Fetch(ctx, addr, server, nil, nil, Request{Role: "master", Name: "m2", Hosts: []string{"127.0.0.1"}})
 		if err != nil || !hasPath(fs, pki.CAKey) {
 			t.Fatalf("err = %v, or no CA key in the master bundle", err)
 		}
@@ -110,23 +110,23 @@ func TestTokenKinds(t *testing.T) {
 	rotated, _ := pki.GenerateToken(pki.KindAgent)
 	current.Store(&rotated)
 	t.Run("after rotation the old agent token is refused", func(t *testing.T) {
-		_, _, err := Fetch(ctx, addr, agent, nil, Request{Role: "minion", Name: "minion3", NodeSecret: secretB})
+		_, _, err := Fetch(ctx, addr, agent, nil, nil, Request{Role: "minion", Name: "minion3", NodeSecret: secretB})
 		if !errors.Is(err, ErrForbidden) || !strings.Contains(err.Error(), "wrong token") {
 			t.Fatalf("err = %v, want wrong token", err)
 		}
 	})
 	t.Run("after rotation a joined minion renews with its client certificate, without a token", func(t *testing.T) {
 		cert := clientCert(t, joined, pki.KubeletClientCert, pki.KubeletClientKey)
-		fs, _, err := Fetch(ctx, addr, agent, &cert, Request{Role: "minion", Name: "minion1", Hosts: []string{"10.0.0.31"}})
+		fs, _, err := Fetch(ctx, addr, agent, nil, &cert, Request{Role: "minion", Name: "minion1", Hosts: []string{"10.0.0.31"}})
 		if err != nil || !hasPath(fs, pki.KubeletKubeconfig) {
 			t.Fatalf("renewal: %v", err)
 		}
 		// Its certificate is its own name's only.
-		_, _, err = Fetch(ctx, addr, agent, &cert, Request{Role: "minion", Name: "minion2"})
+		_, _, err = Fetch(ctx, addr, agent, nil, &cert, Request{Role: "minion", Name: "minion2"})
 		if !errors.Is(err, ErrForbidden) || !strings.Contains(err.Error(), "can't renew minion minion2") {
 			t.Fatalf("renewing another name: err = %v", err)
 		}
-		_, _, err = Fetch(ctx, addr, agent, &cert, Request{Role: "master", Name: "minion1"})
+		_, _, err = Fetch(ctx, addr, agent, nil, &cert, Request{Role: "master", Name: "minion1"})
 		if !errors.Is(err, ErrForbidden) {
 			t.Fatalf("renewing as a master: err = %v", err)
 		}
@@ -138,7 +138,7 @@ func TestTokenKinds(t *testing.T) {
 			t.Fatal(err)
 		}
 		cert := clientCert(t, fs, pki.KubeletClientCert, pki.KubeletClientKey)
-		if _, _, err := Fetch(ctx, addr, agent, &cert, Request{Role: "minion", Name: "minion1"}); err == nil {
+		if _, _, err := Fetch(ctx, addr, agent, nil, &cert, Request{Role: "minion", Name: "minion1"}); err == nil {
 			t.Fatal("a certificate of another CA renewed")
 		}
 	})
@@ -158,7 +158,7 @@ func TestLBToken(t *testing.T) {
 	})
 	ctx := context.Background()
 	lb1 := Request{Role: "lb", Name: "lb1", NodeSecret: secretA}
-	fs, _, err := Fetch(ctx, addr, lbTok, nil, lb1)
+	fs, _, err := Fetch(ctx, addr, lbTok, nil, nil, lb1)
 	if err != nil {
 		t.Fatalf("the lb token joining lb1: %v", err)
 	}
@@ -166,7 +166,7 @@ func TestLBToken(t *testing.T) {
 	if cn := lbCert.Leaf.Subject.CommonName; cn != pki.LBNamePrefix+"lb1" {
 		t.Fatalf("lb1's certificate has CN %q", cn)
 	}
-	minionFiles, _, err := Fetch(ctx, addr, agent, nil, Request{Role: "minion", Name: "minion1", NodeSecret: secretB})
+	minionFiles, _, err := Fetch(ctx, addr, agent, nil, nil, Request{Role: "minion", Name: "minion1", NodeSecret: secretB})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +184,7 @@ func TestLBToken(t *testing.T) {
 	}
 
 	t.Run("lb1 renews with its certificate", func(t *testing.T) {
-		if _, _, err := Fetch(ctx, addr, pki.Token{}, &lbCert, Request{Role: "lb", Name: "lb1"}); err != nil {
+		if _, _, err := Fetch(ctx, addr, pki.Token{}, nil, &lbCert, Request{Role: "lb", Name: "lb1"}); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -207,7 +207,7 @@ func TestLBToken(t *testing.T) {
 	}
 	for _, tt := range refused {
 		t.Run(tt.name, func(t *testing.T) {
-			_, _, err := Fetch(ctx, addr, tt.tok, tt.cert, tt.req)
+			_, _, err := Fetch(ctx, addr, tt.tok, nil, tt.cert, tt.req)
 			if !errors.Is(err, ErrForbidden) || !strings.Contains(err.Error(), tt.reason) {
 				t.Fatalf("err = %v, want forbidden: %s", err, tt.reason)
 			}
@@ -227,7 +227,7 @@ func TestLegacyTokenJoinsEveryRole(t *testing.T) {
 		{Role: "master", Name: "m2"},
 		{Role: "minion", Name: "old-minion"}, // a haagent from before node secrets
 	} {
-		if _, _, err := Fetch(context.Background(), addr, legacy, nil, req); err != nil {
+		if _, _, err := Fetch(context.Background(), addr, legacy, nil, nil, req); err != nil {
 			t.Errorf("%s with the legacy token: %v", req.Role, err)
 		}
 	}
@@ -271,7 +271,7 @@ func FuzzJoinRequest(f *testing.F) {
 			}
 			return
 		}
-		if !validDNSName(req.Name) || strings.ContainsAny(req.Name, "/:\x00") || len(req.Hosts) > maxHosts {
+		if !ValidDNSName(req.Name) || strings.ContainsAny(req.Name, "/:\x00") || len(req.Hosts) > maxHosts {
 			t.Fatalf("accepted %+v", req)
 		}
 	})

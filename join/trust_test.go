@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -80,7 +81,7 @@ func TestJoinClientTrustsOnlyMasters(t *testing.T) {
 		t.Run("a fake join service with "+what+" gets no secret", func(t *testing.T) {
 			f := &fakeJoin{}
 			addr := f.start(t, sh.CA.CertPEM, keyPair(t, sh.CA, spec), good)
-			fs, _, err := Fetch(context.Background(), addr, pinned, nil, req)
+			fs, _, err := Fetch(context.Background(), addr, pinned, nil, nil, req)
 			if err == nil || fs != nil {
 				t.Fatalf("the client accepted a node's server: %d files, err %v", len(fs), err)
 			}
@@ -97,25 +98,55 @@ func TestJoinClientTrustsOnlyMasters(t *testing.T) {
 		files   []files.File
 		wantErr string
 	}{
-		"a foreign ca.crt":                 {[]files.File{{Path: pki.CACert, Data: foreign.CertPEM}}, "another CA"},
-		"a second CA appended to ca.crt":   {[]files.File{{Path: pki.CACert, Data: append(append([]byte{}, sh.CA.CertPEM...), foreign.CertPEM...)}}, "another CA"},
+		"a foreign ca.crt":                 {[]files.File{{Path: pki.CACert, Data: foreign.CertPEM}}, "does not hold the CA"},
 		"no ca.crt":                        {[]files.File{{Path: pki.KubeletClientCert, Data: []byte("c")}}, "no " + pki.CACert},
+		"a ca.crt with a key in it":        {[]files.File{{Path: pki.CACert, Data: append(append([]byte{}, sh.CA.CertPEM...), sh.CA.KeyPEM...)}}, "not only PEM certificates"},
 		"a path outside etc/kubernetes":    {[]files.File{{Path: pki.CACert, Data: sh.CA.CertPEM}, {Path: "root/.ssh/authorized_keys"}}, "file path"},
-		"a kubeconfig trusting another CA": {[]files.File{{Path: pki.CACert, Data: sh.CA.CertPEM}, {Path: pki.KubeletKubeconfig, Data: kubeconfig(t, foreign.CertPEM)}}, "another CA"},
+		"a kubeconfig trusting another CA": {[]files.File{{Path: pki.CACert, Data: sh.CA.CertPEM}, {Path: pki.KubeletKubeconfig, Data: kubeconfig(t, foreign.CertPEM)}}, "trusts other CAs"},
+		"a kubeconfig trusting a CA more than ca.crt": {[]files.File{{Path: pki.CACert, Data: sh.CA.CertPEM},
+			{Path: pki.KubeletKubeconfig, Data: kubeconfig(t, append(append([]byte{}, sh.CA.CertPEM...), foreign.CertPEM...))}}, "trusts other CAs"},
 	}
 	for what, b := range bundles {
 		t.Run("a bundle with "+what+" is refused", func(t *testing.T) {
 			addr := (&fakeJoin{}).start(t, sh.CA.CertPEM, master, b.files)
-			_, _, err := Fetch(context.Background(), addr, pinned, nil, req)
+			_, _, err := Fetch(context.Background(), addr, pinned, nil, nil, req)
 			if err == nil || !strings.Contains(err.Error(), b.wantErr) {
 				t.Fatalf("err = %v, want %q", err, b.wantErr)
 			}
 		})
 	}
 
+	// A master serves what the cluster trusts: while the CA rotates, the next CA beside
+	// the one the server proved itself with (a server that proves it is a master holds
+	// the CA key, and could sign with any CA it likes).
+	t.Run("while the CA rotates, a ca.crt with a second CA is accepted", func(t *testing.T) {
+		both := append(append([]byte{}, sh.CA.CertPEM...), foreign.CertPEM...)
+		addr := (&fakeJoin{}).start(t, both, master, []files.File{{Path: pki.CACert, Data: both}, {Path: pki.KubeletKubeconfig, Data: kubeconfig(t, both)}})
+		if _, _, err := Fetch(context.Background(), addr, pinned, nil, nil, req); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("a node that has joined verifies the server with the CAs it holds, not the token's pin", func(t *testing.T) {
+		// The cluster's CA was rotated to foreign: the token's pin is stale.
+		next := keyPair(t, foreign, pki.LeafSpec{CommonName: "m1", Hosts: []string{"127.0.0.1"}, Server: true, Client: true})
+		bundle := []files.File{{Path: pki.CACert, Data: foreign.CertPEM}}
+		addr := (&fakeJoin{}).start(t, foreign.CertPEM, next, bundle)
+		if _, _, err := Fetch(context.Background(), addr, pinned, nil, nil, req); !errors.Is(err, pki.ErrCAMismatch) || !strings.Contains(err.Error(), "token show") {
+			t.Fatalf("a new node with the old pin: err = %v, want a CA mismatch that says where the new token is", err)
+		}
+		both := append(append([]byte{}, sh.CA.CertPEM...), foreign.CertPEM...)
+		if _, _, err := Fetch(context.Background(), addr, pinned, both, nil, req); err != nil {
+			t.Fatalf("a node that trusts both CAs: %v", err)
+		}
+		if _, _, err := Fetch(context.Background(), addr, pinned, sh.CA.CertPEM, nil, req); err == nil {
+			t.Fatal("a node that trusts only the old CA accepted a server of the new one")
+		}
+	})
+
 	t.Run("the node chooses the modes, not the server", func(t *testing.T) {
 		addr := (&fakeJoin{}).start(t, sh.CA.CertPEM, master, good)
-		fs, _, err := Fetch(context.Background(), addr, pinned, nil, req)
+		fs, _, err := Fetch(context.Background(), addr, pinned, nil, nil, req)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -3,7 +3,6 @@ package loadbalancer
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,12 +30,12 @@ type CheckerFunc func(ctx context.Context, addr string) (Health, error)
 func (f CheckerFunc) Check(ctx context.Context, addr string) (Health, error) { return f(ctx, addr) }
 
 // NewChecker makes the check of the given kind.
-func NewChecker(kind CheckKind, d *net.Dialer, apiserverCA *x509.CertPool, etcdTLS *tls.Config) (Checker, error) {
+func NewChecker(kind CheckKind, d *net.Dialer, apiserverTLS, etcdTLS TLSFunc) (Checker, error) {
 	switch kind {
 	case CheckTCP:
 		return NewTCPChecker(d), nil
 	case CheckAPIServer:
-		return NewAPIServerChecker(d, apiserverCA), nil
+		return NewAPIServerChecker(d, apiserverTLS), nil
 	case CheckEtcd:
 		return NewEtcdChecker(d, etcdTLS), nil
 	}
@@ -58,10 +57,15 @@ func NewTCPChecker(d *net.Dialer) Checker {
 	})
 }
 
-// NewAPIServerChecker passes when https://addr/readyz answers 200. With a nil ca it
-// does not verify the serving cert.
-func NewAPIServerChecker(d *net.Dialer, ca *x509.CertPool) Checker {
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: ca, InsecureSkipVerify: ca == nil} //nolint:gosec // see doc
+// NewAPIServerChecker passes when https://addr/readyz answers 200, verifying the
+// serving cert with the config tc gives for addr's host. With a nil tc it does not
+// verify the serving cert.
+func NewAPIServerChecker(d *net.Dialer, tc TLSFunc) Checker {
+	if tc == nil {
+		tc = func(string) (*tls.Config, error) {
+			return &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: true}, nil //nolint:gosec // see doc
+		}
+	}
 	return &httpChecker{
 		scheme: "https",
 		path:   "/readyz",
@@ -76,9 +80,10 @@ func NewAPIServerChecker(d *net.Dialer, ca *x509.CertPool) Checker {
 }
 
 // NewEtcdChecker passes when addr's GET /health answers 200 with {"health":"true"}.
-// It uses https when tc is set, else plain http. etcd answers the check with a
-// linearizable read, so a member cut off from the quorum fails it.
-func NewEtcdChecker(d *net.Dialer, tc *tls.Config) Checker {
+// It uses https with the config tc gives for addr's host when tc is set, else plain
+// http. etcd answers the check with a linearizable read, so a member cut off from the
+// quorum fails it.
+func NewEtcdChecker(d *net.Dialer, tc TLSFunc) Checker {
 	scheme := "http"
 	if tc != nil {
 		scheme = "https"
@@ -105,19 +110,49 @@ func NewEtcdChecker(d *net.Dialer, tc *tls.Config) Checker {
 
 // newCheckClient makes a client that opens a fresh connection for every check, so
 // that each check also proves the backend still accepts connections, and no idle
-// connection outlives the balancer.
-func newCheckClient(d *net.Dialer, tc *tls.Config) *http.Client {
+// connection outlives the balancer. Its https connections use the config tc gives at
+// that dial for the host dialled.
+func newCheckClient(d *net.Dialer, tc TLSFunc) *http.Client {
 	if d == nil {
 		d = &net.Dialer{}
 	}
+	tr := &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true}
+	if tc != nil {
+		tr.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return dialTLS(ctx, d, tc, network, addr)
+		}
+	}
 	return &http.Client{
-		Transport: &http.Transport{
-			DialContext:       d.DialContext,
-			TLSClientConfig:   tc,
-			DisableKeepAlives: true,
-		},
+		Transport:     tr,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
+}
+
+// dialTLS is what http.Transport does for https, with the config tc gives for the
+// host: when that config names no server, the host is the name checked.
+func dialTLS(ctx context.Context, d *net.Dialer, tc TLSFunc, network, addr string) (net.Conn, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := tc(host)
+	if err != nil {
+		return nil, fmt.Errorf("TLS config for %s: %w", host, err)
+	}
+	if cfg.ServerName == "" {
+		cfg = cfg.Clone()
+		cfg.ServerName = host
+	}
+	raw, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	conn := tls.Client(raw, cfg)
+	if err := conn.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, err
+	}
+	return conn, nil
 }
 
 type httpChecker struct {

@@ -2,6 +2,7 @@ package loadbalancer
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -42,23 +43,30 @@ func TestAPIServerChecker(t *testing.T) {
 	defer unready.Close()
 
 	tests := []struct {
-		name    string
-		ca      *x509.CertPool
-		addr    string
-		want    Health
-		wantErr string
+		name       string
+		ca         *x509.CertPool // nil: unverified
+		serverName string         // "": the host dialled
+		addr       string
+		want       Health
+		wantErr    string
 	}{
-		{"ready, verified", ca, hostPort(t, srv), HealthOK, ""},
-		{"ready, unverified", nil, hostPort(t, srv), HealthOK, ""},
-		{"wrong CA", otherCA, hostPort(t, srv), HealthFailed, "certificate"},
-		{"not ready", nil, hostPort(t, unready), HealthFailed, "/readyz: 500 [-]etcd failed"},
-		{"unreachable", nil, closedAddr(t), HealthFailed, "unreachable"},
+		{"ready, verified", ca, "", hostPort(t, srv), HealthOK, ""},
+		{"ready, unverified", nil, "", hostPort(t, srv), HealthOK, ""},
+		{"wrong CA", otherCA, "", hostPort(t, srv), HealthFailed, "certificate"},
+		// httptest's certificate names 127.0.0.1 and example.com, not 127.0.0.2.
+		{"wrong name", ca, "127.0.0.2", hostPort(t, srv), HealthFailed, "not 127.0.0.2"},
+		{"not ready", nil, "", hostPort(t, unready), HealthFailed, "/readyz: 500 [-]etcd failed"},
+		{"unreachable", nil, "", closedAddr(t), HealthFailed, "unreachable"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 			defer cancel()
-			h, err := NewAPIServerChecker(nil, tt.ca).Check(ctx, tt.addr)
+			var tc TLSFunc
+			if tt.ca != nil {
+				tc = staticTLS(&tls.Config{RootCAs: tt.ca, ServerName: tt.serverName, MinVersion: tls.VersionTLS12})
+			}
+			h, err := NewAPIServerChecker(nil, tc).Check(ctx, tt.addr)
 			checkResult(t, h, err, tt.want, tt.wantErr)
 		})
 	}
@@ -104,7 +112,7 @@ func TestEtcdChecker(t *testing.T) {
 		{"health as a bool", NewEtcdChecker(nil, nil), hostPort(t, oldStyle), HealthFailed, "malformed reply"},
 		{"timeout", NewEtcdChecker(nil, nil), hostPort(t, slow), HealthFailed, "deadline exceeded"},
 		{"unreachable", NewEtcdChecker(nil, nil), closedAddr(t), HealthFailed, "unreachable"},
-		{"tls", NewEtcdChecker(nil, tlsHealthy.Client().Transport.(*http.Transport).TLSClientConfig), hostPort(t, tlsHealthy), HealthOK, ""},
+		{"tls", NewEtcdChecker(nil, staticTLS(tlsHealthy.Client().Transport.(*http.Transport).TLSClientConfig)), hostPort(t, tlsHealthy), HealthOK, ""},
 		{"plain http to tls", NewEtcdChecker(nil, nil), hostPort(t, tlsHealthy), HealthFailed, "/health: 400"},
 	}
 	for _, tt := range tests {
@@ -166,4 +174,9 @@ func closedAddr(t *testing.T) string {
 	addr := ln.Addr().String()
 	ln.Close()
 	return addr
+}
+
+// staticTLS gives tc for every host.
+func staticTLS(tc *tls.Config) TLSFunc {
+	return func(string) (*tls.Config, error) { return tc, nil }
 }

@@ -2,7 +2,6 @@ package loadbalancer
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -57,6 +56,11 @@ const (
 	PortAPIServer  = 6443
 	PortEtcdClient = 2379
 )
+
+// TLSFunc gives the client TLS config to dial host (an IP or a DNS name, without the
+// port) with. The checks call it at every dial, so that what it reads, like the CAs it
+// trusts, may change between checks; a config without ServerName gets host.
+type TLSFunc func(host string) (*tls.Config, error)
 
 // Policy says which healthy backend a new connection goes to.
 type Policy string
@@ -140,13 +144,14 @@ type Config struct {
 	// still serves watches from its cache and streams exec, logs and port-forward from
 	// the kubelets, while an etcd member without a leader serves nothing.
 	DrainAfter map[int]time.Duration
-	// APIServerCA verifies the apiservers' serving certs in the apiserver check. Nil
+	// APIServerTLS gives the configs that verify the apiservers' serving certs in the
+	// apiserver check. Nil
 	// skips verification: the check then only asks whether the apiserver is ready,
 	// and clients still verify the cert themselves through the TCP pass-through.
-	APIServerCA *x509.CertPool
-	// EtcdTLS, if set, makes the etcd check use https with this config (client cert
-	// included); nil means plain http.
-	EtcdTLS *tls.Config
+	APIServerTLS TLSFunc
+	// EtcdTLS, if set, makes the etcd check use https with the configs it gives (client
+	// cert included); nil means plain http.
+	EtcdTLS TLSFunc
 
 	// ListenAddrs overrides ListenAddress:port for a port with any host:port, for
 	// example "127.0.0.1:0" in tests. Addr reports what was bound.

@@ -103,7 +103,7 @@ func New(cfg Config) (*Balancer, error) {
 			if !ok {
 				kind = DefaultCheckKind(port)
 			}
-			c, err := NewChecker(kind, cfg.Dialer, cfg.APIServerCA, cfg.EtcdTLS)
+			c, err := NewChecker(kind, cfg.Dialer, cfg.APIServerTLS, cfg.EtcdTLS)
 			if err != nil {
 				return nil, fmt.Errorf("lb config: port %d: %w", port, err)
 			}

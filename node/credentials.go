@@ -30,6 +30,9 @@ const (
 	ObtainTimeout = 5 * time.Minute
 	// waitLogEvery paces the warnings while a join service does not answer.
 	waitLogEvery = 10 * time.Second
+	// TrustCheckEvery is how often a node asks a join service what the cluster trusts
+	// (Credentials.Stale), so that it follows a CA rotation within about that.
+	TrustCheckEvery = 15 * time.Second
 )
 
 // Credentials says how a role gets its certificates; EnsureCredentials and
@@ -44,6 +47,10 @@ type Credentials struct {
 	Get func(ctx context.Context) ([]files.File, error)
 	// Hint ends the error once ObtainTimeout has passed: what the operator can do.
 	Hint string
+	// Stale, checked every TrustCheckEvery, says why the node must renew now although no
+	// certificate is due ("" when it need not): the cluster's CA rotates (TrustChanged).
+	// Nil for a master, which follows the rotation in etcd.
+	Stale func(ctx context.Context) string
 	// Outdated, if set, says why the node's files must be got again although none is
 	// missing or due ("" when they needn't): an lb's certificate from before lb names
 	// were bound.
@@ -61,6 +68,11 @@ func (n *Node) EnsureCredentials(ctx context.Context, c Credentials) ([]string, 
 	if why == "" {
 		return nil, nil
 	}
+	return n.obtain(ctx, c, why)
+}
+
+// obtain gets the node's files for the reason why, as EnsureCredentials says.
+func (n *Node) obtain(ctx context.Context, c Credentials, why string) ([]string, error) {
 	n.lg.Info("[certificates] getting this node's certificates", "why", why)
 	var lastWarn time.Time
 	fs, err := backoff.Retry(ctx, func() ([]files.File, error) {
@@ -124,18 +136,33 @@ func (n *Node) KeepCredentials(ctx context.Context, g *errgroup.Group, c Credent
 }
 
 // RenewCredentials checks the certificates every RenewCheckEvery and gets new ones once
-// one is due; the units that read a renewed file restart. A failure is logged and
-// tried again at the next check. It returns nil when ctx ends.
+// one is due, or at once when c.Stale says so (checked every TrustCheckEvery); the units
+// that read a renewed file restart. A failure is logged and tried again at the next
+// check. It returns nil when ctx ends.
 func (n *Node) RenewCredentials(ctx context.Context, c Credentials) error {
 	t := time.NewTicker(RenewCheckEvery)
 	defer t.Stop()
+	var stale <-chan time.Time
+	if c.Stale != nil {
+		st := time.NewTicker(TrustCheckEvery)
+		defer st.Stop()
+		stale = st.C
+	}
 	for {
+		var changed []string
+		var err error
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+			changed, err = n.EnsureCredentials(ctx, c)
+		case <-stale:
+			why := c.Stale(ctx)
+			if why == "" {
+				continue
+			}
+			changed, err = n.obtain(ctx, c, why)
 		}
-		changed, err := n.EnsureCredentials(ctx, c)
 		switch {
 		case ctx.Err() != nil:
 			return nil
@@ -173,10 +200,16 @@ func (n *Node) JoinVia(servers []string, token pki.Token, req join.Request, rene
 			}
 			req.NodeSecret, secretFile = string(bytes.TrimSpace(f.Data)), &f
 		}
+		// A node that has joined verifies the join service with the CAs it trusts, which
+		// follow a CA rotation; the token's pin is for the first join.
+		var trusted []byte
+		if cert != nil {
+			trusted, _ = os.ReadFile(filepath.Join(n.cfg.Root, pki.CACert))
+		}
 		err := errors.New("no join service to ask")
 		for _, srv := range servers {
 			var fs []files.File
-			if fs, _, err = join.Fetch(ctx, srv, token, cert, req); err == nil {
+			if fs, _, err = join.Fetch(ctx, srv, token, trusted, cert, req); err == nil {
 				how := "the token"
 				if cert != nil {
 					how = "this node's client certificate"
@@ -193,6 +226,34 @@ func (n *Node) JoinVia(servers []string, token pki.Token, req join.Request, rene
 			n.lg.Debug("join service not reachable", "server", srv, "err", err)
 		}
 		return nil, fmt.Errorf("no join service answered on %s: %w", strings.Join(servers, ", "), err)
+	}
+}
+
+// TrustChanged is a Credentials.Stale for a node that joins through servers: it says
+// why the node must renew when the first join service that answers trusts other CAs
+// than the node's ca.crt, as while the cluster's CA rotates. What the service says is
+// only compared: the renewal verifies the service with the CAs the node trusts.
+func (n *Node) TrustChanged(servers []string) func(ctx context.Context) string {
+	return func(ctx context.Context) string {
+		mine, err := os.ReadFile(filepath.Join(n.cfg.Root, pki.CACert))
+		if err != nil {
+			return ""
+		}
+		for _, srv := range servers {
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			theirs, err := join.CA(cctx, srv)
+			cancel()
+			if err != nil {
+				n.lg.Debug("join service not reachable", "server", srv, "err", err)
+				continue
+			}
+			if bytes.Equal(bytes.TrimSpace(theirs), bytes.TrimSpace(mine)) {
+				return ""
+			}
+			return fmt.Sprintf("the cluster's CAs changed (%s trusts %s, this node %s): the CA rotates",
+				srv, pki.TrustHash(theirs), pki.TrustHash(mine))
+		}
+		return ""
 	}
 }
 

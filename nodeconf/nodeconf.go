@@ -103,15 +103,17 @@ type Unit struct {
 func Units(c Config) []Unit {
 	switch c.Role {
 	case "master":
+		// A unit restarts when a file it reads changes: its certificates, and ca.crt, which
+		// an etcd client reads only at start (a CA rotation changes it).
 		return []Unit{
-			{"flanneld.service", []string{Flanneld}},
-			{"kube-apiserver.service", []string{KubeConfig, APIServer, pki.APIServerCert, pki.SAKey, EncryptionConfig, AuditPolicy, AuthenticationConfig}},
-			{"kube-controller-manager.service", []string{KubeConfig, ControllerManager, pki.ControllerManagerKubeconfig}},
+			{"flanneld.service", []string{Flanneld, pki.CACert, pki.FlannelEtcdCert}},
+			{"kube-apiserver.service", []string{KubeConfig, APIServer, pki.CACert, pki.APIServerCert, pki.SAKey, EncryptionConfig, AuditPolicy, AuthenticationConfig}},
+			{"kube-controller-manager.service", []string{KubeConfig, ControllerManager, pki.ControllerManagerKubeconfig, pki.CASignerCert, pki.KubeletSignerCert}},
 			{"kube-scheduler.service", []string{KubeConfig, Scheduler, pki.SchedulerKubeconfig}},
 		}
 	case "minion":
 		return []Unit{
-			{"flanneld.service", []string{Flanneld}},
+			{"flanneld.service", []string{Flanneld, pki.CACert, pki.FlannelEtcdCert}},
 			{c.ContainerRuntime + ".service", runtimeReads(c)},
 			{"kubelet.service", []string{KubeConfig, Kubelet, KubeletConfig, pki.KubeletKubeconfig, pki.KubeletServingCert}},
 			{"kube-proxy.service", []string{KubeConfig, Proxy, ProxyConfig, pki.ProxyKubeconfig}},
@@ -249,6 +251,13 @@ func componentFiles(c Config, p func(string) string) ([]componentFile, error) {
 				// takes a minute. With it the watches are ended at once and their clients
 				// re-watch on another master; measured here: 61 s -> 1-4 s.
 				"--shutdown-watch-termination-grace-period=5s",
+				// A restart (a CA rotation or a key rotation makes several) must fail no
+				// request through the lb: /readyz fails at once, the lbs see it within two
+				// check rounds (about 0.5 s) and send new connections elsewhere, while this
+				// apiserver goes on serving for 2 s; a request that still comes on a kept
+				// connection after that gets a 429 with Retry-After, which clients retry.
+				"--shutdown-delay-duration=2s",
+				"--shutdown-send-retry-after=true",
 			}, securityFlags(c, p)...)},
 		}}, componentFile{component: ComponentControllerManager, path: ControllerManager, extraVar: "KUBE_CONTROLLER_MANAGER_ARGS", vars: []envVar{
 			{name: "KUBE_CONTROLLER_MANAGER_ARGS", flags: []string{
@@ -260,8 +269,15 @@ func componentFiles(c Config, p func(string) string) ([]componentFile, error) {
 				"--use-service-account-credentials=true",
 				"--service-account-private-key-file=" + p(pki.SAKey),
 				"--root-ca-file=" + p(pki.CACert),
-				"--cluster-signing-cert-file=" + p(pki.CACert),
-				"--cluster-signing-key-file=" + p(pki.CAKey),
+				// One signer per kind of certificate, as the CAs are split: client
+				// certificates from the cluster CA, kubelet serving certificates from the
+				// kubelet-serving CA. kubernetes.io/legacy-unknown is left without one.
+				"--cluster-signing-kubelet-client-cert-file=" + p(pki.CASignerCert),
+				"--cluster-signing-kubelet-client-key-file=" + p(pki.CAKey),
+				"--cluster-signing-kube-apiserver-client-cert-file=" + p(pki.CASignerCert),
+				"--cluster-signing-kube-apiserver-client-key-file=" + p(pki.CAKey),
+				"--cluster-signing-kubelet-serving-cert-file=" + p(pki.KubeletSignerCert),
+				"--cluster-signing-kubelet-serving-key-file=" + p(pki.KubeletSignerKey),
 				"--service-cluster-ip-range=" + c.ServiceClusterIPRange,
 			}},
 		}}, componentFile{component: ComponentScheduler, path: Scheduler, extraVar: "KUBE_SCHEDULER_ARGS", vars: []envVar{

@@ -24,10 +24,18 @@ const Dir = "etc/kubernetes/pki"
 
 // Paths of the files every role reads, relative to --root.
 const (
+	// CACert is what every component trusts for the cluster CA: the CA that signs,
+	// and while the CA rotates the other one after it (Shared.Trust).
 	CACert = Dir + "/ca.crt"
-	CAKey  = Dir + "/ca.key"
-	SAKey  = Dir + "/sa.key"
-	SAPub  = Dir + "/sa.pub"
+	// CAKey is the key of the CA that signs, on masters only.
+	CAKey = Dir + "/ca.key"
+	// CASignerCert is the CA that signs, alone, on masters: the controller-manager signs
+	// with it, and takes exactly one certificate.
+	CASignerCert = Dir + "/ca-signer.crt"
+	// CAOtherKey is, on masters while the CA rotates, the key of the other CA in ca.crt.
+	CAOtherKey = Dir + "/ca-other.key"
+	SAKey      = Dir + "/sa.key"
+	SAPub      = Dir + "/sa.pub"
 	// EtcdPeerCert is a master's raft identity, from the etcd peer CA (PeerCAName):
 	// from the cluster CA only while its cluster moves over (see Node.LegacyPeerCert).
 	EtcdPeerCert = Dir + "/etcd-peer.crt"
@@ -61,6 +69,11 @@ const (
 	// kubelet-serving CA, and the cluster CA, which signed the kubelets' serving
 	// certificates before there was one, until they are renewed.
 	KubeletCABundle = Dir + "/kubelet-serving-ca.crt"
+	// KubeletSignerCert and KubeletSignerKey are the kubelet-serving CA, on masters: the
+	// controller-manager signs kubernetes.io/kubelet-serving CSRs with it, so that an
+	// approved CSR, too, yields nothing the cluster CA's clients accept as a server.
+	KubeletSignerCert = Dir + "/kubelet-serving-signer.crt"
+	KubeletSignerKey  = Dir + "/kubelet-serving-signer.key"
 	KubeProxyCert   = Dir + "/kube-proxy.crt"
 	KubeProxyKey    = Dir + "/kube-proxy.key"
 
@@ -108,12 +121,16 @@ type Node struct {
 // Only a master's files carry a certificate for server authentication from the cluster
 // CA; a minion's kubelet serves with one from the kubelet-serving CA.
 func Issue(sh *Shared, n Node, now time.Time) ([]files.File, error) {
-	b := &bundle{ca: sh.CA, now: now}
-	b.add(CACert, 0o644, sh.CA.CertPEM)
+	b := &bundle{ca: sh.CA, trust: sh.Trust(), now: now}
+	b.add(CACert, 0o644, b.trust)
 	local := append([]string{"127.0.0.1", "localhost", n.Name}, n.Hosts...)
 	switch n.Role {
 	case "master":
 		b.add(CAKey, 0o600, sh.CA.KeyPEM)
+		b.add(CASignerCert, 0o644, sh.CA.CertPEM)
+		if sh.Rotation != nil && sh.Rotation.Other != nil {
+			b.add(CAOtherKey, 0o600, sh.Rotation.Other.KeyPEM)
+		}
 		b.add(SAKey, 0o600, sh.SAKeyPEM)
 		b.add(SAPub, 0o644, sh.SAPubPEM)
 		peer, err := IssuePeer(sh, n, now)
@@ -121,11 +138,17 @@ func Issue(sh *Shared, n Node, now time.Time) ([]files.File, error) {
 			return nil, err
 		}
 		b.files = append(b.files, peer...)
+		kubeletTrust, err := KubeletTrust(sh)
+		if err != nil {
+			return nil, err
+		}
+		b.add(KubeletCABundle, 0o644, kubeletTrust)
 		kubeletCA, err := sh.CA.Derive(KubeletCAName)
 		if err != nil {
 			return nil, err
 		}
-		b.add(KubeletCABundle, 0o644, append(append([]byte{}, kubeletCA.CertPEM...), sh.CA.CertPEM...))
+		b.add(KubeletSignerCert, 0o644, kubeletCA.CertPEM)
+		b.add(KubeletSignerKey, 0o600, kubeletCA.KeyPEM)
 		b.leaf(EtcdServerCrt, EtcdServerKey, LeafSpec{CommonName: n.Name, Hosts: append(local, n.LB), Server: true, Client: true})
 		b.leaf(EtcdClientCert, EtcdClientKey, LeafSpec{CommonName: "haagent", Client: true})
 		b.leaf(FlannelEtcdCert, FlannelEtcdKey, LeafSpec{CommonName: FlannelCommonName, Client: true})
@@ -182,6 +205,39 @@ func IssuePeer(sh *Shared, n Node, now time.Time) ([]files.File, error) {
 	return b.files, b.err
 }
 
+// KubeletTrust is what the apiserver trusts for kubelets: the kubelet-serving CA of
+// each trusted cluster CA, and the cluster CAs themselves, which signed the kubelets'
+// serving certificates before there was a kubelet-serving CA, until they are renewed.
+func KubeletTrust(sh *Shared) ([]byte, error) {
+	var b []byte
+	for _, ca := range sh.TrustedCAs() {
+		kubeletCA, err := ca.Derive(KubeletCAName)
+		if err != nil {
+			return nil, err
+		}
+		b = append(b, kubeletCA.CertPEM...)
+	}
+	return append(b, sh.Trust()...), nil
+}
+
+// PeerTrust is what the etcd peer port trusts: the peer CA of each trusted cluster
+// CA, and with mixed the cluster CA that signs too, for the masters' names only, while
+// the cluster moves over to the peer CA.
+func PeerTrust(sh *Shared, mixed bool) ([]byte, error) {
+	var b []byte
+	for _, ca := range sh.TrustedCAs() {
+		peerCA, err := ca.Derive(PeerCAName)
+		if err != nil {
+			return nil, err
+		}
+		b = append(b, peerCA.CertPEM...)
+	}
+	if mixed {
+		b = append(b, sh.CA.CertPEM...)
+	}
+	return b, nil
+}
+
 // LegacyPeerCert reports whether the etcd peer certificate under root is signed by
 // ca, the cluster CA: a master that ran before the peer CA, or that has not moved over
 // yet. false when there is none.
@@ -234,7 +290,9 @@ func NonMasterName(name string) bool {
 }
 
 type bundle struct {
-	ca    *CA
+	ca *CA
+	// trust is the CA data that kubeconfigs embed (Shared.Trust).
+	trust []byte
 	now   time.Time
 	files []files.File
 	err   error
@@ -270,7 +328,7 @@ func (b *bundle) kubeconfig(p, server string, spec LeafSpec) {
 		b.err = err
 		return
 	}
-	data, err := Kubeconfig(server, spec.CommonName, b.ca.CertPEM, c, k)
+	data, err := Kubeconfig(server, spec.CommonName, b.trust, c, k)
 	if err != nil {
 		b.err = err
 		return

@@ -1,6 +1,7 @@
 package pki
 
 import (
+	"bytes"
 	"crypto/x509"
 	"encoding/base64"
 	"fmt"
@@ -19,15 +20,28 @@ func RenewAt(c *x509.Certificate) time.Time {
 
 // CertInfo is one certificate found on disk.
 type CertInfo struct {
+	// Path is the file, with "#2" for the second certificate of a bundle, and so on.
 	Path     string    `json:"path"`
 	Subject  string    `json:"subject"`
 	NotAfter time.Time `json:"notAfter"`
 	RenewAt  time.Time `json:"renewAt"`
 	IsCA     bool      `json:"isCA"`
+	// KeyID is the certificate's own key ID (KeyIDString); SignedBy the issuer's
+	// common name and key ID: a leaf and the CA that signed it show the same key ID.
+	KeyID    string `json:"keyID"`
+	SignedBy string `json:"signedBy"`
 }
 
-// Inspect lists the certificates under root: every .crt in Dir and the client
-// certificate embedded in every kubeconfig haagent writes.
+// KeyIDString is the short form of a key ID that 'haagent certs check' prints.
+func KeyIDString(id []byte) string {
+	if len(id) > 4 {
+		id = id[:4]
+	}
+	return fmt.Sprintf("%x", id)
+}
+
+// Inspect lists the certificates under root: every certificate of every .crt in Dir
+// and the client certificate embedded in every kubeconfig haagent writes.
 func Inspect(root string) ([]CertInfo, error) {
 	var out []CertInfo
 	crts, _ := filepath.Glob(filepath.Join(root, Dir, "*.crt"))
@@ -42,12 +56,23 @@ func Inspect(root string) ([]CertInfo, error) {
 				return nil, fmt.Errorf("%s: %w", p, err)
 			}
 		}
-		c, err := ParseCert(data)
+		certs, err := ParseCerts(data)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", p, err)
 		}
 		rel, _ := filepath.Rel(root, p)
-		out = append(out, CertInfo{Path: "/" + rel, Subject: c.Subject.String(), NotAfter: c.NotAfter, RenewAt: RenewAt(c), IsCA: c.IsCA})
+		for i, c := range certs {
+			path := "/" + rel
+			if i > 0 {
+				path += fmt.Sprintf("#%d", i+1)
+			}
+			signedBy := c.Issuer.CommonName + " " + KeyIDString(c.AuthorityKeyId)
+			if len(c.AuthorityKeyId) == 0 || bytes.Equal(c.AuthorityKeyId, c.SubjectKeyId) {
+				signedBy = "itself"
+			}
+			out = append(out, CertInfo{Path: path, Subject: c.Subject.String(), NotAfter: c.NotAfter, RenewAt: RenewAt(c), IsCA: c.IsCA,
+				KeyID: KeyIDString(c.SubjectKeyId), SignedBy: signedBy})
+		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
 	return out, nil

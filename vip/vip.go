@@ -40,7 +40,6 @@ package vip
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -58,6 +57,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials"
 )
 
 // KeyPrefix is where the elections live in etcd, one per VIP below it; the lb's etcd
@@ -111,9 +111,10 @@ type Config struct {
 	Name string
 	// Endpoints are the masters' etcd client URLs.
 	Endpoints []string
-	// TLS is the lb's etcd client identity; nil talks plain http.
-	TLS    *tls.Config
-	Logger *slog.Logger
+	// Credentials are the lb's etcd client identity and the CAs it trusts
+	// (node.ClientTLS.GRPC); nil talks plain http.
+	Credentials credentials.TransportCredentials
+	Logger      *slog.Logger
 	// Metrics, when set, are kept up to date.
 	Metrics *Metrics
 }
@@ -194,8 +195,13 @@ func (v *VIP) Run(ctx context.Context) error {
 	v.mu.Lock()
 	v.host = h
 	v.mu.Unlock()
+	var creds []grpc.DialOption
+	if v.cfg.Credentials != nil {
+		// clientv3 applies DialOptions after its own credentials.
+		creds = append(creds, grpc.WithTransportCredentials(v.cfg.Credentials))
+	}
 	cli, err := clientv3.New(clientv3.Config{
-		Endpoints: v.cfg.Endpoints, TLS: v.cfg.TLS, Context: ctx, Logger: zap.NewNop(),
+		Endpoints: v.cfg.Endpoints, Context: ctx, Logger: zap.NewNop(), DialOptions: creds,
 		DialTimeout: 2 * time.Second, DialKeepAliveTime: 2 * time.Second, DialKeepAliveTimeout: time.Second,
 	})
 	if err != nil {
@@ -204,14 +210,14 @@ func (v *VIP) Run(ctx context.Context) error {
 	defer cli.Close()
 	for _, ep := range v.cfg.Endpoints {
 		mc, err := clientv3.New(clientv3.Config{
-			Endpoints: []string{ep}, TLS: v.cfg.TLS, Context: ctx, Logger: zap.NewNop(),
+			Endpoints: []string{ep}, Context: ctx, Logger: zap.NewNop(),
 			DialTimeout: 2 * time.Second, DialKeepAliveTime: 2 * time.Second, DialKeepAliveTimeout: time.Second,
 			// A member that comes back is probed again within a second, not after
 			// gRPC's default reconnect backoff of up to two minutes.
-			DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			DialOptions: append([]grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
 				Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
 				MinConnectTimeout: time.Second,
-			})},
+			})}, creds...),
 		})
 		if err != nil {
 			return fmt.Errorf("[vip] etcd client for %s: %w", ep, err)

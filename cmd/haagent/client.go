@@ -21,8 +21,11 @@ import (
 	"go.etcd.io/etcd/client/v3/snapshot"
 	etcdutlsnapshot "go.etcd.io/etcd/etcdutl/v3/snapshot"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 
 	"github.com/haagent/haagent/etcdmember"
+	"github.com/haagent/haagent/node"
+	"github.com/haagent/haagent/pki"
 	"github.com/haagent/haagent/reconcile"
 	"github.com/haagent/haagent/release"
 	lbrole "github.com/haagent/haagent/roles/lb"
@@ -135,23 +138,27 @@ func (f *etcdClientFlags) add(fs *pflag.FlagSet) {
 	fs.StringVar(&f.root, "root", master.DefaultRoot, "the master's --root, where its etcd client certificate is")
 }
 
-// config connects with the master's own etcd client certificate unless it runs --insecure.
+// config connects with the master's own etcd client certificate unless it runs
+// --insecure. It reads the certificate and the CAs it trusts at each handshake, and
+// checks that each member's certificate names the endpoint's host, so that a command
+// that runs through a CA rotation (certs rotate-ca) keeps its connection.
 func (f *etcdClientFlags) config() (clientv3.Config, error) {
 	ec := etcdmember.Config{ListenHost: f.listenAddr, ClientPort: f.clientPort}
+	var opts []grpc.DialOption
 	if !f.insecure {
-		mc := master.NewConfig()
-		mc.Root = f.root
-		ec.TLS = mc.TLSFiles()
+		tc, err := node.ClusterTLS(f.root, pki.EtcdClientCert, pki.EtcdClientKey)
+		if err != nil {
+			return clientv3.Config{}, fmt.Errorf("etcd client TLS: %w (is --root right? with a plain-http cluster, pass --insecure)", err)
+		}
+		// clientv3 applies DialOptions after its own credentials.
+		opts = append(opts, grpc.WithTransportCredentials(tc.GRPC()))
+		ec.TLS = &etcdmember.TLSFiles{} // https
 	}
 	eps := strings.Split(f.endpoints, ",")
 	if f.endpoints == "" {
 		eps = []string{ec.LocalClientURL()}
 	}
-	tc, err := ec.ClientTLS()
-	if err != nil {
-		return clientv3.Config{}, fmt.Errorf("%w (is --root right? with a plain-http cluster, pass --insecure)", err)
-	}
-	return clientv3.Config{Endpoints: eps, TLS: tc, DialTimeout: 3 * time.Second, Logger: zap.NewNop()}, nil
+	return clientv3.Config{Endpoints: eps, DialOptions: opts, DialTimeout: 3 * time.Second, Logger: zap.NewNop()}, nil
 }
 
 func (f *etcdClientFlags) client() (*clientv3.Client, error) {

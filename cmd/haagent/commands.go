@@ -69,8 +69,10 @@ func commands(a *agent, root **cobra.Command) []command {
 					"In a cluster built with one token, --agent is how the minions and lbs get tokens of their own (the lb token comes with it).",
 				flags: token.rotateFlags, run: token.rotate},
 		}},
-		{use: "certs", help: "list the certificates with their expiry, or renew them now", sub: []command{
-			{use: "check", help: "list the certificates with their expiry and renewal date", flags: certs.checkFlags, run: certs.check},
+		{use: "certs", help: "list the certificates with their expiry, renew them now, or rotate the cluster CA", sub: []command{
+			{use: "check", help: "list the certificates with the CA that signed each, their expiry and renewal date", flags: certs.checkFlags, run: certs.check},
+			{use: "rotate-ca", help: "replace the cluster CA on a running cluster, with no downtime",
+				long: rotateCALong, flags: certs.rotateFlags, run: certs.rotateCA},
 			{use: "renew", help: "renew every certificate of this master now, then list them",
 				long:  "Renew reissues every certificate of this master with its identity, read from the same flags and HAAGENT_* variables as the agent.",
 				flags: certs.renewFlags, run: certs.renew},

@@ -15,7 +15,9 @@ import (
 	"github.com/spf13/pflag"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/haagent/haagent/carotate"
 	"github.com/haagent/haagent/files"
+	"github.com/haagent/haagent/join"
 	"github.com/haagent/haagent/pki"
 	"github.com/haagent/haagent/roles/master"
 )
@@ -183,10 +185,67 @@ func (t *tokenCmd) rotate(ctx context.Context, w io.Writer, _ []string) error {
 	return err
 }
 
-// certsCmd is `haagent certs check|renew`.
+// certsCmd is `haagent certs check|renew|rotate-ca`.
 type certsCmd struct {
 	root string         // check's --root
 	mc   *master.Config // renew's flags
+	// rotate-ca's flags
+	etcd    etcdClientFlags
+	timeout time.Duration
+	skip    []string
+}
+
+func (c *certsCmd) rotateFlags(fs *pflag.FlagSet) {
+	c.etcd.add(fs)
+	fs.DurationVar(&c.timeout, "timeout", 30*time.Minute, "how long each phase waits for every master and node to apply the one before")
+	fs.StringSliceVar(&c.skip, "skip", nil, "minions or lbs gone for good, not to wait for (by name, comma-separated)")
+}
+
+const rotateCALong = `Rotate-ca replaces the cluster CA, and with it the CAs derived from it (the etcd peer CA
+and the kubelet-serving CA), on a running cluster, in three phases, each logged:
+[trust] every component trusts the new CA beside the old one, which still signs;
+[reissue] the new CA signs, and every master and node gets all its certificates again
+from it; [drop] the old CA leaves every trust file. Before each phase it waits until
+every master (one at a time: each restarts its etcd member and the kube units whose
+files changed) and every minion and lb (they renew through the join service within
+about 15 s) has applied the one before, so every master and node must be up; --skip
+names a node gone for good. Run it on any master; run it again after an interruption
+and it carries on. The service-account keys are not rotated: they sign no certificate.
+
+Joined nodes need nothing. A token pinned to the old CA (K10<old hash>::...) joins no
+new node once the rotation is done: take the new one from 'haagent token show'.`
+
+// rotateCA runs a CA rotation to its end, or carries one on.
+func (c *certsCmd) rotateCA(ctx context.Context, w io.Writer, args []string) error {
+	var errs []error
+	if c.timeout <= 0 {
+		errs = append(errs, fmt.Errorf("--timeout: %s is not a positive duration (e.g. 30m)", c.timeout))
+	}
+	for _, name := range c.skip {
+		if !join.ValidDNSName(name) {
+			errs = append(errs, fmt.Errorf("--skip: %q is not a node name (lower case letters, digits, '-' and '.')", name))
+		}
+	}
+	if c.etcd.insecure {
+		errs = append(errs, errors.New("--insecure: a cluster without TLS has no CA to rotate"))
+	}
+	if len(errs) > 0 {
+		return usageError{errors.Join(errs...)}
+	}
+	server, err := readToken(c.etcd.root, master.TokenFile)
+	if err != nil {
+		return fmt.Errorf("certs rotate-ca: %w; run it on a master (or pass that master's --root)", err)
+	}
+	cli, err := c.etcd.client()
+	if err != nil {
+		return fmt.Errorf("certs rotate-ca: %w", err)
+	}
+	defer cli.Close()
+	return carotate.Rotate(ctx, carotate.RotateConfig{
+		Client: cli, Token: server, NodesPrefix: master.NodesPrefix, Skip: c.skip,
+		Check:   func(ctx context.Context) error { return master.PeerMoveDone(ctx, cli) },
+		Timeout: c.timeout, Poll: time.Second, Logger: commandLogger(w),
+	})
 }
 
 func (c *certsCmd) checkFlags(fs *pflag.FlagSet) {
@@ -233,7 +292,7 @@ func listCerts(w io.Writer, root string) error {
 	}
 	now := time.Now()
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PATH\tSUBJECT\tEXPIRES\tRENEW AT\tSTATE")
+	fmt.Fprintln(tw, "PATH\tSUBJECT\tKEY ID\tSIGNED BY\tEXPIRES\tRENEW AT\tSTATE")
 	for _, ci := range infos {
 		state := "ok"
 		switch {
@@ -244,7 +303,7 @@ func listCerts(w io.Writer, root string) error {
 		case !now.Before(ci.RenewAt):
 			state = "due for renewal"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", ci.Path, strings.TrimSpace(ci.Subject),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ci.Path, strings.TrimSpace(ci.Subject), ci.KeyID, ci.SignedBy,
 			ci.NotAfter.UTC().Format("2006-01-02"), ci.RenewAt.UTC().Format("2006-01-02"), state)
 	}
 	return tw.Flush()

@@ -62,13 +62,19 @@ func (s *secretsCmd) rotate(ctx context.Context, w io.Writer, _ []string) error 
 	return atrest.Rotate(ctx, atrest.RotateConfig{
 		Client: cli, Token: token, RewriteSecrets: api.RewriteSecrets,
 		Timeout: s.timeout, Poll: time.Second,
-		Logger: slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{
-			ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
-				if a.Key == slog.TimeKey {
-					a.Value = slog.StringValue(a.Value.Time().Format(time.TimeOnly))
-				}
-				return a
-			},
-		})),
+		Logger: commandLogger(w),
 	})
+}
+
+// commandLogger is how a long command (secrets rotate-key, certs rotate-ca) reports its
+// steps: one line each, with the time of day.
+func commandLogger(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{
+		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey {
+				a.Value = slog.StringValue(a.Value.Time().Format(time.TimeOnly))
+			}
+			return a
+		},
+	}))
 }

@@ -241,7 +241,7 @@ func (c *Config) Preflight() error {
 	return nil
 }
 
-// VIPConfig is the VIP's configuration, without its logger, metrics and TLS, for a
+// VIPConfig is the VIP's configuration, without its logger, metrics and credentials, for a
 // Config that passed Validate and Preflight with --vip set.
 func (c *Config) VIPConfig() vip.Config {
 	var eps []string

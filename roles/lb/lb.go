@@ -96,6 +96,7 @@ func (l *LB) start(ctx context.Context, g *errgroup.Group) error {
 	bc := l.cfg.BalancerConfig()
 	bc.Logger = l.lg
 	bc.Metrics = l.met
+	var etcdTLS *node.ClientTLS // the lb's etcd client identity; nil: plain http
 	if !l.cfg.Insecure {
 		// [certificates] The etcd client certificate and the CA that the health checks
 		// use, from a master's join service; renewed at 2/3 of their lifetime.
@@ -104,7 +105,7 @@ func (l *LB) start(ctx context.Context, g *errgroup.Group) error {
 			err = l.node.KeepCredentials(ctx, g, creds)
 		}
 		if err == nil {
-			err = l.checkTLS(&bc)
+			etcdTLS, err = l.checkTLS(&bc)
 		}
 		if err != nil {
 			return fmt.Errorf("[certificates] %w", err)
@@ -134,7 +135,10 @@ func (l *LB) start(ctx context.Context, g *errgroup.Group) error {
 	// [vip] Only an lb that serves campaigns for the VIP.
 	if l.cfg.VIP != "" {
 		vc := l.cfg.VIPConfig()
-		vc.TLS, vc.Logger, vc.Metrics = bc.EtcdTLS, l.lg, l.vipMet
+		vc.Logger, vc.Metrics = l.lg, l.vipMet
+		if etcdTLS != nil {
+			vc.Credentials = etcdTLS.GRPC()
+		}
 		v := vip.New(vc)
 		l.elect.Store(v)
 		g.Go(func() error { return v.Run(ctx) })
@@ -156,6 +160,7 @@ func (l *LB) credentials() (node.Credentials, error) {
 		Need: []string{pki.EtcdClientCert},
 		Get: l.node.JoinVia(servers, token, join.Request{Role: "lb", Name: l.cfg.Name},
 			&node.Renewal{Cert: pki.EtcdClientCert, Key: pki.EtcdClientKey}),
+		Stale:    l.node.TrustChanged(servers),
 		Outdated: l.outdatedCert,
 	}, nil
 }
@@ -175,15 +180,20 @@ func (l *LB) outdatedCert() string {
 	return ""
 }
 
-// checkTLS makes the health checks trust the cluster CA and present the lb's etcd
-// client certificate.
-func (l *LB) checkTLS(bc *loadbalancer.Config) error {
-	tc, err := node.ClusterTLS(l.cfg.Root, pki.EtcdClientCert, pki.EtcdClientKey)
+// checkTLS makes the health checks trust the cluster CAs, check that each master's
+// certificate names the master dialled, and present the lb's etcd client certificate
+// to etcd. It returns that etcd client identity.
+func (l *LB) checkTLS(bc *loadbalancer.Config) (*node.ClientTLS, error) {
+	etcd, err := node.ClusterTLS(l.cfg.Root, pki.EtcdClientCert, pki.EtcdClientKey)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	bc.APIServerCA, bc.EtcdTLS = tc.RootCAs, tc
-	return nil
+	trust, err := node.ClusterTrust(l.cfg.Root)
+	if err != nil {
+		return nil, err
+	}
+	bc.APIServerTLS, bc.EtcdTLS = trust.For, etcd.For
+	return etcd, nil
 }
 
 // ready is /readyz of the builtin balancer: a healthy master on every port.

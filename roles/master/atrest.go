@@ -48,7 +48,7 @@ func (m *Master) encryption(ctx context.Context, g *errgroup.Group, token pki.To
 	}
 	ks := &keyState{cfg: m.cfg, keys: keys, applied: make(chan string, 1)}
 	g.Go(func() error {
-		atrest.Watch(ctx, cli, token, ks.set, m.lg)
+		atrest.Watch(ctx, m.member.Client, token, ks.set, m.lg)
 		return nil
 	})
 	g.Go(func() error {
@@ -64,7 +64,7 @@ func (m *Master) encryption(ctx context.Context, g *errgroup.Group, token pki.To
 				continue
 			}
 			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			err := atrest.Report(rctx, cli, m.cfg.Name, fp)
+			err := atrest.Report(rctx, m.member.Client(), m.cfg.Name, fp)
 			cancel()
 			if err != nil {
 				// The reconciler's next pass offers it again.

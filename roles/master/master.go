@@ -48,6 +48,12 @@ type Master struct {
 	// agent is the agent and lb tokens the join service checks; nil until read from etcd.
 	agent   atomic.Pointer[agentState]
 	metrics *metrics
+	// shared is the CA material as this master holds it (on disk): what its join
+	// service trusts and signs with. want is the shared document as etcd holds it,
+	// which followRotation applies to shared; wantCh wakes it.
+	shared atomic.Pointer[pki.Shared]
+	want   atomic.Pointer[pki.Shared]
+	wantCh chan struct{}
 }
 
 // New prepares a master from a validated config; it starts nothing.
@@ -56,7 +62,8 @@ func New(cfg *Config, lg *slog.Logger, gatherer prometheus.Gatherer) (*Master, e
 	if err != nil {
 		return nil, err
 	}
-	m := &Master{cfg: cfg, lg: lg, node: node.New(&cfg.Config, lg), member: member, etcdTLS: etcdTLS, reg: gatherer}
+	m := &Master{cfg: cfg, lg: lg, node: node.New(&cfg.Config, lg), member: member, etcdTLS: etcdTLS, reg: gatherer,
+		wantCh: make(chan struct{}, 1)}
 	if m.metrics, m.reg, err = newMetrics(m.reg); err != nil {
 		return nil, err
 	}
@@ -97,6 +104,9 @@ type Status struct {
 	// NotMembers are the masters in --peers that the cluster does not list: lost ones
 	// not yet rebuilt, or, after a cluster-reset, the ones that have not joined yet.
 	NotMembers []string `json:"notMembers,omitempty"`
+	// CA is the cluster CA this master signs with, and the rotation under way if any;
+	// nil with --insecure.
+	CA *CAStatus `json:"ca,omitempty"`
 	// EtcdAuth is the auth watchdog's view; nil when haagent does not manage etcd's
 	// auth (--etcd-auth=false or --insecure).
 	EtcdAuth *AuthStatus `json:"etcdAuth,omitempty"`
@@ -188,8 +198,10 @@ func (m *Master) start(ctx context.Context, g *errgroup.Group) error {
 		}); err != nil {
 			return fmt.Errorf("[ca] %w", err)
 		}
-		g.Go(func() error { return m.watchAgentToken(ctx, token) })
-		g.Go(func() error { return m.movePeerTLS(ctx, shared) })
+		g.Go(func() error { return m.watchShared(ctx, token) })
+		g.Go(func() error { return m.movePeerTLS(ctx) })
+		// [ca] Follow a CA rotation ('haagent certs rotate-ca'), one master at a time.
+		g.Go(func() error { return m.followRotation(ctx) })
 	}
 
 	// [flannel] Seed flannel's network config, once per cluster.
@@ -253,6 +265,7 @@ func (m *Master) status(ctx context.Context) (any, error) {
 	}
 	st := Status{Role: "master", Name: m.cfg.Name, Version: release.Version, Etcd: cs, Node: m.node.FilesStatus()}
 	st.NotMembers = m.notMembers(cs.Members)
+	st.CA = m.caStatus(ctx)
 	st.CertWarnings = m.node.CertWarnings()
 	if !m.cfg.Insecure && m.cfg.EtcdAuth {
 		st.EtcdAuth = m.metrics.auth.status()

@@ -46,14 +46,10 @@ const (
 // peer CA, and the cluster CA too while this master presents a certificate from it or
 // its trust file still holds it. It then refreshes tls, which etcd reads at start.
 func (m *Master) preparePeerTrust(sh *pki.Shared) error {
-	peerCA, err := sh.CA.Derive(pki.PeerCAName)
+	mixed := pki.LegacyPeerCert(m.cfg.Root, sh.CA) || pki.PeerTrustMixed(m.cfg.Root)
+	trust, err := pki.PeerTrust(sh, mixed)
 	if err != nil {
 		return err
-	}
-	trust := peerCA.CertPEM
-	mixed := pki.LegacyPeerCert(m.cfg.Root, sh.CA) || pki.PeerTrustMixed(m.cfg.Root)
-	if mixed {
-		trust = append(append([]byte{}, peerCA.CertPEM...), sh.CA.CertPEM...)
 	}
 	if err := files.Atomic(filepath.Join(m.cfg.Root, pki.EtcdPeerTrust), trust, 0o644); err != nil {
 		return fmt.Errorf("etcd peer trust: %w", err)
@@ -88,11 +84,12 @@ func peerMove(members []string, records map[string]string, legacy, mixed bool) (
 // movePeerTLS records what this master presents on the peer port, and takes the steps
 // of peerMove as the other members take theirs. It returns once this master presents a
 // peer-CA certificate and trusts nothing else at its next start.
-func (m *Master) movePeerTLS(ctx context.Context, sh *pki.Shared) error {
+func (m *Master) movePeerTLS(ctx context.Context) error {
 	tick := time.NewTicker(peerTLSCheckEvery)
 	defer tick.Stop()
 	recorded := ""
 	for {
+		sh := m.shared.Load()
 		legacy, mixed := pki.LegacyPeerCert(m.cfg.Root, sh.CA), pki.PeerTrustMixed(m.cfg.Root)
 		done, err := m.peerTLSStep(ctx, sh, legacy, mixed, &recorded)
 		if err != nil {
@@ -156,9 +153,9 @@ func (m *Master) peerTLSStep(ctx context.Context, sh *pki.Shared, legacy, mixed 
 		}
 		m.lg.Info("[peer-tls] every member trusts the etcd peer CA: this master presents a peer certificate from it now")
 	case drop:
-		peerCA, err := sh.CA.Derive(pki.PeerCAName)
+		trust, err := pki.PeerTrust(sh, false)
 		if err == nil {
-			err = files.Atomic(filepath.Join(m.cfg.Root, pki.EtcdPeerTrust), peerCA.CertPEM, 0o644)
+			err = files.Atomic(filepath.Join(m.cfg.Root, pki.EtcdPeerTrust), trust, 0o644)
 		}
 		if err != nil {
 			return false, fmt.Errorf("drop the cluster CA from the peer trust: %w", err)
@@ -167,4 +164,20 @@ func (m *Master) peerTLSStep(ctx context.Context, sh *pki.Shared, legacy, mixed 
 		return true, nil
 	}
 	return false, nil
+}
+
+// PeerMoveDone says why a CA rotation can't start while the cluster moves over to the
+// etcd peer CA (a member presents a cluster-CA peer certificate); nil once it has.
+func PeerMoveDone(ctx context.Context, cli *clientv3.Client) error {
+	resp, err := cli.Get(ctx, PeerTLSPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return fmt.Errorf("read the members' peer certificates: %w", err)
+	}
+	for _, kv := range resp.Kvs {
+		if string(kv.Value) != presentsPeerCA {
+			return fmt.Errorf("%s still presents a peer certificate from the cluster CA: let the move to the etcd peer CA finish first",
+				string(kv.Key[len(PeerTLSPrefix):]))
+		}
+	}
+	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"go.etcd.io/etcd/server/v3/storage/wal"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/haagent/haagent/carotate"
 	"github.com/haagent/haagent/etcdmember"
 	"github.com/haagent/haagent/files"
 	"github.com/haagent/haagent/join"
@@ -122,9 +124,8 @@ func (m *Master) certificates(ctx context.Context, g *errgroup.Group) (pki.Token
 	if err != nil {
 		return pki.Token{}, nil, fmt.Errorf("the cluster CA: %w", err)
 	}
-	if err := token.CheckCA(shared.CA.Cert.Raw); err != nil {
-		return pki.Token{}, nil, err
-	}
+	m.checkPin(token, shared)
+	m.shared.Store(shared)
 	return token, shared, nil
 }
 
@@ -154,9 +155,6 @@ func (m *Master) credentials(token pki.Token) (node.Credentials, error) {
 		Need: []string{pki.EtcdPeerCert},
 		Get: func(ctx context.Context) ([]files.File, error) {
 			if sh, err := pki.LoadShared(m.cfg.Root); err == nil {
-				if err := token.CheckCA(sh.CA.Cert.Raw); err != nil {
-					return nil, err
-				}
 				n := m.cfg.Node()
 				n.LegacyPeerCert = pki.LegacyPeerCert(m.cfg.Root, sh.CA)
 				return pki.Issue(sh, n, time.Now())
@@ -183,8 +181,8 @@ func (m *Master) serveJoin(ctx context.Context, g *errgroup.Group, token pki.Tok
 	js, err := join.Listen(join.ServerConfig{
 		Address: net.JoinHostPort(m.cfg.ListenAddress, strconv.Itoa(m.cfg.JoinPort)),
 		Token:   token, AgentToken: m.agentToken, LBToken: m.lbToken, Bind: m.bindNode, MasterNames: m.masterNames,
-		CACert: shared.CA.CertPEM, GetCertificate: m.servingCert,
-		Issue: m.issuer(shared), Logger: m.lg.With("component", "join"), Metrics: m.metrics.join,
+		Trust: func() []byte { return m.shared.Load().Trust() }, GetCertificate: m.servingCert,
+		Issue: m.issuer(), Logger: m.lg.With("component", "join"), Metrics: m.metrics.join,
 	})
 	if err != nil {
 		return err
@@ -193,10 +191,11 @@ func (m *Master) serveJoin(ctx context.Context, g *errgroup.Group, token pki.Tok
 	return nil
 }
 
-// issuer signs the files a joining node asks for. A minion's kubelet serving
-// certificate names the node and, of the addresses it asks for, those that nodeHosts
-// lets through.
-func (m *Master) issuer(sh *pki.Shared) join.Issuer {
+// issuer signs the files a joining node asks for, with the CA this master holds now.
+// A minion's kubelet serving certificate names the node and, of the addresses it asks
+// for, those that nodeHosts lets through. While the CA rotates, it records what trust
+// a minion or lb got (carotate.Report).
+func (m *Master) issuer() join.Issuer {
 	return func(req join.Request, from string) ([]files.File, error) {
 		if req.Role == "lb" {
 			// The lb's certificate is its etcd user: it must exist before the lb uses it.
@@ -204,6 +203,7 @@ func (m *Master) issuer(sh *pki.Shared) join.Issuer {
 				return nil, err
 			}
 		}
+		sh := m.shared.Load()
 		hosts := req.Hosts
 		if req.Role != "master" {
 			var dropped []string
@@ -224,7 +224,18 @@ func (m *Master) issuer(sh *pki.Shared) join.Issuer {
 			apiHost = m.cfg.LB
 		}
 		n.APIServer = "https://" + net.JoinHostPort(apiHost, "6443")
-		return pki.Issue(sh, n, time.Now())
+		fs, err := pki.Issue(sh, n, time.Now())
+		if err != nil || req.Role == "master" {
+			return fs, err
+		}
+		if want := m.want.Load(); want != nil && want.Phase() != "" {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := carotate.Report(ctx, m.member.Client(), req.Name, pki.TrustHash(sh.Trust())); err != nil {
+				return nil, err
+			}
+		}
+		return fs, nil
 	}
 }
 
@@ -364,7 +375,8 @@ func (m *Master) syncShared(ctx context.Context, kv clientv3.KV, token pki.Token
 	if err != nil {
 		return fmt.Errorf("the CA stored in etcd can't be opened with this token: %w", err)
 	}
-	if !stored.CA.Cert.Equal(sh.CA.Cert) {
+	// While the CA rotates, this master may hold either CA until its turn comes.
+	if !slices.ContainsFunc(stored.TrustedCAs(), func(ca *pki.CA) bool { return ca.Cert.Equal(sh.CA.Cert) }) {
 		return fmt.Errorf("%w: the CA stored in etcd differs from the one on this master", pki.ErrCAMismatch)
 	}
 	// One write at most, against the revision read: adding an lb token seals the new
@@ -523,21 +535,23 @@ func (m *Master) lbToken() *pki.Token {
 	return nil
 }
 
-// watchAgentToken follows the sealed shared doc in etcd, so that an agent token that
+// watchShared follows the sealed shared doc in etcd, so that an agent token that
 // 'haagent token rotate --agent' stores on any master applies to this master's join
-// service at once. A broken watch (compaction, a lost leader) starts over from a read.
-func (m *Master) watchAgentToken(ctx context.Context, token pki.Token) error {
-	cli := m.member.Client()
+// service at once, and a CA rotation's phase reaches followRotation. A broken watch
+// (compaction, a lost leader, a restart of the member) starts over from a read.
+func (m *Master) watchShared(ctx context.Context, token pki.Token) error {
 	apply := func(value []byte) {
 		sh, err := pki.OpenShared(token, value)
 		if err == nil {
+			m.setWant(sh)
 			err = m.setAgent(sh.AgentToken, sh.LBToken)
 		}
 		if err != nil {
-			m.lg.Error("[join] could not read the agent token from etcd", "err", err)
+			m.lg.Error("[join] could not read the shared document from etcd", "err", err)
 		}
 	}
 	for ctx.Err() == nil {
+		cli := m.member.Client()
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		resp, err := cli.Get(rctx, pki.SharedKey)
 		cancel()

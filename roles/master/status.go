@@ -27,6 +27,16 @@ func PrintStatus(w io.Writer, st Status) {
 		fmt.Fprintf(w, "%s\n", st.Etcd.Foreign)
 	}
 	printSpace(w, st.Etcd)
+	if ca := st.CA; ca != nil {
+		fmt.Fprintf(w, "cluster CA: %s signs, trust %s", ca.KeyID, ca.Trust)
+		if ca.Phase != "" {
+			fmt.Fprintf(w, "; rotation in its %s phase ('haagent certs rotate-ca' carries it on)", ca.Phase)
+			if len(ca.Pending) > 0 {
+				fmt.Fprintf(w, ", pending: %s", strings.Join(ca.Pending, ", "))
+			}
+		}
+		fmt.Fprintln(w)
+	}
 	printAuth(w, st.EtcdAuth)
 	fmt.Fprintf(w, "\nflannel: %s = %s\n", st.Flannel.Key, st.Flannel.Value)
 	node.PrintCertWarnings(w, st.CertWarnings)

@@ -20,6 +20,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
 
 	"github.com/haagent/haagent/files"
 	"github.com/haagent/haagent/loadbalancer"
@@ -148,22 +149,22 @@ func (l *localLB) start(ctx context.Context, g *errgroup.Group) error {
 		Metrics: l.met,
 	}
 	if !l.cfg.Insecure {
-		// The checks of 6443 and 2379 verify the masters against the cluster CA and show
+		// The checks of 6443 and 2379 verify the masters against the cluster CAs and show
 		// etcd flanneld's certificate, which the join through this very lb brings.
 		bc.Checkers = map[int]loadbalancer.Checker{
 			loadbalancer.PortAPIServer: &afterJoin{build: func() (loadbalancer.Checker, error) {
-				tc, err := node.ClusterTLS(l.cfg.Root, pki.FlannelEtcdCert, pki.FlannelEtcdKey)
+				tc, err := node.ClusterTrust(l.cfg.Root)
 				if err != nil {
 					return nil, err
 				}
-				return loadbalancer.NewAPIServerChecker(nil, tc.RootCAs), nil
+				return loadbalancer.NewAPIServerChecker(nil, tc.For), nil
 			}},
 			l.cfg.EtcdClientPort: &afterJoin{build: func() (loadbalancer.Checker, error) {
 				tc, err := node.ClusterTLS(l.cfg.Root, pki.FlannelEtcdCert, pki.FlannelEtcdKey)
 				if err != nil {
 					return nil, err
 				}
-				return loadbalancer.NewEtcdChecker(nil, tc), nil
+				return loadbalancer.NewEtcdChecker(nil, tc.For), nil
 			}},
 		}
 	}
@@ -205,7 +206,7 @@ func (l *localLB) keepMasters(ctx context.Context, g *errgroup.Group) error {
 		if err != nil {
 			return err
 		}
-		cfg.TLS = tc
+		cfg.DialOptions = []grpc.DialOption{grpc.WithTransportCredentials(tc.GRPC())}
 	}
 	cli, err := clientv3.New(cfg)
 	if err != nil {

@@ -450,7 +450,7 @@ func (m *Minion) credentials() (node.Credentials, error) {
 	if m.cfg.LocalLB() {
 		get = viaLocalLB(get)
 	}
-	return node.Credentials{Need: joinFiles, Get: get}, nil
+	return node.Credentials{Need: joinFiles, Get: get, Stale: m.node.TrustChanged([]string{server})}, nil
 }
 
 // subnet is flanneld's lease for this node, or nil while it has none.

@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -59,6 +60,24 @@ func waitFor(t *testing.T, ctx context.Context, what string, timeout time.Durati
 		t.Fatal(err)
 	}
 	return time.Since(start)
+}
+
+// caKeyIDs are the key IDs of the CAs in the output of 'haagent certs check': the
+// first field of a CA's line that is a key ID (8 hex digits).
+func caKeyIDs(check string) []string {
+	var ids []string
+	for _, line := range strings.Split(check, "\n") {
+		if !strings.Contains(line, "(CA") {
+			continue
+		}
+		for _, f := range strings.Fields(line) {
+			if len(f) == 8 && strings.Trim(f, "0123456789abcdef") == "" {
+				ids = append(ids, f)
+				break
+			}
+		}
+	}
+	return ids
 }
 
 func TestWalkthrough(t *testing.T) {
@@ -187,22 +206,88 @@ func TestWalkthrough(t *testing.T) {
 		t.FailNow()
 	}
 
-	t.Run("a minion's flannel certificate, through the VIP, is refused on /registry/secrets and works under the flannel prefix", func(t *testing.T) {
-		// Debian's etcdctl, from minion1, with its own flannel certificate, at the
-		// endpoints its flanneld uses: the lb's etcd port. A minion has no etcdctl of
+	t.Run("minion1 stolen: its own files, with etcdctl, curl and kubectl, get no further than a minion's role", func(t *testing.T) {
+		// The attacker holds minion1's disk. The clients are the real ones, run on
+		// minion1 against the addresses its components use. A minion has no etcdctl of
 		// its own: the test brings the machine's.
 		must(t, minion1.CopyIn("/usr/bin/etcdctl", "/var/tmp/etcdctl"))
 		etcdctl := func(args string) (string, error) {
 			return minion1.Shell(ctx, ". /"+nodeconf.Flanneld+" && ETCDCTL_API=3 /var/tmp/etcdctl --endpoints=\"$FLANNEL_ETCD_ENDPOINTS\" --command-timeout=5s "+
 				"--cacert=/"+pki.CACert+" --cert=/"+pki.FlannelEtcdCert+" --key=/"+pki.FlannelEtcdKey+" "+args)
 		}
-		if out, err := etcdctl("get --prefix --keys-only /registry/secrets/"); err == nil || !strings.Contains(out, "permission denied") {
-			t.Errorf("the flannel certificate read /registry/secrets: %q, %v", out, err)
+		for _, attempt := range []string{"get --prefix --keys-only /registry/secrets/", "get --prefix --keys-only /haagent/",
+			"put /haagent/vip/holder minion1", "put /registry/clusterrolebindings/evil x", "user list", "auth disable"} {
+			if out, err := etcdctl(attempt); err == nil || !strings.Contains(out, "permission denied") {
+				t.Errorf("etcdctl %s with the flannel certificate, through the VIP: %q, %v; want permission denied", attempt, out, err)
+			}
 		}
 		out, err := etcdctl("get --prefix --keys-only /kube-centos/network/subnets/")
 		must(t, err)
 		if n := strings.Count(out, "/kube-centos/network/subnets/"); n < 2 {
 			t.Errorf("want the two minions' flannel leases (and the masters'), got %d:\n%s", n, out)
+		}
+
+		// Every identity minion1 holds, at each master's etcd peer port: no handshake.
+		// The same identity at the etcd client port is the control: it does complete a
+		// handshake there, so the refusal at 2380 is the peer port's.
+		ids, err := minion1.Shell(ctx, `set -e; cd /var/tmp; d=/`+pki.Dir+`
+for c in $d/*.crt; do k=${c%.crt}.key; [ -f "$k" ] && echo "$c $k"; done
+for kc in /etc/kubernetes/*.kubeconfig; do n=$(basename $kc .kubeconfig)
+  sed -n 's/^ *client-certificate-data: //p' $kc | base64 -d > $n.crt; sed -n 's/^ *client-key-data: //p' $kc | base64 -d > $n.key
+  [ -s $n.crt ] && echo "/var/tmp/$n.crt /var/tmp/$n.key"; done`)
+		must(t, err)
+		pairs := strings.Split(strings.TrimSpace(ids), "\n")
+		if len(pairs) < 3 {
+			t.Fatalf("minion1 holds %d client identities, want its flannel, kubelet and kube-proxy ones at least: %q", len(pairs), ids)
+		}
+		for _, pair := range pairs {
+			crt, key, _ := strings.Cut(pair, " ")
+			curl := func(url string) (string, error) {
+				return minion1.Exec(ctx, "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5",
+					"--cacert", "/"+pki.CACert, "--cert", crt, "--key", key, url)
+			}
+			for _, m := range l.Masters() {
+				if out, err := curl("https://" + m.IP.String() + ":2380/members"); err == nil || strings.HasPrefix(out, "200") {
+					t.Errorf("%s at %s's peer port: %q, %v; want the handshake refused", crt, m.Name, out, err)
+				} else if !strings.Contains(out, "SSL") && !strings.Contains(out, "TLS") && !strings.Contains(out, "alert") {
+					t.Errorf("%s at %s's peer port failed, but not at the handshake: %s", crt, m.Name, out)
+				}
+			}
+			if out, err := curl("https://" + l.Host("master2").IP.String() + ":2379/health"); err != nil {
+				t.Errorf("control: %s at master2's etcd client port: %v\n%s", crt, err, out)
+			}
+		}
+
+		// The agent token, at the join service through the VIP: no master's or lb's
+		// files, and no master's name.
+		env, err := minion1.ReadFile("/etc/sysconfig/haagent")
+		must(t, err)
+		var secret string
+		for _, line := range strings.Split(string(env), "\n") {
+			if v, ok := strings.CutPrefix(line, "HAAGENT_TOKEN="); ok {
+				tok, err := pki.ParseToken(v)
+				must(t, err)
+				secret = tok.Secret
+			}
+		}
+		if secret == "" {
+			t.Fatalf("no HAAGENT_TOKEN in minion1's /etc/sysconfig/haagent:\n%s", env)
+		}
+		for _, req := range []string{`{"role":"master","name":"master4"}`, `{"role":"lb","name":"lb3"}`, `{"role":"minion","name":"master1"}`} {
+			out, _ := minion1.Exec(ctx, "curl", "-sS", "--max-time", "5", "--cacert", "/"+pki.CACert, "-H", "Authorization: Bearer "+secret,
+				"-H", "Content-Type: application/json", "-d", req, "-w", "\n%{http_code}", "https://"+sixhost.VIP.Addr().String()+":9345/v1/join")
+			if !strings.HasSuffix(strings.TrimSpace(out), "403") {
+				t.Errorf("a join with the agent token asking for %s: %s; want 403", req, out)
+			}
+		}
+
+		// The kubelet's own kubeconfig, through the VIP: its node's business only.
+		for _, attempt := range [][]string{{"get", "secrets", "-A"}, {"create", "clusterrolebinding", "evil", "--clusterrole=cluster-admin", "--user=system:node:minion1"},
+			{"label", "node", "minion2", "evil=1"}} {
+			out, err := minion1.Exec(ctx, append([]string{"kubectl", "--kubeconfig=/" + pki.KubeletKubeconfig, "--request-timeout=10s"}, attempt...)...)
+			if err == nil || !strings.Contains(out, "Forbidden") && !strings.Contains(out, "forbidden") {
+				t.Errorf("kubectl %s with minion1's kubelet kubeconfig: %v\n%s; want Forbidden", strings.Join(attempt, " "), err, out)
+			}
 		}
 	})
 	other := "minion1"
@@ -421,6 +506,103 @@ spec:
 		if !created {
 			t.Errorf("no apiserver's audit log has the Secret's create at Metadata level")
 		}
+	})
+
+	// Before master1 halts: a rotation waits for every master, lb and minion.
+	t.Run("the cluster CA is rotated while kubectl reads through the VIP, and no request fails", func(t *testing.T) {
+		m1 := l.Host("master1")
+		before, err := m1.Exec(ctx, "haagent", "certs", "check")
+		must(t, err)
+		oldCAs := caKeyIDs(before)
+		if len(oldCAs) < 3 {
+			t.Fatalf("certs check on master1 lists %d CAs, want the cluster CA and the two derived from it:\n%s", len(oldCAs), before)
+		}
+
+		// The readers are operators who copy master1's admin kubeconfig before each
+		// request: it trusts both CAs from the trust phase on, and its client
+		// certificate comes from the CA that signs. One kubectl per request, each on a
+		// new connection through the VIP, to whichever apiserver the lb picks; three
+		// readers, so that every apiserver restart meets requests.
+		var mu sync.Mutex
+		var reads int
+		var failures []string
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for i := range 3 {
+			kc := fmt.Sprintf("/var/tmp/rotating-%d.kubeconfig", i)
+			wg.Go(func() {
+				for {
+					select {
+					case <-stop:
+						return
+					case <-time.After(100 * time.Millisecond):
+					}
+					admin, err := m1.ReadFile("/etc/kubernetes/admin.kubeconfig")
+					if err == nil {
+						err = client.WriteFile(kc, admin, 0o600)
+					}
+					at := time.Now()
+					var out string
+					if err == nil {
+						out, err = client.Exec(ctx, "kubectl", "--kubeconfig="+kc, "--request-timeout=10s", "get", "pod", "nginx-pod", "-o", "jsonpath={.status.phase}")
+					}
+					mu.Lock()
+					if err != nil || out != "Running" {
+						failures = append(failures, fmt.Sprintf("%s: %q %v", at.Format("15:04:05.000"), out, err))
+					}
+					reads++
+					mu.Unlock()
+				}
+			})
+		}
+		d := time.Now()
+		out, err := l.RotateCA(ctx, 5*time.Minute)
+		took := time.Since(d)
+		close(stop)
+		wg.Wait()
+		t.Logf("haagent certs rotate-ca on master1, %s:\n%s", took.Round(time.Second), out)
+		must(t, err)
+		for _, phase := range []string{"[trust]", "[reissue]", "[drop]", "[done]"} {
+			if !strings.Contains(out, phase) {
+				t.Errorf("the rotation did not log its %s phase", phase)
+			}
+		}
+		if len(failures) > 0 || reads < 10 {
+			for _, s := range sixhost.Specs {
+				if s.Role == sixhost.RoleMinion {
+					continue
+				}
+				log, _ := l.Host(s.Name).Shell(ctx, fmt.Sprintf("journalctl --since=@%d -u haagent -u kube-apiserver -o short-precise --no-pager | grep -v ' I[0-9]' | tail -100", d.Unix()))
+				t.Logf("--- %s during the rotation ---\n%s", s.Name, log)
+			}
+			t.Fatalf("%d of %d reads through the VIP failed during the rotation:\n%s", len(failures), reads, strings.Join(failures, "\n"))
+		}
+		t.Logf("%d reads through the VIP during the rotation, none failed", reads)
+
+		// No host holds a certificate of the old CAs, or one signed by them.
+		for _, s := range sixhost.Specs {
+			h := l.Host(s.Name)
+			out, err := h.Exec(ctx, "haagent", "certs", "check")
+			must(t, err)
+			for _, id := range oldCAs {
+				if strings.Contains(out, id) {
+					t.Errorf("%s still holds the old CA %s, or a certificate it signed:\n%s", s.Name, id, out)
+				}
+			}
+		}
+		// What runs through the new certificates: the kubelets (Ready, serving logs
+		// to the apiserver through the new kubelet-serving CA), and a new pod.
+		must(t, l.WaitNodesReady(ctx, 2*time.Minute))
+		waitFor(t, ctx, "kubectl logs of nginx-pod through the VIP", time.Minute, func() error {
+			_, err := kubectl("logs", "nginx-pod")
+			return err
+		})
+		apply("after-rotation", strings.Replace(nginxPod, "name: nginx-pod", "name: after-rotation", 1))
+		ip, node := waitRunning("after-rotation", 3*time.Minute)
+		if !flannelNet.Contains(ip) {
+			t.Fatalf("pod IP %s not in %s", ip, flannelNet)
+		}
+		t.Logf("after the rotation: a new pod Runs on %s as %s", node, ip)
 	})
 
 	t.Run("master1 halted: a new pod through the lb reaches Running", func(t *testing.T) {

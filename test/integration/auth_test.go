@@ -165,7 +165,7 @@ func TestUpgradeEnablesEtcdAuth(t *testing.T) {
 		}
 		// lb1's own, as the join service issues it (and adds its etcd user).
 		tok, _ := pki.ParseToken(testToken)
-		fs, _, err := join.Fetch(context.Background(), m1.IP+":9345", tok, nil, join.Request{Role: "lb", Name: "lb1", NodeSecret: strings.Repeat("d", 64)})
+		fs, _, err := join.Fetch(context.Background(), m1.IP+":9345", tok, nil, nil, join.Request{Role: "lb", Name: "lb1", NodeSecret: strings.Repeat("d", 64)})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -18,6 +18,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 
 	"github.com/haagent/haagent/files"
 	"github.com/haagent/haagent/join"
@@ -173,7 +174,7 @@ func TestLBsAreBoundByName(t *testing.T) {
 			// Each master refuses 5 attempts a minute from one address (127.0.0.1 here)
 			// before it throttles: spread over m1 and m3, each attempt meets the checks.
 			server := c.Masters[2*(i%2)].IP + ":9345"
-			fs, _, err := join.Fetch(ctx, server, a.tok, cert, a.req)
+			fs, _, err := join.Fetch(ctx, server, a.tok, nil, cert, a.req)
 			switch {
 			case err == nil:
 				t.Errorf("%s: got %d files", a.name, len(fs))
@@ -192,7 +193,7 @@ func TestLBsAreBoundByName(t *testing.T) {
 	})
 	t.Run("lb1 renews itself and no other lb", func(t *testing.T) {
 		m2 := c.Masters[1] // m1 and m3 throttle 127.0.0.1 after the attempts above
-		fs, _, err := join.Fetch(ctx, m2.IP+":9345", pki.Token{}, &lbCert.cert, join.Request{Role: "lb", Name: "lb1"})
+		fs, _, err := join.Fetch(ctx, m2.IP+":9345", pki.Token{}, nil, &lbCert.cert, join.Request{Role: "lb", Name: "lb1"})
 		if err != nil {
 			t.Fatalf("lb1 renewing: %v", err)
 		}
@@ -203,7 +204,7 @@ func TestLBsAreBoundByName(t *testing.T) {
 				}
 			}
 		}
-		_, _, err = join.Fetch(ctx, m2.IP+":9345", pki.Token{}, &lbCert.cert, join.Request{Role: "lb", Name: "lb2"})
+		_, _, err = join.Fetch(ctx, m2.IP+":9345", pki.Token{}, nil, &lbCert.cert, join.Request{Role: "lb", Name: "lb2"})
 		if !errors.Is(err, join.ErrForbidden) || !strings.Contains(err.Error(), "can't renew lb lb2") {
 			t.Fatalf("lb1's certificate renewing lb2: err = %v", err)
 		}
@@ -215,7 +216,8 @@ func TestLBsAreBoundByName(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{m1.ClientURL()}, TLS: tlsc, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{m1.ClientURL()},
+		DialOptions: []grpc.DialOption{grpc.WithTransportCredentials(tlsc.GRPC())}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,16 +1,11 @@
 package integration
 
 import (
-	"context"
-	"encoding/json"
-	"fmt"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/haagent/haagent/test/await"
 	"github.com/haagent/haagent/test/procs"
 )
 
@@ -35,35 +30,7 @@ func TestFullBootstrapThroughTheLB(t *testing.T) {
 		}
 	}()
 	// The etcd and join ports turn healthy; 6443 stays down, as no apiserver runs here.
-	err := await.Until(context.Background(), "the lb's etcd and join backends to be healthy", 30*time.Second, func() error {
-		if !lb.Running() {
-			return await.Stop(fmt.Errorf("the lb exited:\n%s", lb.LogTail(20)))
-		}
-		body, err := httpGet("http://" + lb.StatusAddress() + "/status")
-		if err != nil {
-			return err
-		}
-		var doc struct {
-			Backends []struct {
-				Port  int    `json:"port"`
-				State string `json:"state"`
-			} `json:"backends"`
-		}
-		if err := json.Unmarshal([]byte(body), &doc); err != nil {
-			return err
-		}
-		healthy := map[int]int{}
-		for _, b := range doc.Backends {
-			if b.State == "healthy" {
-				healthy[b.Port]++
-			}
-		}
-		if healthy[2379] != 3 || healthy[9345] != 3 {
-			return fmt.Errorf("lb backends not healthy yet: %s", body)
-		}
-		return nil
-	}, await.Every(100*time.Millisecond))
-	if err != nil {
+	if err := awaitLBHealthy(lb, map[int]int{2379: 3, 9345: 3}); err != nil {
 		t.Fatal(err)
 	}
 

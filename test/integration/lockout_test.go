@@ -33,7 +33,7 @@ type lockOutAttempt struct {
 
 func (a *lockOutAttempt) one(ctx context.Context, server string) {
 	wrong := pki.Token{Kind: pki.KindAgent, Secret: "not-the-cluster-token-0123456789abcdef"}
-	_, _, err := join.Fetch(ctx, server, wrong, nil, join.Request{Role: "minion", Name: "intruder",
+	_, _, err := join.Fetch(ctx, server, wrong, nil, nil, join.Request{Role: "minion", Name: "intruder",
 		NodeSecret: strings.Repeat("e", 64)})
 	a.mu.Lock()
 	defer a.mu.Unlock()

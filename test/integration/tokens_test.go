@@ -108,7 +108,7 @@ func TestAgentToken(t *testing.T) {
 	})
 	t.Run("the agent token asking for the master bundle gets 403", func(t *testing.T) {
 		tok, _ := pki.ParseToken(agent)
-		_, _, err := join.Fetch(context.Background(), m1.IP+":9345", tok, nil, join.Request{Role: "master", Name: "m1"})
+		_, _, err := join.Fetch(context.Background(), m1.IP+":9345", tok, nil, nil, join.Request{Role: "master", Name: "m1"})
 		if !errors.Is(err, join.ErrForbidden) || !strings.Contains(err.Error(), "403") {
 			t.Fatalf("err = %v, want 403", err)
 		}

@@ -259,7 +259,7 @@ func TestNonMastersCantSpeakRaftOrNameAMaster(t *testing.T) {
 		{"a renewal with a minion's certificate", &renew, join.Request{Role: "minion", Name: "minion1", Hosts: controlPlane[:5]}},
 	} {
 		t.Run(tc.what+" naming the masters gets no such name", func(t *testing.T) {
-			fs, _, err := join.Fetch(context.Background(), m1.IP+":9345", tok, tc.cert, tc.req)
+			fs, _, err := join.Fetch(context.Background(), m1.IP+":9345", tok, nil, tc.cert, tc.req)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -562,3 +562,22 @@ func (l *Lab) MoveLeader(ctx context.Context, master string) error {
 		return err
 	}, await.Every(50*time.Millisecond))
 }
+
+// RotateCA runs 'haagent certs rotate-ca' on master1 to its end (each phase waits up to
+// timeout) and returns its output. Every master, minion and lb1 must be up. The Client's
+// copy of the admin kubeconfig trusts the old CA alone: RotateCA refreshes it from
+// master1 once the rotation is done, as an operator would. A caller that runs kubectl
+// from the Client during the rotation refreshes it with RefreshAdminKubeconfig after the
+// trust phase (master1's holds both CAs from then on).
+func (l *Lab) RotateCA(ctx context.Context, timeout time.Duration) (string, error) {
+	out, err := l.Host("master1").Exec(ctx, "haagent", "certs", "rotate-ca", "--timeout="+timeout.String())
+	if err != nil {
+		return out, fmt.Errorf("certs rotate-ca on master1: %w", err)
+	}
+	return out, l.RefreshAdminKubeconfig(ctx)
+}
+
+// RefreshAdminKubeconfig copies master1's admin kubeconfig to the Client again.
+func (l *Lab) RefreshAdminKubeconfig(ctx context.Context) error {
+	return l.waitAdminKubeconfig(ctx)
+}
