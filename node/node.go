@@ -170,6 +170,16 @@ func (n *Node) FilesChanged(paths []string) {
 	}
 }
 
+// SyncFiles makes the reconciler pass now and waits until it has: the files written
+// outside its Render (FilesChanged) are read by units restarted for them.
+func (n *Node) SyncFiles(ctx context.Context) error {
+	rec := n.reconciler()
+	if rec == nil {
+		return errors.New("node files not written yet")
+	}
+	return rec.Sync(ctx)
+}
+
 // FilesWritten is nil once the reconciler has written the node's files.
 func (n *Node) FilesWritten() error {
 	if n.reconciler() == nil {

@@ -92,6 +92,9 @@ type Reconciler struct {
 	// least written, where no units are managed).
 	firstPass     chan struct{}
 	firstPassOnce sync.Once
+	// syncs are the Sync calls waiting for the next pass of Run; kick wakes Run for it.
+	syncs []chan struct{}
+	kick  chan struct{}
 }
 
 // New makes a reconciler; it starts nothing.
@@ -102,7 +105,7 @@ func New(cfg Config) *Reconciler {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	r := &Reconciler{cfg: cfg, backoff: map[string]*backoff.ExponentialBackOff{}, pending: map[string]bool{}, firstPass: make(chan struct{})}
+	r := &Reconciler{cfg: cfg, backoff: map[string]*backoff.ExponentialBackOff{}, pending: map[string]bool{}, firstPass: make(chan struct{}), kick: make(chan struct{}, 1)}
 	r.st.Systemd = cfg.Manager != nil
 	for _, u := range cfg.Units {
 		r.st.Units = append(r.st.Units, UnitStatus{Name: u.Name})
@@ -129,18 +132,47 @@ func (r *Reconciler) Status() Status {
 	return st
 }
 
-// Run passes once at start and then every Interval until ctx ends; it returns nil then.
-// Failures are logged and retried: the node keeps converging.
+// Run passes once at start and then every Interval, or at once when Sync asks, until
+// ctx ends; it returns nil then. Failures are logged and retried: the node keeps
+// converging.
 func (r *Reconciler) Run(ctx context.Context) error {
 	t := time.NewTicker(r.cfg.Interval)
 	defer t.Stop()
 	for {
+		r.mu.Lock()
+		waiting := r.syncs
+		r.syncs = nil
+		r.mu.Unlock()
 		r.Once(ctx)
+		for _, w := range waiting {
+			close(w)
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case <-r.kick:
 		}
+	}
+}
+
+// Sync makes Run pass now, and returns once a pass that began after the call has
+// ended: the files written, and the units that read a changed file restarted (a
+// Type=notify unit's restart ends when it serves). It needs Run to be running.
+func (r *Reconciler) Sync(ctx context.Context) error {
+	done := make(chan struct{})
+	r.mu.Lock()
+	r.syncs = append(r.syncs, done)
+	r.mu.Unlock()
+	select {
+	case r.kick <- struct{}{}:
+	default: // a pass is asked for already
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for a pass of the node's files and units: %w", ctx.Err())
 	}
 }
 

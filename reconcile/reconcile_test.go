@@ -183,3 +183,46 @@ func TestReconcilePrunesStaleMirrors(t *testing.T) {
 		t.Errorf("status after the prune: managed %v, error %q", st.ManagedFile, st.LastError)
 	}
 }
+
+// TestSyncRestartsBeforeItReturns: with Run passing only every hour, Sync after Changed
+// returns once the reader of the changed file has been restarted, and a Sync whose
+// context ends first says what it waited for.
+func TestSyncRestartsBeforeItReturns(t *testing.T) {
+	fu := &fakeUnits{active: map[string]string{}, failNext: map[string]error{}}
+	r := New(Config{
+		Render: func() ([]files.File, error) {
+			return []files.File{{Path: "etc/a", Mode: 0o644, Data: []byte("A")}}, nil
+		},
+		Units:   []nodeconf.Unit{{Name: "one.service", Reads: []string{"etc/a", "etc/cert"}}},
+		Owned:   &files.Owned{Root: t.TempDir(), StatePath: "state.json"},
+		Manager: fu, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Interval: time.Hour,
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = r.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	<-r.FirstPass()
+	fu.take()
+
+	for i := range 3 {
+		r.Changed("etc/cert")
+		sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
+		err := r.Sync(sctx)
+		scancel()
+		if err != nil {
+			t.Fatalf("Sync %d: %v", i, err)
+		}
+		if got := fu.take(); !slices.Equal(got, []string{"restart one.service"}) {
+			t.Fatalf("Sync %d returned after %v, want one.service restarted", i, got)
+		}
+	}
+
+	cancel()
+	<-done
+	sctx, scancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer scancel()
+	if err := r.Sync(sctx); err == nil || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Sync without Run: %v, want the deadline", err)
+	}
+}

@@ -5,13 +5,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
+
 	"github.com/haagent/haagent/carotate"
 	"github.com/haagent/haagent/files"
+	"github.com/haagent/haagent/loadbalancer"
 	"github.com/haagent/haagent/node"
 	"github.com/haagent/haagent/pki"
 )
@@ -105,12 +109,55 @@ func (m *Master) rotationStep(ctx context.Context) error {
 			return fmt.Errorf("restart the etcd member: %w", err)
 		}
 	}
+	// The kube units that read the new files restart now, and the phase counts as
+	// applied only once this master's apiserver is ready again: the next master's
+	// restarts never overlap this one's, so the lbs always have two apiservers to send
+	// requests to.
+	if err := m.awaitUnitsRestarted(ctx); err != nil {
+		return err
+	}
 	rctx, cancel = context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := carotate.Report(rctx, m.member.Client(), m.cfg.Name, hash); err != nil {
 		return err
 	}
 	m.lg.Info("[ca] applied the CA rotation's phase", "phase", want.Phase(), "trust", hash)
+	return nil
+}
+
+// unitsRestartTimeout bounds the wait for the kube units to restart with a phase's
+// files and for the apiserver to be ready again; an apiserver starts in seconds, or
+// in a minute on a loaded host.
+const unitsRestartTimeout = 3 * time.Minute
+
+// awaitUnitsRestarted makes the reconciler restart the units that read the files just
+// written, and waits until the apiserver answers /readyz, with the CAs this master now
+// trusts. Without systemd no unit is managed, and there is nothing to wait for.
+func (m *Master) awaitUnitsRestarted(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, unitsRestartTimeout)
+	defer cancel()
+	if err := m.node.SyncFiles(ctx); err != nil {
+		return fmt.Errorf("restart the kube units with the phase's files: %w", err)
+	}
+	if st := m.node.FilesStatus(); st == nil || !st.Systemd {
+		return nil
+	}
+	trust, err := node.ClusterTrust(m.cfg.Root)
+	if err != nil {
+		return err
+	}
+	check := loadbalancer.NewAPIServerChecker(nil, trust.For)
+	addr := net.JoinHostPort(m.cfg.AdvertiseAddress, "6443")
+	_, err = backoff.Retry(ctx, func() (struct{}, error) {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		_, err := check.Check(cctx, addr)
+		return struct{}{}, err
+	}, backoff.WithBackOff(&backoff.ConstantBackOff{Interval: 250 * time.Millisecond}), backoff.WithMaxElapsedTime(0))
+	if err != nil {
+		return fmt.Errorf("waited %s for this master's apiserver to be ready after its restart with the phase's files: %w", unitsRestartTimeout, err)
+	}
+	m.lg.Info("[ca] the apiserver is ready again with the phase's files")
 	return nil
 }
 

@@ -228,8 +228,8 @@ func TestWalkthrough(t *testing.T) {
 		}
 
 		// Every identity minion1 holds, at each master's etcd peer port: no handshake.
-		// The same identity at the etcd client port is the control: it does complete a
-		// handshake there, so the refusal at 2380 is the peer port's.
+		// The same client identity at the etcd client port is the control: it does
+		// complete a handshake there, so the refusal at 2380 is the peer port's.
 		ids, err := minion1.Shell(ctx, `set -e; cd /var/tmp; d=/`+pki.Dir+`
 for c in $d/*.crt; do k=${c%.crt}.key; [ -f "$k" ] && echo "$c $k"; done
 for kc in /etc/kubernetes/*.kubeconfig; do n=$(basename $kc .kubeconfig)
@@ -253,7 +253,12 @@ for kc in /etc/kubernetes/*.kubeconfig; do n=$(basename $kc .kubeconfig)
 					t.Errorf("%s at %s's peer port failed, but not at the handshake: %s", crt, m.Name, out)
 				}
 			}
-			if out, err := curl("https://" + l.Host("master2").IP.String() + ":2379/health"); err != nil {
+			// The kubelet's serving certificate is from the kubelet-serving CA, which
+			// no etcd port trusts.
+			out, err := curl("https://" + l.Host("master2").IP.String() + ":2379/health")
+			if serving := strings.HasSuffix(crt, "/"+pki.KubeletServingCert); serving && err == nil {
+				t.Errorf("%s, from the kubelet-serving CA, at master2's etcd client port: %s; want it refused", crt, out)
+			} else if !serving && err != nil {
 				t.Errorf("control: %s at master2's etcd client port: %v\n%s", crt, err, out)
 			}
 		}
