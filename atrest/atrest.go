@@ -2,6 +2,11 @@
 // document in etcd beside the CA, every master renders them into the apiserver's
 // EncryptionConfiguration and reports once its apiserver runs with them, and Rotate
 // replaces the write key one step at a time.
+//
+// It also owns what every change of the shared document goes through: reading and
+// writing it (Load, Store), changing it in steps (Steps), and the reports by which
+// masters and nodes say which step they applied (Reports, Pending, WaitNone), which
+// the CA rotation (package carotate) uses too.
 package atrest
 
 import (

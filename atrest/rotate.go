@@ -114,59 +114,99 @@ func Rotate(ctx context.Context, rc RotateConfig) error {
 // is back or removed with 'haagent member remove': its apiserver would otherwise come
 // back unable to read the Secrets.
 func WaitApplied(ctx context.Context, cli *clientv3.Client, fp string, timeout, poll time.Duration, lg *slog.Logger) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	t := time.NewTicker(poll)
-	defer t.Stop()
-	var said []string
-	for {
-		pending, err := pendingMasters(ctx, cli, fp)
-		if err == nil && len(pending) == 0 {
-			return nil
-		}
-		if err == nil && !slices.Equal(pending, said) {
-			lg.Info("[wait] waiting for the apiservers to run with the keys", "keys", fp, "masters", strings.Join(pending, ","))
-			said = pending
-		}
-		select {
-		case <-ctx.Done():
-			if err == nil {
-				err = fmt.Errorf("masters %s", strings.Join(pending, ", "))
-			}
-			return fmt.Errorf("[wait] after %s the apiservers don't all run with keys %s: %w; is every master up? run the rotation again once it is",
-				timeout, fp, err)
-		case <-t.C:
-		}
+	err := WaitNone(ctx, timeout, poll, func(ctx context.Context) ([]string, error) {
+		return Pending(ctx, cli, Reports{Prefix: AppliedPrefix, Want: fp})
+	}, func(pending []string) {
+		lg.Info("[wait] waiting for the apiservers to run with the keys", "keys", fp, "masters", strings.Join(pending, ","))
+	})
+	if err != nil {
+		return fmt.Errorf("[wait] after %s the apiservers don't all run with keys %s: %w; is every master up? run the rotation again once it is",
+			timeout, fp, err)
 	}
+	return nil
 }
 
-// pendingMasters are the members whose master has not reported fp, by name.
-func pendingMasters(ctx context.Context, cli *clientv3.Client, fp string) ([]string, error) {
+// Reports say who must report what for a step to be applied: every etcd member's
+// master, by name, and every name bound under NodesPrefix (when set) but those in Skip,
+// each with Want as its latest record under Prefix.
+type Reports struct {
+	Prefix, Want string
+	NodesPrefix  string
+	Skip         []string
+}
+
+// Records are the latest records under prefix, by name.
+func Records(ctx context.Context, kv clientv3.KV, prefix string) (map[string]string, error) {
+	resp, err := kv.Get(ctx, prefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("read the reports under %s: %w", prefix, err)
+	}
+	out := map[string]string{}
+	for _, kv := range resp.Kvs {
+		out[strings.TrimPrefix(string(kv.Key), prefix)] = string(kv.Value)
+	}
+	return out, nil
+}
+
+// Pending are the names, sorted, whose latest record is not r.Want; a member not
+// started yet is named by its ID.
+func Pending(ctx context.Context, cli *clientv3.Client, r Reports) ([]string, error) {
 	ml, err := cli.MemberList(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list the etcd members: %w", err)
 	}
-	resp, err := cli.Get(ctx, AppliedPrefix, clientv3.WithPrefix())
+	applied, err := Records(ctx, cli, r.Prefix)
 	if err != nil {
-		return nil, fmt.Errorf("read the masters' reports: %w", err)
-	}
-	applied := map[string]string{}
-	for _, kv := range resp.Kvs {
-		applied[strings.TrimPrefix(string(kv.Key), AppliedPrefix)] = string(kv.Value)
+		return nil, err
 	}
 	var pending []string
 	for _, m := range ml.Members {
-		if applied[m.Name] != fp {
-			pending = append(pending, cmpName(m.Name, m.ID))
+		if m.Name == "" {
+			pending = append(pending, fmt.Sprintf("%x (not started)", m.ID))
+		} else if applied[m.Name] != r.Want {
+			pending = append(pending, m.Name)
+		}
+	}
+	if r.NodesPrefix != "" {
+		nodes, err := cli.Get(ctx, r.NodesPrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+		if err != nil {
+			return nil, fmt.Errorf("read the nodes' names: %w", err)
+		}
+		for _, kv := range nodes.Kvs {
+			name := strings.TrimPrefix(string(kv.Key), r.NodesPrefix)
+			if applied[name] != r.Want && !slices.Contains(r.Skip, name) {
+				pending = append(pending, name)
+			}
 		}
 	}
 	slices.Sort(pending)
 	return pending, nil
 }
 
-func cmpName(name string, id uint64) string {
-	if name == "" {
-		return fmt.Sprintf("%x (not started)", id)
+// WaitNone reads pending every poll until it is empty, for up to timeout, and calls
+// waiting each time the list changes. On timeout the error names who is still pending.
+func WaitNone(ctx context.Context, timeout, poll time.Duration, pending func(context.Context) ([]string, error), waiting func([]string)) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	t := time.NewTicker(poll)
+	defer t.Stop()
+	var said []string
+	for {
+		names, err := pending(ctx)
+		if err == nil && len(names) == 0 {
+			return nil
+		}
+		if err == nil && !slices.Equal(names, said) {
+			waiting(names)
+			said = names
+		}
+		select {
+		case <-ctx.Done():
+			if err == nil {
+				err = fmt.Errorf("pending: %s", strings.Join(names, ", "))
+			}
+			return err
+		case <-t.C:
+		}
 	}
-	return name
 }

@@ -24,7 +24,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strings"
 	"time"
 
@@ -139,74 +138,25 @@ func Rotate(ctx context.Context, rc RotateConfig) error {
 // in rc.Skip) reports that it applies the trust hashed hash. A master or node that is
 // down holds the rotation up: going on would leave it unable to reach the cluster.
 func WaitApplied(ctx context.Context, rc RotateConfig, hash, tag string) error {
-	ctx, cancel := context.WithTimeout(ctx, rc.Timeout)
-	defer cancel()
-	t := time.NewTicker(rc.Poll)
-	defer t.Stop()
-	var said []string
-	for {
-		pending, err := Pending(ctx, rc.Client, hash, rc.NodesPrefix, rc.Skip)
-		if err == nil && len(pending) == 0 {
-			return nil
-		}
-		if err == nil && !slices.Equal(pending, said) {
-			rc.Logger.Info(tag+" waiting for masters and nodes to apply the phase", "trust", hash, "pending", strings.Join(pending, ","))
-			said = pending
-		}
-		select {
-		case <-ctx.Done():
-			if err == nil {
-				err = fmt.Errorf("pending: %s", strings.Join(pending, ", "))
-			}
-			return fmt.Errorf("%s after %s not every master and node trusts %s: %w; is each of them up? run the rotation again once it is (--skip names a node gone for good)",
-				tag, rc.Timeout, hash, err)
-		case <-t.C:
-		}
+	err := atrest.WaitNone(ctx, rc.Timeout, rc.Poll, func(ctx context.Context) ([]string, error) {
+		return Pending(ctx, rc.Client, hash, rc.NodesPrefix, rc.Skip)
+	}, func(pending []string) {
+		rc.Logger.Info(tag+" waiting for masters and nodes to apply the phase", "trust", hash, "pending", strings.Join(pending, ","))
+	})
+	if err != nil {
+		return fmt.Errorf("%s after %s not every master and node trusts %s: %w; is each of them up? run the rotation again once it is (--skip names a node gone for good)",
+			tag, rc.Timeout, hash, err)
 	}
+	return nil
 }
 
 // Pending are the members (by name) and bound nodes, but those in skip, whose latest
 // record is not hash, sorted.
 func Pending(ctx context.Context, cli *clientv3.Client, hash, nodesPrefix string, skip []string) ([]string, error) {
-	ml, err := cli.MemberList(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("list the etcd members: %w", err)
-	}
-	applied, err := Records(ctx, cli)
-	if err != nil {
-		return nil, err
-	}
-	nodes, err := cli.Get(ctx, nodesPrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
-	if err != nil {
-		return nil, fmt.Errorf("read the nodes' names: %w", err)
-	}
-	var pending []string
-	for _, m := range ml.Members {
-		if m.Name == "" {
-			pending = append(pending, fmt.Sprintf("%x (not started)", m.ID))
-		} else if applied[m.Name] != hash {
-			pending = append(pending, m.Name)
-		}
-	}
-	for _, kv := range nodes.Kvs {
-		name := strings.TrimPrefix(string(kv.Key), nodesPrefix)
-		if applied[name] != hash && !slices.Contains(skip, name) {
-			pending = append(pending, name)
-		}
-	}
-	slices.Sort(pending)
-	return pending, nil
+	return atrest.Pending(ctx, cli, atrest.Reports{Prefix: AppliedPrefix, Want: hash, NodesPrefix: nodesPrefix, Skip: skip})
 }
 
 // Records are the latest records, by name.
 func Records(ctx context.Context, kv clientv3.KV) (map[string]string, error) {
-	resp, err := kv.Get(ctx, AppliedPrefix, clientv3.WithPrefix())
-	if err != nil {
-		return nil, fmt.Errorf("read what the masters and nodes trust: %w", err)
-	}
-	out := map[string]string{}
-	for _, kv := range resp.Kvs {
-		out[strings.TrimPrefix(string(kv.Key), AppliedPrefix)] = string(kv.Value)
-	}
-	return out, nil
+	return atrest.Records(ctx, kv, AppliedPrefix)
 }
