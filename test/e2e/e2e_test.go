@@ -240,6 +240,7 @@ for kc in /etc/kubernetes/*.kubeconfig; do n=$(basename $kc .kubeconfig)
 		if len(pairs) < 3 {
 			t.Fatalf("minion1 holds %d client identities, want its flannel, kubelet and kube-proxy ones at least: %q", len(pairs), ids)
 		}
+		t.Logf("minion1's client identities, each tried at the three peer ports: %q", pairs)
 		for _, pair := range pairs {
 			crt, key, _ := strings.Cut(pair, " ")
 			curl := func(url string) (string, error) {
