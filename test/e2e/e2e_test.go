@@ -8,9 +8,17 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
+	"encoding/pem"
 	"fmt"
+	"net"
 	"net/netip"
 	"path/filepath"
 	"strings"
@@ -296,6 +304,55 @@ for kc in /etc/kubernetes/*.kubeconfig; do n=$(basename $kc .kubeconfig)
 			}
 		}
 	})
+	t.Run("an approved kubelet-serving CSR is signed by the kubelet-serving CA, which no client of the masters trusts", func(t *testing.T) {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		must(t, err)
+		der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+			Subject:     pkix.Name{CommonName: "system:node:minion1", Organization: []string{"system:nodes"}},
+			IPAddresses: []net.IP{net.ParseIP(sixhost.VIP.Addr().String())}, DNSNames: []string{"kubernetes.default.svc"},
+		}, key)
+		must(t, err)
+		csr := base64.StdEncoding.EncodeToString(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
+		apply("serving-csr", `apiVersion: certificates.k8s.io/v1
+kind: CertificateSigningRequest
+metadata:
+  name: serving-csr
+spec:
+  signerName: kubernetes.io/kubelet-serving
+  usages: ["digital signature", "server auth"]
+  request: `+csr+`
+`)
+		_, err = kubectl("certificate", "approve", "serving-csr")
+		must(t, err)
+		var crt *x509.Certificate
+		waitFor(t, ctx, "the controller-manager to sign the approved CSR", time.Minute, func() error {
+			out, err := kubectl("get", "csr", "serving-csr", "-o", "jsonpath={.status.certificate}")
+			if err != nil || strings.TrimSpace(out) == "" {
+				return fmt.Errorf("no certificate yet: %v", err)
+			}
+			b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(out))
+			if err != nil {
+				return err
+			}
+			crt, err = pki.ParseCert(b)
+			return err
+		})
+		signer, err := l.Host("master1").ReadFile("/" + pki.KubeletSignerCert)
+		must(t, err)
+		kubeletCA, err := pki.ParseCert(signer)
+		must(t, err)
+		if !bytes.Equal(crt.AuthorityKeyId, kubeletCA.SubjectKeyId) {
+			t.Fatalf("the approved kubelet-serving CSR was signed by key %x, want the kubelet-serving CA's %x", crt.AuthorityKeyId, kubeletCA.SubjectKeyId)
+		}
+		trust, err := minion1.ReadFile("/" + pki.CACert)
+		must(t, err)
+		roots := x509.NewCertPool()
+		roots.AppendCertsFromPEM(trust)
+		if _, err := crt.Verify(x509.VerifyOptions{Roots: roots, DNSName: "kubernetes.default.svc"}); err == nil {
+			t.Fatalf("a client that trusts ca.crt accepts the kubelet-serving certificate for kubernetes.default.svc")
+		}
+	})
+
 	other := "minion1"
 	if nginxNode == "minion1" {
 		other = "minion2"
