@@ -99,16 +99,22 @@ func (m *Master) rotationStep(ctx context.Context) error {
 	}
 	m.lg.Info("[ca] applying the CA rotation's phase: this master's turn", "phase", want.Phase(), "trust", hash,
 		"signs", pki.KeyIDString(want.CA.Cert.SubjectKeyId))
-	restart, err := m.applyShared(want)
+	changed, restart, err := m.applyShared(want)
 	if err != nil {
+		m.node.FilesChanged(changed)
 		return err
 	}
+	// The etcd member first, the kube units after: the apiserver reads this member
+	// alone, and an apiserver restarting while its member is down would cut the
+	// requests it was finishing.
 	if restart {
 		m.lg.Info("[ca] restarting the etcd member, which reads the CAs it trusts only at start", "phase", want.Phase())
 		if err := m.member.Restart(ctx); err != nil {
+			m.node.FilesChanged(changed)
 			return fmt.Errorf("restart the etcd member: %w", err)
 		}
 	}
+	m.node.FilesChanged(changed)
 	// The kube units that read the new files restart now, and the phase counts as
 	// applied only once this master's apiserver is ready again: the next master's
 	// restarts never overlap this one's, so the lbs always have two apiservers to send
@@ -176,9 +182,10 @@ func (m *Master) before(records map[string]string, hash string) string {
 }
 
 // applyShared writes every file of this master's bundle from sh: its trust, the CA
-// that signs and every leaf issued from it now. It reports whether the CAs that etcd
-// trusts changed, which takes a restart of the member.
-func (m *Master) applyShared(sh *pki.Shared) (restart bool, err error) {
+// that signs and every leaf issued from it now. It returns the files it changed, for
+// the units that read them (on an error too), and whether the CAs that etcd trusts changed, which takes
+// a restart of the member.
+func (m *Master) applyShared(sh *pki.Shared) (changed []string, restart bool, err error) {
 	root := m.cfg.Root
 	read := func(p string) []byte { b, _ := os.ReadFile(filepath.Join(root, p)); return b }
 	beforeCA, beforePeer := read(pki.CACert), read(pki.EtcdPeerTrust)
@@ -187,15 +194,15 @@ func (m *Master) applyShared(sh *pki.Shared) (restart bool, err error) {
 	n.LegacyPeerCert = pki.LegacyPeerCert(root, m.shared.Load().CA)
 	fs, err := pki.Issue(sh, n, time.Now())
 	if err != nil {
-		return false, err
+		return nil, false, err
 	}
-	changed, err := node.WriteCredentials(root, fs)
+	changed, err = node.WriteCredentials(root, fs)
 	if err != nil {
-		return false, err
+		return nil, false, err
 	}
 	if sh.Rotation == nil || sh.Rotation.Other == nil {
 		if err := os.Remove(filepath.Join(root, pki.CAOtherKey)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return false, fmt.Errorf("remove the other CA's key: %w", err)
+			return changed, false, fmt.Errorf("remove the other CA's key: %w", err)
 		}
 	}
 	peerTrust, err := pki.PeerTrust(sh, mixed)
@@ -203,11 +210,10 @@ func (m *Master) applyShared(sh *pki.Shared) (restart bool, err error) {
 		err = files.Atomic(filepath.Join(root, pki.EtcdPeerTrust), peerTrust, 0o644)
 	}
 	if err != nil {
-		return false, fmt.Errorf("etcd peer trust: %w", err)
+		return changed, false, fmt.Errorf("etcd peer trust: %w", err)
 	}
 	m.shared.Store(sh)
-	m.node.FilesChanged(changed)
-	return !sameCerts(beforeCA, read(pki.CACert)) || !sameCerts(beforePeer, peerTrust), nil
+	return changed, !sameCerts(beforeCA, read(pki.CACert)) || !sameCerts(beforePeer, peerTrust), nil
 }
 
 // sameCerts reports whether two PEM bundles hold the same certificates, in any order.
