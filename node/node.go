@@ -180,6 +180,16 @@ func (n *Node) SyncFiles(ctx context.Context) error {
 	return rec.Sync(ctx)
 }
 
+// StopUnit stops one of the node's units now; the reconciler's next pass starts it
+// again.
+func (n *Node) StopUnit(ctx context.Context, unit string) error {
+	rec := n.reconciler()
+	if rec == nil {
+		return errors.New("node files not written yet")
+	}
+	return rec.Stop(ctx, unit)
+}
+
 // FilesWritten is nil once the reconciler has written the node's files.
 func (n *Node) FilesWritten() error {
 	if n.reconciler() == nil {

@@ -32,6 +32,7 @@ type UnitManager interface {
 	Enable(ctx context.Context, units ...string) error
 	Start(ctx context.Context, unit string) error
 	Restart(ctx context.Context, unit string) error
+	Stop(ctx context.Context, unit string) error
 	States(ctx context.Context, units ...string) ([]systemdbus.UnitState, error)
 }
 
@@ -154,6 +155,19 @@ func (r *Reconciler) Run(ctx context.Context) error {
 		case <-r.kick:
 		}
 	}
+}
+
+// Stop stops one of the node's units now, for a caller that must have it down while it
+// changes what the unit depends on; the next pass starts it again. Without systemd it
+// does nothing.
+func (r *Reconciler) Stop(ctx context.Context, unit string) error {
+	if r.cfg.Manager == nil {
+		return nil
+	}
+	if err := r.cfg.Manager.Stop(ctx, unit); err != nil {
+		return fmt.Errorf("stop %s: %w", unit, err)
+	}
+	return nil
 }
 
 // Sync makes Run pass now, and returns once a pass that began after the call has

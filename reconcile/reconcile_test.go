@@ -34,6 +34,13 @@ func (f *fakeUnits) Enable(_ context.Context, us ...string) error {
 }
 func (f *fakeUnits) Start(_ context.Context, u string) error   { return f.run("start", u) }
 func (f *fakeUnits) Restart(_ context.Context, u string) error { return f.run("restart", u) }
+func (f *fakeUnits) Stop(_ context.Context, u string) error {
+	f.log("stop " + u)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.active[u] = "inactive"
+	return nil
+}
 func (f *fakeUnits) States(_ context.Context, us ...string) ([]systemdbus.UnitState, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -104,17 +104,21 @@ func (m *Master) rotationStep(ctx context.Context) error {
 		m.node.FilesChanged(changed)
 		return err
 	}
-	// The etcd member first, the kube units after: the apiserver reads this member
-	// alone, and an apiserver restarting while its member is down would cut the
-	// requests it was finishing.
+	m.node.FilesChanged(changed)
 	if restart {
+		// The apiserver reads this member alone, and a request it serves while the
+		// member restarts waits for it, past the lbs' patience with an apiserver that
+		// fails /readyz. So the apiserver stops first: /readyz fails at once, the lbs
+		// send new requests to the other masters, and what it serves finishes while the
+		// member still answers. The reconciler starts it again, with the phase's files.
+		if err := m.node.StopUnit(ctx, apiserverUnit); err != nil {
+			m.lg.Warn("[ca] could not stop the apiserver before the etcd member's restart", "err", err)
+		}
 		m.lg.Info("[ca] restarting the etcd member, which reads the CAs it trusts only at start", "phase", want.Phase())
 		if err := m.member.Restart(ctx); err != nil {
-			m.node.FilesChanged(changed)
 			return fmt.Errorf("restart the etcd member: %w", err)
 		}
 	}
-	m.node.FilesChanged(changed)
 	// The kube units that read the new files restart now, and the phase counts as
 	// applied only once this master's apiserver is ready again: the next master's
 	// restarts never overlap this one's, so the lbs always have two apiservers to send
