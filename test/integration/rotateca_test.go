@@ -210,9 +210,17 @@ func TestRotateCAWithoutAFailedRequest(t *testing.T) {
 	if err := awaitLBHealthy(lb, map[int]int{2379: 3}); err != nil {
 		t.Fatal(err)
 	}
-	st, err := exec.Command(bin, "status", "--status-address="+m1.StatusAddress()).CombinedOutput()
-	if err != nil || !strings.Contains(string(st), "cluster CA: "+pki.KeyIDString(now.CA.Cert.SubjectKeyId)+" signs") || strings.Contains(string(st), "rotation in its") {
-		t.Errorf("haagent status after the rotation: %v\n%s", err, st)
+	// The master learns of the rotation's end from its watch of the shared document,
+	// a moment after the command's last write.
+	err = await.Until(context.Background(), "m1's status to show the new CA and no rotation", 10*time.Second, func() error {
+		st, err := exec.Command(bin, "status", "--status-address="+m1.StatusAddress()).CombinedOutput()
+		if err != nil || !strings.Contains(string(st), "cluster CA: "+pki.KeyIDString(now.CA.Cert.SubjectKeyId)+" signs") || strings.Contains(string(st), "rotation in its") {
+			return fmt.Errorf("haagent status after the rotation: %v\n%s", err, st)
+		}
+		return nil
+	}, await.Every(100*time.Millisecond))
+	if err != nil {
+		t.Error(err)
 	}
 	// Every master still has the agent and lb tokens and the encryption keys from before
 	// the rotation: only their pins changed.
