@@ -100,11 +100,10 @@ func (m *Master) rotationStep(ctx context.Context) error {
 	m.lg.Info("[ca] applying the CA rotation's phase: this master's turn", "phase", want.Phase(), "trust", hash,
 		"signs", pki.KeyIDString(want.CA.Cert.SubjectKeyId))
 	changed, restart, err := m.applyShared(want)
+	m.node.FilesChanged(changed) // on an error too: what was written must reach its readers
 	if err != nil {
-		m.node.FilesChanged(changed)
 		return err
 	}
-	m.node.FilesChanged(changed)
 	if restart {
 		// The apiserver reads this member alone, and a request it serves while the
 		// member restarts waits for it, past the lbs' patience with an apiserver that
