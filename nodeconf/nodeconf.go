@@ -16,6 +16,9 @@ import (
 	"github.com/haagent/haagent/pki"
 )
 
+// DefaultClusterDomain is the cluster's DNS domain unless --cluster-domain says otherwise.
+const DefaultClusterDomain = "cluster.local"
+
 // Header is the first line of every file haagent renders.
 const Header = "# Managed by haagent: hand edits are backed up to <file>.haagent-bak and replaced."
 
@@ -47,8 +50,10 @@ type Config struct {
 	EtcdEndpoints []string
 	// ServiceClusterIPRange is the Service CIDR.
 	ServiceClusterIPRange string
-	// ClusterDNS is the kubelet's cluster DNS IP (optional).
+	// ClusterDNS is the kubelet's cluster DNS IP, and ClusterDomain the cluster's DNS
+	// domain (minions; no clusterDNS without ClusterDNS).
 	ClusterDNS    string
+	ClusterDomain string
 	FlannelPrefix string
 	// FlannelIface is flanneld's --iface (optional; AdvertiseAddress otherwise).
 	FlannelIface string
@@ -258,6 +263,10 @@ func componentFiles(c Config, p func(string) string) ([]componentFile, error) {
 				// connection after that gets a 429 with Retry-After, which clients retry.
 				"--shutdown-delay-duration=2s",
 				"--shutdown-send-retry-after=true",
+				// Webhooks, CRD conversion and aggregated APIs are reached at their
+				// Service's endpoints (pod IPs), not at the ClusterIP: the masters run no
+				// kube-proxy, but their flanneld routes the pod network.
+				"--enable-aggregator-routing=true",
 			}, securityFlags(c, p)...)},
 		}}, componentFile{component: ComponentControllerManager, path: ControllerManager, extraVar: "KUBE_CONTROLLER_MANAGER_ARGS", vars: []envVar{
 			{name: "KUBE_CONTROLLER_MANAGER_ARGS", flags: []string{
@@ -319,7 +328,7 @@ func kubeletConfig(c Config, p func(string) string) []byte {
 	}
 	dns := ""
 	if c.ClusterDNS != "" {
-		dns = "clusterDNS:\n- " + c.ClusterDNS + "\nclusterDomain: cluster.local\n"
+		dns = "clusterDNS:\n- " + c.ClusterDNS + "\nclusterDomain: " + cmp.Or(c.ClusterDomain, DefaultClusterDomain) + "\n"
 	}
 	return []byte(Header + "\n" + `apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration

@@ -43,6 +43,7 @@ func commands(a *agent, root **cobra.Command) []command {
 		reset        resetCmd
 		secrets      secretsCmd
 		clusterReset clusterResetCmd
+		addon        addonsCmd
 	)
 	return []command{
 		{use: "version", help: "print the version", run: runVersion},
@@ -80,6 +81,11 @@ func commands(a *agent, root **cobra.Command) []command {
 		{use: "secrets", help: "manage the encryption of Secrets at rest", sub: []command{
 			{use: "rotate-key", help: "replace the key that encrypts Secrets in etcd and re-encrypt every Secret with the new one",
 				long: rotateLong, flags: secrets.rotateFlags, run: secrets.rotate},
+		}},
+		{use: "addons", help: "list, put or delete the cluster's add-ons (manifests kept in etcd)", long: addonsLong, persistent: addon.etcd.add, sub: []command{
+			{use: "list", help: "list the add-ons with their state", run: addon.list},
+			{use: "put NAME FILE", help: "store FILE (- for stdin) as add-on NAME; a master applies it cluster-wide", flags: addon.putFlags, run: addon.put},
+			{use: "delete NAME", help: "delete add-on NAME; a master deletes its objects", run: addon.remove},
 		}},
 		{use: "cluster-reset", help: "after a lost quorum, make this master the only member of its cluster, from its data or a snapshot",
 			long: clusterResetLong, flags: clusterReset.flags, run: clusterReset.run},

@@ -15,8 +15,10 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
+	"github.com/haagent/haagent/addons"
 	"github.com/haagent/haagent/etcdmember"
 	"github.com/haagent/haagent/flannel"
+	"github.com/haagent/haagent/join"
 	"github.com/haagent/haagent/node"
 	"github.com/haagent/haagent/nodeconf"
 	"github.com/haagent/haagent/pki"
@@ -56,6 +58,10 @@ type Config struct {
 	LB string
 	// ServiceClusterIPRange is the Kubernetes service range; its first IP is in the apiserver's SANs.
 	ServiceClusterIPRange string
+	// ClusterDomain is the cluster's DNS domain, which CoreDNS serves.
+	ClusterDomain string
+	// Disable are the built-in add-ons (addons.Builtins) this master has no master apply.
+	Disable []string
 	// AgentToken is the agent token a new cluster starts with (pki.ParseToken form);
 	// empty makes one. The cluster's agent token lives sealed in etcd after that.
 	AgentToken string
@@ -98,6 +104,7 @@ func NewConfig() *Config {
 		FlannelBackend:    flannel.DefaultBackend,
 
 		ServiceClusterIPRange: DefaultServiceClusterIPRange,
+		ClusterDomain:         nodeconf.DefaultClusterDomain,
 		Recovery:              NewRecovery(),
 	}
 }
@@ -120,6 +127,8 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.FlannelBackend, "flannel-backend", c.FlannelBackend, "flannel backend type: "+strings.Join(flannel.Backends, ", "))
 	fs.StringVar(&c.LB, "lb", c.LB, "the lb's address, for the masters' certificates and the admin kubeconfig")
 	fs.StringVar(&c.ServiceClusterIPRange, "service-cluster-ip-range", c.ServiceClusterIPRange, "Kubernetes service CIDR")
+	fs.StringVar(&c.ClusterDomain, "cluster-domain", c.ClusterDomain, "the cluster's DNS domain, which CoreDNS serves; the minions' --cluster-domain must be the same")
+	fs.StringSliceVar(&c.Disable, "disable", c.Disable, "built-in add-ons no master is to apply, comma-separated ("+strings.Join(addons.Builtins, ", ")+"); a master that names one deletes its objects cluster-wide")
 	fs.StringVar(&c.AgentToken, "agent-token", c.AgentToken, "the agent token a new cluster starts with, for minions (default: the first master makes one); 'haagent token rotate --agent' changes it later. Prefer --agent-token-file")
 	fs.StringVar(&c.AgentTokenFile, "agent-token-file", c.AgentTokenFile, "file holding the agent token a new cluster starts with (instead of --agent-token)")
 	fs.StringVar(&c.LBToken, "lb-token", c.LBToken, "the lb token a new cluster starts with, for lbs (default: the first master makes one); 'haagent token rotate --lb' changes it later. Prefer --lb-token-file")
@@ -231,6 +240,16 @@ func (c *Config) Validate() error {
 	}
 	if p, err := netip.ParsePrefix(c.ServiceClusterIPRange); err != nil || p.Masked() != p {
 		bad("service-cluster-ip-range", "%q is not a CIDR such as 10.254.0.0/16", c.ServiceClusterIPRange)
+	} else if _, err := addons.DNSServiceIP(c.ServiceClusterIPRange); err != nil {
+		bad("service-cluster-ip-range", "%v: CoreDNS's Service takes the tenth address; use a larger range", err)
+	}
+	if !join.ValidDNSName(c.ClusterDomain) {
+		bad("cluster-domain", "%q is not a DNS domain such as cluster.local", c.ClusterDomain)
+	}
+	for _, a := range c.Disable {
+		if !slices.Contains(addons.Builtins, a) {
+			bad("disable", "%q is not a built-in add-on; use one of %s", a, strings.Join(addons.Builtins, ", "))
+		}
 	}
 	tokenNeeded := ""
 	if len(peers) > 1 && !c.savedToken {

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/haagent/haagent/addons"
 	"github.com/haagent/haagent/etcdmember"
 	"github.com/haagent/haagent/flannel"
 	"github.com/haagent/haagent/node"
@@ -112,6 +113,8 @@ type Status struct {
 	EtcdAuth *AuthStatus `json:"etcdAuth,omitempty"`
 	// CertWarnings are this master's certificates that expire within 120 days.
 	CertWarnings []node.CertWarning `json:"certWarnings,omitempty"`
+	// Addons are the add-ons' states, as the master that applies them recorded them.
+	Addons []addons.State `json:"addons,omitempty"`
 }
 
 // FlannelStatus is flannel's network config as stored in etcd.
@@ -228,6 +231,12 @@ func (m *Master) start(ctx context.Context, g *errgroup.Group) error {
 	if _, err := m.node.StartReconciler(ctx, rc); err != nil {
 		return fmt.Errorf("[files] %w", err)
 	}
+	// [addons] CoreDNS and the operator's add-ons, kept in etcd, applied by one master
+	// at a time once the apiservers answer. An --insecure cluster has no admin
+	// kubeconfig to apply them with.
+	if !m.cfg.Insecure {
+		m.runAddons(ctx, g)
+	}
 	m.lg.Info("[ready] master ready", "name", m.cfg.Name, "status", m.node.StatusAddr())
 	return nil
 }
@@ -277,6 +286,7 @@ func (m *Master) status(ctx context.Context) (any, error) {
 	if resp, err := m.member.Client().Get(gctx, st.Flannel.Key); err == nil && len(resp.Kvs) > 0 {
 		st.Flannel.Value = string(resp.Kvs[0].Value)
 	}
+	st.Addons, _ = addons.States(gctx, m.member.Client())
 	return st, nil
 }
 

@@ -9,12 +9,13 @@ import (
 
 	"github.com/dustin/go-humanize"
 
+	"github.com/haagent/haagent/addons"
 	"github.com/haagent/haagent/etcdmember"
 	"github.com/haagent/haagent/node"
 )
 
 // PrintStatus writes st as `haagent status` shows it: the member, its cluster's members
-// as a table, and flannel's network config.
+// as a table, flannel's network config and the add-ons.
 func PrintStatus(w io.Writer, st Status) {
 	fmt.Fprintf(w, "role: %s   name: %s   version: %s\n", st.Role, st.Name, st.Version)
 	fmt.Fprintf(w, "etcd cluster %s, this member %s (started as %s)\n\n", st.Etcd.ClusterID, st.Etcd.LocalID, st.Etcd.Mode)
@@ -38,7 +39,8 @@ func PrintStatus(w io.Writer, st Status) {
 		fmt.Fprintln(w)
 	}
 	printAuth(w, st.EtcdAuth)
-	fmt.Fprintf(w, "\nflannel: %s = %s\n", st.Flannel.Key, st.Flannel.Value)
+	fmt.Fprintf(w, "\nflannel: %s = %s\n\n", st.Flannel.Key, st.Flannel.Value)
+	addons.Print(w, st.Addons)
 	node.PrintCertWarnings(w, st.CertWarnings)
 }
 

@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -70,6 +71,10 @@ type Config struct {
 	SandboxImage string
 	// ImagesDir holds airgap image tarballs imported at start, relative to Root.
 	ImagesDir string
+	// ClusterDNS is the kubelet's DNS server for pods, CoreDNS's Service IP, and
+	// ClusterDomain the cluster's domain; both as the masters have them.
+	ClusterDNS    string
+	ClusterDomain string
 	// Args are the operator's flags for the kubelet, kube-proxy and flanneld.
 	Args node.ComponentArgs
 
@@ -103,12 +108,17 @@ const (
 // needs cri-dockerd in between.
 const DefaultContainerRuntime = "containerd"
 
+// DefaultClusterDNS is CoreDNS's Service IP with the masters' default service range
+// (the tenth address of 10.254.0.0/16).
+const DefaultClusterDNS = "10.254.0.10"
+
 // NewConfig returns the defaults.
 func NewConfig() *Config {
 	return &Config{Config: node.NewConfig(),
 		ContainerRuntime: DefaultContainerRuntime, FlannelPrefix: flannel.DefaultPrefix,
 		EtcdClientPort: 2379, CgroupDriver: CgroupDriverAuto, MastersRefresh: masterlist.DefaultInterval,
-		SandboxImage: nodeconf.DefaultSandboxImage, ImagesDir: "/" + airgap.DefaultDir}
+		SandboxImage: nodeconf.DefaultSandboxImage, ImagesDir: "/" + airgap.DefaultDir,
+		ClusterDNS: DefaultClusterDNS, ClusterDomain: nodeconf.DefaultClusterDomain}
 }
 
 // AddFlags binds the minion's flags.
@@ -126,6 +136,8 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.FailCgroupV1, "fail-cgroup-v1", c.FailCgroupV1, "make the kubelet refuse to run on a cgroup v1 host (upstream's default); haagent otherwise lets it run there")
 	fs.StringSliceVar(&c.RegistryMirrors, "registry-mirror", c.RegistryMirrors, "REGISTRY=URL: pull REGISTRY's images from URL first, e.g. docker.io=http://10.0.0.11:5000 (repeatable, or comma-separated)")
 	fs.StringVar(&c.SandboxImage, "sandbox-image", c.SandboxImage, "the pause image the runtime pins for pod sandboxes")
+	fs.StringVar(&c.ClusterDNS, "cluster-dns", c.ClusterDNS, "the pods' DNS server: CoreDNS's Service IP, the tenth address of the masters' --service-cluster-ip-range")
+	fs.StringVar(&c.ClusterDomain, "cluster-domain", c.ClusterDomain, "the cluster's DNS domain, as the masters' --cluster-domain")
 	fs.StringVar(&c.ImagesDir, "images-dir", c.ImagesDir, "image tarballs (*.tar, *.tar.gz) here are imported into containerd at start, for sites with no registry")
 	c.Args.AddFlags(fs, nodeconf.ComponentKubelet, nodeconf.ComponentProxy, nodeconf.ComponentFlanneld)
 	c.Config.AddFlags(fs)
@@ -216,6 +228,12 @@ func (c *Config) Validate() error {
 	}
 	if !filepath.IsAbs(c.ImagesDir) {
 		errs = append(errs, fmt.Errorf("--images-dir: %q must be an absolute path", c.ImagesDir))
+	}
+	if a, err := netip.ParseAddr(c.ClusterDNS); err != nil || !a.Is4() && !a.Is6() {
+		errs = append(errs, fmt.Errorf("--cluster-dns: %q is not an IP address; give CoreDNS's Service IP, e.g. %s", c.ClusterDNS, DefaultClusterDNS))
+	}
+	if !join.ValidDNSName(c.ClusterDomain) {
+		errs = append(errs, fmt.Errorf("--cluster-domain: %q is not a DNS domain such as %s", c.ClusterDomain, nodeconf.DefaultClusterDomain))
 	}
 	errs = append(errs, c.Args.Validate()...)
 	errs = append(errs, c.Config.Validate("minion", "to join; run 'haagent token show' on a master and pass it here")...)
@@ -479,6 +497,7 @@ func (c *Config) NodeConfig() nodeconf.Config {
 		ContainerdMajor: c.Host.containerdMajor, CNIBinDir: c.Host.CNIBinDir,
 		RestrictOOMScoreAdj: c.Host.RestrictOOMScoreAdj, SandboxImage: c.SandboxImage,
 		Mirrors: c.mirrors(), Subnet: c.subnet(), ExtraArgs: c.Args,
+		ClusterDNS: c.ClusterDNS, ClusterDomain: c.ClusterDomain,
 	}
 }
 

@@ -411,6 +411,22 @@ spec:
 		})
 	})
 
+	w := walk{ctx: ctx, l: l, apply: apply, waitRunning: waitRunning}
+	dnsPods := []string{"nginx-pod", "client"} // one on each minion
+	t.Run("cluster DNS: CoreDNS, a built-in add-on, runs on both minions, and pods on both resolve the API and a Service by name", func(t *testing.T) {
+		out, err := kubectl("get", "service", "nginx", "-o", "jsonpath={.spec.clusterIP}")
+		must(t, err)
+		w.clusterDNS(t, dnsPods, "nginx", strings.TrimSpace(out))
+	})
+
+	t.Run("add-ons: put on one master, applied cluster-wide, pruned, refusals reported by name, deleted with their objects", func(t *testing.T) {
+		w.addonsLifecycle(t)
+	})
+
+	t.Run("an admission webhook served by a pod on a minion denies a pod", func(t *testing.T) {
+		w.admissionWebhook(t)
+	})
+
 	t.Run("kubectl logs, exec and port-forward through the VIP", func(t *testing.T) {
 		out, err := kubectl("logs", "nginx-pod")
 		must(t, err)
@@ -695,5 +711,9 @@ spec:
 		t.Logf("nodes:\n%s", nodes)
 	})
 
-	walk{ctx: ctx, l: l, apply: apply, waitRunning: waitRunning}.noSPOF(t)
+	t.Run("master1 halted: a new Service resolves on both minions, the webhook still denies, an add-on is applied", func(t *testing.T) {
+		w.afterMaster1(t, dnsPods)
+	})
+
+	w.noSPOF(t)
 }

@@ -1,6 +1,7 @@
 // Package images builds the lab's container images from the project's own static Go
-// programs (nginx and pause beside this file) and pushes them to a plain-HTTP registry or
-// writes them as docker-archive tarballs, so that pods run with no internet.
+// programs (nginx, pause and webhook beside this file) and from CoreDNS's binary, and
+// pushes them to a plain-HTTP registry or writes them as docker-archive tarballs, so
+// that pods run with no internet.
 package images
 
 import (
@@ -25,6 +26,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/haagent/haagent/addons"
 )
 
 // Names of the images in the lab's registry. containerd reaches that registry as a
@@ -33,8 +36,12 @@ import (
 // and is fetched as library/nginx:latest; the sandbox image registry.k8s.io/pause:3.10 is
 // fetched as pause:3.10.
 const (
-	Nginx = "library/nginx:latest"
-	Pause = "pause:3.10"
+	Nginx   = "library/nginx:latest"
+	Pause   = "pause:3.10"
+	Webhook = "library/webhook:e2e"
+	// CoreDNS is the cluster DNS add-on's image (addons.CoreDNSImage), made from the
+	// binary scripts/build-kube.sh builds.
+	CoreDNS = "coredns/coredns:" + addons.CoreDNSVersion
 )
 
 // The names that pods and containerd's config use for the same images, and that
@@ -46,9 +53,11 @@ const (
 
 // Where each program lives inside its image, and nginx's port.
 const (
-	NginxPath = "/nginx"
-	PausePath = "/pause"
-	NginxPort = "80/tcp"
+	NginxPath   = "/nginx"
+	PausePath   = "/pause"
+	WebhookPath = "/webhook"
+	CoreDNSPath = "/coredns"
+	NginxPort   = "80/tcp"
 )
 
 // The platform of the images: the lab's hosts. Build cross-compiles for it, so that the
@@ -60,11 +69,12 @@ const (
 
 // Set holds the paths of the built programs.
 type Set struct {
-	NginxBin string
-	PauseBin string
+	NginxBin   string
+	PauseBin   string
+	WebhookBin string
 }
 
-// Build compiles the nginx and pause programs, statically (CGO_ENABLED=0), into dir. It
+// Build compiles the nginx, pause and webhook programs, statically (CGO_ENABLED=0), into dir. It
 // needs the go tool and this package's source tree, so it serves tests and the lab, not
 // an installed haagent.
 func Build(ctx context.Context, dir string) (Set, error) {
@@ -85,13 +95,13 @@ func Build(ctx context.Context, dir string) (Set, error) {
 	// -buildid and -trimpath keep the binaries, and so the images' digests, the same
 	// from one build to the next with the same toolchain.
 	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false",
-		"-ldflags=-s -w -buildid=", "-o", dir+string(filepath.Separator), "./nginx", "./pause")
+		"-ldflags=-s -w -buildid=", "-o", dir+string(filepath.Separator), "./nginx", "./pause", "./webhook")
 	cmd.Dir = src
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS="+OS, "GOARCH="+Arch)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return Set{}, fmt.Errorf("build images in %s: %w\n%s", src, err, out)
 	}
-	return Set{NginxBin: filepath.Join(dir, "nginx"), PauseBin: filepath.Join(dir, "pause")}, nil
+	return Set{NginxBin: filepath.Join(dir, "nginx"), PauseBin: filepath.Join(dir, "pause"), WebhookBin: filepath.Join(dir, "webhook")}, nil
 }
 
 // Nginx returns the nginx image made from the built binary.
@@ -102,6 +112,16 @@ func (s Set) Nginx() (v1.Image, error) {
 // Pause returns the pause image made from the built binary.
 func (s Set) Pause() (v1.Image, error) {
 	return FromBinary(s.PauseBin, []string{PausePath})
+}
+
+// Webhook returns the admission webhook image made from the built binary.
+func (s Set) Webhook() (v1.Image, error) {
+	return FromBinary(s.WebhookBin, []string{WebhookPath}, "8443/tcp")
+}
+
+// CoreDNSFrom returns the CoreDNS image made from the binary at bin.
+func CoreDNSFrom(bin string) (v1.Image, error) {
+	return FromBinary(bin, []string{CoreDNSPath}, "53/udp", "53/tcp", "9153/tcp")
 }
 
 // FromBinary makes a single-layer linux/amd64 image holding the file at bin as

@@ -24,6 +24,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/haagent/haagent/addons"
 	"github.com/haagent/haagent/pki"
 	"github.com/haagent/haagent/test/await"
 	"github.com/haagent/haagent/test/hosts"
@@ -101,8 +102,9 @@ var components = map[string][]string{
 type Config struct {
 	// Deb is the haagent .deb to install on every host.
 	Deb string
-	// KubeBin and FlannelBin are the dirs of the real binaries (scripts/build-kube.sh).
-	KubeBin, FlannelBin string
+	// KubeBin and FlannelBin are the dirs of the real binaries (scripts/build-kube.sh),
+	// CoreDNSBin the CoreDNS binary its image is made from.
+	KubeBin, FlannelBin, CoreDNSBin string
 	// WorkDir is scratch space for the images.
 	WorkDir string
 	Logf    func(string, ...any)
@@ -114,6 +116,7 @@ func DefaultConfig() Config {
 	return Config{
 		KubeBin:    envOr("HAAGENT_KUBE_BIN", "/var/cache/haagent/kube/v1.37.2/bin"),
 		FlannelBin: envOr("HAAGENT_FLANNEL_BIN", "/var/cache/haagent/kube/flannel-v0.28.10/bin"),
+		CoreDNSBin: envOr("HAAGENT_COREDNS_BIN", "/var/cache/haagent/kube/coredns-"+addons.CoreDNSVersion+"/bin/coredns"),
 		Logf:       func(string, ...any) {},
 	}
 }
@@ -140,6 +143,9 @@ func (c Config) Check() error {
 	var errs []error
 	if _, err := os.Stat(c.Deb); err != nil {
 		errs = append(errs, fmt.Errorf("haagent .deb: %w (make package builds it)", err))
+	}
+	if _, err := os.Stat(c.CoreDNSBin); err != nil {
+		errs = append(errs, fmt.Errorf("coredns missing at %s: run scripts/build-kube.sh (make kube)", c.CoreDNSBin))
 	}
 	seen := map[string]bool{}
 	for _, bins := range components {
@@ -343,7 +349,7 @@ func (l *Lab) Install(ctx context.Context, cfg Config) error {
 		return err
 	}
 	cfg.Logf("lab: haagent and the kube binaries installed on %d hosts in %s", len(Specs), time.Since(start).Round(100*time.Millisecond))
-	if err := l.fillRegistry(ctx, set); err != nil {
+	if err := l.fillRegistry(ctx, set, cfg.CoreDNSBin); err != nil {
 		return err
 	}
 	// Masters first, all at once (they wait for each other), then the lb and the minions.
@@ -386,6 +392,12 @@ func (l *Lab) installHost(ctx context.Context, cfg Config, s Spec) error {
 	if err := h.WriteFile("/etc/sysconfig/haagent", []byte(l.env(s)), 0o600); err != nil {
 		return err
 	}
+	// The rootfs holds the machine's resolv.conf. CoreDNS forwards what is not the
+	// cluster's to the nameserver there: lb1, inside the lab, which serves no DNS, so
+	// that no query leaves the lab.
+	if err := h.WriteFile("/etc/resolv.conf", []byte("nameserver "+LB.String()+"\n"), 0o644); err != nil {
+		return err
+	}
 	// Every host shares one rootfs with containerd and the registry; only minions run
 	// the one and lb1 the other.
 	var off []string
@@ -414,8 +426,9 @@ func (l *Lab) installHost(ctx context.Context, cfg Config, s Spec) error {
 	return nil
 }
 
-// fillRegistry pushes nginx and pause into lb1's registry, from lb1's own netns.
-func (l *Lab) fillRegistry(ctx context.Context, set images.Set) error {
+// fillRegistry pushes nginx, pause, the webhook and CoreDNS into lb1's registry, from
+// lb1's own netns.
+func (l *Lab) fillRegistry(ctx context.Context, set images.Set, corednsBin string) error {
 	lb := l.Host("lb1")
 	reg := fmt.Sprintf("%s:%d", LB, RegistryPort)
 	dial := lb.DialContext
@@ -436,7 +449,15 @@ func (l *Lab) fillRegistry(ctx context.Context, set images.Set) error {
 	if err != nil {
 		return err
 	}
-	for ref, img := range map[string]v1.Image{images.Nginx: nginx, images.Pause: pause} {
+	webhook, err := set.Webhook()
+	if err != nil {
+		return err
+	}
+	coredns, err := images.CoreDNSFrom(corednsBin)
+	if err != nil {
+		return err
+	}
+	for ref, img := range map[string]v1.Image{images.Nginx: nginx, images.Pause: pause, images.Webhook: webhook, images.CoreDNS: coredns} {
 		if err := images.Push(ctx, img, reg+"/"+ref, images.WithDialContext(dial)); err != nil {
 			return err
 		}

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -35,7 +36,21 @@ func main() {
 	// A stream for tests of kubectl logs -f and a streaming kubectl exec: numbered
 	// lines, so that a reader can tell a gap from a slow writer.
 	tick := flag.Duration("tick", 0, "print a numbered line this often until killed, instead of serving")
+	// The image has no nslookup either: -lookup tests the pod's cluster DNS with Go's
+	// own resolver, which reads the pod's /etc/resolv.conf (search list and ndots).
+	lookup := flag.String("lookup", "", "resolve this name, print its addresses and exit (non-zero when it does not resolve)")
 	flag.Parse()
+	if *lookup != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		addrs, err := net.DefaultResolver.LookupHost(ctx, *lookup)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "nginx -lookup:", err)
+			os.Exit(1)
+		}
+		fmt.Println(strings.Join(addrs, " "))
+		return
+	}
 	if *tick > 0 {
 		for i := 1; ; i++ {
 			fmt.Printf("tick %d\n", i)
