@@ -72,7 +72,7 @@ func TestDNSServiceIP(t *testing.T) {
 // kubeadm's Corefile and the operator's coredns-custom imports.
 func TestRenderCoreDNS(t *testing.T) {
 	data, err := RenderCoreDNS(DNSOptions{ServiceIP: netip.MustParseAddr("10.254.0.10"), Domain: "example.local",
-		Image: CoreDNSImage, RootCAHash: "abc"})
+		Image: CoreDNSImage, RootCAHash: "abc", APIServer: netip.MustParseAddrPort("10.0.0.100:6443")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +92,8 @@ func TestRenderCoreDNS(t *testing.T) {
 	s := string(data)
 	for _, want := range []string{"lameduck 5s", "kubernetes example.local in-addr.arpa ip6.arpa", "forward . /etc/resolv.conf",
 		"cache 30", "loop", "reload", "loadbalance", "import /etc/coredns/custom/*.override", "import /etc/coredns/custom/*.server",
-		"clusterIP: 10.254.0.10", "replicas: 2", "image: " + CoreDNSImage, "endpointslices", RootCAAnnotation + `: "abc"`} {
+		"clusterIP: 10.254.0.10", "replicas: 2", "image: " + CoreDNSImage, "endpointslices", RootCAAnnotation + `: "abc"`,
+		`{name: KUBERNETES_SERVICE_HOST, value: "10.0.0.100"}`, `{name: KUBERNETES_SERVICE_PORT, value: "6443"}`} {
 		if !strings.Contains(s, want) {
 			t.Errorf("the manifest has no %q", want)
 		}

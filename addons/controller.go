@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 )
@@ -63,35 +64,25 @@ func NewController(cfg ControllerConfig) *Controller {
 // Run records this master's --disable, then campaigns and applies while it leads,
 // until ctx ends. Failures are logged and retried, never fatal.
 func (c *Controller) Run(ctx context.Context) error {
-	if err := c.recordDisabled(ctx); err != nil {
-		return nil // ctx ended
-	}
-	for ctx.Err() == nil {
-		if err := c.lead(ctx); err != nil && ctx.Err() == nil {
-			c.lg.Warn("[addons] applier stopped; campaigning again", "err", err, "in", retryEvery)
-			sleep(ctx, retryEvery)
-		}
-	}
-	return nil
-}
-
-// recordDisabled writes this master's --disable list, retrying until etcd takes it.
-func (c *Controller) recordDisabled(ctx context.Context) error {
 	names := slices.Sorted(slices.Values(c.cfg.Disable))
 	data, _ := json.Marshal(names)
-	for {
+	_, _ = backoff.Retry(ctx, func() (struct{}, error) {
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
 		_, err := c.cfg.Client.Put(wctx, DisabledPrefix+c.cfg.Master, string(data))
-		cancel()
-		if err == nil {
-			return nil
+		if err != nil && ctx.Err() == nil {
+			c.lg.Warn("[addons] record this master's --disable", "err", err, "retry in", retryEvery)
 		}
-		if ctx.Err() != nil {
-			return ctx.Err()
+		return struct{}{}, err
+	}, backoff.WithBackOff(backoff.NewConstantBackOff(retryEvery)), backoff.WithMaxElapsedTime(0))
+	_, _ = backoff.Retry(ctx, func() (struct{}, error) {
+		err := c.lead(ctx)
+		if err != nil && ctx.Err() == nil {
+			c.lg.Warn("[addons] applier stopped; campaigning again", "err", err, "in", retryEvery)
 		}
-		c.lg.Warn("[addons] record this master's --disable", "err", err, "retry in", retryEvery)
-		sleep(ctx, retryEvery)
-	}
+		return struct{}{}, err
+	}, backoff.WithBackOff(backoff.NewConstantBackOff(retryEvery)), backoff.WithMaxElapsedTime(0))
+	return nil
 }
 
 // lead campaigns, then applies on every change under Prefix and every Resync until
@@ -139,7 +130,11 @@ func (c *Controller) lead(ctx context.Context) error {
 				c.lg.Warn("[addons] pass failed; trying again every "+retryEvery.String(), "err", err)
 				lastErr = err.Error()
 			}
-			sleep(lctx, retryEvery)
+			select {
+			case <-lctx.Done():
+				return lctx.Err()
+			case <-time.After(retryEvery):
+			}
 			continue
 		}
 		if lastErr != "" {
@@ -376,15 +371,6 @@ func union(a, b []Ref) []Ref {
 		}
 	}
 	return out
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
 }
 
 // States reads every add-on's State, sorted by name.

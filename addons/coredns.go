@@ -11,7 +11,7 @@ import (
 const CoreDNS = "coredns"
 
 // Builtins are the built-in add-ons, by name.
-var Builtins = []string{CoreDNS}
+var Builtins = []string{CoreDNS, NetworkPolicy}
 
 // CoreDNSVersion is the CoreDNS that Kubernetes 1.37 ships, and CoreDNSImage the image
 // its Deployment runs: the airgap images and the lab's registry hold it, built from
@@ -39,6 +39,12 @@ type DNSOptions struct {
 	Image string
 	// RootCAHash goes into the pods' annotations (Facts.RootCAHash).
 	RootCAHash string
+	// APIServer is the lb's apiserver address (IP:port) that CoreDNS watches the API
+	// through, instead of the kubernetes Service: the lb closes its connections to a
+	// master that dies, so CoreDNS's watch moves at once, where a connection through
+	// kube-proxy to a dead master hangs until client-go's health check gives up (about
+	// 45 s), and new Services don't resolve meanwhile. Empty keeps the Service.
+	APIServer netip.AddrPort
 }
 
 // DNSServiceIP is the tenth address of the service range, where kubeadm puts kube-dns.
@@ -183,6 +189,11 @@ spec:
         image: {{.Image}}
         imagePullPolicy: IfNotPresent
         args: [-conf, /etc/coredns/Corefile]
+{{- if .APIServer.IsValid}}
+        env:
+        - {name: KUBERNETES_SERVICE_HOST, value: "{{.APIServer.Addr}}"}
+        - {name: KUBERNETES_SERVICE_PORT, value: "{{.APIServer.Port}}"}
+{{- end}}
         resources:
           limits:
             memory: 170Mi

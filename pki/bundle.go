@@ -82,7 +82,15 @@ const (
 	SchedulerKubeconfig         = "etc/kubernetes/scheduler.kubeconfig"
 	KubeletKubeconfig           = "etc/kubernetes/kubelet.kubeconfig"
 	ProxyKubeconfig             = "etc/kubernetes/proxy.kubeconfig"
+	// NetworkPolicyKubeconfig is a minion's NetworkPolicy controller's, as
+	// NetworkPolicyUser.
+	NetworkPolicyKubeconfig = "etc/kubernetes/network-policy.kubeconfig"
 )
+
+// NetworkPolicyUser is the minions' NetworkPolicy controllers' identity: the
+// network-policy add-on lets it list and watch pods, namespaces and NetworkPolicies,
+// and nothing else.
+const NetworkPolicyUser = "system:haagent:network-policy"
 
 // LBCommonName is the identity that every lb shared before lb names were bound: its
 // etcd user keeps no role, and it renews nothing at the join service.
@@ -179,6 +187,7 @@ func Issue(sh *Shared, n Node, now time.Time) ([]files.File, error) {
 		b.kubeconfig(KubeletKubeconfig, n.APIServer, LeafSpec{CommonName: "system:node:" + n.Name,
 			Organization: []string{"system:nodes"}, Client: true})
 		b.kubeconfig(ProxyKubeconfig, n.APIServer, LeafSpec{CommonName: "system:kube-proxy", Client: true})
+		b.kubeconfig(NetworkPolicyKubeconfig, n.APIServer, LeafSpec{CommonName: NetworkPolicyUser, Client: true})
 	case "lb":
 		b.leaf(EtcdClientCert, EtcdClientKey, LeafSpec{CommonName: LBNamePrefix + n.Name, Client: true})
 	default:

@@ -44,7 +44,7 @@ func (r *resetCmd) run(ctx context.Context, w io.Writer, _ []string) error {
 	slices.Sort(rendered)
 	doomed := append([]string{}, rendered...)
 	for _, p := range []string{pki.Dir, pki.AdminKubeconfig, pki.ControllerManagerKubeconfig, pki.SchedulerKubeconfig,
-		pki.KubeletKubeconfig, pki.ProxyKubeconfig, master.TokenFile, master.AgentTokenFile, master.LBTokenFile, files.StateFile, masterlist.File} {
+		pki.KubeletKubeconfig, pki.ProxyKubeconfig, pki.NetworkPolicyKubeconfig, master.TokenFile, master.AgentTokenFile, master.LBTokenFile, files.StateFile, masterlist.File} {
 		doomed = append(doomed, p)
 	}
 	if !r.yes {

@@ -2,6 +2,7 @@ package master
 
 import (
 	"context"
+	"net/netip"
 	"path/filepath"
 
 	"golang.org/x/sync/errgroup"
@@ -26,17 +27,23 @@ func (m *Master) runAddons(ctx context.Context, g *errgroup.Group) {
 	g.Go(func() error { return c.Run(ctx) })
 }
 
-// builtinAddons renders the built-in add-ons, CoreDNS at the service range's tenth
-// address, where the minions' --cluster-dns points.
+// builtinAddons renders the built-in add-ons: the RBAC of the minions' NetworkPolicy
+// controllers, and CoreDNS at the service range's tenth
+// address, where the minions' --cluster-dns points, watching the API through the lb
+// when --lb is an IP.
 func (c *Config) builtinAddons(f addons.Facts) (map[string][]byte, error) {
 	ip, err := addons.DNSServiceIP(c.ServiceClusterIPRange)
 	if err != nil {
 		return nil, err
 	}
+	var api netip.AddrPort
+	if lb, err := netip.ParseAddr(c.LB); err == nil {
+		api = netip.AddrPortFrom(lb, 6443)
+	}
 	dns, err := addons.RenderCoreDNS(addons.DNSOptions{ServiceIP: ip, Domain: c.ClusterDomain, Image: addons.CoreDNSImage,
-		RootCAHash: f.RootCAHash})
+		RootCAHash: f.RootCAHash, APIServer: api})
 	if err != nil {
 		return nil, err
 	}
-	return map[string][]byte{addons.CoreDNS: dns}, nil
+	return map[string][]byte{addons.CoreDNS: dns, addons.NetworkPolicy: addons.RenderNetworkPolicy(pki.NetworkPolicyUser)}, nil
 }

@@ -292,7 +292,7 @@ func viaLocalLB(get func(context.Context) ([]files.File, error)) func(context.Co
 			return nil, err
 		}
 		for i, f := range fs {
-			if f.Path != pki.KubeletKubeconfig && f.Path != pki.ProxyKubeconfig {
+			if !slices.Contains(apiKubeconfigs, f.Path) {
 				continue
 			}
 			if fs[i].Data, err = pki.WithServer(f.Data, localAPIServer); err != nil {
@@ -303,6 +303,9 @@ func viaLocalLB(get func(context.Context) ([]files.File, error)) func(context.Co
 	}
 }
 
+// apiKubeconfigs are the minion's kubeconfigs, which reach the apiserver through its lb.
+var apiKubeconfigs = []string{pki.KubeletKubeconfig, pki.ProxyKubeconfig, pki.NetworkPolicyKubeconfig}
+
 // localAPIServer is the apiserver URL of a minion with --lb=local.
 var localAPIServer = "https://" + net.JoinHostPort(localAddress, strconv.Itoa(loadbalancer.PortAPIServer))
 
@@ -310,7 +313,7 @@ var localAPIServer = "https://" + net.JoinHostPort(localAddress, strconv.Itoa(lo
 // an lb host) to the local lb; the kubelet and kube-proxy restart on the change.
 func (m *Minion) pointKubeconfigsAtLocalLB() error {
 	var changed []string
-	for _, p := range []string{pki.KubeletKubeconfig, pki.ProxyKubeconfig} {
+	for _, p := range apiKubeconfigs {
 		b, err := os.ReadFile(filepath.Join(m.cfg.Root, p))
 		if err != nil {
 			return err

@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,6 +33,7 @@ import (
 	"github.com/haagent/haagent/hostinfo"
 	"github.com/haagent/haagent/join"
 	"github.com/haagent/haagent/masterlist"
+	"github.com/haagent/haagent/netpol"
 	"github.com/haagent/haagent/node"
 	"github.com/haagent/haagent/nodeconf"
 	"github.com/haagent/haagent/pki"
@@ -71,6 +73,8 @@ type Config struct {
 	SandboxImage string
 	// ImagesDir holds airgap image tarballs imported at start, relative to Root.
 	ImagesDir string
+	// NetworkPolicy makes the minion enforce NetworkPolicy for its pods.
+	NetworkPolicy bool
 	// ClusterDNS is the kubelet's DNS server for pods, CoreDNS's Service IP, and
 	// ClusterDomain the cluster's domain; both as the masters have them.
 	ClusterDNS    string
@@ -118,7 +122,7 @@ func NewConfig() *Config {
 		ContainerRuntime: DefaultContainerRuntime, FlannelPrefix: flannel.DefaultPrefix,
 		EtcdClientPort: 2379, CgroupDriver: CgroupDriverAuto, MastersRefresh: masterlist.DefaultInterval,
 		SandboxImage: nodeconf.DefaultSandboxImage, ImagesDir: "/" + airgap.DefaultDir,
-		ClusterDNS: DefaultClusterDNS, ClusterDomain: nodeconf.DefaultClusterDomain}
+		ClusterDNS: DefaultClusterDNS, ClusterDomain: nodeconf.DefaultClusterDomain, NetworkPolicy: true}
 }
 
 // AddFlags binds the minion's flags.
@@ -136,6 +140,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.FailCgroupV1, "fail-cgroup-v1", c.FailCgroupV1, "make the kubelet refuse to run on a cgroup v1 host (upstream's default); haagent otherwise lets it run there")
 	fs.StringSliceVar(&c.RegistryMirrors, "registry-mirror", c.RegistryMirrors, "REGISTRY=URL: pull REGISTRY's images from URL first, e.g. docker.io=http://10.0.0.11:5000 (repeatable, or comma-separated)")
 	fs.StringVar(&c.SandboxImage, "sandbox-image", c.SandboxImage, "the pause image the runtime pins for pod sandboxes")
+	fs.BoolVar(&c.NetworkPolicy, "network-policy", c.NetworkPolicy, "enforce NetworkPolicy for this node's pods, in an nftables table of its own (false removes it)")
 	fs.StringVar(&c.ClusterDNS, "cluster-dns", c.ClusterDNS, "the pods' DNS server: CoreDNS's Service IP, the tenth address of the masters' --service-cluster-ip-range")
 	fs.StringVar(&c.ClusterDomain, "cluster-domain", c.ClusterDomain, "the cluster's DNS domain, as the masters' --cluster-domain")
 	fs.StringVar(&c.ImagesDir, "images-dir", c.ImagesDir, "image tarballs (*.tar, *.tar.gz) here are imported into containerd at start, for sites with no registry")
@@ -248,6 +253,10 @@ type Minion struct {
 	reg  prometheus.Gatherer
 	// local is the node-local lb (--lb=local); nil otherwise.
 	local *localLB
+	// netpol is the NetworkPolicy controller once made, netpolErr (a string) why the
+	// last one failed.
+	netpol    atomic.Pointer[netpol.Controller]
+	netpolErr atomic.Value
 
 	mu     sync.Mutex // guards the fields below
 	images *airgap.Result
@@ -283,6 +292,8 @@ type Status struct {
 	// CertWarnings are the certificates among Certs that expire within 120 days.
 	CertWarnings []node.CertWarning `json:"certWarnings,omitempty"`
 	Node         *reconcile.Status  `json:"node,omitempty"`
+	// NetworkPolicy is the NetworkPolicy controller's state; nil with --network-policy=false.
+	NetworkPolicy *netpol.Status `json:"networkPolicy,omitempty"`
 }
 
 // Run blocks until ctx ends (returning nil after a clean stop) or a part fails; the
@@ -356,6 +367,9 @@ func (m *Minion) start(ctx context.Context, g *errgroup.Group) error {
 			return m.importImages(ctx)
 		})
 	}
+	// [netpol] Enforce the NetworkPolicies of this node's pods, in nftables; or, with
+	// --network-policy=false, remove what an earlier start left.
+	m.networkPolicy(ctx, g)
 	m.lg.Info("[ready] minion ready", "lb", m.cfg.LB, "masters", m.masters(), "cgroup-mode", m.cfg.Host.CgroupMode, "cgroup-driver", m.cfg.cgroupDriver(),
 		"containerd", m.cfg.Host.ContainerdVersion, "status", m.node.StatusAddr())
 	return nil
@@ -445,12 +459,13 @@ func (m *Minion) status(ctx context.Context) (any, error) {
 	m.mu.Lock()
 	st.Images = m.images
 	m.mu.Unlock()
+	st.NetworkPolicy = m.networkPolicyStatus()
 	return st, nil
 }
 
 // joinFiles are the files a joined minion holds; one missing (a minion joined by an
 // older haagent has no serving certificate) means joining again.
-var joinFiles = []string{pki.KubeletKubeconfig, pki.ProxyKubeconfig, pki.KubeletServingCert, pki.FlannelEtcdCert}
+var joinFiles = []string{pki.KubeletKubeconfig, pki.ProxyKubeconfig, pki.KubeletServingCert, pki.FlannelEtcdCert, pki.NetworkPolicyKubeconfig}
 
 // credentials is how a minion gets its certificates: from the join service behind the lb.
 func (m *Minion) credentials() (node.Credentials, error) {

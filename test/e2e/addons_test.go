@@ -299,3 +299,84 @@ func (w walk) afterMaster1(t *testing.T, pods []string) {
 		t.Errorf("the add-on put after master1 halted was not applied by master2 or master3:\n%s", out)
 	}
 }
+
+// networkPolicy: a default-deny policy in a namespace blocks a pod on one minion from a
+// pod on the other, over the vxlan overlay, and an allow rule for the client opens it
+// again, on the allowed port only.
+func (w walk) networkPolicy(t *testing.T, serverNode, clientNode string) {
+	kubectl := func(args ...string) (string, error) { return w.l.Kubectl(w.ctx, args...) }
+	pod := func(name, node, app string) string {
+		return `apiVersion: v1
+kind: Pod
+metadata: {name: ` + name + `, namespace: np, labels: {app: ` + app + `}}
+spec:
+  nodeSelector: {kubernetes.io/hostname: ` + node + `}
+  containers:
+  - {name: nginx, image: nginx, imagePullPolicy: IfNotPresent, ports: [{name: http, containerPort: 80}]}
+`
+	}
+	w.apply("np-namespace", "apiVersion: v1\nkind: Namespace\nmetadata: {name: np}\n")
+	w.apply("np-server", pod("server", serverNode, "server"))
+	w.apply("np-client", pod("client", clientNode, "client"))
+	w.apply("np-stranger", pod("stranger", clientNode, "stranger"))
+	var serverIP string
+	waitFor(t, w.ctx, "the np pods Running", 3*time.Minute, func() error {
+		out, err := kubectl("-n", "np", "get", "pods", "-o", "jsonpath={range .items[*]}{.metadata.name}={.status.phase}/{.status.podIP} {end}")
+		if err != nil || strings.Count(out, "=Running/") != 3 {
+			return fmt.Errorf("%q %v", out, err)
+		}
+		for _, f := range strings.Fields(out) {
+			if strings.HasPrefix(f, "server=Running/") {
+				serverIP = strings.TrimPrefix(f, "server=Running/")
+			}
+		}
+		return nil
+	})
+	fetch := func(from string) error {
+		out, err := kubectl("-n", "np", "exec", from, "--", "/nginx", "-get", "http://"+serverIP+"/healthz")
+		if err != nil || strings.TrimSpace(out) != "ok" {
+			return fmt.Errorf("%q %v", out, err)
+		}
+		return nil
+	}
+	blocked := func(from string) func() error {
+		return func() error {
+			if err := fetch(from); err == nil {
+				return fmt.Errorf("%s still reaches the server", from)
+			}
+			return nil
+		}
+	}
+	waitFor(t, w.ctx, "client to reach the server across minions before any policy", time.Minute, func() error { return fetch("client") })
+
+	w.apply("np-deny", `apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: default-deny, namespace: np}
+spec:
+  podSelector: {}
+  policyTypes: [Ingress]
+`)
+	start := time.Now()
+	waitFor(t, w.ctx, "default-deny to block client from the server", time.Minute, blocked("client"))
+	t.Logf("default-deny blocked the client %s after it was created", time.Since(start).Round(100*time.Millisecond))
+	out, err := w.l.Host(serverNode).Exec(w.ctx, "nft", "list", "table", "inet", "haagent-netpol")
+	if err != nil || !strings.Contains(out, "ip daddr "+serverIP+" jump ingress-") {
+		t.Errorf("%s's nftables table does not isolate the server %s: %v\n%s", serverNode, serverIP, err, out)
+	}
+
+	w.apply("np-allow", `apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: allow-client, namespace: np}
+spec:
+  podSelector: {matchLabels: {app: server}}
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: client}}}]
+    ports: [{port: http}]
+`)
+	start = time.Now()
+	waitFor(t, w.ctx, "the allow rule to let client reach the server again", time.Minute, func() error { return fetch("client") })
+	t.Logf("the allow rule let the client through %s after it was created", time.Since(start).Round(100*time.Millisecond))
+	if err := blocked("stranger")(); err != nil {
+		t.Errorf("a pod the allow rule does not name: %v", err)
+	}
+}

@@ -427,6 +427,10 @@ spec:
 		w.admissionWebhook(t)
 	})
 
+	t.Run("NetworkPolicy: default-deny blocks pod-to-pod traffic across minions, an allow rule opens it for one client", func(t *testing.T) {
+		w.networkPolicy(t, "minion1", "minion2")
+	})
+
 	t.Run("kubectl logs, exec and port-forward through the VIP", func(t *testing.T) {
 		out, err := kubectl("logs", "nginx-pod")
 		must(t, err)
