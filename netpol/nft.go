@@ -27,22 +27,27 @@ func Fill(tx *knftables.Transaction, pods []PodRules) {
 		Hook: knftables.PtrTo(knftables.ForwardHook), Priority: knftables.PtrTo(knftables.FilterPriority + "-5"),
 		Policy: knftables.PtrTo(knftables.AcceptPolicy)})
 	tx.Add(&knftables.Rule{Chain: forwardChain, Rule: "ct state established,related accept"})
+	// Egress first: a packet leaves its sender's policy before it meets its receiver's.
 	for _, p := range pods {
 		if p.EgressIsolated {
-			chain := "egress-" + dashed(p.IP)
-			tx.Add(&knftables.Chain{Name: chain, Comment: knftables.PtrTo("egress of " + p.Namespace + "/" + p.Name)})
-			tx.Add(&knftables.Rule{Chain: forwardChain, Rule: knftables.Concat("ip saddr", p.IP, "jump", chain)})
-			addRules(tx, chain, "daddr", p.Egress)
+			isolate(tx, "egress", "saddr", "daddr", p, p.Egress)
 		}
 	}
 	for _, p := range pods {
 		if p.IngressIsolated {
-			chain := "ingress-" + dashed(p.IP)
-			tx.Add(&knftables.Chain{Name: chain, Comment: knftables.PtrTo("ingress of " + p.Namespace + "/" + p.Name)})
-			tx.Add(&knftables.Rule{Chain: forwardChain, Rule: knftables.Concat("ip daddr", p.IP, "jump", chain)})
-			addRules(tx, chain, "saddr", p.Ingress)
+			isolate(tx, "ingress", "daddr", "saddr", p, p.Ingress)
 		}
 	}
+}
+
+// isolate sends the pod's traffic in one direction (the pod's IP in the packet's own
+// field) through a chain of its own, which lets through what rules match on the peer's
+// field.
+func isolate(tx *knftables.Transaction, dir, own, peer string, p PodRules, rules []Rule) {
+	chain := dir + "-" + dashed(p.IP)
+	tx.Add(&knftables.Chain{Name: chain, Comment: knftables.PtrTo(dir + " of " + p.Namespace + "/" + p.Name)})
+	tx.Add(&knftables.Rule{Chain: forwardChain, Rule: knftables.Concat("ip", own, p.IP, "jump", chain)})
+	addRules(tx, chain, peer, rules)
 }
 
 // addRules lets each rule's peers (the packet's addr field: saddr for ingress, daddr

@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
+	"k8s.io/klog/v2"
 
 	"github.com/haagent/haagent/files"
 	"github.com/haagent/haagent/release"
@@ -214,6 +215,9 @@ func (a *agent) run(ctx context.Context, _ io.Writer, _ []string) error {
 		return err
 	}
 	lg = lg.With("role", a.name, "name", a.role.name())
+	// client-go (the add-ons' applier, the NetworkPolicy controller) logs through klog,
+	// which is global: its lines go into haagent's log, in its format, not to stderr raw.
+	klog.SetSlogLogger(lg.With("component", "client-go"))
 	lg.Info("haagent starting", "version", release.Version)
 	if given := onCommandLine(a.fs, "token", "agent-token"); len(given) > 0 {
 		lg.Warn("a token on the command line is visible to every user of this host (ps, /proc); use --token-file and --agent-token-file, or HAAGENT_TOKEN in /etc/sysconfig/haagent (mode 0600)",

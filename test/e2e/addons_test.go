@@ -54,6 +54,19 @@ func (w walk) clusterDNS(t *testing.T, pods []string, service, serviceIP string)
 	if err != nil || strings.TrimSpace(out) != "10.254.0.10" {
 		t.Errorf("kube-dns's ClusterIP: %q %v, want 10.254.0.10 (the kubelets' clusterDNS)", out, err)
 	}
+	// The operator's own DNS settings, which haagent never writes: checked after
+	// master1 halts (afterMaster1), once the kubelets have synced the volume.
+	w.apply("coredns-custom", `apiVersion: v1
+kind: ConfigMap
+metadata: {name: `+addons.CoreDNSCustom+`, namespace: kube-system}
+data:
+  lab.server: |
+    haagent.test:53 {
+        hosts {
+            10.9.9.9 custom.haagent.test
+        }
+    }
+`)
 	for _, pod := range pods {
 		w.resolves(t, pod, "kubernetes.default", kubeServiceIP, time.Minute)
 		w.resolves(t, pod, service, serviceIP, time.Minute)
@@ -272,8 +285,9 @@ func (w walk) webhookDenies(t *testing.T, allowed, denied string) {
 }
 
 // afterMaster1: with master1 halted, CoreDNS still follows the API (a new Service
-// resolves from pods on both minions), the apiservers left still reach the webhook,
-// and a master left applies an add-on put on master3.
+// resolves from pods on both minions) and serves the operator's coredns-custom, the
+// apiservers left still reach the webhook, and a master left applies an add-on put on
+// master3.
 func (w walk) afterMaster1(t *testing.T, pods []string) {
 	kubectl := func(args ...string) (string, error) { return w.l.Kubectl(w.ctx, args...) }
 	waitFor(t, w.ctx, "kubectl expose through the VIP", time.Minute, func() error {
@@ -288,6 +302,9 @@ func (w walk) afterMaster1(t *testing.T, pods []string) {
 	for _, pod := range pods {
 		w.resolves(t, pod, "late", strings.TrimSpace(out), time.Minute)
 	}
+	// The coredns-custom server put before the CA rotation and master1's halt, through
+	// which haagent applied CoreDNS again and rolled its pods.
+	w.resolves(t, pods[0], "custom.haagent.test", "10.9.9.9", 2*time.Minute)
 	w.webhookDenies(t, "wh-allowed-2", "wh-denied-2")
 	m3 := w.l.Host("master3")
 	must(t, m3.WriteFile("/var/tmp/after.yaml", []byte("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: after-master1}\n"), 0o644))
