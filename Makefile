@@ -7,7 +7,7 @@ LDFLAGS := -s -w -X github.com/haagent/haagent/release.Version=$(VERSION) -X git
 BIN := bin/haagent
 export CGO_ENABLED := 0
 
-.PHONY: build man test e2e demo lab bench chaos deps kube clean
+.PHONY: build man test e2e demo lab bench chaos deps kube airgap clean
 
 build:
 	go build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/haagent
@@ -43,6 +43,15 @@ test: deps build kube
 	HAAGENT_REQUIRE_ROOT_TESTS=1 HAAGENT_BIN=$(CURDIR)/$(BIN) CGO_ENABLED=1 go test -race -p 1 -count=1 -timeout 60m ./...
 	go test -run='^$$' -fuzz=FuzzParsePeers -fuzztime=5s ./etcdmember/
 	go test -run='^$$' -fuzz=FuzzJoinRequest -fuzztime=5s ./join/
+
+# airgap writes dist/haagent-airgap-images-$(VERSION).tar, the CoreDNS image as a
+# docker-archive: for sites with no registry, drop it into each minion's
+# /var/lib/haagent/images/ (haagent imports it into containerd at start).
+COREDNS_BIN ?= /var/cache/haagent/kube/coredns-v1.14.6/bin/coredns
+airgap:
+	./scripts/build-kube.sh coredns >/dev/null
+	mkdir -p dist
+	go run ./test/images/airgapimages -coredns $(COREDNS_BIN) -o dist/haagent-airgap-images-$(VERSION).tar
 
 e2e: deps build kube
 	HAAGENT_REQUIRE_ROOT_TESTS=1 HAAGENT_BIN=$(CURDIR)/$(BIN) go test -count=1 -timeout 30m -v ./test/e2e/

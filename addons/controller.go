@@ -22,7 +22,7 @@ import (
 const (
 	// DefaultResync is how often the applier applies everything again even when
 	// nothing changed in etcd: an object deleted or edited by hand comes back.
-	DefaultResync = time.Minute
+	DefaultResync = 30 * time.Second
 	// sessionTTL bounds how long a dead applier holds the election, in seconds.
 	sessionTTL = 10
 	// retryEvery is the pause after a pass the apiserver did not answer.
@@ -31,8 +31,9 @@ const (
 
 // ControllerConfig is what the controller needs.
 type ControllerConfig struct {
-	// Client is the master's etcd client.
-	Client *clientv3.Client
+	// Client returns the master's etcd client as it is now: a master that restarts its
+	// member (a CA rotation does) has a new one.
+	Client func() *clientv3.Client
 	// Master is this master's name, its candidate name in the election.
 	Master string
 	// Disable are the built-in add-ons this master's --disable names.
@@ -69,7 +70,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	_, _ = backoff.Retry(ctx, func() (struct{}, error) {
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		_, err := c.cfg.Client.Put(wctx, DisabledPrefix+c.cfg.Master, string(data))
+		_, err := c.cfg.Client().Put(wctx, DisabledPrefix+c.cfg.Master, string(data))
 		if err != nil && ctx.Err() == nil {
 			c.lg.Warn("[addons] record this master's --disable", "err", err, "retry in", retryEvery)
 		}
@@ -88,7 +89,8 @@ func (c *Controller) Run(ctx context.Context) error {
 // lead campaigns, then applies on every change under Prefix and every Resync until
 // the session ends (etcd lost this master's lease) or ctx does.
 func (c *Controller) lead(ctx context.Context) error {
-	s, err := concurrency.NewSession(c.cfg.Client, concurrency.WithTTL(sessionTTL), concurrency.WithContext(ctx))
+	cli := c.cfg.Client()
+	s, err := concurrency.NewSession(cli, concurrency.WithTTL(sessionTTL), concurrency.WithContext(ctx))
 	if err != nil {
 		return fmt.Errorf("etcd session: %w", err)
 	}
@@ -116,12 +118,12 @@ func (c *Controller) lead(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("apiserver client: %w", err)
 	}
-	wch := c.cfg.Client.Watch(clientv3.WithRequireLeader(lctx), Prefix, clientv3.WithPrefix())
+	wch := cli.Watch(clientv3.WithRequireLeader(lctx), Prefix, clientv3.WithPrefix())
 	tick := time.NewTicker(c.cfg.Resync)
 	defer tick.Stop()
 	lastErr := ""
 	for {
-		if err := c.Sync(lctx, app); err != nil {
+		if err := c.Sync(lctx, cli, app); err != nil {
 			if lctx.Err() != nil {
 				return lctx.Err()
 			}
@@ -196,9 +198,9 @@ type desired struct {
 // those that should not, and record each one's State. It returns an error only when
 // the pass could not be made (etcd or the apiserver did not answer); an add-on that
 // fails is recorded as Failed, and the others are still applied.
-func (c *Controller) Sync(ctx context.Context, app *Applier) error {
+func (c *Controller) Sync(ctx context.Context, cli *clientv3.Client, app *Applier) error {
 	gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	resp, err := c.cfg.Client.Get(gctx, Prefix, clientv3.WithPrefix())
+	resp, err := cli.Get(gctx, Prefix, clientv3.WithPrefix())
 	cancel()
 	if err != nil {
 		return fmt.Errorf("read %s: %w", Prefix, err)
@@ -244,7 +246,7 @@ func (c *Controller) Sync(ctx context.Context, app *Applier) error {
 	for name, by := range disabledBy {
 		if _, ok := builtins[name]; ok || slices.Contains(Builtins, name) {
 			if _, seen := old[name]; !seen {
-				if err := c.record(ctx, State{}, disabledState(name, by, c.cfg.Master)); err != nil {
+				if err := c.record(ctx, cli, State{}, disabledState(name, by, c.cfg.Master)); err != nil {
 					return err
 				}
 			}
@@ -256,7 +258,7 @@ func (c *Controller) Sync(ctx context.Context, app *Applier) error {
 		if err != nil {
 			return err
 		}
-		if err := c.record(ctx, old[name], st); err != nil {
+		if err := c.record(ctx, cli, old[name], st); err != nil {
 			return err
 		}
 	}
@@ -268,20 +270,20 @@ func (c *Controller) Sync(ctx context.Context, app *Applier) error {
 		if err := app.Delete(ctx, st.Objects); err != nil {
 			c.lg.Error("[addons] delete the objects of a removed add-on", "addon", name, "err", err)
 			st.Error = err.Error()
-			if err := c.record(ctx, old[name], st); err != nil {
+			if err := c.record(ctx, cli, old[name], st); err != nil {
 				return err
 			}
 			continue
 		}
 		if by, ok := disabledBy[name]; ok {
-			if err := c.record(ctx, st, disabledState(name, by, c.cfg.Master)); err != nil {
+			if err := c.record(ctx, cli, st, disabledState(name, by, c.cfg.Master)); err != nil {
 				return err
 			}
 			continue
 		}
 		c.lg.Info("[addons] removed", "addon", name, "deleted", len(st.Objects))
 		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		_, err := c.cfg.Client.Delete(dctx, StatusPrefix+name)
+		_, err := cli.Delete(dctx, StatusPrefix+name)
 		cancel()
 		if err != nil {
 			return fmt.Errorf("forget add-on %s: %w", name, err)
@@ -345,7 +347,7 @@ func (c *Controller) apply(ctx context.Context, app *Applier, name string, d des
 
 // record writes st when it differs from old, stamped now if its phase, hash or error
 // changed.
-func (c *Controller) record(ctx context.Context, old, st State) error {
+func (c *Controller) record(ctx context.Context, cli *clientv3.Client, old, st State) error {
 	st.At = old.At
 	if old.Phase != st.Phase || old.Hash != st.Hash || old.Error != st.Error || st.At.IsZero() {
 		st.At = time.Now().UTC().Truncate(time.Second)
@@ -357,7 +359,7 @@ func (c *Controller) record(ctx context.Context, old, st State) error {
 	}
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if _, err := c.cfg.Client.Put(wctx, StatusPrefix+st.Name, string(b)); err != nil {
+	if _, err := cli.Put(wctx, StatusPrefix+st.Name, string(b)); err != nil {
 		return fmt.Errorf("record add-on %s: %w", st.Name, err)
 	}
 	return nil

@@ -113,7 +113,10 @@ func Units(c Config) []Unit {
 		return []Unit{
 			{"flanneld.service", []string{Flanneld, pki.CACert, pki.FlannelEtcdCert}},
 			{"kube-apiserver.service", []string{KubeConfig, APIServer, pki.CACert, pki.APIServerCert, pki.SAKey, EncryptionConfig, AuditPolicy, AuthenticationConfig}},
-			{"kube-controller-manager.service", []string{KubeConfig, ControllerManager, pki.ControllerManagerKubeconfig, pki.CASignerCert, pki.KubeletSignerCert}},
+			// ca.crt is its --root-ca-file, which it copies into every namespace's
+			// kube-root-ca.crt for pods: after a CA rotation's trust phase, pods must get
+			// both CAs before the apiservers serve with the new one.
+			{"kube-controller-manager.service", []string{KubeConfig, ControllerManager, pki.ControllerManagerKubeconfig, pki.CASignerCert, pki.KubeletSignerCert, pki.CACert}},
 			{"kube-scheduler.service", []string{KubeConfig, Scheduler, pki.SchedulerKubeconfig}},
 		}
 	case "minion":

@@ -23,7 +23,7 @@ type addonsCmd struct {
 
 const addonsLong = `The add-ons are manifests kept in etcd, so every master has the same ones: one master
 at a time applies them with server-side apply (field manager "haagent"), labels every
-object addons.haagent.io/name=NAME, applies them again every minute, and deletes the
+object addons.haagent.io/name=NAME, applies them again every 30 s, and deletes the
 objects a manifest no longer holds. The built-in ones (coredns) are rendered by haagent;
 a manifest put under a built-in's name replaces it, and a master's --disable=coredns
 removes it. 'haagent status' and 'haagent addons list' show each one's state.`

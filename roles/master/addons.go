@@ -15,7 +15,7 @@ import (
 // master holds their election, as the admin, through the admin kubeconfig's server.
 func (m *Master) runAddons(ctx context.Context, g *errgroup.Group) {
 	c := addons.NewController(addons.ControllerConfig{
-		Client:   m.member.Client(),
+		Client:   m.member.Client,
 		Master:   m.cfg.Name,
 		Disable:  m.cfg.Disable,
 		Builtins: m.cfg.builtinAddons,
