@@ -133,12 +133,14 @@ func (a *Applier) Delete(ctx context.Context, refs []Ref) error {
 // rootCAGVR is the ConfigMaps' resource.
 var rootCAGVR = schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}
 
-// RootCAHash is the sha256 of the CA bundle that pods in kube-system trust
-// (the kube-root-ca.crt ConfigMap the controller-manager keeps), "" while there is none.
+// RootCAHash is the sha256 of the CA bundle that pods in kube-system trust (the
+// kube-root-ca.crt ConfigMap the controller-manager keeps). Until the controller-manager
+// has made it, a new cluster's first seconds, it is an error: pods could not start
+// anyway, and built-ins applied without it would roll once it comes.
 func (a *Applier) RootCAHash(ctx context.Context) (string, error) {
 	u, err := a.dyn.Resource(rootCAGVR).Namespace(metav1.NamespaceSystem).Get(ctx, "kube-root-ca.crt", metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		return "", nil
+		return "", errors.New("waiting for the controller-manager to make kube-system/kube-root-ca.crt")
 	}
 	if err != nil {
 		return "", fmt.Errorf("read kube-system/kube-root-ca.crt: %w", err)

@@ -74,8 +74,8 @@ const (
 	// approved CSR, too, yields nothing the cluster CA's clients accept as a server.
 	KubeletSignerCert = Dir + "/kubelet-serving-signer.crt"
 	KubeletSignerKey  = Dir + "/kubelet-serving-signer.key"
-	KubeProxyCert   = Dir + "/kube-proxy.crt"
-	KubeProxyKey    = Dir + "/kube-proxy.key"
+	KubeProxyCert     = Dir + "/kube-proxy.crt"
+	KubeProxyKey      = Dir + "/kube-proxy.key"
 
 	AdminKubeconfig             = "etc/kubernetes/admin.kubeconfig"
 	ControllerManagerKubeconfig = "etc/kubernetes/controller-manager.kubeconfig"

@@ -32,19 +32,24 @@ func (w walk) resolves(t *testing.T, pod, name, want string, timeout time.Durati
 // both minions, and pods on both minions resolve names through it.
 func (w walk) clusterDNS(t *testing.T, pods []string, service, serviceIP string) {
 	kubectl := func(args ...string) (string, error) { return w.l.Kubectl(w.ctx, args...) }
-	waitFor(t, w.ctx, "CoreDNS's 2 replicas ready", 4*time.Minute, func() error {
-		out, err := kubectl("-n", "kube-system", "get", "deployment", "coredns", "-o", "jsonpath={.status.readyReplicas}")
-		if err != nil || strings.TrimSpace(out) != "2" {
-			return fmt.Errorf("ready replicas %q %v", out, err)
+	var out string
+	waitFor(t, w.ctx, "CoreDNS's 2 replicas ready, its rollout done and its old pods gone", 4*time.Minute, func() error {
+		var err error
+		out, err = kubectl("-n", "kube-system", "get", "deployment", "coredns", "-o",
+			"jsonpath={.status.readyReplicas}/{.status.updatedReplicas}/{.status.replicas}")
+		if err != nil || strings.TrimSpace(out) != "2/2/2" {
+			return fmt.Errorf("ready/updated/all replicas %q %v", out, err)
+		}
+		out, err = kubectl("-n", "kube-system", "get", "pods", "-l", "k8s-app=kube-dns", "-o", "jsonpath={.items[*].spec.nodeName}")
+		if err != nil || len(strings.Fields(out)) != 2 {
+			return fmt.Errorf("pods on %q %v", out, err)
 		}
 		return nil
 	})
-	out, err := kubectl("-n", "kube-system", "get", "pods", "-l", "k8s-app=kube-dns", "-o", "jsonpath={.items[*].spec.nodeName}")
-	must(t, err)
-	if nodes := strings.Fields(out); len(nodes) != 2 || nodes[0] == nodes[1] {
+	if nodes := strings.Fields(out); nodes[0] == nodes[1] {
 		t.Errorf("CoreDNS's pods are on %q, want one on each minion", out)
 	}
-	out, err = kubectl("-n", "kube-system", "get", "deployment", "coredns", "-o",
+	out, err := kubectl("-n", "kube-system", "get", "deployment", "coredns", "-o",
 		"jsonpath={.metadata.managedFields[*].manager} {.metadata.labels."+strings.ReplaceAll(addons.NameLabel, ".", `\.`)+"}")
 	must(t, err)
 	if !strings.Contains(out, addons.FieldManager) || !strings.HasSuffix(strings.TrimSpace(out), addons.CoreDNS) {
