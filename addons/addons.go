@@ -7,6 +7,8 @@ package addons
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -169,6 +171,13 @@ func applyOrder(u *unstructured.Unstructured) int {
 		return 1
 	}
 	return 2
+}
+
+// Hash is a manifest's sha256, the one its State is about: 'addons put' waits for the
+// State with the hash of what it stored.
+func Hash(manifest []byte) string {
+	sum := sha256.Sum256(manifest)
+	return hex.EncodeToString(sum[:])
 }
 
 // RefOf names u.

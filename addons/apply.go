@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -179,5 +178,5 @@ func isAnswer(err error) bool {
 		return false
 	}
 	code := st.Status().Code
-	return code >= 400 && code < 500 && code != 429 && !strings.Contains(st.Status().Message, "the server is currently unable")
+	return code >= 400 && code < 500 && code != 429
 }

@@ -2,8 +2,6 @@ package addons
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -300,8 +298,7 @@ func disabledState(name string, by []string, master string) State {
 // apply applies one add-on and returns its new State. Only a complete, successful
 // apply deletes what the manifest no longer holds.
 func (c *Controller) apply(ctx context.Context, app *Applier, name string, d desired, old State) (State, error) {
-	sum := sha256.Sum256(d.data)
-	st := State{Name: name, Source: d.source, Hash: hex.EncodeToString(sum[:]), By: c.cfg.Master, Objects: old.Objects}
+	st := State{Name: name, Source: d.source, Hash: Hash(d.data), By: c.cfg.Master, Objects: old.Objects}
 	if old.Phase == PhaseDisabled {
 		st.Objects = nil
 	}

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
@@ -86,8 +84,7 @@ func (a *addonsCmd) put(ctx context.Context, w io.Writer, args []string) error {
 	if a.timeout == 0 {
 		return nil
 	}
-	sum := sha256.Sum256(data)
-	st, err := addons.WaitHash(ctx, cli, name, hex.EncodeToString(sum[:]), a.timeout)
+	st, err := addons.WaitHash(ctx, cli, name, addons.Hash(data), a.timeout)
 	if err != nil {
 		return fmt.Errorf("addons put %s: %w", name, err)
 	}
