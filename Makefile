@@ -3,11 +3,11 @@
 SHELL := /bin/bash
 VERSION := $(shell cat VERSION)
 COMMIT := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
-LDFLAGS := -s -w -X github.com/haagent/haagent/release.Version=$(VERSION) -X github.com/haagent/haagent/release.Commit=$(COMMIT)
+LDFLAGS := -s -w -X github.com/haagent/haagent/base/release.Version=$(VERSION) -X github.com/haagent/haagent/base/release.Commit=$(COMMIT)
 BIN := bin/haagent
 export CGO_ENABLED := 0
 
-.PHONY: build man test e2e demo lab bench chaos deps kube airgap clean
+.PHONY: build man reference test e2e demo lab conformance bench chaos deps kube airgap clean
 
 build:
 	go build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/haagent
@@ -23,12 +23,19 @@ man: build
 	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(BIN) gen-man $(MAN_DIR)
 	gzip -9n $(MAN_DIR)/haagent*.1
 
+# reference writes docs/reference.md, every flag and command, from the binary; a test in
+# cmd/haagent fails when it is stale.
+reference: build
+	$(BIN) gen-reference docs/reference.md
+
 # deps installs the Debian packages the tests and benchmarks use (apt-get, as root).
 deps:
 	./scripts/deps.sh
 
 # kube builds the real Kubernetes 1.37.2 and flannel 0.28.10 binaries the e2e test runs,
-# cached outside the repo (about 17 minutes the first time on 2 cores, then instant).
+# CoreDNS, containerd 2.4, and Kubernetes' conformance suite (e2e.test, ginkgo and its
+# test images' programs), cached outside the repo (about 25 minutes the first time on 2
+# cores, then instant).
 kube:
 	./scripts/build-kube.sh
 
@@ -41,8 +48,8 @@ kube:
 # (test/rootonly): a run that is not root fails instead of passing untested.
 test: deps build kube
 	HAAGENT_REQUIRE_ROOT_TESTS=1 HAAGENT_BIN=$(CURDIR)/$(BIN) CGO_ENABLED=1 go test -race -p 1 -count=1 -timeout 60m ./...
-	go test -run='^$$' -fuzz=FuzzParsePeers -fuzztime=5s ./etcdmember/
-	go test -run='^$$' -fuzz=FuzzJoinRequest -fuzztime=5s ./join/
+	go test -run='^$$' -fuzz=FuzzParsePeers -fuzztime=5s ./embed/etcdmember/
+	go test -run='^$$' -fuzz=FuzzJoinRequest -fuzztime=5s ./trust/join/
 
 # airgap writes dist/haagent-airgap-images-$(VERSION).tar, the CoreDNS image as a
 # docker-archive: for sites with no registry, drop it into each minion's
@@ -54,7 +61,7 @@ airgap:
 	go run ./test/images/airgapimages -coredns $(COREDNS_BIN) -o dist/haagent-airgap-images-$(VERSION).tar
 
 e2e: deps build kube
-	HAAGENT_REQUIRE_ROOT_TESTS=1 HAAGENT_BIN=$(CURDIR)/$(BIN) go test -count=1 -timeout 30m -v ./test/e2e/
+	HAAGENT_REQUIRE_ROOT_TESTS=1 HAAGENT_BIN=$(CURDIR)/$(BIN) go test -count=1 -timeout 45m -v ./test/e2e/
 
 demo: build
 	HAAGENT_BIN=$(CURDIR)/$(BIN) go run ./test/demo
@@ -63,6 +70,16 @@ demo: build
 # minions are Ready; `go run ./test/lab help` says what else it does. Root, Linux.
 lab: deps kube
 	go run ./test/lab up
+
+# conformance runs every [Conformance] spec of Kubernetes' own suite (e2e.test v1.37.2)
+# on the lab, offline, through the VIP: it brings the lab up if it is not, builds the
+# suite's images and pushes them into lb1's registry, prints a summary and keeps the
+# JUnit report in dist/conformance. CONFORMANCE_ARGS passes flags, e.g.
+# CONFORMANCE_ARGS='-halt master1 -halt-after 10m'; go run ./test/lab conformance -h
+# lists them.
+conformance: deps kube
+	go run ./test/lab up
+	go run ./test/lab conformance $(CONFORMANCE_ARGS)
 
 bench: deps build kube
 	HAAGENT_BIN=$(CURDIR)/$(BIN) go run ./test/bench

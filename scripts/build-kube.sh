@@ -5,15 +5,18 @@
 #
 #   scripts/build-kube.sh            # build everything that is missing
 #   scripts/build-kube.sh kubectl    # build only the named binaries (flanneld included)
+#   scripts/build-kube.sh conformance # only e2e.test, ginkgo and the test images' programs
 #
 # Layout (CACHE=${HAAGENT_KUBE_CACHE:-/var/cache/haagent/kube}):
 #   $CACHE/v1.37.2/bin/{kube-apiserver,kube-controller-manager,kube-scheduler,kubectl,kubelet,kube-proxy}
 #   $CACHE/v1.37.2/src/                 scratch module (go.mod/go.sum) for the kube build
 #   $CACHE/flannel-v0.28.10/bin/flanneld
 #   $CACHE/flannel-v0.28.10/src/        scratch module with the generated main.go
-#   $CACHE/containerd-v2.4.2/bin/{containerd,ctr}
+#   $CACHE/containerd-v2.4.2/bin/{containerd,ctr,containerd-shim-runc-v2}
 #   $CACHE/coredns-v1.14.6/bin/coredns   the cluster DNS add-on's binary (its image is made from it)
 #   $CACHE/coredns-v1.14.6/src/          scratch module for the CoreDNS build
+#   $CACHE/v1.37.2/conformance/{e2e.test,ginkgo,agnhost,nnp,sample-apiserver}  Kubernetes'
+#                                       conformance suite, its runner and its test images' programs
 #   $CACHE/build-times.log              one line per binary built
 #
 # Why a scratch module: k8s.io/kubernetes' go.mod replaces every staging module with a
@@ -50,7 +53,7 @@ command -v go >/dev/null || { [[ -x /usr/local/go/bin/go ]] && PATH=/usr/local/g
 command -v go >/dev/null || die "go not found"
 
 # Which binaries to consider.
-want_kube=() want_flannel=0 want_containerd=0 want_coredns=0
+want_kube=() want_flannel=0 want_containerd=0 want_coredns=0 want_conformance=0
 if (($#)); then
 	for b in "$@"; do
 		case " ${KUBE_BINS[*]} " in
@@ -60,7 +63,8 @@ if (($#)); then
 			flanneld) want_flannel=1 ;;
 			containerd) want_containerd=1 ;;
 			coredns) want_coredns=1 ;;
-			*) die "unknown binary '$b' (known: ${KUBE_BINS[*]} flanneld containerd coredns)" ;;
+			conformance) want_conformance=1 ;;
+			*) die "unknown binary '$b' (known: ${KUBE_BINS[*]} flanneld containerd coredns conformance)" ;;
 			esac
 			;;
 		esac
@@ -70,6 +74,7 @@ else
 	want_flannel=1
 	want_containerd=1
 	want_coredns=1
+	want_conformance=1
 fi
 
 mkdir -p "$KUBE_DIR/bin" "$KUBE_DIR/src" "$FLANNEL_DIR/bin" "$FLANNEL_DIR/src" "$CONTAINERD_DIR/bin" \
@@ -89,8 +94,10 @@ version_ok() {
 	[[ -x $bin ]] || return 1
 	case ${name%.tmp} in
 	ctr) out=$(timeout 20 "$bin" --version 2>&1) || return 1 ;;
+	containerd-shim-runc-v2) out=$(timeout 20 "$bin" -v 2>&1) || return 1 ;;
 	coredns) out=$(timeout 20 "$bin" -version 2>&1) || return 1 ;;
 	kubectl) out=$(timeout 20 "$bin" version --client 2>&1) || return 1 ;;
+	ginkgo) out=$(timeout 20 "$bin" version 2>&1) || return 1 ;;
 	*) out=$(timeout 20 "$bin" --version 2>&1) || return 1 ;;
 	esac
 	[[ $out == *"$want"* ]]
@@ -167,6 +174,75 @@ build_kube() {
 	record_time "$b" $((SECONDS - t0)) "$KUBE_VERSION"
 }
 
+# ---------------------------------------------------------------- conformance
+# e2e.test and the test images' programs come from the kubernetes module itself, so they build in the same
+# scratch module (and GOCACHE) as the kube binaries; e2e.test also needs sample-apiserver,
+# which is a staging module the commands never import. ginkgo is built at the version
+# kubernetes' go.mod pins, outside the scratch module so that its CLI's own dependencies
+# never move a kube binary's. A stamp file beside each binary names the kube version it
+# was built from: e2e.test has no --version.
+CONFORMANCE_DIR=$KUBE_DIR/conformance
+# The test images' programs that live in the kubernetes module (or its staging modules),
+# by the name they get in $CONFORMANCE_DIR.
+declare -A CONFORMANCE_PROGRAMS=(
+	[agnhost]=k8s.io/kubernetes/test/images/agnhost
+	[nnp]=k8s.io/kubernetes/test/images/nonewprivs
+	[sample-apiserver]=k8s.io/sample-apiserver
+)
+stamp_ok() { [[ -x $1 && -f $1.version && $(<"$1.version") == "$2" ]]; }
+
+build_conformance() {
+	local src=$KUBE_DIR/src dir=$CONFORMANCE_DIR t0 ginkgo_version
+	mkdir -p "$dir"
+	local need_get=0 b
+	for b in e2e.test "${!CONFORMANCE_PROGRAMS[@]}"; do stamp_ok "$dir/$b" "$KUBE_VERSION" || need_get=1; done
+	if ((need_get)); then
+		setup_kube_module
+		(cd "$src" && go get "k8s.io/kubernetes/test/e2e@$KUBE_VERSION" "k8s.io/kubernetes/test/images/agnhost@$KUBE_VERSION" \
+			"k8s.io/sample-apiserver@$STAGING_VERSION") >&2 || die "go get of the e2e suite and agnhost failed (see above)"
+	fi
+	if stamp_ok "$dir/e2e.test" "$KUBE_VERSION"; then
+		log "e2e.test $KUBE_VERSION already built"
+	else
+		log "building e2e.test $KUBE_VERSION (CGO_ENABLED=0; about 30 min cold on 2 cores) ..."
+		t0=$SECONDS
+		(cd "$src" && GOFLAGS=-mod=mod CGO_ENABLED=0 go test -c -p 2 -trimpath -ldflags "$(kube_ldflags)" \
+			-o "$dir/e2e.test.tmp" k8s.io/kubernetes/test/e2e) >&2 || { rm -f "$dir/e2e.test.tmp"; die "go test -c of e2e.test failed (see above)"; }
+		mv -f "$dir/e2e.test.tmp" "$dir/e2e.test"
+		echo "$KUBE_VERSION" >"$dir/e2e.test.version"
+		record_time e2e.test $((SECONDS - t0)) "$KUBE_VERSION"
+	fi
+	local pkg
+	for b in "${!CONFORMANCE_PROGRAMS[@]}"; do
+		pkg=${CONFORMANCE_PROGRAMS[$b]}
+		if stamp_ok "$dir/$b" "$KUBE_VERSION"; then
+			log "$b from $KUBE_VERSION already built"
+			continue
+		fi
+		log "building $b ($pkg) from $KUBE_VERSION (CGO_ENABLED=0) ..."
+		t0=$SECONDS
+		(cd "$src" && GOFLAGS=-mod=mod CGO_ENABLED=0 go build -p 2 -trimpath -ldflags "$(kube_ldflags)" \
+			-o "$dir/$b.tmp" "$pkg") >&2 || { rm -f "$dir/$b.tmp"; die "go build of $b failed (see above)"; }
+		mv -f "$dir/$b.tmp" "$dir/$b"
+		echo "$KUBE_VERSION" >"$dir/$b.version"
+		record_time "$b" $((SECONDS - t0)) "$KUBE_VERSION"
+	done
+	ginkgo_version=$(cd "$src" && go list -m -f '{{.Version}}' github.com/onsi/ginkgo/v2) ||
+		die "cannot find the ginkgo version kubernetes $KUBE_VERSION pins"
+	if version_ok "$dir/ginkgo" "${ginkgo_version#v}"; then
+		log "ginkgo $ginkgo_version already built"
+	else
+		log "building ginkgo $ginkgo_version ..."
+		t0=$SECONDS
+		(cd "$dir" && GOBIN="$dir/bin.tmp" CGO_ENABLED=0 go install -trimpath "github.com/onsi/ginkgo/v2/ginkgo@$ginkgo_version") >&2 ||
+			die "go install of ginkgo $ginkgo_version failed (see above)"
+		version_ok "$dir/bin.tmp/ginkgo" "${ginkgo_version#v}" || die "ginkgo built but does not report $ginkgo_version"
+		mv -f "$dir/bin.tmp/ginkgo" "$dir/ginkgo"
+		rmdir "$dir/bin.tmp" 2>/dev/null || true
+		record_time ginkgo $((SECONDS - t0)) "$ginkgo_version"
+	fi
+}
+
 # ---------------------------------------------------------------- flannel
 build_flannel() {
 	local src=$FLANNEL_DIR/src out=$FLANNEL_DIR/bin/flanneld info dir t0
@@ -214,7 +290,9 @@ build_flannel() {
 # ---------------------------------------------------------------- containerd 2.x
 build_containerd() {
 	local b t0 want=${CONTAINERD_VERSION#v}
-	for b in containerd ctr; do
+	# The runc shim too: containerd 2.x can't start Debian's 1.6 shim ("type with url ...
+	# not found"), so a host that swaps in containerd 2.x needs both.
+	for b in containerd ctr containerd-shim-runc-v2; do
 		if version_ok "$CONTAINERD_DIR/bin/$b" "$want"; then
 			log "$b $CONTAINERD_VERSION already built"
 			continue
@@ -267,5 +345,6 @@ T0=$SECONDS
 ((want_containerd)) && build_containerd
 ((want_coredns)) && build_coredns
 for b in "${want_kube[@]}"; do build_kube "$b"; done
+((want_conformance)) && build_conformance
 log "done in $((SECONDS - T0))s; kube bins in $KUBE_DIR/bin, flanneld in $FLANNEL_DIR/bin"
 echo "$KUBE_DIR/bin"

@@ -13,6 +13,8 @@ pkgs=(
 	debootstrap systemd-container util-linux zstd tar
 	# packages: rpm inspection and install into scratch roots, rpmlint, a dnf repo
 	rpm rpm2cpio rpmlint createrepo-c dnf cpio gnupg
+	# upstream busybox for the conformance images, built from its release tarball
+	gcc make bzip2 libc6-dev
 	# a static /bin/sh for the scratch roots that rpm and dnf install into
 	busybox-static
 	# cloud-init schema checks of packaging/cloud-init/*.yaml

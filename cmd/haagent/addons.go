@@ -9,7 +9,7 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/haagent/haagent/addons"
+	"github.com/haagent/haagent/cluster/addons"
 )
 
 // addonsCmd is `haagent addons list|put|delete`: the add-ons in etcd, through the

@@ -12,8 +12,9 @@ import (
 	"github.com/spf13/pflag"
 	"k8s.io/klog/v2"
 
-	"github.com/haagent/haagent/files"
-	"github.com/haagent/haagent/release"
+	"github.com/haagent/haagent/base/files"
+	"github.com/haagent/haagent/base/release"
+	"github.com/haagent/haagent/cluster/roll"
 	lbrole "github.com/haagent/haagent/roles/lb"
 	"github.com/haagent/haagent/roles/master"
 	"github.com/haagent/haagent/roles/minion"
@@ -88,6 +89,10 @@ func roles(name string) (role, bool) {
 			prepare:  prepare(cfg, cfg.Preflight),
 			name:     func() string { return cfg.Name },
 			run: func(ctx context.Context, lg *slog.Logger) error {
+				if prev, ok := roll.Back(cfg.RollDir()); ok {
+					// This build failed its roll's gate here; systemd started it again.
+					return &roll.Exec{Path: prev, Reason: "this build failed its roll's gate on this master: back to the binary before it"}
+				}
 				m, err := master.New(cfg, lg, prometheus.DefaultGatherer)
 				if err != nil {
 					return err

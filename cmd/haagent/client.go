@@ -23,15 +23,15 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
-	"github.com/haagent/haagent/etcdmember"
-	"github.com/haagent/haagent/node"
-	"github.com/haagent/haagent/pki"
-	"github.com/haagent/haagent/reconcile"
-	"github.com/haagent/haagent/release"
+	"github.com/haagent/haagent/base/release"
+	"github.com/haagent/haagent/base/statusapi"
+	"github.com/haagent/haagent/embed/etcdmember"
 	lbrole "github.com/haagent/haagent/roles/lb"
 	"github.com/haagent/haagent/roles/master"
 	"github.com/haagent/haagent/roles/minion"
-	"github.com/haagent/haagent/statusapi"
+	"github.com/haagent/haagent/roles/node"
+	"github.com/haagent/haagent/systemd/reconcile"
+	"github.com/haagent/haagent/trust/pki"
 )
 
 func runVersion(ctx context.Context, w io.Writer, _ []string) error {

@@ -12,8 +12,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
-	"github.com/haagent/haagent/pki"
-	"github.com/haagent/haagent/pki/pkitest"
+	"github.com/haagent/haagent/trust/pki"
+	"github.com/haagent/haagent/trust/pki/pkitest"
 )
 
 // TestEtcdClientChecksTheMemberDialled: the etcd client config of the commands, made

@@ -44,6 +44,7 @@ func commands(a *agent, root **cobra.Command) []command {
 		secrets      secretsCmd
 		clusterReset clusterResetCmd
 		addon        addonsCmd
+		upgrades     upgradeCmd
 	)
 	return []command{
 		{use: "version", help: "print the version", run: runVersion},
@@ -87,6 +88,10 @@ func commands(a *agent, root **cobra.Command) []command {
 			{use: "put NAME FILE", help: "store FILE (- for stdin) as add-on NAME; a master applies it cluster-wide", flags: addon.putFlags, run: addon.put},
 			{use: "delete NAME", help: "delete add-on NAME; a master deletes its objects", run: addon.remove},
 		}},
+		{use: "upgrade", help: "plan a move of the cluster onto the installed Kubernetes and haagent binaries", persistent: upgrades.etcd.add, sub: []command{
+			{use: "plan", help: "show each node's versions and the steps of the roll, or the skew rule it breaks (exit 2)",
+				long: upgradePlanLong, flags: upgrades.planFlags, run: upgrades.plan},
+		}},
 		{use: "cluster-reset", help: "after a lost quorum, make this master the only member of its cluster, from its data or a snapshot",
 			long: clusterResetLong, flags: clusterReset.flags, run: clusterReset.run},
 		{use: "reset", help: "return this host to its freshly installed state (for golden images)", flags: reset.flags, run: reset.run},
@@ -101,6 +106,8 @@ func commands(a *agent, root **cobra.Command) []command {
 				return (*root).GenFishCompletion(w, true)
 			}},
 		}},
+		{use: "gen-reference FILE", help: "write the reference of every flag and command into FILE (make reference runs it)", hidden: true,
+			run: func(_ context.Context, _ io.Writer, args []string) error { return writeReference(args[0]) }},
 		{use: "gen-man DIR", help: "write the man pages into DIR (make man runs it)", hidden: true,
 			run: func(_ context.Context, _ io.Writer, args []string) error { return genMan(args[0]) }},
 	}

@@ -11,7 +11,8 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/haagent/haagent/etcdmember"
+	"github.com/haagent/haagent/cluster/roll"
+	"github.com/haagent/haagent/embed/etcdmember"
 )
 
 // Exit codes; systemd's RestartPreventExitStatus can name exitRemoved.
@@ -34,6 +35,13 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	err := run(ctx, osStdio(), os.Args[1:])
 	stop()
+	if ex := (*roll.Exec)(nil); errors.As(err, &ex) {
+		// The role has stopped: hand the process to the binary the roll names, with the
+		// same arguments and environment; argv[0] stays the installed path, which the
+		// next binary watches for the install after it. Exec returns only on failure.
+		fmt.Fprintf(os.Stderr, "haagent: exec %s (%s)\n", ex.Path, ex.Reason)
+		err = fmt.Errorf("exec %s: %w", ex.Path, syscall.Exec(ex.Path, os.Args, os.Environ()))
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "haagent: "+oneLinePerProblem(err))
 	}

@@ -9,7 +9,7 @@ import (
 	"github.com/spf13/cobra/doc"
 	"github.com/spf13/pflag"
 
-	"github.com/haagent/haagent/release"
+	"github.com/haagent/haagent/base/release"
 )
 
 // genMan writes a man page for every command into dir (haagent.1, haagent-member-remove.1

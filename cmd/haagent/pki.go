@@ -15,11 +15,11 @@ import (
 	"github.com/spf13/pflag"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/haagent/haagent/carotate"
-	"github.com/haagent/haagent/files"
-	"github.com/haagent/haagent/join"
-	"github.com/haagent/haagent/pki"
+	"github.com/haagent/haagent/base/files"
 	"github.com/haagent/haagent/roles/master"
+	"github.com/haagent/haagent/trust/carotate"
+	"github.com/haagent/haagent/trust/join"
+	"github.com/haagent/haagent/trust/pki"
 )
 
 // tokenCmd is `haagent token generate|show|rotate`.
@@ -62,7 +62,7 @@ func (t *tokenCmd) show(ctx context.Context, w io.Writer, _ []string) error {
 	if t.only != "" && !slices.Contains(kinds, pki.Kind(t.only)) {
 		return usageError{fmt.Errorf("--kind: %q is not server, agent or lb", t.only)}
 	}
-	server, err := readToken(t.root, master.TokenFile)
+	server, err := pki.ReadTokenFile(filepath.Join(t.root, master.TokenFile))
 	if err != nil {
 		return fmt.Errorf("token show: %w; run it on a master (or pass that master's --root)", err)
 	}
@@ -81,7 +81,7 @@ func (t *tokenCmd) show(ctx context.Context, w io.Writer, _ []string) error {
 		}
 		tok := server
 		if k != pki.KindServer {
-			tok, err = readToken(t.root, kept[k])
+			tok, err = pki.ReadTokenFile(filepath.Join(t.root, kept[k]))
 			switch {
 			case errors.Is(err, os.ErrNotExist) && t.only == "":
 				continue // a legacy cluster, or one whose masters don't make lb tokens yet
@@ -98,18 +98,6 @@ func (t *tokenCmd) show(ctx context.Context, w io.Writer, _ []string) error {
 	return nil
 }
 
-func readToken(root, rel string) (pki.Token, error) {
-	b, err := os.ReadFile(filepath.Join(root, rel))
-	if err != nil {
-		return pki.Token{}, err
-	}
-	tok, err := pki.ParseToken(string(b))
-	if err != nil {
-		return pki.Token{}, fmt.Errorf("%s: %w", rel, err)
-	}
-	return tok, nil
-}
-
 // rotate stores a new agent or lb token in the sealed shared doc, only if the doc is
 // still the one it read, so that two rotations at once can't lose the other's fields.
 // A cluster built with one token gets its lb token with its first agent token.
@@ -121,7 +109,7 @@ func (t *tokenCmd) rotate(ctx context.Context, w io.Writer, _ []string) error {
 	if t.lb {
 		kind, file = pki.KindLB, master.LBTokenFile
 	}
-	server, err := readToken(t.etcd.root, master.TokenFile)
+	server, err := pki.ReadTokenFile(filepath.Join(t.etcd.root, master.TokenFile))
 	if err != nil {
 		return fmt.Errorf("token rotate: %w; run it on a master (or pass that master's --root)", err)
 	}
@@ -232,7 +220,7 @@ func (c *certsCmd) rotateCA(ctx context.Context, w io.Writer, args []string) err
 	if len(errs) > 0 {
 		return usageError{errors.Join(errs...)}
 	}
-	server, err := readToken(c.etcd.root, master.TokenFile)
+	server, err := pki.ReadTokenFile(filepath.Join(c.etcd.root, master.TokenFile))
 	if err != nil {
 		return fmt.Errorf("certs rotate-ca: %w; run it on a master (or pass that master's --root)", err)
 	}

@@ -13,12 +13,12 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/haagent/haagent/files"
-	"github.com/haagent/haagent/masterlist"
-	"github.com/haagent/haagent/nodeconf"
-	"github.com/haagent/haagent/pki"
-	"github.com/haagent/haagent/reconcile"
+	"github.com/haagent/haagent/base/files"
+	"github.com/haagent/haagent/netsetup/masterlist"
 	"github.com/haagent/haagent/roles/master"
+	"github.com/haagent/haagent/systemd/nodeconf"
+	"github.com/haagent/haagent/systemd/reconcile"
+	"github.com/haagent/haagent/trust/pki"
 )
 
 // resetCmd is `haagent reset`: it returns a host to its freshly installed state, for

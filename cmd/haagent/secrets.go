@@ -5,15 +5,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/spf13/pflag"
 
-	"github.com/haagent/haagent/atrest"
-	"github.com/haagent/haagent/pki"
 	"github.com/haagent/haagent/roles/master"
+	"github.com/haagent/haagent/trust/atrest"
+	"github.com/haagent/haagent/trust/pki"
 )
 
 // secretsCmd is `haagent secrets rotate-key`, run on a master.
@@ -38,13 +37,9 @@ keys of the step before, so every master must be up (or removed with 'haagent me
 remove'). Run it on any master; run it again after an interruption and it carries on.`
 
 func (s *secretsCmd) rotate(ctx context.Context, w io.Writer, _ []string) error {
-	b, err := os.ReadFile(filepath.Join(s.etcd.root, master.TokenFile))
+	token, err := pki.ReadTokenFile(filepath.Join(s.etcd.root, master.TokenFile))
 	if err != nil {
 		return fmt.Errorf("the master's token (is --root right? run this on a master): %w", err)
-	}
-	token, err := pki.ParseToken(string(b))
-	if err != nil {
-		return fmt.Errorf("the master's token in %s: %w", filepath.Join(s.etcd.root, master.TokenFile), err)
 	}
 	kc := s.kubeconfig
 	if kc == "" {

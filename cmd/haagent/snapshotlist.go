@@ -12,8 +12,8 @@ import (
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/pflag"
 
+	"github.com/haagent/haagent/embed/snapshots"
 	"github.com/haagent/haagent/roles/master"
-	"github.com/haagent/haagent/snapshots"
 )
 
 // snapshotListCmd is `haagent snapshot list`: the scheduled snapshots in the master's

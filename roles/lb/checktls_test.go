@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/haagent/haagent/loadbalancer"
-	"github.com/haagent/haagent/pki"
-	"github.com/haagent/haagent/pki/pkitest"
+	"github.com/haagent/haagent/embed/loadbalancer"
+	"github.com/haagent/haagent/trust/pki"
+	"github.com/haagent/haagent/trust/pki/pkitest"
 )
 
 // TestChecksVerifyTheMasterDialled: the health checks that checkTLS sets up, made

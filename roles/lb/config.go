@@ -12,10 +12,10 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/haagent/haagent/join"
-	"github.com/haagent/haagent/loadbalancer"
-	"github.com/haagent/haagent/node"
-	"github.com/haagent/haagent/vip"
+	"github.com/haagent/haagent/embed/loadbalancer"
+	"github.com/haagent/haagent/embed/vip"
+	"github.com/haagent/haagent/roles/node"
+	"github.com/haagent/haagent/trust/join"
 )
 
 // Defaults for the lb's flags. The health-check timings are the balancer's; its

@@ -18,14 +18,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/haagent/haagent/files"
-	"github.com/haagent/haagent/join"
-	"github.com/haagent/haagent/loadbalancer"
-	"github.com/haagent/haagent/node"
-	"github.com/haagent/haagent/pki"
-	"github.com/haagent/haagent/reconcile"
-	"github.com/haagent/haagent/release"
-	"github.com/haagent/haagent/vip"
+	"github.com/haagent/haagent/base/files"
+	"github.com/haagent/haagent/base/release"
+	"github.com/haagent/haagent/embed/loadbalancer"
+	"github.com/haagent/haagent/embed/vip"
+	"github.com/haagent/haagent/roles/node"
+	"github.com/haagent/haagent/systemd/reconcile"
+	"github.com/haagent/haagent/trust/join"
+	"github.com/haagent/haagent/trust/pki"
 )
 
 // UnitManager restarts systemd units.

@@ -20,9 +20,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/haagent/haagent/loadbalancer"
-	"github.com/haagent/haagent/statusapi"
-	"github.com/haagent/haagent/vip"
+	"github.com/haagent/haagent/base/statusapi"
+	"github.com/haagent/haagent/embed/loadbalancer"
+	"github.com/haagent/haagent/embed/vip"
 )
 
 func TestPrintStatus(t *testing.T) {

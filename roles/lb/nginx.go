@@ -10,8 +10,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/haagent/haagent/files"
-	"github.com/haagent/haagent/loadbalancer"
+	"github.com/haagent/haagent/base/files"
+	"github.com/haagent/haagent/embed/loadbalancer"
 )
 
 // NginxConfPath is where --lb-impl=nginx writes its config, under --root.

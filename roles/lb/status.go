@@ -5,9 +5,9 @@ import (
 	"io"
 	"time"
 
-	"github.com/haagent/haagent/loadbalancer"
-	"github.com/haagent/haagent/node"
-	"github.com/haagent/haagent/vip"
+	"github.com/haagent/haagent/embed/loadbalancer"
+	"github.com/haagent/haagent/embed/vip"
+	"github.com/haagent/haagent/roles/node"
 )
 
 // StatusDoc is the document behind /status and `haagent status` on an lb.
@@ -38,6 +38,9 @@ func PrintStatus(w io.Writer, doc StatusDoc) {
 		}
 		fmt.Fprintf(w, "VIP %s on %s: holder %s (this host: %t) since %s, takeovers by this host %d\n",
 			v.Address, v.Interface, holder, v.Holding, since, v.Takeovers)
+		if v.RetryAt != nil {
+			fmt.Fprintf(w, "VIP election: out until %s, after a failed term (this host can't take the VIP before then)\n", v.RetryAt.UTC().Format(time.RFC3339))
+		}
 		if v.LastError != "" {
 			fmt.Fprintf(w, "VIP last error: %s\n", v.LastError)
 		}

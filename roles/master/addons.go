@@ -7,8 +7,8 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/haagent/haagent/addons"
-	"github.com/haagent/haagent/pki"
+	"github.com/haagent/haagent/cluster/addons"
+	"github.com/haagent/haagent/trust/pki"
 )
 
 // runAddons applies CoreDNS and the operator's add-ons (addons package) while this

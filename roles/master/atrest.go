@@ -7,11 +7,11 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/haagent/haagent/atrest"
-	"github.com/haagent/haagent/files"
-	"github.com/haagent/haagent/nodeconf"
-	"github.com/haagent/haagent/pki"
-	"github.com/haagent/haagent/reconcile"
+	"github.com/haagent/haagent/base/files"
+	"github.com/haagent/haagent/systemd/nodeconf"
+	"github.com/haagent/haagent/systemd/reconcile"
+	"github.com/haagent/haagent/trust/atrest"
+	"github.com/haagent/haagent/trust/pki"
 )
 
 // apiserverUnit is the unit that reads the encryption config.

@@ -7,7 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/haagent/haagent/etcdmember"
+	"github.com/haagent/haagent/embed/etcdmember"
 )
 
 // authCheckEvery is how often a master checks that etcd's authentication is on. It reads

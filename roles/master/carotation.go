@@ -13,11 +13,11 @@ import (
 
 	"github.com/cenkalti/backoff/v5"
 
-	"github.com/haagent/haagent/carotate"
-	"github.com/haagent/haagent/files"
-	"github.com/haagent/haagent/loadbalancer"
-	"github.com/haagent/haagent/node"
-	"github.com/haagent/haagent/pki"
+	"github.com/haagent/haagent/base/files"
+	"github.com/haagent/haagent/embed/loadbalancer"
+	"github.com/haagent/haagent/roles/node"
+	"github.com/haagent/haagent/trust/carotate"
+	"github.com/haagent/haagent/trust/pki"
 )
 
 // A master follows a CA rotation (package carotate) from the shared document: when
@@ -148,6 +148,16 @@ func (m *Master) awaitUnitsRestarted(ctx context.Context) error {
 	if err := m.node.SyncFiles(ctx); err != nil {
 		return fmt.Errorf("restart the kube units with the phase's files: %w", err)
 	}
+	if err := m.awaitAPIServerReady(ctx); err != nil {
+		return fmt.Errorf("waited %s for this master's apiserver to be ready after its restart with the phase's files: %w", unitsRestartTimeout, err)
+	}
+	return nil
+}
+
+// awaitAPIServerReady waits until this master's apiserver answers /readyz, with the CAs
+// this master trusts, until ctx ends. Without systemd no unit is managed, and there is
+// nothing to wait for.
+func (m *Master) awaitAPIServerReady(ctx context.Context) error {
 	if st := m.node.FilesStatus(); st == nil || !st.Systemd {
 		return nil
 	}
@@ -164,9 +174,9 @@ func (m *Master) awaitUnitsRestarted(ctx context.Context) error {
 		return struct{}{}, err
 	}, backoff.WithBackOff(&backoff.ConstantBackOff{Interval: 250 * time.Millisecond}), backoff.WithMaxElapsedTime(0))
 	if err != nil {
-		return fmt.Errorf("waited %s for this master's apiserver to be ready after its restart with the phase's files: %w", unitsRestartTimeout, err)
+		return fmt.Errorf("this master's apiserver ready: %w", err)
 	}
-	m.lg.Info("[ca] the apiserver is ready again with the phase's files")
+	m.lg.Info("this master's apiserver is ready")
 	return nil
 }
 

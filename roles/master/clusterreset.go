@@ -15,10 +15,10 @@ import (
 
 	"go.etcd.io/etcd/client/pkg/v3/types"
 
-	"github.com/haagent/haagent/etcdmember"
-	"github.com/haagent/haagent/node"
-	"github.com/haagent/haagent/pki"
-	"github.com/haagent/haagent/snapshots"
+	"github.com/haagent/haagent/embed/etcdmember"
+	"github.com/haagent/haagent/embed/snapshots"
+	"github.com/haagent/haagent/roles/node"
+	"github.com/haagent/haagent/trust/pki"
 )
 
 // Refusal is a cluster-reset refused before it changed anything: the operator's input
@@ -228,15 +228,17 @@ func (c *Config) restore(ctx context.Context, member *etcdmember.Server, o Reset
 
 // resetToken is the server token, as the master finds it: the flag, else the one it saved.
 func (c *Config) resetToken() (pki.Token, error) {
-	raw := c.Token
-	if raw == "" {
-		b, err := os.ReadFile(filepath.Join(c.Root, TokenFile))
-		if err != nil {
+	if c.Token == "" {
+		t, err := pki.ReadTokenFile(filepath.Join(c.Root, TokenFile))
+		if errors.Is(err, os.ErrNotExist) {
 			return pki.Token{}, refusef("--token: needed to open the cluster CA sealed in the snapshot; give the cluster's server token")
 		}
-		raw = string(b)
+		if err != nil {
+			return pki.Token{}, refusef("--token: the saved one: %v", err)
+		}
+		return t, nil
 	}
-	t, err := pki.ParseToken(strings.TrimSpace(raw))
+	t, err := pki.ParseToken(c.Token)
 	if err != nil {
 		return pki.Token{}, refusef("--token: %v", err)
 	}

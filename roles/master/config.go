@@ -15,13 +15,14 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
-	"github.com/haagent/haagent/addons"
-	"github.com/haagent/haagent/etcdmember"
-	"github.com/haagent/haagent/flannel"
-	"github.com/haagent/haagent/join"
-	"github.com/haagent/haagent/node"
-	"github.com/haagent/haagent/nodeconf"
-	"github.com/haagent/haagent/pki"
+	"github.com/haagent/haagent/cluster/addons"
+	"github.com/haagent/haagent/cluster/roll"
+	"github.com/haagent/haagent/embed/etcdmember"
+	"github.com/haagent/haagent/netsetup/flannel"
+	"github.com/haagent/haagent/roles/node"
+	"github.com/haagent/haagent/systemd/nodeconf"
+	"github.com/haagent/haagent/trust/join"
+	"github.com/haagent/haagent/trust/pki"
 )
 
 // Defaults for the master's flags.
@@ -42,7 +43,9 @@ type Config struct {
 	EtcdClientPort int
 	EtcdPeerPort   int
 	DataDir        string
-	ClusterToken   string
+	// RollGateTimeout bounds a new haagent binary's gate (package roll).
+	RollGateTimeout time.Duration
+	ClusterToken    string
 	// HeartbeatInterval and ElectionTimeout are etcd's raft timings.
 	HeartbeatInterval time.Duration
 	ElectionTimeout   time.Duration
@@ -106,6 +109,7 @@ func NewConfig() *Config {
 		ServiceClusterIPRange: DefaultServiceClusterIPRange,
 		ClusterDomain:         nodeconf.DefaultClusterDomain,
 		Recovery:              NewRecovery(),
+		RollGateTimeout:       roll.DefaultGateTimeout,
 	}
 }
 
@@ -117,6 +121,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.EtcdClientPort, "etcd-client-port", c.EtcdClientPort, "etcd client port")
 	fs.IntVar(&c.EtcdPeerPort, "etcd-peer-port", c.EtcdPeerPort, "etcd peer port, used for plain hosts in --peers")
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "etcd data dir; haagent never deletes it")
+	fs.DurationVar(&c.RollGateTimeout, "roll-gate-timeout", c.RollGateTimeout, "how long a newly installed haagent binary has, once it runs, to get this master serving again (etcd member caught up, apiserver ready) before the master goes back to the binary before it and the roll stops")
 	fs.StringVar(&c.ClusterToken, "cluster-token", c.ClusterToken, "etcd initial cluster token, the same on every master")
 	fs.DurationVar(&c.HeartbeatInterval, "etcd-heartbeat-interval", c.HeartbeatInterval, "etcd raft heartbeat interval")
 	fs.DurationVar(&c.ElectionTimeout, "etcd-election-timeout", c.ElectionTimeout, "etcd raft election timeout")
@@ -207,6 +212,9 @@ func (c *Config) Validate() error {
 	if ip := net.ParseIP(c.ListenAddress); ip == nil {
 		bad("listen-address", "%q is not an IP address; use 0.0.0.0 or one of this host's IPs", c.ListenAddress)
 	}
+	if c.RollGateTimeout < 10*time.Second {
+		bad("roll-gate-timeout", "%s is too short for an etcd member and an apiserver to start; use at least 10s (default %s)", c.RollGateTimeout, roll.DefaultGateTimeout)
+	}
 	checkPort := func(flag string, p int) {
 		if p < 1 || p > 65535 {
 			bad(flag, "%d is not a port in 1-65535", p)
@@ -227,7 +235,7 @@ func (c *Config) Validate() error {
 	fl := c.Flannel()
 	if err := fl.Validate(); err != nil {
 		flag := "flannel-network"
-		if strings.Contains(err.Error(), "subnet length") {
+		if ie, ok := errors.AsType[*flannel.InvalidError](err); ok && ie.Field == "SubnetLen" {
 			flag = "flannel-subnet-len"
 		}
 		bad(flag, "%v", err)
@@ -338,19 +346,20 @@ func (c *Config) EmbedConfig() (etcdmember.Config, error) {
 		return etcdmember.Config{}, err
 	}
 	return etcdmember.Config{
-		Name:              c.Name,
-		Peers:             peers,
-		ListenHost:        c.ListenAddress,
-		AdvertiseHost:     c.AdvertiseAddress,
-		ClientPort:        c.EtcdClientPort,
-		DataDir:           c.DataDir,
-		ClusterToken:      c.ClusterToken,
-		HeartbeatInterval: c.HeartbeatInterval,
-		ElectionTimeout:   c.ElectionTimeout,
-		ProbeTimeout:      etcdmember.DefaultProbeTimeout,
-		StartTimeout:      etcdmember.DefaultStartTimeout,
-		PromoteTimeout:    etcdmember.DefaultPromoteTimeout,
-		QuotaBackendBytes: c.QuotaBackendBytes,
+		Name:                c.Name,
+		Peers:               peers,
+		ListenHost:          c.ListenAddress,
+		AdvertiseHost:       c.AdvertiseAddress,
+		ClientPort:          c.EtcdClientPort,
+		DataDir:             c.DataDir,
+		ClusterToken:        c.ClusterToken,
+		HeartbeatInterval:   c.HeartbeatInterval,
+		ElectionTimeout:     c.ElectionTimeout,
+		ProbeTimeout:        etcdmember.DefaultProbeTimeout,
+		StartTimeout:        etcdmember.DefaultStartTimeout,
+		PromoteTimeout:      etcdmember.DefaultPromoteTimeout,
+		QuotaBackendBytes:   c.QuotaBackendBytes,
+		CompactionRetention: c.CompactionRetention,
 	}, nil
 }
 

@@ -19,16 +19,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/haagent/haagent/addons"
-	"github.com/haagent/haagent/etcdmember"
-	"github.com/haagent/haagent/flannel"
-	"github.com/haagent/haagent/node"
-	"github.com/haagent/haagent/nodeconf"
-	"github.com/haagent/haagent/pki"
-	"github.com/haagent/haagent/reconcile"
-	"github.com/haagent/haagent/release"
-	"github.com/haagent/haagent/snapshots"
-	"github.com/haagent/haagent/spacekeeper"
+	"github.com/haagent/haagent/base/release"
+	"github.com/haagent/haagent/cluster/addons"
+	"github.com/haagent/haagent/cluster/roll"
+	"github.com/haagent/haagent/embed/etcdmember"
+	"github.com/haagent/haagent/embed/snapshots"
+	"github.com/haagent/haagent/embed/spacekeeper"
+	"github.com/haagent/haagent/netsetup/flannel"
+	"github.com/haagent/haagent/roles/node"
+	"github.com/haagent/haagent/systemd/nodeconf"
+	"github.com/haagent/haagent/systemd/reconcile"
+	"github.com/haagent/haagent/trust/pki"
 )
 
 // seedTimeout bounds the writes to etcd after the member is ready; they need a quorum.
@@ -55,6 +56,8 @@ type Master struct {
 	shared atomic.Pointer[pki.Shared]
 	want   atomic.Pointer[pki.Shared]
 	wantCh chan struct{}
+	// roller rolls this master onto a newly installed haagent binary.
+	roller *roll.Roller
 }
 
 // New prepares a master from a validated config; it starts nothing.
@@ -69,6 +72,9 @@ func New(cfg *Config, lg *slog.Logger, gatherer prometheus.Gatherer) (*Master, e
 		return nil, err
 	}
 	if m.snaps, m.keeper, m.reg, err = m.recoveryParts(); err != nil {
+		return nil, err
+	}
+	if err := m.newRoller(); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -115,6 +121,8 @@ type Status struct {
 	CertWarnings []node.CertWarning `json:"certWarnings,omitempty"`
 	// Addons are the add-ons' states, as the master that applies them recorded them.
 	Addons []addons.State `json:"addons,omitempty"`
+	// Roll is this master's part in rolling a newly installed haagent binary.
+	Roll roll.Status `json:"roll"`
 }
 
 // FlannelStatus is flannel's network config as stored in etcd.
@@ -237,6 +245,9 @@ func (m *Master) start(ctx context.Context, g *errgroup.Group) error {
 	if !m.cfg.Insecure {
 		m.runAddons(ctx, g)
 	}
+	// [roll] Finish a roll onto a new haagent binary that the exec left under way, then
+	// roll onto the next one installed, one master at a time.
+	g.Go(func() error { return m.runRoll(ctx) })
 	m.lg.Info("[ready] master ready", "name", m.cfg.Name, "status", m.node.StatusAddr())
 	return nil
 }
@@ -287,6 +298,7 @@ func (m *Master) status(ctx context.Context) (any, error) {
 		st.Flannel.Value = string(resp.Kvs[0].Value)
 	}
 	st.Addons, _ = addons.States(gctx, m.member.Client())
+	st.Roll = m.roller.Status()
 	return st, nil
 }
 

@@ -5,7 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/haagent/haagent/join"
+	"github.com/haagent/haagent/trust/join"
 )
 
 // metrics are the master's own collectors, besides those of its recovery parts.

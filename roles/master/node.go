@@ -4,8 +4,8 @@ import (
 	"net"
 	"strconv"
 
-	"github.com/haagent/haagent/files"
-	"github.com/haagent/haagent/nodeconf"
+	"github.com/haagent/haagent/base/files"
+	"github.com/haagent/haagent/systemd/nodeconf"
 )
 
 // NodeConfig is what this master's kube and flannel files are rendered from.

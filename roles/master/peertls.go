@@ -8,9 +8,9 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/haagent/haagent/files"
-	"github.com/haagent/haagent/node"
-	"github.com/haagent/haagent/pki"
+	"github.com/haagent/haagent/base/files"
+	"github.com/haagent/haagent/roles/node"
+	"github.com/haagent/haagent/trust/pki"
 )
 
 // Only masters speak raft: the etcd peer port trusts the etcd peer CA, which signs

@@ -3,7 +3,7 @@ package master
 import (
 	"testing"
 
-	"github.com/haagent/haagent/join"
+	"github.com/haagent/haagent/trust/join"
 )
 
 // The move to the etcd peer CA while the masters roll one at a time: no master

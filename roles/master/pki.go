@@ -18,12 +18,12 @@ import (
 	"go.etcd.io/etcd/server/v3/storage/wal"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/haagent/haagent/carotate"
-	"github.com/haagent/haagent/etcdmember"
-	"github.com/haagent/haagent/files"
-	"github.com/haagent/haagent/join"
-	"github.com/haagent/haagent/node"
-	"github.com/haagent/haagent/pki"
+	"github.com/haagent/haagent/base/files"
+	"github.com/haagent/haagent/embed/etcdmember"
+	"github.com/haagent/haagent/roles/node"
+	"github.com/haagent/haagent/trust/carotate"
+	"github.com/haagent/haagent/trust/join"
+	"github.com/haagent/haagent/trust/pki"
 )
 
 // TokenFile holds the server token a master runs with, relative to --root.
@@ -93,17 +93,17 @@ func (m *Master) loadOrCreateToken() (pki.Token, error) {
 		if err != nil {
 			return pki.Token{}, err
 		}
-		return t, files.Atomic(path, []byte(t.Unpinned().String()+"\n"), 0o600)
+		return t, pki.WriteTokenFile(path, t.Unpinned())
 	}
-	if b, err := os.ReadFile(path); err == nil {
-		return pki.ParseToken(string(b))
+	if t, err := pki.ReadTokenFile(path); !errors.Is(err, os.ErrNotExist) {
+		return t, err
 	}
 	t, err := pki.GenerateToken(pki.KindServer)
 	if err != nil {
 		return pki.Token{}, err
 	}
 	m.lg.Warn("no --token given: generated a server token for this single master; 'haagent token show' prints the tokens for the nodes", "file", path)
-	return t, files.Atomic(path, []byte(t.String()+"\n"), 0o600)
+	return t, pki.WriteTokenFile(path, t)
 }
 
 // certificates loads or makes the token, then makes sure this master holds the cluster
@@ -152,7 +152,9 @@ func (m *Master) credentials(token pki.Token) (node.Credentials, error) {
 	mayCreate := first && token.CAHash == "" && !hasData
 	fetch := m.node.JoinVia(servers, token, join.Request{Role: "master", Name: m.cfg.Name, Hosts: []string{m.cfg.AdvertiseAddress}}, nil)
 	return node.Credentials{
-		Need: []string{pki.EtcdPeerCert},
+		// A master from before the front-proxy CA gets its files again, from the CA it
+		// holds, before its apiserver is told to read them.
+		Need: []string{pki.EtcdPeerCert, pki.FrontProxyClientCert},
 		Get: func(ctx context.Context) ([]files.File, error) {
 			if sh, err := pki.LoadShared(m.cfg.Root); err == nil {
 				n := m.cfg.Node()
@@ -515,7 +517,7 @@ func keepToken(path string, tok *pki.Token) error {
 		}
 		return nil
 	}
-	return files.Atomic(path, []byte(tok.String()+"\n"), 0o600)
+	return pki.WriteTokenFile(path, *tok)
 }
 
 // agentToken is join.ServerConfig.AgentToken.

@@ -3,6 +3,7 @@ package master
 import (
 	"errors"
 	"fmt"
+	"github.com/haagent/haagent/embed/etcdmember"
 	"os"
 	"path/filepath"
 	"time"
@@ -11,8 +12,8 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
-	"github.com/haagent/haagent/snapshots"
-	"github.com/haagent/haagent/spacekeeper"
+	"github.com/haagent/haagent/embed/snapshots"
+	"github.com/haagent/haagent/embed/spacekeeper"
 )
 
 // Recovery is the master's flags for getting through the bad days: scheduled
@@ -27,12 +28,14 @@ type Recovery struct {
 	SnapshotRetention int
 	// QuotaBackendBytes is etcd's space quota in bytes; 0 is etcd's default (2 GiB).
 	QuotaBackendBytes int64
+	// CompactionRetention is how much history etcd keeps (etcdmember.Config).
+	CompactionRetention time.Duration
 }
 
 // NewRecovery returns the defaults.
 func NewRecovery() Recovery {
 	return Recovery{SnapshotDir: snapshots.DefaultDir, SnapshotInterval: snapshots.DefaultInterval,
-		SnapshotRetention: snapshots.DefaultRetention}
+		SnapshotRetention: snapshots.DefaultRetention, CompactionRetention: etcdmember.DefaultCompactionRetention}
 }
 
 // AddFlags binds the flags to r.
@@ -40,6 +43,7 @@ func (r *Recovery) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&r.SnapshotDir, "snapshot-dir", r.SnapshotDir, "dir of the scheduled etcd snapshots, under --root; 'haagent snapshot list' shows them")
 	fs.DurationVar(&r.SnapshotInterval, "snapshot-interval", r.SnapshotInterval, "time between two scheduled etcd snapshots of the local member; 0 disables them")
 	fs.IntVar(&r.SnapshotRetention, "snapshot-retention", r.SnapshotRetention, "how many scheduled snapshots this master keeps; older ones are deleted")
+	fs.DurationVar(&r.CompactionRetention, "etcd-compaction-retention", r.CompactionRetention, "how much history etcd keeps: the leader compacts to the revision of that long ago, that often (kube-apiserver's own compactor is off: etcd allows Compact to root only)")
 	fs.Int64Var(&r.QuotaBackendBytes, "etcd-quota-backend-bytes", r.QuotaBackendBytes, "etcd's space quota in bytes, past which it raises NOSPACE and haagent compacts and defragments (0: etcd's default, 2 GiB)")
 }
 
@@ -57,6 +61,9 @@ func (r *Recovery) Validate() []error {
 	if r.SnapshotRetention < 1 {
 		errs = append(errs, fmt.Errorf("--snapshot-retention: %d would keep no snapshot and delete every one; keep at least 1 (default %d), or disable snapshots with --snapshot-interval=0",
 			r.SnapshotRetention, snapshots.DefaultRetention))
+	}
+	if r.CompactionRetention < time.Second {
+		errs = append(errs, fmt.Errorf("--etcd-compaction-retention: %s is shorter than a second; use a duration such as %s", r.CompactionRetention, etcdmember.DefaultCompactionRetention))
 	}
 	if r.QuotaBackendBytes < 0 {
 		errs = append(errs, fmt.Errorf("--etcd-quota-backend-bytes: %d is negative; use a size in bytes, or 0 for etcd's default", r.QuotaBackendBytes))

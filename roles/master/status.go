@@ -9,9 +9,9 @@ import (
 
 	"github.com/dustin/go-humanize"
 
-	"github.com/haagent/haagent/addons"
-	"github.com/haagent/haagent/etcdmember"
-	"github.com/haagent/haagent/node"
+	"github.com/haagent/haagent/cluster/addons"
+	"github.com/haagent/haagent/embed/etcdmember"
+	"github.com/haagent/haagent/roles/node"
 )
 
 // PrintStatus writes st as `haagent status` shows it: the member, its cluster's members

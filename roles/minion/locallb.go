@@ -22,11 +22,11 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 
-	"github.com/haagent/haagent/files"
-	"github.com/haagent/haagent/loadbalancer"
-	"github.com/haagent/haagent/masterlist"
-	"github.com/haagent/haagent/node"
-	"github.com/haagent/haagent/pki"
+	"github.com/haagent/haagent/base/files"
+	"github.com/haagent/haagent/embed/loadbalancer"
+	"github.com/haagent/haagent/netsetup/masterlist"
+	"github.com/haagent/haagent/roles/node"
+	"github.com/haagent/haagent/trust/pki"
 )
 
 // LBLocal is the --lb value that runs the lb on the minion itself, as k3s and RKE2

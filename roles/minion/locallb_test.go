@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/haagent/haagent/files"
-	"github.com/haagent/haagent/loadbalancer"
-	"github.com/haagent/haagent/masterlist"
-	"github.com/haagent/haagent/pki"
+	"github.com/haagent/haagent/base/files"
+	"github.com/haagent/haagent/embed/loadbalancer"
+	"github.com/haagent/haagent/netsetup/masterlist"
+	"github.com/haagent/haagent/trust/pki"
 )
 
 // TestLocalLBConfig checks --lb=local's flags: what Complete reads and Validate says.

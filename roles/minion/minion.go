@@ -27,18 +27,18 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/haagent/haagent/airgap"
-	"github.com/haagent/haagent/files"
-	"github.com/haagent/haagent/flannel"
-	"github.com/haagent/haagent/hostinfo"
-	"github.com/haagent/haagent/join"
-	"github.com/haagent/haagent/masterlist"
-	"github.com/haagent/haagent/netpol"
-	"github.com/haagent/haagent/node"
-	"github.com/haagent/haagent/nodeconf"
-	"github.com/haagent/haagent/pki"
-	"github.com/haagent/haagent/reconcile"
-	"github.com/haagent/haagent/release"
+	"github.com/haagent/haagent/base/files"
+	"github.com/haagent/haagent/base/release"
+	"github.com/haagent/haagent/cluster/airgap"
+	"github.com/haagent/haagent/netsetup/flannel"
+	"github.com/haagent/haagent/netsetup/hostinfo"
+	"github.com/haagent/haagent/netsetup/masterlist"
+	"github.com/haagent/haagent/netsetup/netpol"
+	"github.com/haagent/haagent/roles/node"
+	"github.com/haagent/haagent/systemd/nodeconf"
+	"github.com/haagent/haagent/systemd/reconcile"
+	"github.com/haagent/haagent/trust/join"
+	"github.com/haagent/haagent/trust/pki"
 )
 
 // DefaultRoot is --root's default.

@@ -8,8 +8,8 @@ import (
 	"github.com/cenkalti/backoff/v5"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/haagent/haagent/netpol"
-	"github.com/haagent/haagent/pki"
+	"github.com/haagent/haagent/netsetup/netpol"
+	"github.com/haagent/haagent/trust/pki"
 )
 
 // netpolRetry is the pause before the NetworkPolicy controller starts again after it

@@ -18,11 +18,11 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/namespace"
 
-	"github.com/haagent/haagent/etcdmember"
-	"github.com/haagent/haagent/pki"
+	"github.com/haagent/haagent/embed/etcdmember"
 	"github.com/haagent/haagent/test/await"
 	"github.com/haagent/haagent/test/probe"
 	"github.com/haagent/haagent/test/procs"
+	"github.com/haagent/haagent/trust/pki"
 )
 
 // authToken is the benchmark cluster's secret; the cluster lives only in the lab.

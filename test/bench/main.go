@@ -1,5 +1,5 @@
 // Command bench measures haagent against baselines in one run and prints the tables
-// that the README quotes. Figures are medians over several rounds; ratios compare
+// that docs/benchmarks.md quotes. Figures are medians over several rounds; ratios compare
 // haagent with the baseline measured in the same run on the same machine.
 package main
 

@@ -12,11 +12,11 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/haagent/haagent/pki"
 	"github.com/haagent/haagent/test/await"
 	"github.com/haagent/haagent/test/netlab"
 	"github.com/haagent/haagent/test/probe"
 	"github.com/haagent/haagent/test/procs"
+	"github.com/haagent/haagent/trust/pki"
 )
 
 // The node-local benchmark's layout, in a lab of its own: three secure masters and a

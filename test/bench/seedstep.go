@@ -16,13 +16,13 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/haagent/haagent/loadbalancer"
-	"github.com/haagent/haagent/pki"
+	"github.com/haagent/haagent/embed/loadbalancer"
 	lbrole "github.com/haagent/haagent/roles/lb"
 	"github.com/haagent/haagent/test/await"
 	"github.com/haagent/haagent/test/hosts"
 	"github.com/haagent/haagent/test/probe"
 	"github.com/haagent/haagent/test/sixhost"
+	"github.com/haagent/haagent/trust/pki"
 )
 
 // stepKind is one kind of round of the walkthrough's own step: master1 goes (kill: the

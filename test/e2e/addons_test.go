@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/haagent/haagent/addons"
+	"github.com/haagent/haagent/cluster/addons"
 	"github.com/haagent/haagent/test/sixhost"
 )
 

@@ -13,17 +13,11 @@ import (
 	"github.com/haagent/haagent/test/hosts"
 	"github.com/haagent/haagent/test/images"
 	"github.com/haagent/haagent/test/procs"
+	"github.com/haagent/haagent/test/sixhost"
 )
 
 // containerd2Bin holds containerd 2.x and its ctr, built by scripts/build-kube.sh.
-var containerd2Bin = envOr("HAAGENT_CONTAINERD2_BIN", "/var/cache/haagent/kube/containerd-v2.4.2/bin")
-
-func envOr(k, d string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return d
-}
+var containerd2Bin = sixhost.DefaultConfig().ContainerdBin
 
 // TestMinionRuntimeOnOneHost runs a minion's haagent on one host that can run
 // containers, with no cluster behind it (--insecure, nothing at the lb): the runtime's
@@ -35,7 +29,7 @@ func TestMinionRuntimeOnOneHost(t *testing.T) {
 			`config_path = "/etc/containerd/certs.d"`, `bin_dir = "/usr/lib/cni"`, "SystemdCgroup = false"})
 	})
 	t.Run("containerd 2.4", func(t *testing.T) {
-		for _, b := range []string{"containerd", "ctr"} {
+		for _, b := range []string{"containerd", "ctr", "containerd-shim-runc-v2"} {
 			if _, err := os.Stat(filepath.Join(containerd2Bin, b)); err != nil {
 				t.Fatalf("containerd 2.x missing: %v (scripts/build-kube.sh builds it; make test runs it)", err)
 			}
@@ -62,7 +56,7 @@ func testMinionRuntime(t *testing.T, bin string, effective []string) {
 		// In place of Debian's, so that its unit runs it.
 		_, err := h.Shell(ctx, "systemctl stop containerd")
 		must(t, err)
-		for _, b := range []string{"containerd", "ctr"} {
+		for _, b := range []string{"containerd", "ctr", "containerd-shim-runc-v2"} {
 			must(t, h.CopyIn(filepath.Join(bin, b), "/usr/bin/"+b))
 		}
 	}

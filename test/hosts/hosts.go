@@ -1023,6 +1023,24 @@ func (h *Host) Kill() error {
 	return errors.Join(err, h.lab.save())
 }
 
+// Halt shuts the host down as `vagrant halt` does (an ACPI shutdown, not --force): its
+// systemd stops every unit in order (the kube units before haagent, which they are
+// After=), then it powers off, and its link goes down as a powered-off VM's would. A
+// host still up after timeout is killed. Start boots it again.
+func (h *Host) Halt(ctx context.Context, timeout time.Duration) error {
+	if _, err := h.Exec(ctx, "systemctl", "poweroff", "--no-block"); err != nil {
+		return err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var errs []error
+	if h.proc != nil && !h.proc.wait(timeout) {
+		errs = append(errs, fmt.Errorf("host %s: not down %s after systemctl poweroff; killing it", h.Name, timeout))
+	}
+	errs = append(errs, h.Blackhole(), h.stopLocked())
+	return errors.Join(append(errs, h.lab.save())...)
+}
+
 // stopLocked kills the host's processes and waits for nspawn to exit.
 func (h *Host) stopLocked() error {
 	if h.proc == nil {

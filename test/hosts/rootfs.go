@@ -124,25 +124,87 @@ func Rootfs(ctx context.Context, logf func(string, ...any)) (string, error) {
 
 // buildTarball runs debootstrap, trims the result and packs it into tarball.
 func buildTarball(ctx context.Context, cache, tarball string) error {
-	mirror, err := aptMirror()
+	return debootstrapTar(ctx, cache, tarball, Packages, prepareRootfs, "--zstd")
+}
+
+// debootstrapTar runs debootstrap's minbase of Suite with packages into a build dir in
+// cache, lets prepare change it, and packs it into tarball with tar's extra flags.
+func debootstrapTar(ctx context.Context, cache, tarball string, packages []string, prepare func(root string) error, tarFlags ...string) error {
+	mirror, err := AptMirror()
 	if err != nil {
 		return err
 	}
 	build := filepath.Join(cache, "build-"+fmt.Sprint(os.Getpid()))
 	defer removeTree(build)
-	args := []string{"--variant=minbase", "--include=" + strings.Join(Packages, ","), Suite, build, mirror}
+	args := []string{"--variant=minbase", "--include=" + strings.Join(packages, ","), Suite, build, mirror}
 	if err := run(ctx, "debootstrap", args...); err != nil {
 		return fmt.Errorf("debootstrap %s from %s: %w", Suite, mirror, err)
 	}
-	if err := prepareRootfs(build); err != nil {
+	if err := prepare(build); err != nil {
 		return fmt.Errorf("prepare rootfs: %w", err)
 	}
 	tmp := tarball + ".tmp"
-	if err := run(ctx, "tar", "--zstd", "-cf", tmp, "-C", build, "--numeric-owner", "--xattrs", "--xattrs-include=*", "."); err != nil {
+	args = append(append([]string{}, tarFlags...), "-cf", tmp, "-C", build, "--numeric-owner", "--xattrs", "--xattrs-include=*", ".")
+	if err := run(ctx, "tar", args...); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("pack rootfs: %w", err)
 	}
 	return os.Rename(tmp, tarball)
+}
+
+// ImageRootfsSpec says how to make a container image's Debian base layer.
+type ImageRootfsSpec struct {
+	// Name and Recipe name the result in the cache: bump Recipe when Prepare changes.
+	Name, Recipe string
+	// Packages are installed on top of debootstrap's minbase of Suite.
+	Packages []string
+	// Prepare, if set, changes the rootfs after docs and apt's caches are trimmed.
+	Prepare func(root string) error
+}
+
+// ImageRootfs returns the path of an uncompressed tar of the rootfs spec describes (test/images
+// makes the conformance suite's Debian-based images from it). It is built once, in
+// about a minute, and cached in CacheDir under a key of the spec; concurrent callers
+// wait on the same lock as Rootfs.
+func ImageRootfs(ctx context.Context, spec ImageRootfsSpec, logf func(string, ...any)) (string, error) {
+	cache := CacheDir()
+	if err := os.MkdirAll(cache, 0o755); err != nil {
+		return "", err
+	}
+	pkgs := slices.Clone(spec.Packages)
+	slices.Sort(pkgs)
+	sum := sha256.Sum256([]byte(Suite + "\n" + strings.Join(pkgs, ",") + "\n" + spec.Recipe))
+	tarball := filepath.Join(cache, "image-"+spec.Name+"-"+Suite+"-"+hex.EncodeToString(sum[:])[:12]+".tar")
+	if _, err := os.Stat(tarball); err == nil {
+		return tarball, nil
+	}
+	unlock, err := lockFile(ctx, filepath.Join(cache, "lock"))
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	if _, err := os.Stat(tarball); err == nil {
+		return tarball, nil
+	}
+	if err := removeStale(cache); err != nil {
+		return "", err
+	}
+	start := time.Now()
+	logf("hosts: building the %s image rootfs with debootstrap (once; cached in %s)", spec.Name, tarball)
+	prepare := func(root string) error {
+		if err := trimRootfs(root); err != nil {
+			return err
+		}
+		if spec.Prepare == nil {
+			return nil
+		}
+		return spec.Prepare(root)
+	}
+	if err := debootstrapTar(ctx, cache, tarball, spec.Packages, prepare); err != nil {
+		return "", err
+	}
+	logf("hosts: %s image rootfs built in %v", spec.Name, time.Since(start).Round(time.Second))
+	return tarball, nil
 }
 
 // registryConfig replaces Debian's, which asks for htpasswd auth with no users, so
@@ -177,17 +239,8 @@ health:
 // gets its own hostname and machine-id in its overlay), keeps the registry from
 // starting on every host, and lets it serve without auth.
 func prepareRootfs(root string) error {
-	for _, glob := range []string{
-		"usr/share/doc/*", "usr/share/man/*", "usr/share/info/*", "usr/share/locale/*",
-		"usr/share/lintian/*", "var/cache/apt/*.bin", "var/cache/apt/archives/*.deb",
-		"var/lib/apt/lists/*_*", "var/log/*.log", "var/log/apt/*",
-	} {
-		matches, _ := filepath.Glob(filepath.Join(root, glob))
-		for _, m := range matches {
-			if err := os.RemoveAll(m); err != nil {
-				return err
-			}
-		}
+	if err := trimRootfs(root); err != nil {
+		return err
 	}
 	if err := os.Remove(filepath.Join(root, "etc/hostname")); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
@@ -204,9 +257,26 @@ func prepareRootfs(root string) error {
 	return os.WriteFile(filepath.Join(root, "etc/machine-id"), nil, 0o444)
 }
 
-// aptMirror is the first Debian URI that apt uses for Suite, from the deb822 sources
+// trimRootfs removes docs, locales and apt's caches: nothing a test reads.
+func trimRootfs(root string) error {
+	for _, glob := range []string{
+		"usr/share/doc/*", "usr/share/man/*", "usr/share/info/*", "usr/share/locale/*",
+		"usr/share/lintian/*", "var/cache/apt/*.bin", "var/cache/apt/archives/*.deb",
+		"var/lib/apt/lists/*_*", "var/log/*.log", "var/log/apt/*",
+	} {
+		matches, _ := filepath.Glob(filepath.Join(root, glob))
+		for _, m := range matches {
+			if err := os.RemoveAll(m); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// AptMirror is the first Debian URI that apt uses for Suite, from the deb822 sources
 // or, failing that, the one-line sources.list.
-func aptMirror() (string, error) {
+func AptMirror() (string, error) {
 	files, _ := filepath.Glob("/etc/apt/sources.list.d/*.sources")
 	for _, f := range files {
 		b, err := os.ReadFile(f)
@@ -280,7 +350,7 @@ const rootfsLockTimeout = 15 * time.Minute
 // removeStale removes build and extract dirs of runs that died; the caller holds the lock,
 // so nobody else is using them.
 func removeStale(cache string) error {
-	for _, glob := range []string{"build-*", "extract-*", "*.tar.zst.tmp"} {
+	for _, glob := range []string{"build-*", "extract-*", "*.tar.zst.tmp", "*.tar.tmp"} {
 		matches, _ := filepath.Glob(filepath.Join(cache, glob))
 		for _, m := range matches {
 			if err := removeTree(m); err != nil {

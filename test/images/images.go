@@ -1,5 +1,7 @@
 // Package images builds the lab's container images from the project's own static Go
-// programs (nginx, pause and webhook beside this file) and from CoreDNS's binary, and
+// programs (nginx, pause, webhook and etcd beside this file), from CoreDNS's binary and,
+// for Kubernetes' conformance suite, from the test programs of the kubernetes module, a
+// Debian base and Debian's busybox (conformance.go), and
 // pushes them to a plain-HTTP registry or writes them as docker-archive tarballs, so
 // that pods run with no internet.
 package images
@@ -27,7 +29,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
-	"github.com/haagent/haagent/addons"
+	"github.com/haagent/haagent/cluster/addons"
 )
 
 // Names of the images in the lab's registry. containerd reaches that registry as a
@@ -72,9 +74,11 @@ type Set struct {
 	NginxBin   string
 	PauseBin   string
 	WebhookBin string
+	// EtcdBin is etcd's server, for the conformance suite's etcd image.
+	EtcdBin string
 }
 
-// Build compiles the nginx, pause and webhook programs, statically (CGO_ENABLED=0), into dir. It
+// Build compiles the nginx, pause, webhook and etcd programs, statically (CGO_ENABLED=0), into dir. It
 // needs the go tool and this package's source tree, so it serves tests and the lab, not
 // an installed haagent.
 func Build(ctx context.Context, dir string) (Set, error) {
@@ -95,13 +99,14 @@ func Build(ctx context.Context, dir string) (Set, error) {
 	// -buildid and -trimpath keep the binaries, and so the images' digests, the same
 	// from one build to the next with the same toolchain.
 	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false",
-		"-ldflags=-s -w -buildid=", "-o", dir+string(filepath.Separator), "./nginx", "./pause", "./webhook")
+		"-ldflags=-s -w -buildid=", "-o", dir+string(filepath.Separator), "./nginx", "./pause", "./webhook", "./etcd")
 	cmd.Dir = src
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS="+OS, "GOARCH="+Arch)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return Set{}, fmt.Errorf("build images in %s: %w\n%s", src, err, out)
 	}
-	return Set{NginxBin: filepath.Join(dir, "nginx"), PauseBin: filepath.Join(dir, "pause"), WebhookBin: filepath.Join(dir, "webhook")}, nil
+	return Set{NginxBin: filepath.Join(dir, "nginx"), PauseBin: filepath.Join(dir, "pause"), WebhookBin: filepath.Join(dir, "webhook"),
+		EtcdBin: filepath.Join(dir, "etcd")}, nil
 }
 
 // Nginx returns the nginx image made from the built binary.
@@ -135,67 +140,142 @@ func FromBinary(bin string, entrypoint []string, ports ...string) (v1.Image, err
 	if err != nil {
 		return nil, fmt.Errorf("image from %s: %w", bin, err)
 	}
-	layerTar, err := tarOf(entrypoint[0], data)
+	layer, err := LayerOf(File{Path: entrypoint[0], Data: data, Mode: 0o755})
 	if err != nil {
 		return nil, fmt.Errorf("image from %s: %w", bin, err)
 	}
-	// Caching the compressed layer saves gzipping the binary again for each of
-	// digest, push and tarball.
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(layerTar)), nil
-	}, tarball.WithCompressedCaching)
-	if err != nil {
-		return nil, fmt.Errorf("image from %s: layer: %w", bin, err)
-	}
-	img, err := mutate.Append(empty.Image, mutate.Addendum{
-		Layer:   layer,
-		History: v1.History{CreatedBy: "haagent test/images " + path.Base(entrypoint[0])},
-	})
+	img, err := Assemble(Config{Entrypoint: entrypoint, Ports: ports}, layer)
 	if err != nil {
 		return nil, fmt.Errorf("image from %s: %w", bin, err)
-	}
-	cfg, err := img.ConfigFile()
-	if err != nil {
-		return nil, fmt.Errorf("image from %s: config: %w", bin, err)
-	}
-	cfg = cfg.DeepCopy()
-	cfg.OS = OS
-	cfg.Architecture = Arch
-	cfg.Config.Entrypoint = entrypoint
-	cfg.Config.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
-	if len(ports) > 0 {
-		cfg.Config.ExposedPorts = map[string]struct{}{}
-		for _, p := range ports {
-			cfg.Config.ExposedPorts[p] = struct{}{}
-		}
-	}
-	img, err = mutate.ConfigFile(img, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("image from %s: config: %w", bin, err)
 	}
 	return img, nil
 }
 
-// tarOf returns a layer tar holding data as the executable file p, with its parent dirs.
-func tarOf(p string, data []byte) ([]byte, error) {
+// Config is what an image made by Assemble runs, as in an image's config file.
+type Config struct {
+	Entrypoint, Cmd []string
+	// User is the image's USER, such as "1234".
+	User string
+	// Ports are exposed ports such as "80/tcp".
+	Ports []string
+}
+
+// Assemble makes a linux/amd64 image of layers, bottom first, that runs cfg.
+func Assemble(cfg Config, layers ...v1.Layer) (v1.Image, error) {
+	adds := make([]mutate.Addendum, len(layers))
+	for i, l := range layers {
+		adds[i] = mutate.Addendum{Layer: l, History: v1.History{CreatedBy: "haagent test/images"}}
+	}
+	img, err := mutate.Append(empty.Image, adds...)
+	if err != nil {
+		return nil, err
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	cf = cf.DeepCopy()
+	cf.OS = OS
+	cf.Architecture = Arch
+	cf.Config.Entrypoint = cfg.Entrypoint
+	cf.Config.Cmd = cfg.Cmd
+	cf.Config.User = cfg.User
+	cf.Config.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	if len(cfg.Ports) > 0 {
+		cf.Config.ExposedPorts = map[string]struct{}{}
+		for _, p := range cfg.Ports {
+			cf.Config.ExposedPorts[p] = struct{}{}
+		}
+	}
+	img, err = mutate.ConfigFile(img, cf)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return img, nil
+}
+
+// File is one entry of a layer that LayerOf makes in memory.
+type File struct {
+	// Path is absolute, in the image.
+	Path string
+	// Data is a regular file's content.
+	Data []byte
+	// Mode holds the permission bits, setuid included; zero means 0644 for a file.
+	Mode int64
+	// Link, if set, makes the entry a symlink to Link.
+	Link string
+	// Dir makes the entry a directory (mode 0755 unless Mode says otherwise).
+	Dir bool
+}
+
+// LayerOf returns a layer holding files and their parent dirs. Timestamps are zero and
+// owners root, so the same files give the same digest.
+func LayerOf(files ...File) (v1.Layer, error) {
+	layerTar, err := tarOf(files)
+	if err != nil {
+		return nil, err
+	}
+	// Caching the compressed layer saves gzipping it again for each of digest, push
+	// and tarball.
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(layerTar)), nil
+	}, tarball.WithCompressedCaching)
+	if err != nil {
+		return nil, fmt.Errorf("layer: %w", err)
+	}
+	return layer, nil
+}
+
+// tarOf returns a layer tar holding files, each parent dir written once before its
+// first child.
+func tarOf(files []File) ([]byte, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	epoch := time.Unix(0, 0)
-	rel := strings.TrimPrefix(path.Clean(p), "/")
-	var dirs []string
-	for d := path.Dir(rel); d != "."; d = path.Dir(d) {
-		dirs = append([]string{d}, dirs...)
+	seen := map[string]bool{}
+	dir := func(d string, mode int64) error {
+		if seen[d] {
+			return nil
+		}
+		seen[d] = true
+		return tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d + "/", Mode: mode, ModTime: epoch, Format: tar.FormatPAX})
 	}
-	for _, d := range dirs {
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d + "/", Mode: 0o755, ModTime: epoch, Format: tar.FormatPAX}); err != nil {
+	for _, f := range files {
+		if !path.IsAbs(f.Path) {
+			return nil, fmt.Errorf("layer: path %q is not absolute", f.Path)
+		}
+		rel := strings.TrimPrefix(path.Clean(f.Path), "/")
+		var parents []string
+		for d := path.Dir(rel); d != "."; d = path.Dir(d) {
+			parents = append([]string{d}, parents...)
+		}
+		for _, d := range parents {
+			if err := dir(d, 0o755); err != nil {
+				return nil, err
+			}
+		}
+		h := &tar.Header{Typeflag: tar.TypeReg, Name: rel, Mode: f.Mode, Size: int64(len(f.Data)), ModTime: epoch, Format: tar.FormatPAX}
+		switch {
+		case f.Dir:
+			mode := f.Mode
+			if mode == 0 {
+				mode = 0o755
+			}
+			if err := dir(rel, mode); err != nil {
+				return nil, err
+			}
+			continue
+		case f.Link != "":
+			h.Typeflag, h.Linkname, h.Size, h.Mode = tar.TypeSymlink, f.Link, 0, 0o777
+		case h.Mode == 0:
+			h.Mode = 0o644
+		}
+		if err := tw.WriteHeader(h); err != nil {
 			return nil, err
 		}
-	}
-	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: rel, Mode: 0o755, Size: int64(len(data)), ModTime: epoch, Format: tar.FormatPAX}); err != nil {
-		return nil, err
-	}
-	if _, err := tw.Write(data); err != nil {
-		return nil, err
+		if _, err := tw.Write(f.Data); err != nil {
+			return nil, err
+		}
 	}
 	if err := tw.Close(); err != nil {
 		return nil, err

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/haagent/haagent/pki"
+	"github.com/haagent/haagent/trust/pki"
 )
 
 // etcdIdentities is what each etcd identity may do, as the README's table of etcd users
@@ -19,7 +19,7 @@ var etcdIdentities = []struct {
 }{
 	{"haagent", map[string]string{"/registry/": "rw", "compact_rev_key": "rw", "/haagent/": "rw", "/haagent/vip/": "rw",
 		"/kube-centos/network/": "rw", "/kube-centos/network/subnets/": "rw"}},
-	{"kube-apiserver-etcd-client", map[string]string{"/registry/": "rw", "compact_rev_key": "rw"}},
+	{"kube-apiserver-etcd-client", map[string]string{"/registry/": "rw"}},
 	{"flannel", map[string]string{"/kube-centos/network/": "r", "/kube-centos/network/subnets/": "rw"}},
 	// The shared lb name of lbs joined before lbs were bound: no role any more. Each lb's
 	// own user, haagent-lb:<name>, exists once its join made it: TestLBsAreBoundByName

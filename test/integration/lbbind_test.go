@@ -20,13 +20,13 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
-	"github.com/haagent/haagent/files"
-	"github.com/haagent/haagent/join"
-	"github.com/haagent/haagent/node"
-	"github.com/haagent/haagent/pki"
+	"github.com/haagent/haagent/base/files"
+	"github.com/haagent/haagent/embed/vip"
+	"github.com/haagent/haagent/roles/node"
 	"github.com/haagent/haagent/test/await"
 	"github.com/haagent/haagent/test/procs"
-	"github.com/haagent/haagent/vip"
+	"github.com/haagent/haagent/trust/join"
+	"github.com/haagent/haagent/trust/pki"
 )
 
 // lbCertCN is the CN of the certificate an lb holds under root.

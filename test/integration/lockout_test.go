@@ -10,19 +10,22 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/haagent/haagent/join"
-	"github.com/haagent/haagent/pki"
 	"github.com/haagent/haagent/test/procs"
+	"github.com/haagent/haagent/trust/join"
+	"github.com/haagent/haagent/trust/pki"
 )
 
 // lockOutAttempt sends join requests with a wrong token to a join service as fast as
 // it answers, as an attacker who wants to lock the nodes out would.
 type lockOutAttempt struct {
-	cancel context.CancelFunc
-	done   chan struct{}
+	// stopping ends the loop between requests, never during one: a request cut off
+	// after a master counted it would make the attacker's count one short.
+	stopping atomic.Bool
+	done     chan struct{}
 
 	mu sync.Mutex // guards the fields below
 	// refused counts the answers 403 or 429; throttled the 429 among them.
@@ -31,7 +34,9 @@ type lockOutAttempt struct {
 	other error
 }
 
-func (a *lockOutAttempt) one(ctx context.Context, server string) {
+func (a *lockOutAttempt) one(server string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 	wrong := pki.Token{Kind: pki.KindAgent, Secret: "not-the-cluster-token-0123456789abcdef"}
 	_, _, err := join.Fetch(ctx, server, wrong, nil, nil, join.Request{Role: "minion", Name: "intruder",
 		NodeSecret: strings.Repeat("e", 64)})
@@ -43,7 +48,6 @@ func (a *lockOutAttempt) one(ctx context.Context, server string) {
 		if strings.Contains(err.Error(), "429") {
 			a.throttled++
 		}
-	case ctx.Err() != nil:
 	case a.other == nil:
 		a.other = fmt.Errorf("a bad-token join got neither 403 nor 429: %v", err)
 	}
@@ -52,15 +56,14 @@ func (a *lockOutAttempt) one(ctx context.Context, server string) {
 // startLockOutAttempt sends n bad requests, then keeps sending them in the background
 // until stop.
 func startLockOutAttempt(server string, n int) *lockOutAttempt {
-	ctx, cancel := context.WithCancel(context.Background())
-	a := &lockOutAttempt{cancel: cancel, done: make(chan struct{})}
+	a := &lockOutAttempt{done: make(chan struct{})}
 	for range n {
-		a.one(ctx, server)
+		a.one(server)
 	}
 	go func() {
 		defer close(a.done)
-		for ctx.Err() == nil {
-			a.one(ctx, server)
+		for !a.stopping.Load() {
+			a.one(server)
 		}
 	}()
 	return a
@@ -73,7 +76,7 @@ func (a *lockOutAttempt) counts() (refused, throttled int, other error) {
 }
 
 func (a *lockOutAttempt) stop() (refused, throttled int, other error) {
-	a.cancel()
+	a.stopping.Store(true)
 	<-a.done
 	return a.counts()
 }

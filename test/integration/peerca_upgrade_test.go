@@ -12,10 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/haagent/haagent/pki"
 	"github.com/haagent/haagent/test/await"
 	"github.com/haagent/haagent/test/procs"
 	"github.com/haagent/haagent/test/rootonly"
+	"github.com/haagent/haagent/trust/pki"
 )
 
 // beforePeerCA is the last haagent whose etcd peer port trusted the cluster CA.

@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/haagent/haagent/nodeconf"
-	"github.com/haagent/haagent/pki"
+	"github.com/haagent/haagent/systemd/nodeconf"
 	"github.com/haagent/haagent/test/procs"
+	"github.com/haagent/haagent/trust/pki"
 )
 
 // runMinion runs a minion joining through joinHost and returns its exit code and

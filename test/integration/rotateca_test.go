@@ -18,12 +18,12 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
-	"github.com/haagent/haagent/join"
-	"github.com/haagent/haagent/node"
-	"github.com/haagent/haagent/nodeconf"
-	"github.com/haagent/haagent/pki"
+	"github.com/haagent/haagent/roles/node"
+	"github.com/haagent/haagent/systemd/nodeconf"
 	"github.com/haagent/haagent/test/await"
 	"github.com/haagent/haagent/test/procs"
+	"github.com/haagent/haagent/trust/join"
+	"github.com/haagent/haagent/trust/pki"
 )
 
 // TestRotateCAWithoutAFailedRequest: three secure masters, an lb on 127.0.0.10 and a
@@ -164,7 +164,7 @@ func TestRotateCAWithoutAFailedRequest(t *testing.T) {
 	// The key IDs of the new CAs, and of the old ones.
 	ids := func(ca *pki.CA) []string {
 		out := []string{pki.KeyIDString(ca.Cert.SubjectKeyId)}
-		for _, purpose := range []string{pki.PeerCAName, pki.KubeletCAName} {
+		for _, purpose := range pki.DerivedCANames {
 			d, err := ca.Derive(purpose)
 			if err != nil {
 				t.Fatal(err)

@@ -17,9 +17,9 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
-	"github.com/haagent/haagent/pki"
 	"github.com/haagent/haagent/test/await"
 	"github.com/haagent/haagent/test/procs"
+	"github.com/haagent/haagent/trust/pki"
 )
 
 // etcdClient is a client of the cluster with m's etcd-client certificate (the root role).

@@ -13,12 +13,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/haagent/haagent/join"
-	"github.com/haagent/haagent/node"
-	"github.com/haagent/haagent/pki"
 	"github.com/haagent/haagent/roles/master"
+	"github.com/haagent/haagent/roles/node"
 	"github.com/haagent/haagent/test/await"
 	"github.com/haagent/haagent/test/procs"
+	"github.com/haagent/haagent/trust/join"
+	"github.com/haagent/haagent/trust/pki"
 )
 
 // serverToken is the server token of TestAgentToken's cluster: having a kind makes it a

@@ -19,10 +19,10 @@ import (
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/haagent/haagent/join"
-	"github.com/haagent/haagent/pki"
 	"github.com/haagent/haagent/test/await"
 	"github.com/haagent/haagent/test/procs"
+	"github.com/haagent/haagent/trust/join"
+	"github.com/haagent/haagent/trust/pki"
 )
 
 // identity is a certificate and key that a node holds, named for the test's messages.

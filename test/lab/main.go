@@ -3,7 +3,7 @@
 //
 //	go run ./test/lab up                 # boot lb1-2, master1-3, minion1-2; install haagent from its .deb; wait for Ready minions
 //	go run ./test/lab kubectl get nodes  # the real kubectl 1.37.2 on master3, through the VIP
-//	go run ./test/lab kill master1       # the walkthrough's `vagrant halt master1`
+//	go run ./test/lab halt master1       # the walkthrough's `vagrant halt master1` (kill: a power cut)
 //
 // The lab outlives the command: every later command reopens it. See `go run ./test/lab help`.
 package main
@@ -11,6 +11,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -21,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/haagent/haagent/test/conformance"
 	"github.com/haagent/haagent/test/hosts"
 	"github.com/haagent/haagent/test/sixhost"
 )
@@ -33,10 +35,14 @@ const usage = `usage: go run ./test/lab COMMAND
   kubectl ARGS...    the real kubectl on master3 with the admin kubeconfig, through the VIP
                      (a local -f FILE is copied in)
   exec HOST CMD...   run a command on a host (lb1-2, master1-3, minion1-2)
-  kill HOST          stop a host at once and take its link down (vagrant halt)
-  start HOST         boot a killed host again, with its disk
+  halt HOST          shut a host down (systemctl poweroff, as vagrant halt), then take its link down
+  kill HOST          stop a host at once and take its link down (a power cut: vagrant halt --force)
+  start HOST         boot a halted or killed host again, with its disk
   cut HOST           blackhole a host's link (no resets)
   heal HOST          restore a host's link
+  conformance [FLAGS]
+                     Kubernetes' conformance suite on the lab, offline, through the VIP
+                     (make conformance); -h lists its flags
 `
 
 // exitUsage is the exit code for a command line that can't be run.
@@ -89,6 +95,8 @@ func run(ctx context.Context, args []string) error {
 	switch cmd {
 	case "status":
 		return status(ctx, l)
+	case "conformance":
+		return runConformance(ctx, l, rest)
 	case "kubectl":
 		return kubectl(ctx, l, rest)
 	case "exec":
@@ -102,7 +110,7 @@ func run(ctx context.Context, args []string) error {
 		c := h.Command(ctx, rest[1:]...)
 		c.Stdin, c.Stdout, c.Stderr = os.Stdin, os.Stdout, os.Stderr
 		return c.Run()
-	case "kill", "start", "cut", "heal":
+	case "halt", "kill", "start", "cut", "heal":
 		if len(rest) != 1 {
 			return usageError{fmt.Errorf("%s: want one HOST", cmd)}
 		}
@@ -111,6 +119,8 @@ func run(ctx context.Context, args []string) error {
 			return err
 		}
 		switch cmd {
+		case "halt":
+			return h.Halt(ctx, 2*time.Minute)
 		case "kill":
 			return h.Kill()
 		case "start":
@@ -286,6 +296,81 @@ func orNobody(names []string) string {
 func stdinOrNothing() io.Reader {
 	if fi, err := os.Stdin.Stat(); err == nil && fi.Mode()&os.ModeCharDevice == 0 {
 		return os.Stdin
+	}
+	return nil
+}
+
+// runConformance pushes the suite's images, runs the suite on the lab and prints its
+// summary; it fails when a spec failed.
+func runConformance(ctx context.Context, l *sixhost.Lab, args []string) error {
+	fs := flag.NewFlagSet("conformance", flag.ContinueOnError)
+	o := conformance.Options{Out: os.Stdout}
+	fs.StringVar(&o.Programs, "programs", conformance.DefaultPrograms, "dir of e2e.test, ginkgo and the test programs (scripts/build-kube.sh conformance)")
+	fs.StringVar(&o.Focus, "focus", conformance.Focus, "ginkgo's --focus: the specs to run")
+	fs.StringVar(&o.Skip, "skip", "", "ginkgo's --skip: specs not to run")
+	fs.IntVar(&o.Procs, "procs", 4, "ginkgo's --procs: parallel processes (Serial specs run alone at the end)")
+	fs.DurationVar(&o.Timeout, "timeout", 3*time.Hour, "bound on the whole suite")
+	fs.StringVar(&o.ReportDir, "report", "dist/conformance", "where junit.xml is kept, on this machine")
+	halt := fs.String("halt", "", "a host to halt during the run (vagrant halt), such as master1")
+	haltAfter := fs.Duration("halt-after", 5*time.Minute, "how long into the run -halt halts its host")
+	kill := fs.Bool("kill", false, "with -halt: cut the host's power (lab kill) instead of shutting it down as vagrant halt does")
+	noPush := fs.Bool("no-push", false, "skip building and pushing the images (they are in lb1's registry already)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return usageError{fmt.Errorf("conformance: %w", err)}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("conformance: unexpected argument %q; flags only (-h lists them)", fs.Arg(0))}
+	}
+	if o.Procs < 1 {
+		return usageError{fmt.Errorf("conformance: -procs=%d: want 1 or more", o.Procs)}
+	}
+	if *halt != "" {
+		h, err := host(l, *halt)
+		if err != nil {
+			return err
+		}
+		after := *haltAfter
+		o.During = func(ctx context.Context) error {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(after):
+			}
+			if *kill {
+				fmt.Fprintf(os.Stderr, "conformance: killing %s (a power cut), %s into the run\n", *halt, after)
+				return h.Kill()
+			}
+			fmt.Fprintf(os.Stderr, "conformance: halting %s (systemctl poweroff), %s into the run\n", *halt, after)
+			start := time.Now()
+			err := h.Halt(ctx, 2*time.Minute)
+			fmt.Fprintf(os.Stderr, "conformance: %s halted in %s\n", *halt, time.Since(start).Round(100*time.Millisecond))
+			return err
+		}
+	}
+	logf := func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }
+	if !*noPush {
+		work, err := os.MkdirTemp("", "haagent-conformance-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(work)
+		if err := conformance.PushImages(ctx, l, o.Programs, work, logf); err != nil {
+			return err
+		}
+	}
+	s, err := conformance.Run(ctx, l, o)
+	s.Print(os.Stdout)
+	if o.ReportDir != "" {
+		fmt.Printf("conformance: JUnit report in %s\n", filepath.Join(o.ReportDir, "junit.xml"))
+	}
+	if err != nil {
+		return err
+	}
+	if s.Failed > 0 {
+		return fmt.Errorf("conformance: %d of %d specs failed", s.Failed, s.Run)
 	}
 	return nil
 }

@@ -2,24 +2,28 @@ package packaging
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/haagent/haagent/test/await"
 	"github.com/haagent/haagent/test/hosts"
 )
 
 // TestDebInHost installs the deb into a test host with a real systemd: the install
 // starts nothing; a single-member master enabled by hand becomes active (ready through
-// sd_notify); an upgrade neither restarts it nor touches the edited config; removal
-// stops and disables it and keeps its data.
+// sd_notify); an upgrade rolls it onto the new binary in place (package roll: the same
+// PID, no restart by systemd, ready again) and does not touch the edited config;
+// removal stops and disables it and keeps its data.
 func TestDebInHost(t *testing.T) {
 	requireRoot(t)
 	p := getPackages(t)
 	lab := hosts.New(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	hs, err := lab.Boot(ctx, "pkg")
 	if err != nil {
@@ -108,9 +112,30 @@ func TestDebInHost(t *testing.T) {
 		t.Fatalf("MainPID %q", pid)
 	}
 
-	// Upgrade: the running agent is not restarted, the new binary is on disk, the
-	// edited config is untouched, and systemd has read the (new) unit.
+	// Upgrade: the agent rolls itself onto the new binary, an exec in place (the same
+	// PID, no restart by systemd), the edited config is untouched, and systemd has read
+	// the (new) unit.
 	t.Log(sh("dpkg -i /var/tmp/" + filepath.Base(p.New.DEB)))
+	rolled := time.Now()
+	if err := await.Until(ctx, "the master to roll onto "+p.New.Version, 3*time.Minute, func() error {
+		var st struct {
+			Roll struct {
+				Running struct{ Version string } `json:"running"`
+				State   string                   `json:"state"`
+			} `json:"roll"`
+		}
+		out := answer("haagent status -o json --status-address=127.0.0.1:9110")
+		if err := json.Unmarshal([]byte(out), &st); err != nil {
+			return fmt.Errorf("status: %v: %q", err, out)
+		}
+		if st.Roll.Running.Version != p.New.Version || st.Roll.State != "idle" {
+			return fmt.Errorf("runs %s: %s", st.Roll.Running.Version, st.Roll.State)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("%v\n%s", err, answer("journalctl -u haagent --no-pager -n 40"))
+	}
+	t.Logf("rolled onto %s in %v", p.New.Version, time.Since(rolled).Round(100*time.Millisecond))
 	if got := show("MainPID"); got != pid {
 		t.Errorf("MainPID %s -> %s: the upgrade restarted haagent", pid, got)
 	}

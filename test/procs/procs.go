@@ -39,14 +39,19 @@ func Binary(dir string) (string, error) {
 	if b := os.Getenv("HAAGENT_BIN"); b != "" {
 		return filepath.Abs(b) // ip netns exec must find it from any dir
 	}
+	return Build(filepath.Join(dir, "haagent"), "")
+}
+
+// Build builds haagent from this tree into out, with the linker flags given (the
+// -X stamps of a release, or of a test's other build).
+func Build(out, ldflags string) (string, error) {
 	_, file, _, _ := runtime.Caller(0)
 	root := filepath.Join(filepath.Dir(file), "..", "..")
-	out := filepath.Join(dir, "haagent")
-	cmd := exec.Command("go", "build", "-o", out, "./cmd/haagent")
+	cmd := exec.Command("go", "build", "-ldflags="+ldflags, "-o", out, "./cmd/haagent")
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build haagent: %v\n%s", err, b)
+		return "", fmt.Errorf("build haagent (ldflags %q): %v\n%s", ldflags, err, b)
 	}
 	return out, nil
 }

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/haagent/haagent/masterlist"
+	"github.com/haagent/haagent/netsetup/masterlist"
 	"github.com/haagent/haagent/roles/minion"
 	"github.com/haagent/haagent/test/await"
 	"github.com/haagent/haagent/test/hosts"

@@ -22,13 +22,13 @@ import (
 	"github.com/vishvananda/netlink"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/haagent/haagent/embed/vip"
 	lbrole "github.com/haagent/haagent/roles/lb"
 	"github.com/haagent/haagent/test/await"
 	"github.com/haagent/haagent/test/hosts"
 	"github.com/haagent/haagent/test/netlab"
 	"github.com/haagent/haagent/test/probe"
 	"github.com/haagent/haagent/test/procs"
-	"github.com/haagent/haagent/vip"
 )
 
 // The VIP tests' layout, in its own subnet: three secure masters, two lbs that share
@@ -214,12 +214,13 @@ func (e *vipEnv) awaitHolder(t *testing.T, i int, timeout time.Duration) time.Du
 // awaitStandby waits until lb i follows the election and names the other lb as holder.
 func (e *vipEnv) awaitStandby(t *testing.T, i int) {
 	t.Helper()
-	err := await.Until(context.Background(), fmt.Sprintf("lb%d to see lb%d as the holder", i+1, 2-i), 10*time.Second, func() error {
+	err := await.Until(context.Background(), fmt.Sprintf("lb%d to see lb%d as the holder, and to be campaigning", i+1, 2-i), 10*time.Second, func() error {
 		st, err := e.vipStatus(i)
 		if err != nil {
 			return err
 		}
-		if st.Holding || st.Holder != e.lbs[1-i].Name {
+		// Between terms (RetryAt set) it is out of the election and could not take over.
+		if st.Holding || st.Holder != e.lbs[1-i].Name || st.RetryAt != nil {
 			return fmt.Errorf("lb%d's status: %+v", i+1, st)
 		}
 		return nil

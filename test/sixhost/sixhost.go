@@ -24,12 +24,12 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/haagent/haagent/addons"
-	"github.com/haagent/haagent/pki"
+	"github.com/haagent/haagent/cluster/addons"
 	"github.com/haagent/haagent/test/await"
 	"github.com/haagent/haagent/test/hosts"
 	"github.com/haagent/haagent/test/images"
 	"github.com/haagent/haagent/test/probe"
+	"github.com/haagent/haagent/trust/pki"
 )
 
 // ID is the persistent lab's ID, for `go run ./test/lab`.
@@ -95,7 +95,9 @@ const Mirrors = "docker.io=http://lb1:5000,registry.k8s.io=http://lb1:5000"
 var components = map[string][]string{
 	RoleLB:     {"kubectl", "etcdctl"},
 	RoleMaster: {"kube-apiserver", "kube-controller-manager", "kube-scheduler", "flanneld", "kubectl", "etcdctl"},
-	RoleMinion: {"kubelet", "kube-proxy", "flanneld", "kubectl"},
+	// containerd 2.x replaces Debian's 1.6: Kubernetes 1.37's image volumes, which
+	// the conformance suite runs, need containerd 2.1 or later.
+	RoleMinion: {"kubelet", "kube-proxy", "flanneld", "kubectl", "containerd", "ctr", "containerd-shim-runc-v2"},
 }
 
 // Config says where the lab's parts come from.
@@ -103,8 +105,9 @@ type Config struct {
 	// Deb is the haagent .deb to install on every host.
 	Deb string
 	// KubeBin and FlannelBin are the dirs of the real binaries (scripts/build-kube.sh),
-	// CoreDNSBin the CoreDNS binary its image is made from.
-	KubeBin, FlannelBin, CoreDNSBin string
+	// CoreDNSBin the CoreDNS binary its image is made from, ContainerdBin the dir of
+	// containerd 2.x and its ctr.
+	KubeBin, FlannelBin, CoreDNSBin, ContainerdBin string
 	// WorkDir is scratch space for the images.
 	WorkDir string
 	Logf    func(string, ...any)
@@ -114,10 +117,11 @@ type Config struct {
 // scripts/build-kube.sh.
 func DefaultConfig() Config {
 	return Config{
-		KubeBin:    envOr("HAAGENT_KUBE_BIN", "/var/cache/haagent/kube/v1.37.2/bin"),
-		FlannelBin: envOr("HAAGENT_FLANNEL_BIN", "/var/cache/haagent/kube/flannel-v0.28.10/bin"),
-		CoreDNSBin: envOr("HAAGENT_COREDNS_BIN", "/var/cache/haagent/kube/coredns-"+addons.CoreDNSVersion+"/bin/coredns"),
-		Logf:       func(string, ...any) {},
+		KubeBin:       envOr("HAAGENT_KUBE_BIN", "/var/cache/haagent/kube/v1.37.2/bin"),
+		FlannelBin:    envOr("HAAGENT_FLANNEL_BIN", "/var/cache/haagent/kube/flannel-v0.28.10/bin"),
+		CoreDNSBin:    envOr("HAAGENT_COREDNS_BIN", "/var/cache/haagent/kube/coredns-"+addons.CoreDNSVersion+"/bin/coredns"),
+		ContainerdBin: envOr("HAAGENT_CONTAINERD2_BIN", "/var/cache/haagent/kube/containerd-v2.4.2/bin"),
+		Logf:          func(string, ...any) {},
 	}
 }
 
@@ -132,6 +136,8 @@ func (c Config) binary(name string) string {
 	switch name {
 	case "flanneld":
 		return filepath.Join(c.FlannelBin, name)
+	case "containerd", "ctr", "containerd-shim-runc-v2":
+		return filepath.Join(c.ContainerdBin, name)
 	case "etcdctl":
 		return "/usr/bin/etcdctl"
 	}
@@ -384,6 +390,13 @@ func (l *Lab) installHost(ctx context.Context, cfg Config, s Spec) error {
 	if err := h.CopyIn(cfg.Deb, "/var/tmp/haagent.deb"); err != nil {
 		return err
 	}
+	if s.Role == RoleMinion {
+		// Debian's containerd runs from boot; haagent starts the new one with a config
+		// in its format.
+		if out, err := h.Shell(ctx, "systemctl stop containerd"); err != nil {
+			return fmt.Errorf("%s: %w\n%s", s.Name, err, out)
+		}
+	}
 	for _, b := range components[s.Role] {
 		if err := h.CopyIn(cfg.binary(b), "/usr/bin/"+b); err != nil {
 			return fmt.Errorf("%s: %w", s.Name, err)
@@ -458,18 +471,25 @@ func (l *Lab) fillRegistry(ctx context.Context, set images.Set, corednsBin strin
 		return err
 	}
 	for ref, img := range map[string]v1.Image{images.Nginx: nginx, images.Pause: pause, images.Webhook: webhook, images.CoreDNS: coredns} {
-		if err := images.Push(ctx, img, reg+"/"+ref, images.WithDialContext(dial)); err != nil {
+		if err := l.Push(ctx, ref, img); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+// Push uploads img into lb1's registry as ref (a path such as images.Nginx), from lb1's
+// own netns.
+func (l *Lab) Push(ctx context.Context, ref string, img v1.Image) error {
+	reg := fmt.Sprintf("%s:%d", LB, RegistryPort)
+	return images.Push(ctx, img, reg+"/"+ref, images.WithDialContext(l.Host("lb1").DialContext))
+}
+
 // every is how often the lab's waits poll: each poll runs kubectl or nsenter.
 var every = await.Every(250 * time.Millisecond)
 
-// adminKubeconfig is where the Client keeps the admin kubeconfig that Kubectl uses.
-const adminKubeconfig = "/root/.kube/config"
+// AdminKubeconfig is where the Client keeps the admin kubeconfig that Kubectl uses.
+const AdminKubeconfig = "/root/.kube/config"
 
 // waitAdminKubeconfig copies master1's admin kubeconfig (which points at the VIP) to the
 // Client.
@@ -483,12 +503,12 @@ func (l *Lab) waitAdminKubeconfig(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return l.Host(Client).WriteFile(adminKubeconfig, admin, 0o600)
+	return l.Host(Client).WriteFile(AdminKubeconfig, admin, 0o600)
 }
 
 // Kubectl runs the real kubectl on the Client with the admin kubeconfig, through the VIP.
 func (l *Lab) Kubectl(ctx context.Context, args ...string) (string, error) {
-	return l.Host(Client).Exec(ctx, append([]string{"kubectl", "--kubeconfig=" + adminKubeconfig, "--request-timeout=10s"}, args...)...)
+	return l.Host(Client).Exec(ctx, append([]string{"kubectl", "--kubeconfig=" + AdminKubeconfig, "--request-timeout=10s"}, args...)...)
 }
 
 // KubectlDirect is Kubectl straight to one master's apiserver, past every lb.
@@ -498,7 +518,7 @@ func (l *Lab) KubectlDirect(ctx context.Context, master string, args ...string) 
 
 // KubectlCommand is Kubectl as a command, for streaming its output to a terminal.
 func (l *Lab) KubectlCommand(ctx context.Context, args ...string) *exec.Cmd {
-	return l.Host(Client).Command(ctx, append([]string{"kubectl", "--kubeconfig=" + adminKubeconfig}, args...)...)
+	return l.Host(Client).Command(ctx, append([]string{"kubectl", "--kubeconfig=" + AdminKubeconfig}, args...)...)
 }
 
 // WaitNodesReady waits until both minions are Ready nodes.

@@ -5,8 +5,9 @@
 # Only make systemd read the new unit. Never enable or start haagent on install: the
 # host's role is not known yet. Never restart it on upgrade: the upgrade runs on every
 # master at about the same time, and restarting them all would restart every etcd
-# member at once and lose quorum. The running agent picks up the new binary on the
-# operator's rolling `systemctl restart haagent`, one master at a time.
+# member at once and lose quorum. A running master notices the new binary and rolls
+# onto it itself, one master at a time under a lock in etcd (package roll); restart an
+# lb or a minion yourself, one at a time.
 set -e
 case "$1" in
 configure)

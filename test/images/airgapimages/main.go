@@ -9,7 +9,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/haagent/haagent/addons"
+	"github.com/haagent/haagent/cluster/addons"
 	"github.com/haagent/haagent/test/images"
 )
 
