@@ -45,7 +45,7 @@ kube:
 # tests and the e2e test on real systemd hosts. Packages run one at a time (-p 1): the
 # timing tests measure failover and must not share the two cores with an e2e cluster.
 # HAAGENT_REQUIRE_ROOT_TESTS=1 makes every root-only test fail where it would skip
-# (test/rootonly): a run that is not root fails instead of passing untested.
+# (test/framework/rootonly): a run that is not root fails instead of passing untested.
 test: deps build kube
 	HAAGENT_REQUIRE_ROOT_TESTS=1 HAAGENT_BIN=$(CURDIR)/$(BIN) CGO_ENABLED=1 go test -race -p 1 -count=1 -timeout 60m ./...
 	go test -run='^$$' -fuzz=FuzzParsePeers -fuzztime=5s ./embed/etcdmember/
@@ -58,31 +58,31 @@ COREDNS_BIN ?= /var/cache/haagent/kube/coredns-v1.14.6/bin/coredns
 airgap:
 	./scripts/build-kube.sh coredns >/dev/null
 	mkdir -p dist
-	go run ./test/images/airgapimages -coredns $(COREDNS_BIN) -o dist/haagent-airgap-images-$(VERSION).tar
+	go run ./test/framework/images/airgapimages -coredns $(COREDNS_BIN) -o dist/haagent-airgap-images-$(VERSION).tar
 
 e2e: deps build kube
 	HAAGENT_REQUIRE_ROOT_TESTS=1 HAAGENT_BIN=$(CURDIR)/$(BIN) go test -count=1 -timeout 45m -v ./test/e2e/
 
 demo: build
-	HAAGENT_BIN=$(CURDIR)/$(BIN) go run ./test/demo
+	HAAGENT_BIN=$(CURDIR)/$(BIN) go run ./test/tools/demo
 
 # lab boots the walkthrough's six hosts (lb1, master1-3, minion1-2) and returns once both
-# minions are Ready; `go run ./test/lab help` says what else it does. Root, Linux.
+# minions are Ready; `go run ./test/tools/lab help` says what else it does. Root, Linux.
 lab: deps kube
-	go run ./test/lab up
+	go run ./test/tools/lab up
 
 # conformance runs every [Conformance] spec of Kubernetes' own suite (e2e.test v1.37.2)
 # on the lab, offline, through the VIP: it brings the lab up if it is not, builds the
 # suite's images and pushes them into lb1's registry, prints a summary and keeps the
 # JUnit report in dist/conformance. CONFORMANCE_ARGS passes flags, e.g.
-# CONFORMANCE_ARGS='-halt master1 -halt-after 10m'; go run ./test/lab conformance -h
+# CONFORMANCE_ARGS='-halt master1 -halt-after 10m'; go run ./test/tools/lab conformance -h
 # lists them.
 conformance: deps kube
-	go run ./test/lab up
-	go run ./test/lab conformance $(CONFORMANCE_ARGS)
+	go run ./test/tools/lab up
+	go run ./test/tools/lab conformance $(CONFORMANCE_ARGS)
 
 bench: deps build kube
-	HAAGENT_BIN=$(CURDIR)/$(BIN) go run ./test/bench
+	HAAGENT_BIN=$(CURDIR)/$(BIN) go run ./test/tools/bench
 
 # chaos runs the long chaos schedule (test/chaos, about 3 minutes, root): clients read
 # and write through the lb while masters and the lb are killed, blackholed and

@@ -19,7 +19,7 @@ pkgs=(
 	busybox-static
 	# cloud-init schema checks of packaging/cloud-init/*.yaml
 	cloud-init
-	# the lab's image registry (the distribution registry), which test/images pushes to
+	# the lab's image registry (the distribution registry), which test/framework/images pushes to
 	docker-registry
 )
 missing=()

@@ -15,7 +15,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 
-	"github.com/haagent/haagent/test/await"
+	"github.com/haagent/haagent/test/framework/await"
 )
 
 // startEtcd runs a one-member etcd on loopback for the test.

@@ -15,7 +15,7 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 
-	"github.com/haagent/haagent/test/await"
+	"github.com/haagent/haagent/test/framework/await"
 )
 
 func freeAddr(t *testing.T) string {

@@ -10,7 +10,7 @@ import (
 	"github.com/vishvananda/netns"
 	"sigs.k8s.io/knftables"
 
-	"github.com/haagent/haagent/test/rootonly"
+	"github.com/haagent/haagent/test/framework/rootonly"
 )
 
 // The kernel and nft of this machine take the table, in a network namespace of the

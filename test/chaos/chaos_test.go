@@ -17,11 +17,11 @@ import (
 	"github.com/anishathalye/porcupine"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/haagent/haagent/test/await"
-	"github.com/haagent/haagent/test/hosts"
-	"github.com/haagent/haagent/test/netlab"
-	"github.com/haagent/haagent/test/probe"
-	"github.com/haagent/haagent/test/procs"
+	"github.com/haagent/haagent/test/framework/await"
+	"github.com/haagent/haagent/test/framework/hosts"
+	"github.com/haagent/haagent/test/framework/netlab"
+	"github.com/haagent/haagent/test/framework/probe"
+	"github.com/haagent/haagent/test/framework/procs"
 )
 
 // long selects make chaos's run: more clients, longer phases, the schedule three times.

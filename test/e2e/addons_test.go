@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/haagent/haagent/cluster/addons"
-	"github.com/haagent/haagent/test/sixhost"
+	"github.com/haagent/haagent/test/framework/sixhost"
 )
 
 // kubeServiceIP is the kubernetes Service's ClusterIP: the first of the lab's default

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/haagent/haagent/test/conformance"
+	"github.com/haagent/haagent/test/framework/conformance"
 )
 
 // conformanceSubset is the part of Kubernetes' own suite that make test runs on every

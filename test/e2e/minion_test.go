@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/haagent/haagent/test/hosts"
-	"github.com/haagent/haagent/test/images"
-	"github.com/haagent/haagent/test/procs"
-	"github.com/haagent/haagent/test/sixhost"
+	"github.com/haagent/haagent/test/framework/hosts"
+	"github.com/haagent/haagent/test/framework/images"
+	"github.com/haagent/haagent/test/framework/procs"
+	"github.com/haagent/haagent/test/framework/sixhost"
 )
 
 // containerd2Bin holds containerd 2.x and its ctr, built by scripts/build-kube.sh.

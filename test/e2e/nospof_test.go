@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/haagent/haagent/test/hosts"
-	"github.com/haagent/haagent/test/sixhost"
+	"github.com/haagent/haagent/test/framework/hosts"
+	"github.com/haagent/haagent/test/framework/sixhost"
 )
 
 // walk is what the walkthrough's subtests share with the ones that follow it.

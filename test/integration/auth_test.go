@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/haagent/haagent/test/await"
-	"github.com/haagent/haagent/test/procs"
+	"github.com/haagent/haagent/test/framework/await"
+	"github.com/haagent/haagent/test/framework/procs"
 	"github.com/haagent/haagent/trust/join"
 	"github.com/haagent/haagent/trust/pki"
 )

@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/haagent/haagent/test/await"
-	"github.com/haagent/haagent/test/procs"
+	"github.com/haagent/haagent/test/framework/await"
+	"github.com/haagent/haagent/test/framework/procs"
 )
 
 // clusterReset runs 'haagent cluster-reset' with m's own flags, as an operator would

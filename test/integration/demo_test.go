@@ -13,7 +13,7 @@ import (
 func TestMakeDemo(t *testing.T) {
 	_, file, _, _ := runtime.Caller(0)
 	root := filepath.Join(filepath.Dir(file), "..", "..")
-	cmd := exec.Command("go", "run", "./test/demo")
+	cmd := exec.Command("go", "run", "./test/tools/demo")
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "HAAGENT_BIN="+bin)
 	out, err := cmd.CombinedOutput()

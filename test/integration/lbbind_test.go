@@ -23,8 +23,8 @@ import (
 	"github.com/haagent/haagent/base/files"
 	"github.com/haagent/haagent/embed/vip"
 	"github.com/haagent/haagent/roles/node"
-	"github.com/haagent/haagent/test/await"
-	"github.com/haagent/haagent/test/procs"
+	"github.com/haagent/haagent/test/framework/await"
+	"github.com/haagent/haagent/test/framework/procs"
 	"github.com/haagent/haagent/trust/join"
 	"github.com/haagent/haagent/trust/pki"
 )

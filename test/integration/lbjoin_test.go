@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/haagent/haagent/test/procs"
+	"github.com/haagent/haagent/test/framework/procs"
 )
 
 // TestFullBootstrapThroughTheLB: three secure masters, an lb in front of them on

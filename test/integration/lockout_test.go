@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/haagent/haagent/test/procs"
+	"github.com/haagent/haagent/test/framework/procs"
 	"github.com/haagent/haagent/trust/join"
 	"github.com/haagent/haagent/trust/pki"
 )

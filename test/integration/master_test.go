@@ -1,4 +1,4 @@
-// Package integration runs real haagent processes (test/procs) on loopback addresses,
+// Package integration runs real haagent processes (test/framework/procs) on loopback addresses,
 // masters on 127.0.0.21-23, an lb on 127.0.0.10, a minion on 127.0.0.31, and checks
 // them with Debian's etcdctl, an outside client. None of its tests needs root: those
 // that do live in test/rootintegration.
@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/haagent/haagent/test/await"
-	"github.com/haagent/haagent/test/procs"
+	"github.com/haagent/haagent/test/framework/await"
+	"github.com/haagent/haagent/test/framework/procs"
 )
 
 var bin string

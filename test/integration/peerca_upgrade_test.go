@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/haagent/haagent/test/await"
-	"github.com/haagent/haagent/test/procs"
-	"github.com/haagent/haagent/test/rootonly"
+	"github.com/haagent/haagent/test/framework/await"
+	"github.com/haagent/haagent/test/framework/procs"
+	"github.com/haagent/haagent/test/framework/rootonly"
 	"github.com/haagent/haagent/trust/pki"
 )
 

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/haagent/haagent/systemd/nodeconf"
-	"github.com/haagent/haagent/test/procs"
+	"github.com/haagent/haagent/test/framework/procs"
 	"github.com/haagent/haagent/trust/pki"
 )
 

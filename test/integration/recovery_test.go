@@ -14,7 +14,7 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
-	"github.com/haagent/haagent/test/await"
+	"github.com/haagent/haagent/test/framework/await"
 )
 
 // TestScheduledSnapshots runs a master that snapshots every second and keeps two:

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/haagent/haagent/test/procs"
+	"github.com/haagent/haagent/test/framework/procs"
 )
 
 func TestResetForGoldenImages(t *testing.T) {

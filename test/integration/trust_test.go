@@ -19,8 +19,8 @@ import (
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/haagent/haagent/test/await"
-	"github.com/haagent/haagent/test/procs"
+	"github.com/haagent/haagent/test/framework/await"
+	"github.com/haagent/haagent/test/framework/procs"
 	"github.com/haagent/haagent/trust/join"
 	"github.com/haagent/haagent/trust/pki"
 )

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/haagent/haagent/test/await"
-	"github.com/haagent/haagent/test/hosts"
+	"github.com/haagent/haagent/test/framework/await"
+	"github.com/haagent/haagent/test/framework/hosts"
 )
 
 // TestDebInHost installs the deb into a test host with a real systemd: the install

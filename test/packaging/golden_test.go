@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/haagent/haagent/test/hosts"
+	"github.com/haagent/haagent/test/framework/hosts"
 )
 
 // goldenStatus is the part of a master's `haagent status -o json` this test reads.

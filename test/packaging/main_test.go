@@ -18,7 +18,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/haagent/haagent/test/rootonly"
+	"github.com/haagent/haagent/test/framework/rootonly"
 )
 
 // repoRoot is the repository's top dir.
@@ -205,7 +205,7 @@ func makePackages() (*packages, error) {
 }
 
 // requireRoot stops a test that installs into scratch roots or boots test hosts where it
-// can't run as root (test/rootonly).
+// can't run as root (test/framework/rootonly).
 func requireRoot(t *testing.T) {
 	t.Helper()
 	rootonly.Require(t, "installing packages into scratch roots and test hosts")

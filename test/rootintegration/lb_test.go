@@ -17,14 +17,14 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	lbrole "github.com/haagent/haagent/roles/lb"
-	"github.com/haagent/haagent/test/await"
-	"github.com/haagent/haagent/test/hosts"
-	"github.com/haagent/haagent/test/netlab"
-	"github.com/haagent/haagent/test/probe"
-	"github.com/haagent/haagent/test/procs"
+	"github.com/haagent/haagent/test/framework/await"
+	"github.com/haagent/haagent/test/framework/hosts"
+	"github.com/haagent/haagent/test/framework/netlab"
+	"github.com/haagent/haagent/test/framework/probe"
+	"github.com/haagent/haagent/test/framework/procs"
 )
 
-// The lb tests' layout, in nodes of a lab that each test makes (test/hosts): three
+// The lb tests' layout, in nodes of a lab that each test makes (test/framework/hosts): three
 // masters, an lb in front of them with m1 as its primary, and a client node from which
 // every request comes.
 const (

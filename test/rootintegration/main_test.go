@@ -1,13 +1,13 @@
-// Package rootintegration runs real haagent processes (test/procs) in network
-// namespaces that each test makes (nodes of a test/hosts lab, 10.77.0.0/24): the lb
+// Package rootintegration runs real haagent processes (test/framework/procs) in network
+// namespaces that each test makes (nodes of a test/framework/hosts lab, 10.77.0.0/24): the lb
 // under kill -9 and blackhole of its primary. Every test here needs root; where it
-// can't run, it skips, or fails under make test (test/rootonly).
+// can't run, it skips, or fails under make test (test/framework/rootonly).
 package rootintegration
 
 import (
 	"testing"
 
-	"github.com/haagent/haagent/test/procs"
+	"github.com/haagent/haagent/test/framework/procs"
 )
 
 var bin string

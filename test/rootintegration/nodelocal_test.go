@@ -16,10 +16,10 @@ import (
 
 	"github.com/haagent/haagent/netsetup/masterlist"
 	"github.com/haagent/haagent/roles/minion"
-	"github.com/haagent/haagent/test/await"
-	"github.com/haagent/haagent/test/hosts"
-	"github.com/haagent/haagent/test/netlab"
-	"github.com/haagent/haagent/test/procs"
+	"github.com/haagent/haagent/test/framework/await"
+	"github.com/haagent/haagent/test/framework/hosts"
+	"github.com/haagent/haagent/test/framework/netlab"
+	"github.com/haagent/haagent/test/framework/procs"
 )
 
 // The node-local test's layout, in a lab of its own (10.82.0.0/24): three masters and

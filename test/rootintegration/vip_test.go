@@ -24,11 +24,11 @@ import (
 
 	"github.com/haagent/haagent/embed/vip"
 	lbrole "github.com/haagent/haagent/roles/lb"
-	"github.com/haagent/haagent/test/await"
-	"github.com/haagent/haagent/test/hosts"
-	"github.com/haagent/haagent/test/netlab"
-	"github.com/haagent/haagent/test/probe"
-	"github.com/haagent/haagent/test/procs"
+	"github.com/haagent/haagent/test/framework/await"
+	"github.com/haagent/haagent/test/framework/hosts"
+	"github.com/haagent/haagent/test/framework/netlab"
+	"github.com/haagent/haagent/test/framework/probe"
+	"github.com/haagent/haagent/test/framework/procs"
 )
 
 // The VIP tests' layout, in its own subnet: three secure masters, two lbs that share
