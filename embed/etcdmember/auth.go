@@ -5,45 +5,20 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"path"
 	"slices"
-	"strings"
 
 	"go.etcd.io/etcd/api/v3/authpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
-
-	"github.com/haagent/haagent/embed/vip"
-	"github.com/haagent/haagent/trust/pki"
 )
 
-// The etcd users, one per client certificate CN that pki issues: with client-cert-auth
-// and auth enabled, etcd takes the user from the CN of the verified certificate, so no
-// user has a password.
+// UserRoot is the etcd user that must exist, holding the root role, before etcd lets
+// auth be enabled. No certificate carries its name, so nobody logs in as it. With
+// client-cert-auth and auth enabled, etcd takes the user from the CN of the verified
+// certificate, so no user has a password.
 const (
-	// UserRoot must exist, holding the root role, before etcd lets auth be enabled. No
-	// certificate carries its name, so nobody logs in as it.
 	UserRoot = "root"
-	// UserHaagent is haagent on the masters (status, member add/remove/promote, snapshots,
-	// flannel seeding, the sealed shared doc, this policy itself). etcd allows member
-	// changes, snapshots and user and role changes only to the root role, so it holds it.
-	UserHaagent = "haagent"
-	// UserAPIServer is kube-apiserver's etcd client.
-	UserAPIServer = "kube-apiserver-etcd-client"
-	// UserFlannel is flanneld, on masters and on minions (through the lb).
-	UserFlannel = "flannel"
-	// UserLB is the identity that every lb shared before lb names were bound (anyone
-	// with the agent token could get its certificate): it keeps no role. An lb's own
-	// user is LBUser's.
-	UserLB = "haagent-lb"
-
-	roleRoot      = "root"
-	roleAPIServer = "kube-apiserver"
-	roleFlannel   = "flannel"
-	roleLB        = "haagent-lb"
-
-	// DefaultAPIServerPrefix is kube-apiserver's --etcd-prefix default.
-	DefaultAPIServerPrefix = "/registry"
+	RoleRoot = "root"
 )
 
 // Perm is one key permission of a role: Key alone is one key; with Prefix it is every
@@ -54,7 +29,8 @@ type Perm struct {
 	Type   authpb.Permission_Type
 }
 
-func (p Perm) rangeEnd() string {
+// RangeEnd is the end of the range the permission covers, as etcd takes it.
+func (p Perm) RangeEnd() string {
 	if p.Prefix {
 		return clientv3.GetPrefixRangeEnd(p.Key)
 	}
@@ -81,7 +57,8 @@ type User struct {
 	Roles []string
 }
 
-// AuthPolicy is the users and roles haagent keeps in etcd.
+// AuthPolicy is a set of users and roles to keep in etcd; the master writes haagent's
+// (package master, NewAuthPolicy).
 type AuthPolicy struct {
 	Roles []Role
 	Users []User
@@ -89,65 +66,12 @@ type AuthPolicy struct {
 	Revoked []User
 }
 
-// LBUser is the etcd user of the lb called name, whose certificate's CN is its name
-// after pki.LBNamePrefix: its health check (etcd answers GET /health as root whatever
-// the certificate, so that needs no permission) and, with --vip, its part in the
-// election of the VIP's holder, which reads and writes under vip.KeyPrefix and nowhere
-// else. The masters add it when they first issue that lb's certificate (EnsureLBUser).
-func LBUser(name string) User {
-	return User{Name: pki.LBNamePrefix + name, Roles: []string{roleLB}}
-}
-
-// EnsureLBUser adds the lb's user, LBUser(name), unless it is there with its role.
-func EnsureLBUser(ctx context.Context, cli *clientv3.Client, name string, lg *slog.Logger) error {
-	u := LBUser(name)
+// EnsureUser adds the user, and grants it the roles it lacks.
+func EnsureUser(ctx context.Context, cli *clientv3.Client, u User, lg *slog.Logger) error {
 	if err := ensureUser(ctx, cli, u, lg); err != nil {
 		return fmt.Errorf("etcd user %s: %w", u.Name, err)
 	}
 	return nil
-}
-
-// NewAuthPolicy is the policy for a cluster whose kube-apiserver stores under
-// apiserverPrefix (its --etcd-prefix) and whose flannel config is under flannelPrefix.
-func NewAuthPolicy(apiserverPrefix, flannelPrefix string) AuthPolicy {
-	apiserverPrefix = strings.TrimSuffix(apiserverPrefix, "/") + "/"
-	flannelPrefix = strings.TrimSuffix(flannelPrefix, "/")
-	return AuthPolicy{
-		Roles: []Role{
-			{Name: roleRoot},
-			// The apiserver's health check reads <prefix>/health, inside the prefix. Its
-			// compactor, which kept compact_rev_key at the root, is off: etcd allows
-			// Compact to root only, and the members compact themselves.
-			{Name: roleAPIServer, Perms: []Perm{
-				{Key: apiserverPrefix, Prefix: true, Type: clientv3.PermReadWrite},
-			}},
-			// flannel 0.28's etcd subnet manager reads <prefix>/config and reads, writes
-			// and watches <prefix>/subnets*; lease grants need no key permission, and a
-			// lease revoke needs write on the keys attached, which are subnets. It may not
-			// change the network config that the masters seed.
-			{Name: roleFlannel, Perms: []Perm{
-				{Key: flannelPrefix + "/", Prefix: true, Type: clientv3.PermRead},
-				{Key: path.Join(flannelPrefix, "subnets"), Prefix: true, Type: clientv3.PermReadWrite},
-			}},
-			// The VIP's election: a key per lb under the prefix, attached to its lease; a
-			// standby revokes a stale holder's lease, which needs write on its key, so
-			// every lb may write every lb's key (etcd's permissions are by key range, and
-			// the key's name is the lease's ID, which etcd picks at grant).
-			{Name: roleLB, Perms: []Perm{
-				{Key: vip.KeyPrefix, Prefix: true, Type: clientv3.PermReadWrite},
-			}},
-		},
-		Users: []User{
-			{Name: UserRoot, Roles: []string{roleRoot}},
-			{Name: UserHaagent, Roles: []string{roleRoot}},
-			{Name: UserAPIServer, Roles: []string{roleAPIServer}},
-			{Name: UserFlannel, Roles: []string{roleFlannel}},
-			{Name: UserLB},
-		},
-		// The shared lb identity held the VIP's election role before lb names were
-		// bound; an lb's own user (LBUser) holds it now.
-		Revoked: []User{{Name: UserLB, Roles: []string{roleLB}}},
-	}
 }
 
 // EnsureAuth creates the policy's roles and users where they are missing, grants what
@@ -202,12 +126,12 @@ func ensureRole(ctx context.Context, cli *clientv3.Client, r Role, lg *slog.Logg
 	}
 	for _, want := range r.Perms {
 		if slices.ContainsFunc(got.Perm, func(have *authpb.Permission) bool {
-			return bytes.Equal(have.Key, []byte(want.Key)) && bytes.Equal(have.RangeEnd, []byte(want.rangeEnd())) &&
+			return bytes.Equal(have.Key, []byte(want.Key)) && bytes.Equal(have.RangeEnd, []byte(want.RangeEnd())) &&
 				(have.PermType == want.Type || have.PermType == authpb.READWRITE)
 		}) {
 			continue
 		}
-		if _, err := cli.RoleGrantPermission(ctx, r.Name, want.Key, want.rangeEnd(), clientv3.PermissionType(want.Type)); err != nil {
+		if _, err := cli.RoleGrantPermission(ctx, r.Name, want.Key, want.RangeEnd(), clientv3.PermissionType(want.Type)); err != nil {
 			return fmt.Errorf("grant %s: %w", want, err)
 		}
 		lg.Info("[auth] granted etcd permission", "role", r.Name, "perm", want.String())

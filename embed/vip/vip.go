@@ -61,7 +61,7 @@ import (
 )
 
 // KeyPrefix is where the elections live in etcd, one per VIP below it; the lb's etcd
-// user may read and write under it and nowhere else (etcdmember.NewAuthPolicy).
+// user may read and write under it and nowhere else (master.NewAuthPolicy).
 const KeyPrefix = "/haagent/vip/"
 
 // Timings. They follow from etcd's lease minimum (TTL) and the kernel's lifetime

@@ -51,7 +51,7 @@ type Config struct {
 	ElectionTimeout   time.Duration
 	FlannelPrefix     string
 	// EtcdAuth makes the master enable etcd's authorization, with one user per
-	// certificate CN (etcdmember.NewAuthPolicy). Off, it leaves etcd as it finds it: a
+	// certificate CN (master.NewAuthPolicy). Off, it leaves etcd as it finds it: a
 	// cluster built before does not get auth, and one that has it keeps it.
 	EtcdAuth         bool
 	FlannelNetwork   string
@@ -366,7 +366,7 @@ func (c *Config) EmbedConfig() (etcdmember.Config, error) {
 // APIServerEtcdPrefix is kube-apiserver's --etcd-prefix: the operator's, from
 // --kube-apiserver-arg, or the apiserver's default.
 func (c *Config) APIServerEtcdPrefix() string {
-	prefix := etcdmember.DefaultAPIServerPrefix
+	prefix := DefaultAPIServerPrefix
 	for _, a := range c.Args[nodeconf.ComponentAPIServer] {
 		if v, ok := strings.CutPrefix(strings.TrimLeft(a, "-"), "etcd-prefix="); ok && v != "" {
 			prefix = v

@@ -187,7 +187,7 @@ func (m *Master) start(ctx context.Context, g *errgroup.Group) error {
 	// needs. Every master does it on start; the steps are idempotent, so concurrent
 	// masters and an upgrade of a running cluster both come out the same.
 	if !m.cfg.Insecure && m.cfg.EtcdAuth {
-		policy := etcdmember.NewAuthPolicy(m.cfg.APIServerEtcdPrefix(), m.cfg.FlannelPrefix)
+		policy := NewAuthPolicy(m.cfg.APIServerEtcdPrefix(), m.cfg.FlannelPrefix)
 		if err := m.untilStored(ctx, "the etcd users and roles", func(ctx context.Context) error {
 			return etcdmember.EnsureAuth(ctx, m.member.Client(), policy, m.lg)
 		}); err != nil {

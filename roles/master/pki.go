@@ -325,7 +325,7 @@ func (m *Master) servingCert(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	return &c, err
 }
 
-// ensureLBUser adds the etcd user of the lb called name (etcdmember.LBUser).
+// ensureLBUser adds the etcd user of the lb called name (LBUser).
 func (m *Master) ensureLBUser(name string) error {
 	cli := m.member.Client()
 	if cli == nil {
@@ -333,7 +333,7 @@ func (m *Master) ensureLBUser(name string) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	return etcdmember.EnsureLBUser(ctx, cli, name, m.lg)
+	return etcdmember.EnsureUser(ctx, cli, LBUser(name), m.lg)
 }
 
 // syncShared stores the sealed CA and service-account keys in etcd once, and checks

@@ -19,6 +19,7 @@ import (
 	"go.etcd.io/etcd/client/v3/namespace"
 
 	"github.com/haagent/haagent/embed/etcdmember"
+	"github.com/haagent/haagent/roles/master"
 	"github.com/haagent/haagent/test/framework/await"
 	"github.com/haagent/haagent/test/framework/probe"
 	"github.com/haagent/haagent/test/framework/procs"
@@ -95,7 +96,7 @@ func benchAuth(bin string, rounds int) (table, error) {
 		cli.KV = namespace.NewKV(cli.KV, authKeyPrefix)
 		return cli, nil
 	}
-	policy := etcdmember.NewAuthPolicy(etcdmember.DefaultAPIServerPrefix, "/kube-centos/network")
+	policy := master.NewAuthPolicy(master.DefaultAPIServerPrefix, "/kube-centos/network")
 	setAuth := func(on bool) error {
 		actx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()

@@ -1,8 +1,10 @@
-package etcdmember
+package master
 
 import (
 	"slices"
 	"testing"
+
+	"github.com/haagent/haagent/embed/etcdmember"
 )
 
 func TestAuthPolicy(t *testing.T) {
@@ -10,7 +12,7 @@ func TestAuthPolicy(t *testing.T) {
 	roles := map[string][]string{}
 	for _, r := range p.Roles {
 		for _, perm := range r.Perms {
-			roles[r.Name] = append(roles[r.Name], perm.String()+" end="+perm.rangeEnd())
+			roles[r.Name] = append(roles[r.Name], perm.String()+" end="+perm.RangeEnd())
 		}
 	}
 	want := map[string][]string{
@@ -24,15 +26,15 @@ func TestAuthPolicy(t *testing.T) {
 			t.Errorf("role %s: %q, want %q", name, roles[name], w)
 		}
 	}
-	if len(roles[roleRoot]) != 0 {
-		t.Errorf("root role carries key permissions: %q", roles[roleRoot])
+	if len(roles[etcdmember.RoleRoot]) != 0 {
+		t.Errorf("root role carries key permissions: %q", roles[etcdmember.RoleRoot])
 	}
 	users := map[string][]string{}
 	for _, u := range p.Users {
 		users[u.Name] = u.Roles
 	}
 	for name, w := range map[string][]string{
-		UserRoot: {roleRoot}, UserHaagent: {roleRoot}, UserAPIServer: {roleAPIServer}, UserFlannel: {roleFlannel},
+		etcdmember.UserRoot: {etcdmember.RoleRoot}, UserHaagent: {etcdmember.RoleRoot}, UserAPIServer: {roleAPIServer}, UserFlannel: {roleFlannel},
 		// The identity every lb shared before lb names were bound has no role: each lb
 		// has its own user, and its own is taken away on upgrade.
 		UserLB: nil,
