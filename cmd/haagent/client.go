@@ -256,7 +256,7 @@ func (s *snapshotCmd) restoreFlags(fs *pflag.FlagSet) {
 	mc := s.mc
 	fs.StringVar(&mc.DataDir, "data-dir", "", "the new data dir (must not exist yet)")
 	fs.StringVar(&mc.Name, "name", "", "this member's name (default: the short hostname)")
-	fs.StringVar(&mc.Peers, "peers", "", "the masters, as for the agent")
+	fs.Var(&mc.Peers, "peers", "the masters, as for the agent")
 	fs.StringVar(&mc.AdvertiseAddress, "advertise-address", "", "as for the agent")
 	fs.IntVar(&mc.EtcdPeerPort, "etcd-peer-port", mc.EtcdPeerPort, "as for the agent")
 	fs.StringVar(&mc.ClusterToken, "cluster-token", mc.ClusterToken, "as for the agent")
@@ -292,15 +292,12 @@ func (s *snapshotCmd) restore(ctx context.Context, w io.Writer, args []string) e
 	if err := mc.Complete(); err != nil {
 		return usageError{err}
 	}
-	peers, err := mc.ParsePeers()
-	if err != nil {
-		return usagef("--peers: %v", err)
-	}
+	peers := mc.PeerList()
 	self, ok := peers.ByName(mc.Name)
 	if !ok {
 		return usagef("--name: %q is not in --peers (%s)", mc.Name, peers)
 	}
-	err = etcdutlsnapshot.NewV3(zap.NewNop()).Restore(etcdutlsnapshot.RestoreConfig{
+	err := etcdutlsnapshot.NewV3(zap.NewNop()).Restore(etcdutlsnapshot.RestoreConfig{
 		SnapshotPath:        file,
 		Name:                mc.Name,
 		OutputDataDir:       mc.DataDir,

@@ -296,6 +296,12 @@ func helpCommand() *cobra.Command {
 
 // flagError rewords pflag's errors so that they name the flag first, like ours do.
 func flagError(err error) error {
+	// A value that a flag's own type refused (--peers, say) names the flag first, as
+	// every other refusal does.
+	var invalid *pflag.InvalidValueError
+	if errors.As(err, &invalid) {
+		return fmt.Errorf("--%s: %q: %w", invalid.GetFlag().Name, invalid.GetValue(), invalid.Unwrap())
+	}
 	msg := err.Error()
 	if rest, ok := strings.CutPrefix(msg, "unknown flag: "); ok {
 		return fmt.Errorf("%s: unknown flag; run with --help to list the flags", rest)
@@ -327,6 +333,10 @@ func applyEnv(fs *pflag.FlagSet, lookup func(string) (string, bool)) error {
 		}
 		for _, one := range values {
 			if err := fs.Set(f.Name, one); err != nil {
+				var invalid *pflag.InvalidValueError
+				if errors.As(err, &invalid) {
+					err = invalid.Unwrap()
+				}
 				errs = append(errs, fmt.Errorf("--%s: %s=%q: %v", f.Name, envName(f.Name), v, err))
 			}
 		}

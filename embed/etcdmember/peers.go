@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -53,7 +54,8 @@ func (ps Peers) NameOf(peerURL string) string {
 
 // ParsePeers reads a --peers value. Each comma-separated entry is either
 // name=scheme://host:port, as in etcd's --initial-cluster, or a bare host
-// (name and host are then the same, and the port is defaultPort).
+// (name and host are then the same, and the port is defaultPort). With defaultPort 0
+// an entry with no port keeps none, for PeersValue.Resolve to fill.
 func ParsePeers(s string, scheme string, defaultPort int) (Peers, error) {
 	if strings.TrimSpace(s) == "" {
 		return nil, errors.New("empty list")
@@ -88,8 +90,7 @@ func parsePeer(entry, scheme string, defaultPort int) (Peer, error) {
 		if err := checkHost(entry); err != nil {
 			return Peer{}, fmt.Errorf("entry %q: %w", entry, err)
 		}
-		u := url.URL{Scheme: scheme, Host: net.JoinHostPort(entry, strconv.Itoa(defaultPort))}
-		return Peer{Name: entry, URL: u}, nil
+		return Peer{Name: entry, URL: url.URL{Scheme: scheme, Host: hostPort(entry, defaultPort)}}, nil
 	}
 	if err := checkName(name); err != nil {
 		return Peer{}, fmt.Errorf("entry %q: %w", entry, err)
@@ -109,12 +110,64 @@ func parsePeer(entry, scheme string, defaultPort int) (Peer, error) {
 		return Peer{}, fmt.Errorf("entry %q: %w", entry, err)
 	}
 	if port == "" {
-		port = strconv.Itoa(defaultPort)
+		return Peer{Name: name, URL: url.URL{Scheme: u.Scheme, Host: hostPort(host, defaultPort)}}, nil
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
 		return Peer{}, fmt.Errorf("entry %q: port %q is not in 1-65535", entry, port)
 	}
 	return Peer{Name: name, URL: url.URL{Scheme: u.Scheme, Host: net.JoinHostPort(host, port)}}, nil
+}
+
+// hostPort is host:port, or host alone (bracketed if IPv6) when port is 0.
+func hostPort(host string, port int) string {
+	if port != 0 {
+		return net.JoinHostPort(host, strconv.Itoa(port))
+	}
+	if strings.Contains(host, ":") {
+		return "[" + host + "]"
+	}
+	return host
+}
+
+// PeersValue is the --peers flag, a pflag.Value: Set parses the list, once. Two things
+// depend on other flags, which may come later on the command line: the port of an
+// entry that names none, and the scheme (a secure cluster's peers speak https whatever
+// the operator wrote, so that classic http:// lists keep working). Resolve settles
+// both.
+type PeersValue struct {
+	list Peers
+}
+
+// Set parses s; its error says what the flag takes.
+func (v *PeersValue) Set(s string) error {
+	ps, err := ParsePeers(s, "http", 0)
+	if err != nil {
+		return fmt.Errorf("%w; use name=http://ip:2380,... or host1,host2,host3", err)
+	}
+	v.list = ps
+	return nil
+}
+
+// String is the list as given, in --initial-cluster form.
+func (v *PeersValue) String() string { return v.list.String() }
+
+// Type names the flag's value in --help.
+func (v *PeersValue) Type() string { return "peers" }
+
+// IsSet reports whether a list was given.
+func (v *PeersValue) IsSet() bool { return len(v.list) > 0 }
+
+// Resolve is the list with every URL's scheme set to scheme, and defaultPort where an
+// entry named no port.
+func (v *PeersValue) Resolve(scheme string, defaultPort int) Peers {
+	ps := slices.Clone(v.list)
+	for i := range ps {
+		ps[i].URL.Scheme = scheme
+		if ps[i].URL.Port() == "" {
+			ps[i].URL.Host = net.JoinHostPort(ps[i].URL.Hostname(), strconv.Itoa(defaultPort))
+		}
+	}
+	return ps
 }
 
 func checkName(name string) error {

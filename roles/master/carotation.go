@@ -182,8 +182,7 @@ func (m *Master) awaitAPIServerReady(ctx context.Context) error {
 
 // before names a master before this one in --peers that has not applied hash, or "".
 func (m *Master) before(records map[string]string, hash string) string {
-	peers, _ := m.cfg.ParsePeers()
-	for _, p := range peers {
+	for _, p := range m.cfg.PeerList() {
 		if p.Name == m.cfg.Name {
 			return ""
 		}

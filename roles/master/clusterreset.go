@@ -92,10 +92,7 @@ func (c *Config) forceNewCluster(ctx context.Context, member *etcdmember.Server,
 	if err != nil {
 		return err
 	}
-	peers, err := c.ParsePeers()
-	if err != nil {
-		return err
-	}
+	peers := c.PeerList()
 	self, _ := peers.ByName(c.Name)
 	voters, gone := 0, []string{}
 	for _, m := range ms {
@@ -156,10 +153,7 @@ func (c *Config) restore(ctx context.Context, member *etcdmember.Server, o Reset
 			return refusef("--data-dir: %s is in use by a running etcd; stop haagent on this host first: 'systemctl stop haagent'", c.DataDir)
 		}
 	}
-	peers, err := c.ParsePeers()
-	if err != nil {
-		return err
-	}
+	peers := c.PeerList()
 	answers, err := member.Reachable(ctx, member.PeersAsMembers())
 	if err != nil {
 		return err

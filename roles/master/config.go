@@ -38,7 +38,9 @@ type Config struct {
 	// address, join port and systemd.
 	node.Config
 	node.Address
-	Peers          string
+	// Peers is --peers as given; Complete resolves it into peers (PeerList).
+	Peers          etcdmember.PeersValue
+	peers          etcdmember.Peers
 	ListenAddress  string
 	EtcdClientPort int
 	EtcdPeerPort   int
@@ -115,7 +117,7 @@ func NewConfig() *Config {
 
 // AddFlags binds the master's flags to c.
 func (c *Config) AddFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&c.Peers, "peers", c.Peers, "the masters: name=http://ip:2380,... or plain hosts host1,host2,host3 (default: a single-member cluster on this host)")
+	fs.Var(&c.Peers, "peers", "the masters: name=http://ip:2380,... or plain hosts host1,host2,host3 (default: a single-member cluster on this host)")
 	c.Address.AddFlags(fs)
 	fs.StringVar(&c.ListenAddress, "listen-address", c.ListenAddress, "IP that etcd's client and peer ports bind to")
 	fs.IntVar(&c.EtcdClientPort, "etcd-client-port", c.EtcdClientPort, "etcd client port")
@@ -154,7 +156,7 @@ func (c *Config) Complete() error {
 		_, err := os.Stat(filepath.Join(c.Root, TokenFile))
 		c.savedToken = err == nil
 	}
-	if c.Peers == "" {
+	if !c.Peers.IsSet() {
 		host := c.AdvertiseAddress
 		if host == "" {
 			host = "127.0.0.1"
@@ -162,29 +164,22 @@ func (c *Config) Complete() error {
 				host = c.ListenAddress
 			}
 		}
-		c.Peers = c.Name + "=http://" + net.JoinHostPort(host, strconv.Itoa(c.EtcdPeerPort))
+		if err := c.Peers.Set(c.Name + "=http://" + net.JoinHostPort(host, strconv.Itoa(c.EtcdPeerPort))); err != nil {
+			return fmt.Errorf("--name: %w", err)
+		}
 	}
+	c.peers = c.Peers.Resolve(c.Scheme(), c.EtcdPeerPort)
 	if c.AdvertiseAddress == "" {
-		if ps, err := c.ParsePeers(); err == nil {
-			if self, ok := ps.ByName(c.Name); ok {
-				c.AdvertiseAddress = self.Host()
-			}
+		if self, ok := c.peers.ByName(c.Name); ok {
+			c.AdvertiseAddress = self.Host()
 		}
 	}
 	return nil
 }
 
-// ParsePeers parses --peers. In secure mode every peer URL is https, whatever the
-// operator wrote, so that classic http:// lists keep working.
-func (c *Config) ParsePeers() (etcdmember.Peers, error) {
-	ps, err := etcdmember.ParsePeers(c.Peers, c.Scheme(), c.EtcdPeerPort)
-	if err != nil {
-		return nil, err
-	}
-	for i := range ps {
-		ps[i].URL.Scheme = c.Scheme()
-	}
-	return ps, nil
+// PeerList is --peers as Complete resolved it: in secure mode every peer URL is https.
+func (c *Config) PeerList() etcdmember.Peers {
+	return c.peers
 }
 
 // Flannel is the flannel network config the flags describe.
@@ -198,9 +193,9 @@ func (c *Config) Validate() error {
 	bad := func(flag, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("--%s: %s", flag, fmt.Sprintf(format, args...)))
 	}
-	peers, err := c.ParsePeers()
-	if err != nil {
-		bad("peers", "%v; use name=http://ip:2380,... or host1,host2,host3", err)
+	peers := c.PeerList()
+	if len(peers) == 0 {
+		bad("peers", "no masters listed; use name=http://ip:2380,... or host1,host2,host3")
 	} else if i := slices.IndexFunc(peers, func(p etcdmember.Peer) bool { return pki.NonMasterName(p.Name) }); i >= 0 {
 		bad("peers", "%q can't name a master: non-masters hold certificates with that name; use another", peers[i].Name)
 	} else if self, ok := peers.ByName(c.Name); !ok {
@@ -341,13 +336,9 @@ func sameHost(a, b string) bool {
 
 // EmbedConfig turns a validated Config into the etcd member's configuration.
 func (c *Config) EmbedConfig() (etcdmember.Config, error) {
-	peers, err := c.ParsePeers()
-	if err != nil {
-		return etcdmember.Config{}, err
-	}
 	return etcdmember.Config{
 		Name:                c.Name,
-		Peers:               peers,
+		Peers:               c.PeerList(),
 		ListenHost:          c.ListenAddress,
 		AdvertiseHost:       c.AdvertiseAddress,
 		ClientPort:          c.EtcdClientPort,

@@ -304,12 +304,8 @@ func (m *Master) status(ctx context.Context) (any, error) {
 
 // notMembers lists the masters in --peers whose name and peer URL no member has.
 func (m *Master) notMembers(ms []etcdmember.MemberStatus) []string {
-	peers, err := m.cfg.ParsePeers()
-	if err != nil {
-		return nil
-	}
 	var out []string
-	for _, p := range peers {
+	for _, p := range m.cfg.PeerList() {
 		found := false
 		for _, mb := range ms {
 			found = found || mb.Name == p.Name || slices.Contains(mb.PeerURLs, p.URL.String())

@@ -50,7 +50,11 @@ func TestPeerMove(t *testing.T) {
 // address that one node holds no other node, unless it proves it.
 func TestNodeHosts(t *testing.T) {
 	cfg := NewConfig()
-	cfg.Peers, cfg.LB, cfg.ServiceClusterIPRange = "m1=https://10.0.0.21:2380,m2=https://10.0.0.22:2380", "10.0.0.10", "10.254.0.0/16"
+	cfg.LB, cfg.ServiceClusterIPRange = "10.0.0.10", "10.254.0.0/16"
+	if err := cfg.Peers.Set("m1=https://10.0.0.21:2380,m2=https://10.0.0.22:2380"); err != nil {
+		t.Fatal(err)
+	}
+	cfg.peers = cfg.Peers.Resolve("https", 2380)
 	m := &Master{cfg: cfg}
 	held := map[string]string{} // address -> node, as bindAddress keeps them
 	bindAs := func(node string) func(string, bool) error {

@@ -59,8 +59,8 @@ func (c *Config) TLSFiles() *etcdmember.TLSFiles {
 	if _, err := os.Stat(t.PeerCA); err != nil {
 		t.PeerCA = t.CA // a master that an older haagent set up, before its first start with the peer CA
 	}
-	if peers, err := c.ParsePeers(); err == nil && (t.PeerCA == t.CA || pki.PeerTrustMixed(c.Root)) {
-		for _, peer := range peers {
+	if t.PeerCA == t.CA || pki.PeerTrustMixed(c.Root) {
+		for _, peer := range c.PeerList() {
 			t.PeerAllowedCNs = append(t.PeerAllowedCNs, peer.Name)
 		}
 	}
@@ -134,10 +134,7 @@ func (m *Master) certificates(ctx context.Context, g *errgroup.Group) (pki.Token
 // first master in --peers, on a fresh cluster with an unpinned token, creates the CA
 // once no other master has answered.
 func (m *Master) credentials(token pki.Token) (node.Credentials, error) {
-	peers, err := m.cfg.ParsePeers()
-	if err != nil {
-		return node.Credentials{}, err
-	}
+	peers := m.cfg.PeerList()
 	var servers []string
 	for _, p := range peers {
 		if p.Name != m.cfg.Name {
@@ -309,8 +306,7 @@ func (m *Master) isControlPlaneAddr(a netip.Addr) bool {
 	if lb, err := netip.ParseAddr(m.cfg.LB); err == nil && lb.Unmap() == a {
 		return true
 	}
-	peers, _ := m.cfg.ParsePeers()
-	for _, p := range peers {
+	for _, p := range m.cfg.PeerList() {
 		if h, err := netip.ParseAddr(p.Host()); err == nil && h.Unmap() == a {
 			return true
 		}
@@ -585,12 +581,8 @@ func (m *Master) watchShared(ctx context.Context, token pki.Token) error {
 // masterNames is join.ServerConfig.MasterNames: the names in --peers and those of the
 // etcd members, which may differ after a member was replaced or added by hand.
 func (m *Master) masterNames(ctx context.Context) ([]string, error) {
-	peers, err := m.cfg.ParsePeers()
-	if err != nil {
-		return nil, err
-	}
 	var names []string
-	for _, p := range peers {
+	for _, p := range m.cfg.PeerList() {
 		names = append(names, p.Name)
 	}
 	cli := m.member.Client()
