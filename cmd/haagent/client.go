@@ -143,7 +143,9 @@ func (f *etcdClientFlags) add(fs *pflag.FlagSet) {
 // checks that each member's certificate names the endpoint's host, so that a command
 // that runs through a CA rotation (certs rotate-ca) keeps its connection.
 func (f *etcdClientFlags) config() (clientv3.Config, error) {
-	ec := etcdmember.Config{ListenHost: f.listenAddr, ClientPort: f.clientPort}
+	mc := master.NewConfig()
+	mc.ListenAddress, mc.EtcdClientPort, mc.Insecure, mc.Root = f.listenAddr, f.clientPort, f.insecure, f.root
+	ec := mc.EmbedConfig()
 	var opts []grpc.DialOption
 	if !f.insecure {
 		tc, err := node.ClusterTLS(f.root, pki.EtcdClientCert, pki.EtcdClientKey)
@@ -152,7 +154,6 @@ func (f *etcdClientFlags) config() (clientv3.Config, error) {
 		}
 		// clientv3 applies DialOptions after its own credentials.
 		opts = append(opts, grpc.WithTransportCredentials(tc.GRPC()))
-		ec.TLS = &etcdmember.TLSFiles{} // https
 	}
 	eps := strings.Split(f.endpoints, ",")
 	if f.endpoints == "" {

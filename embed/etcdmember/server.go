@@ -81,7 +81,7 @@ type Config struct {
 	// PromoteTimeout bounds the wait for a learner to catch up and be promoted.
 	PromoteTimeout time.Duration
 	// ClusterCheckInterval is how often the member asks its peers which cluster they
-	// are in; 0 is DefaultClusterCheckInterval.
+	// are in. New fills every zero duration, port and token with its Default.
 	ClusterCheckInterval time.Duration
 	// QuotaBackendBytes is etcd's space quota in bytes, past which it raises its NOSPACE
 	// alarm and refuses writes; 0 is etcd's default (2 GiB).
@@ -131,6 +131,23 @@ func (c Config) ClientTLS() (*tls.Config, error) {
 	return cfg, nil
 }
 
+// withDefaults fills what the caller left zero.
+func (c Config) withDefaults() Config {
+	c.ClientPort = cmp.Or(c.ClientPort, DefaultClientPort)
+	c.ClusterToken = cmp.Or(c.ClusterToken, DefaultClusterToken)
+	c.HeartbeatInterval = cmp.Or(c.HeartbeatInterval, DefaultHeartbeatInterval)
+	c.ElectionTimeout = cmp.Or(c.ElectionTimeout, DefaultElectionTimeout)
+	c.ProbeTimeout = cmp.Or(c.ProbeTimeout, DefaultProbeTimeout)
+	c.StartTimeout = cmp.Or(c.StartTimeout, DefaultStartTimeout)
+	c.PromoteTimeout = cmp.Or(c.PromoteTimeout, DefaultPromoteTimeout)
+	c.ClusterCheckInterval = cmp.Or(c.ClusterCheckInterval, DefaultClusterCheckInterval)
+	c.CompactionRetention = cmp.Or(c.CompactionRetention, DefaultCompactionRetention)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
 // Self returns this member's entry in Peers.
 func (c Config) Self() (Peer, bool) { return c.Peers.ByName(c.Name) }
 
@@ -168,9 +185,7 @@ func New(cfg Config) (*Server, error) {
 	if !ok {
 		return nil, fmt.Errorf("member %q is not in the peer list %s", cfg.Name, cfg.Peers)
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
+	cfg = cfg.withDefaults()
 	return &Server{cfg: cfg, self: self, lg: cfg.Logger, ready: make(chan struct{}), restart: make(chan chan error)}, nil
 }
 

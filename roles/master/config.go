@@ -334,9 +334,11 @@ func sameHost(a, b string) bool {
 	return strings.EqualFold(a, b)
 }
 
-// EmbedConfig turns a validated Config into the etcd member's configuration.
-func (c *Config) EmbedConfig() (etcdmember.Config, error) {
-	return etcdmember.Config{
+// EmbedConfig turns a completed Config into the etcd member's configuration, the one
+// way it is built: for the member the master runs, for cluster-reset's one-time start,
+// and for the commands that reach the local member. etcdmember.New fills the rest.
+func (c *Config) EmbedConfig() etcdmember.Config {
+	ec := etcdmember.Config{
 		Name:                c.Name,
 		Peers:               c.PeerList(),
 		ListenHost:          c.ListenAddress,
@@ -346,12 +348,13 @@ func (c *Config) EmbedConfig() (etcdmember.Config, error) {
 		ClusterToken:        c.ClusterToken,
 		HeartbeatInterval:   c.HeartbeatInterval,
 		ElectionTimeout:     c.ElectionTimeout,
-		ProbeTimeout:        etcdmember.DefaultProbeTimeout,
-		StartTimeout:        etcdmember.DefaultStartTimeout,
-		PromoteTimeout:      etcdmember.DefaultPromoteTimeout,
 		QuotaBackendBytes:   c.QuotaBackendBytes,
 		CompactionRetention: c.CompactionRetention,
-	}, nil
+	}
+	if !c.Insecure {
+		ec.TLS = c.TLSFiles()
+	}
+	return ec
 }
 
 // APIServerEtcdPrefix is kube-apiserver's --etcd-prefix: the operator's, from

@@ -84,14 +84,8 @@ func New(cfg *Config, lg *slog.Logger, gatherer prometheus.Gatherer) (*Master, e
 // starts it once; etcd's own log lines below etcdLevel are dropped unless lg debugs.
 // It returns the member's TLS files too, nil with --insecure.
 func (c *Config) newMember(lg *slog.Logger, etcdLevel slog.Level) (*etcdmember.Server, *etcdmember.TLSFiles, error) {
-	ec, err := c.EmbedConfig()
-	if err != nil {
-		return nil, nil, err
-	}
+	ec := c.EmbedConfig()
 	ec.Logger = lg
-	if !c.Insecure {
-		ec.TLS = c.TLSFiles()
-	}
 	ec.EtcdLogLevel = etcdLevel
 	if lg.Enabled(context.Background(), slog.LevelDebug) {
 		ec.EtcdLogLevel = slog.LevelDebug
