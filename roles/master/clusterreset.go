@@ -81,14 +81,24 @@ func (c *Config) checkStopped() error {
 	return nil
 }
 
+// quorum is how many of n voting members make a majority.
+func quorum(n int) int { return n/2 + 1 }
+
+// dataDirMembers reads the member list that the data dir holds, refusing while a
+// running etcd holds the dir.
+func (c *Config) dataDirMembers() ([]etcdmember.Member, error) {
+	ms, err := etcdmember.DataDirMembers(c.DataDir)
+	if errors.Is(err, etcdmember.ErrInUse) {
+		return nil, refusef("--data-dir: %s is in use by a running etcd; stop haagent on this host first: 'systemctl stop haagent'", c.DataDir)
+	}
+	return ms, err
+}
+
 func (c *Config) forceNewCluster(ctx context.Context, member *etcdmember.Server, o ResetOptions) error {
 	if !etcdmember.HasData(c.DataDir) {
 		return refusef("--data-dir: %s holds no etcd member; cluster-reset keeps the data of the master that survived, so run it there, or restore a snapshot with --restore=FILE", c.DataDir)
 	}
-	ms, err := etcdmember.DataDirMembers(c.DataDir)
-	if errors.Is(err, etcdmember.ErrInUse) {
-		return refusef("--data-dir: %s is in use by a running etcd; stop haagent on this host first: 'systemctl stop haagent'", c.DataDir)
-	}
+	ms, err := c.dataDirMembers()
 	if err != nil {
 		return err
 	}
@@ -110,7 +120,7 @@ func (c *Config) forceNewCluster(ctx context.Context, member *etcdmember.Server,
 	if err != nil {
 		return err
 	}
-	if alive := 1 + len(answers); alive >= voters/2+1 {
+	if alive := 1 + len(answers); alive >= quorum(voters) {
 		return refusef("cluster-reset: %d of the cluster's %d members are reachable (this one and %s): the cluster still has a quorum and nothing was changed; start haagent here instead ('systemctl start haagent'); cluster-reset is for when most masters are gone for good",
 			alive, voters, answerNames(answers))
 	}
@@ -149,8 +159,8 @@ func (c *Config) restore(ctx context.Context, member *etcdmember.Server, o Reset
 			c.DataDir, aside)
 	}
 	if etcdmember.HasData(c.DataDir) {
-		if _, err := etcdmember.DataDirMembers(c.DataDir); errors.Is(err, etcdmember.ErrInUse) {
-			return refusef("--data-dir: %s is in use by a running etcd; stop haagent on this host first: 'systemctl stop haagent'", c.DataDir)
+		if _, err := c.dataDirMembers(); err != nil {
+			return err
 		}
 	}
 	peers := c.PeerList()
@@ -158,7 +168,7 @@ func (c *Config) restore(ctx context.Context, member *etcdmember.Server, o Reset
 	if err != nil {
 		return err
 	}
-	if len(answers) >= len(peers)/2+1 {
+	if len(answers) >= quorum(len(peers)) {
 		return refusef("cluster-reset --restore: %s answer on their peer ports, a quorum of the %d masters in --peers: the old cluster still runs and nothing was changed; stop haagent on them first, so that the restored cluster is the only one",
 			answerNames(answers), len(peers))
 	}
