@@ -13,9 +13,7 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
-	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/haagent/haagent/base/files"
 	"github.com/haagent/haagent/roles/master"
 	"github.com/haagent/haagent/trust/carotate"
 	"github.com/haagent/haagent/trust/join"
@@ -105,13 +103,9 @@ func (t *tokenCmd) rotate(ctx context.Context, w io.Writer, _ []string) error {
 	if t.agent == t.lb {
 		return usageError{errors.New("--agent or --lb: give one; only the agent and lb tokens rotate (the server token seals the CA in etcd)")}
 	}
-	kind, file := pki.KindAgent, master.AgentTokenFile
+	kind := pki.KindAgent
 	if t.lb {
-		kind, file = pki.KindLB, master.LBTokenFile
-	}
-	server, err := pki.ReadTokenFile(filepath.Join(t.etcd.root, master.TokenFile))
-	if err != nil {
-		return fmt.Errorf("token rotate: %w; run it on a master (or pass that master's --root)", err)
+		kind = pki.KindLB
 	}
 	cli, err := t.etcd.client()
 	if err != nil {
@@ -120,56 +114,11 @@ func (t *tokenCmd) rotate(ctx context.Context, w io.Writer, _ []string) error {
 	defer cli.Close()
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	resp, err := cli.Get(ctx, pki.SharedKey)
-	if err != nil {
-		return fmt.Errorf("token rotate: read %s: %w", pki.SharedKey, err)
-	}
-	if len(resp.Kvs) != 1 {
-		return fmt.Errorf("token rotate: no %s in etcd yet; start the masters first", pki.SharedKey)
-	}
-	sh, err := pki.OpenShared(server, resp.Kvs[0].Value)
+	pinned, err := master.RotateToken(ctx, cli, t.etcd.root, kind)
 	if err != nil {
 		return fmt.Errorf("token rotate: %w", err)
 	}
-	if kind == pki.KindLB && sh.AgentToken == nil {
-		return errors.New("token rotate: this cluster was built with one token and has no lb token yet; 'haagent token rotate --agent' makes the agent and the lb token")
-	}
-	tok, err := pki.GenerateToken(kind)
-	if err != nil {
-		return err
-	}
-	if kind == pki.KindAgent {
-		sh.AgentToken = &tok
-	} else {
-		sh.LBToken = &tok
-	}
-	if sh.LBToken == nil {
-		lb, err := pki.GenerateToken(pki.KindLB)
-		if err != nil {
-			return err
-		}
-		sh.LBToken = &lb
-	}
-	sealed, err := pki.SealShared(server, sh)
-	if err != nil {
-		return fmt.Errorf("token rotate: %w", err)
-	}
-	txn, err := cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.ModRevision(pki.SharedKey), "=", resp.Kvs[0].ModRevision)).
-		Then(clientv3.OpPut(pki.SharedKey, string(sealed))).Commit()
-	if err != nil {
-		return fmt.Errorf("token rotate: store the new %s token: %w", kind, err)
-	}
-	if !txn.Succeeded {
-		return fmt.Errorf("token rotate: %s changed while rotating; run it again", pki.SharedKey)
-	}
-	// The masters' watches write them too; writing them here makes 'token show' right at once.
-	for path, kept := range map[string]*pki.Token{file: &tok, master.LBTokenFile: sh.LBToken} {
-		if err := files.Atomic(filepath.Join(t.etcd.root, path), []byte(kept.String()+"\n"), 0o600); err != nil {
-			return fmt.Errorf("token rotate: the new %s token is in etcd, but: %w", kind, err)
-		}
-	}
-	_, err = fmt.Fprintln(w, tok.Pinned(sh.CA.Cert.Raw))
+	_, err = fmt.Fprintln(w, pinned)
 	return err
 }
 

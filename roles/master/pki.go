@@ -24,6 +24,7 @@ import (
 	"github.com/haagent/haagent/trust/carotate"
 	"github.com/haagent/haagent/trust/join"
 	"github.com/haagent/haagent/trust/pki"
+	"github.com/haagent/haagent/trust/shareddoc"
 )
 
 // TokenFile holds the server token a master runs with, relative to --root.
@@ -353,34 +354,23 @@ func (m *Master) syncShared(ctx context.Context, kv clientv3.KV, token pki.Token
 		}
 		sh.LBToken = lb
 	}
-	sealed, err := pki.SealShared(token, sh)
+	doc, created, err := shareddoc.Create(ctx, kv, token, sh)
 	if err != nil {
 		return err
 	}
-	resp, err := kv.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(pki.SharedKey), "=", 0)).
-		Then(clientv3.OpPut(pki.SharedKey, string(sealed))).
-		Else(clientv3.OpGet(pki.SharedKey)).Commit()
-	if err != nil {
-		return fmt.Errorf("store the sealed CA in etcd: %w", err)
-	}
-	if resp.Succeeded {
+	if created {
 		m.lg.Info("[ca] stored the sealed CA and service-account keys in etcd", "key", pki.SharedKey, "agent-token", sh.AgentToken != nil)
 		return m.setAgent(sh.AgentToken, sh.LBToken)
 	}
-	kv0 := resp.Responses[0].GetResponseRange().Kvs[0]
-	stored, err := pki.OpenShared(token, kv0.Value)
-	if err != nil {
-		return fmt.Errorf("the CA stored in etcd can't be opened with this token: %w", err)
-	}
+	stored := doc.Shared
 	// While the CA rotates, this master may hold either CA until its turn comes.
 	if !slices.ContainsFunc(stored.TrustedCAs(), func(ca *pki.CA) bool { return ca.Cert.Equal(sh.CA.Cert) }) {
 		return fmt.Errorf("%w: the CA stored in etcd differs from the one on this master", pki.ErrCAMismatch)
 	}
 	// One write at most, against the revision read: adding an lb token seals the new
 	// way too, so a legacy seal is resealed on its own only when nothing is added.
-	if pki.LegacySeal(kv0.Value) && (stored.AgentToken == nil || stored.LBToken != nil) {
-		m.reseal(ctx, kv, token, stored, kv0.ModRevision)
+	if doc.Legacy && (stored.AgentToken == nil || stored.LBToken != nil) {
+		m.reseal(ctx, kv, token, doc)
 	}
 	if m.cfg.AgentToken != "" && (stored.AgentToken == nil || !stored.AgentToken.SecretEqual(sh.AgentToken.Secret)) {
 		m.lg.Warn("[ca] --agent-token differs from the cluster's agent token, which is kept; 'haagent token rotate --agent' changes it")
@@ -392,7 +382,7 @@ func (m *Master) syncShared(ctx context.Context, kv clientv3.KV, token pki.Token
 		if stored.LBToken, err = m.newLBToken(); err != nil {
 			return err
 		}
-		if err := addLBToken(ctx, kv, token, stored, kv0.ModRevision); err != nil {
+		if err := addLBToken(ctx, kv, token, doc); err != nil {
 			return err
 		}
 		m.lg.Info("[ca] the cluster had no lb token: stored one; lbs join with it from now on ('haagent token show --kind=lb')")
@@ -400,56 +390,39 @@ func (m *Master) syncShared(ctx context.Context, kv clientv3.KV, token pki.Token
 	return m.setAgent(stored.AgentToken, stored.LBToken)
 }
 
-// addLBToken stores the sealed shared doc sh, read at revision rev, with the lb token
-// it was given, unless the doc changed since (another master added one, or a rotation
-// ran): then it takes the stored one.
-func addLBToken(ctx context.Context, kv clientv3.KV, token pki.Token, sh *pki.Shared, rev int64) error {
-	sealed, err := pki.SealShared(token, sh)
-	if err != nil {
-		return err
-	}
-	resp, err := kv.Txn(ctx).
-		If(clientv3.Compare(clientv3.ModRevision(pki.SharedKey), "=", rev)).
-		Then(clientv3.OpPut(pki.SharedKey, string(sealed))).
-		Else(clientv3.OpGet(pki.SharedKey)).Commit()
-	if err != nil {
-		return fmt.Errorf("store an lb token in etcd: %w", err)
-	}
-	if resp.Succeeded {
+// addLBToken stores the shared doc with the lb token it was given, unless the doc
+// changed since it was read (another master added one, or a rotation ran): then it
+// takes the stored one.
+func addLBToken(ctx context.Context, kv clientv3.KV, token pki.Token, doc shareddoc.Doc) error {
+	err := shareddoc.Store(ctx, kv, token, doc.Shared, doc.Rev)
+	if !errors.Is(err, shareddoc.ErrConflict) {
+		if err != nil {
+			return fmt.Errorf("store an lb token in etcd: %w", err)
+		}
 		return nil
 	}
-	kvs := resp.Responses[0].GetResponseRange().Kvs
-	if len(kvs) != 1 {
-		return fmt.Errorf("store an lb token in etcd: %s is gone", pki.SharedKey)
-	}
-	now, err := pki.OpenShared(token, kvs[0].Value)
+	now, err := shareddoc.Load(ctx, kv, token)
 	if err != nil {
 		return fmt.Errorf("store an lb token in etcd: %w", err)
 	}
 	if now.LBToken == nil {
 		return fmt.Errorf("store an lb token in etcd: %s changed meanwhile; restart to try again", pki.SharedKey)
 	}
-	sh.LBToken = now.LBToken
+	doc.LBToken = now.LBToken
 	return nil
 }
 
 // reseal stores the shared doc again, sealed with the argon2id key, in place of the one
 // a haagent from before sealed under an unsalted HKDF of the token, unless another
-// master changed it since it was read at rev. A failure is logged: the next start
-// tries again, and the old seal still opens.
-func (m *Master) reseal(ctx context.Context, kv clientv3.KV, token pki.Token, sh *pki.Shared, rev int64) {
-	sealed, err := pki.SealShared(token, sh)
-	var resp *clientv3.TxnResponse
-	if err == nil {
-		resp, err = kv.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(pki.SharedKey), "=", rev)).
-			Then(clientv3.OpPut(pki.SharedKey, string(sealed))).Commit()
-	}
-	switch {
+// master changed it since it was read. A failure is logged: the next start tries
+// again, and the old seal still opens.
+func (m *Master) reseal(ctx context.Context, kv clientv3.KV, token pki.Token, doc shareddoc.Doc) {
+	switch err := shareddoc.Store(ctx, kv, token, doc.Shared, doc.Rev); {
+	case errors.Is(err, shareddoc.ErrConflict):
+		return // another master changed it, and sealed it the new way
 	case err != nil:
 		m.lg.Warn("[ca] could not seal the shared doc in etcd again with argon2id; the next start tries again", "key", pki.SharedKey, "err", err)
 		return
-	case !resp.Succeeded:
-		return // another master changed it, and sealed it the new way
 	}
 	m.lg.Info("[ca] sealed the shared doc in etcd again, with a salted argon2id key instead of the former HKDF", "key", pki.SharedKey)
 }

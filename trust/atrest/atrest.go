@@ -2,17 +2,12 @@
 // document in etcd beside the CA, every master renders them into the apiserver's
 // EncryptionConfiguration and reports once its apiserver runs with them, and Rotate
 // replaces the write key one step at a time.
-//
-// It also owns what every change of the shared document goes through: reading and
-// writing it (Load, Store), changing it in steps (Steps), and the reports by which
-// masters and nodes say which step they applied (Reports, Pending, WaitNone), which
-// the CA rotation (package carotate) uses too.
+// The document itself, and the reports it waits on, are package shareddoc's.
 package atrest
 
 import (
 	"context"
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -22,6 +17,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/haagent/haagent/trust/pki"
+	"github.com/haagent/haagent/trust/shareddoc"
 )
 
 // AppliedPrefix is where each master records the keys its apiserver runs with, under
@@ -31,9 +27,6 @@ const AppliedPrefix = "/haagent/atrest/applied/"
 // keyPrefix begins every key's name; the number after it grows with each new key, so
 // that the newer of two keys is known from the names alone.
 const keyPrefix = "key"
-
-// ErrConflict says the shared document changed between a read and a write (Store).
-var ErrConflict = errors.New("the shared document in etcd changed meanwhile")
 
 // NewKey makes a random 32-byte secretbox key named after the newest of existing.
 func NewKey(existing []pki.EncryptionKey) (pki.EncryptionKey, error) {
@@ -66,74 +59,12 @@ func Fingerprint(keys []pki.EncryptionKey) string {
 	return strings.Join(names, ",")
 }
 
-// Load reads and opens the shared document, with its revision for Store.
-func Load(ctx context.Context, kv clientv3.KV, token pki.Token) (*pki.Shared, int64, error) {
-	resp, err := kv.Get(ctx, pki.SharedKey)
-	if err != nil {
-		return nil, 0, fmt.Errorf("read %s from etcd: %w", pki.SharedKey, err)
-	}
-	if len(resp.Kvs) == 0 {
-		return nil, 0, fmt.Errorf("%s is not in etcd yet: a master stores it when it starts", pki.SharedKey)
-	}
-	sh, err := pki.OpenShared(token, resp.Kvs[0].Value)
-	if err != nil {
-		return nil, 0, fmt.Errorf("open %s with this master's token: %w", pki.SharedKey, err)
-	}
-	return sh, resp.Kvs[0].ModRevision, nil
-}
-
-// Store writes sh if the document is still at revision rev, else returns ErrConflict.
-func Store(ctx context.Context, kv clientv3.KV, token pki.Token, sh *pki.Shared, rev int64) error {
-	sealed, err := pki.SealShared(token, sh)
-	if err != nil {
-		return fmt.Errorf("seal the shared document: %w", err)
-	}
-	resp, err := kv.Txn(ctx).
-		If(clientv3.Compare(clientv3.ModRevision(pki.SharedKey), "=", rev)).
-		Then(clientv3.OpPut(pki.SharedKey, string(sealed))).Commit()
-	if err != nil {
-		return fmt.Errorf("write %s to etcd: %w", pki.SharedKey, err)
-	}
-	if !resp.Succeeded {
-		return ErrConflict
-	}
-	return nil
-}
-
-// Steps drives a change of the shared document that may take several writes (a
-// rotation): each round loads the document and asks step for the next one to store,
-// until step returns nil. started tells step whether one of its documents has been
-// stored yet in this run. A write that lost to another (ErrConflict) is not a step:
-// the document is read again and step asked again.
-func Steps(ctx context.Context, kv clientv3.KV, token pki.Token, lg *slog.Logger,
-	step func(sh *pki.Shared, started bool) (*pki.Shared, error)) error {
-	started := false
-	for {
-		sh, rev, err := Load(ctx, kv, token)
-		if err != nil {
-			return err
-		}
-		next, err := step(sh, started)
-		if err != nil || next == nil {
-			return err
-		}
-		switch err := Store(ctx, kv, token, next, rev); {
-		case errors.Is(err, ErrConflict):
-			lg.Warn("the shared document changed meanwhile (another master or rotation wrote it); reading it again")
-			continue
-		case err != nil:
-			return err
-		}
-		started = true
-	}
-}
-
 // Ensure returns the cluster's keys, and makes the first one if the shared document has
 // none: a new cluster, or one made before encryption at rest. Of masters that race, one
 // wins the transaction and the others read its key.
 func Ensure(ctx context.Context, kv clientv3.KV, token pki.Token, lg *slog.Logger) ([]pki.EncryptionKey, error) {
 	var keys []pki.EncryptionKey
-	err := Steps(ctx, kv, token, lg, func(sh *pki.Shared, started bool) (*pki.Shared, error) {
+	err := shareddoc.Steps(ctx, kv, token, lg, func(sh *pki.Shared, started bool) (*pki.Shared, error) {
 		keys = sh.EncryptionKeys
 		if started || len(keys) > 0 {
 			return nil, nil
@@ -156,11 +87,11 @@ func Watch(ctx context.Context, client func() *clientv3.Client, token pki.Token,
 	for {
 		cli := client()
 		gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		sh, rev, err := Load(gctx, cli, token)
+		doc, err := shareddoc.Load(gctx, cli, token)
 		cancel()
 		if err == nil {
-			set(sh.EncryptionKeys)
-			watch(ctx, cli, token, rev, set, lg)
+			set(doc.EncryptionKeys)
+			watch(ctx, cli, token, doc.Rev, set, lg)
 		}
 		// A pause, so that a lost quorum does not make this spin.
 		select {

@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/haagent/haagent/trust/pki"
+	"github.com/haagent/haagent/trust/shareddoc"
 )
 
 // Step is what a rotation does next, read from the key list alone, so that a rotation
@@ -73,7 +73,7 @@ type RotateConfig struct {
 // before. Run again after an interruption, it carries on from the key list in etcd.
 func Rotate(ctx context.Context, rc RotateConfig) error {
 	lg := rc.Logger
-	return Steps(ctx, rc.Client, rc.Token, lg, func(sh *pki.Shared, started bool) (*pki.Shared, error) {
+	return shareddoc.Steps(ctx, rc.Client, rc.Token, lg, func(sh *pki.Shared, started bool) (*pki.Shared, error) {
 		keys := sh.EncryptionKeys
 		if err := WaitApplied(ctx, rc.Client, Fingerprint(keys), rc.Timeout, rc.Poll, lg); err != nil {
 			return nil, err
@@ -114,8 +114,8 @@ func Rotate(ctx context.Context, rc RotateConfig) error {
 // is back or removed with 'haagent member remove': its apiserver would otherwise come
 // back unable to read the Secrets.
 func WaitApplied(ctx context.Context, cli *clientv3.Client, fp string, timeout, poll time.Duration, lg *slog.Logger) error {
-	err := WaitNone(ctx, timeout, poll, func(ctx context.Context) ([]string, error) {
-		return Pending(ctx, cli, Reports{Prefix: AppliedPrefix, Want: fp})
+	err := shareddoc.WaitNone(ctx, timeout, poll, func(ctx context.Context) ([]string, error) {
+		return shareddoc.Pending(ctx, cli, shareddoc.Reports{Prefix: AppliedPrefix, Want: fp})
 	}, func(pending []string) {
 		lg.Info("[wait] waiting for the apiservers to run with the keys", "keys", fp, "masters", strings.Join(pending, ","))
 	})
@@ -124,89 +124,4 @@ func WaitApplied(ctx context.Context, cli *clientv3.Client, fp string, timeout, 
 			timeout, fp, err)
 	}
 	return nil
-}
-
-// Reports say who must report what for a step to be applied: every etcd member's
-// master, by name, and every name bound under NodesPrefix (when set) but those in Skip,
-// each with Want as its latest record under Prefix.
-type Reports struct {
-	Prefix, Want string
-	NodesPrefix  string
-	Skip         []string
-}
-
-// Records are the latest records under prefix, by name.
-func Records(ctx context.Context, kv clientv3.KV, prefix string) (map[string]string, error) {
-	resp, err := kv.Get(ctx, prefix, clientv3.WithPrefix())
-	if err != nil {
-		return nil, fmt.Errorf("read the reports under %s: %w", prefix, err)
-	}
-	out := map[string]string{}
-	for _, kv := range resp.Kvs {
-		out[strings.TrimPrefix(string(kv.Key), prefix)] = string(kv.Value)
-	}
-	return out, nil
-}
-
-// Pending are the names, sorted, whose latest record is not r.Want; a member not
-// started yet is named by its ID.
-func Pending(ctx context.Context, cli *clientv3.Client, r Reports) ([]string, error) {
-	ml, err := cli.MemberList(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("list the etcd members: %w", err)
-	}
-	applied, err := Records(ctx, cli, r.Prefix)
-	if err != nil {
-		return nil, err
-	}
-	var pending []string
-	for _, m := range ml.Members {
-		if m.Name == "" {
-			pending = append(pending, fmt.Sprintf("%x (not started)", m.ID))
-		} else if applied[m.Name] != r.Want {
-			pending = append(pending, m.Name)
-		}
-	}
-	if r.NodesPrefix != "" {
-		nodes, err := cli.Get(ctx, r.NodesPrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
-		if err != nil {
-			return nil, fmt.Errorf("read the nodes' names: %w", err)
-		}
-		for _, kv := range nodes.Kvs {
-			name := strings.TrimPrefix(string(kv.Key), r.NodesPrefix)
-			if applied[name] != r.Want && !slices.Contains(r.Skip, name) {
-				pending = append(pending, name)
-			}
-		}
-	}
-	slices.Sort(pending)
-	return pending, nil
-}
-
-// WaitNone reads pending every poll until it is empty, for up to timeout, and calls
-// waiting each time the list changes. On timeout the error names who is still pending.
-func WaitNone(ctx context.Context, timeout, poll time.Duration, pending func(context.Context) ([]string, error), waiting func([]string)) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	t := time.NewTicker(poll)
-	defer t.Stop()
-	var said []string
-	for {
-		names, err := pending(ctx)
-		if err == nil && len(names) == 0 {
-			return nil
-		}
-		if err == nil && !slices.Equal(names, said) {
-			waiting(names)
-			said = names
-		}
-		select {
-		case <-ctx.Done():
-			if err == nil {
-				err = fmt.Errorf("pending: %s", strings.Join(names, ", "))
-			}
-			return err
-		case <-t.C:
-		}
-	}
 }

@@ -29,8 +29,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/haagent/haagent/trust/atrest"
 	"github.com/haagent/haagent/trust/pki"
+	"github.com/haagent/haagent/trust/shareddoc"
 )
 
 // AppliedPrefix holds, per master, minion or lb name, the pki.TrustHash of the trust it
@@ -99,7 +99,7 @@ type RotateConfig struct {
 // from the phase in the shared document.
 func Rotate(ctx context.Context, rc RotateConfig) error {
 	lg := rc.Logger
-	return atrest.Steps(ctx, rc.Client, rc.Token, lg, func(sh *pki.Shared, started bool) (*pki.Shared, error) {
+	return shareddoc.Steps(ctx, rc.Client, rc.Token, lg, func(sh *pki.Shared, started bool) (*pki.Shared, error) {
 		if sh.Phase() != "" {
 			if err := WaitApplied(ctx, rc, pki.TrustHash(sh.Trust()), "["+sh.Phase()+"]"); err != nil {
 				return nil, err
@@ -138,7 +138,7 @@ func Rotate(ctx context.Context, rc RotateConfig) error {
 // in rc.Skip) reports that it applies the trust hashed hash. A master or node that is
 // down holds the rotation up: going on would leave it unable to reach the cluster.
 func WaitApplied(ctx context.Context, rc RotateConfig, hash, tag string) error {
-	err := atrest.WaitNone(ctx, rc.Timeout, rc.Poll, func(ctx context.Context) ([]string, error) {
+	err := shareddoc.WaitNone(ctx, rc.Timeout, rc.Poll, func(ctx context.Context) ([]string, error) {
 		return Pending(ctx, rc.Client, hash, rc.NodesPrefix, rc.Skip)
 	}, func(pending []string) {
 		rc.Logger.Info(tag+" waiting for masters and nodes to apply the phase", "trust", hash, "pending", strings.Join(pending, ","))
@@ -153,10 +153,10 @@ func WaitApplied(ctx context.Context, rc RotateConfig, hash, tag string) error {
 // Pending are the members (by name) and bound nodes, but those in skip, whose latest
 // record is not hash, sorted.
 func Pending(ctx context.Context, cli *clientv3.Client, hash, nodesPrefix string, skip []string) ([]string, error) {
-	return atrest.Pending(ctx, cli, atrest.Reports{Prefix: AppliedPrefix, Want: hash, NodesPrefix: nodesPrefix, Skip: skip})
+	return shareddoc.Pending(ctx, cli, shareddoc.Reports{Prefix: AppliedPrefix, Want: hash, NodesPrefix: nodesPrefix, Skip: skip})
 }
 
 // Records are the latest records, by name.
 func Records(ctx context.Context, kv clientv3.KV) (map[string]string, error) {
-	return atrest.Records(ctx, kv, AppliedPrefix)
+	return shareddoc.Records(ctx, kv, AppliedPrefix)
 }

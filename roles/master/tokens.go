@@ -1,0 +1,66 @@
+package master
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/haagent/haagent/trust/pki"
+	"github.com/haagent/haagent/trust/shareddoc"
+)
+
+// RotateToken stores a new agent or lb token (kind) in the sealed shared document,
+// opened with the server token under root, only if the document is still the one it
+// read, so that two rotations at once can't lose the other's fields. A cluster built
+// with one token gets its lb token with its first agent token. It returns the new
+// token pinned to the cluster CA, as nodes join with it.
+func RotateToken(ctx context.Context, kv clientv3.KV, root string, kind pki.Kind) (pki.Token, error) {
+	server, err := pki.ReadTokenFile(filepath.Join(root, TokenFile))
+	if err != nil {
+		return pki.Token{}, fmt.Errorf("%w; run it on a master (or pass that master's --root)", err)
+	}
+	doc, err := shareddoc.Load(ctx, kv, server)
+	if errors.Is(err, shareddoc.ErrMissing) {
+		return pki.Token{}, fmt.Errorf("%w; start the masters first", err)
+	}
+	if err != nil {
+		return pki.Token{}, err
+	}
+	sh := doc.Shared
+	if kind == pki.KindLB && sh.AgentToken == nil {
+		return pki.Token{}, errors.New("this cluster was built with one token and has no lb token yet; 'haagent token rotate --agent' makes the agent and the lb token")
+	}
+	tok, err := pki.GenerateToken(kind)
+	if err != nil {
+		return pki.Token{}, err
+	}
+	file := AgentTokenFile
+	if kind == pki.KindAgent {
+		sh.AgentToken = &tok
+	} else {
+		sh.LBToken, file = &tok, LBTokenFile
+	}
+	if sh.LBToken == nil {
+		lb, err := pki.GenerateToken(pki.KindLB)
+		if err != nil {
+			return pki.Token{}, err
+		}
+		sh.LBToken = &lb
+	}
+	switch err := shareddoc.Store(ctx, kv, server, sh, doc.Rev); {
+	case errors.Is(err, shareddoc.ErrConflict):
+		return pki.Token{}, fmt.Errorf("%s changed while rotating; run it again", pki.SharedKey)
+	case err != nil:
+		return pki.Token{}, fmt.Errorf("store the new %s token: %w", kind, err)
+	}
+	// The masters' watches write them too; writing them here makes 'token show' right at once.
+	for path, kept := range map[string]*pki.Token{file: &tok, LBTokenFile: sh.LBToken} {
+		if err := pki.WriteTokenFile(filepath.Join(root, path), *kept); err != nil {
+			return pki.Token{}, fmt.Errorf("the new %s token is in etcd, but: %w", kind, err)
+		}
+	}
+	return tok.Pinned(sh.CA.Cert.Raw), nil
+}
