@@ -18,6 +18,7 @@ import (
 	lbrole "github.com/haagent/haagent/roles/lb"
 	"github.com/haagent/haagent/roles/master"
 	"github.com/haagent/haagent/roles/minion"
+	"github.com/haagent/haagent/roles/node"
 )
 
 // logFlags are the agent's logging flags, shared by every role.
@@ -80,6 +81,11 @@ func prepare(c roleConfig, preflight ...func() error) func() error {
 	}
 }
 
+// defaultDeps hands a role the agent's logger and Prometheus' default registry.
+func defaultDeps(lg *slog.Logger) node.Deps {
+	return node.Deps{Logger: lg, Registerer: prometheus.DefaultRegisterer, Gatherer: prometheus.DefaultGatherer}
+}
+
 func roles(name string) (role, bool) {
 	switch name {
 	case "master":
@@ -93,7 +99,7 @@ func roles(name string) (role, bool) {
 					// This build failed its roll's gate here; systemd started it again.
 					return &roll.Exec{Path: prev, Reason: "this build failed its roll's gate on this master: back to the binary before it"}
 				}
-				m, err := master.New(cfg, lg, prometheus.DefaultGatherer)
+				m, err := master.New(cfg, defaultDeps(lg))
 				if err != nil {
 					return err
 				}
@@ -108,7 +114,7 @@ func roles(name string) (role, bool) {
 			prepare:  prepare(cfg),
 			name:     func() string { return cfg.Name },
 			run: func(ctx context.Context, lg *slog.Logger) error {
-				m, err := minion.New(cfg, lg, prometheus.DefaultGatherer, prometheus.DefaultRegisterer)
+				m, err := minion.New(cfg, defaultDeps(lg))
 				if err != nil {
 					return err
 				}
@@ -123,7 +129,7 @@ func roles(name string) (role, bool) {
 			prepare:  prepare(cfg, cfg.Preflight),
 			name:     func() string { return cfg.Name },
 			run: func(ctx context.Context, lg *slog.Logger) error {
-				l, err := lbrole.New(cfg, lg, prometheus.DefaultGatherer, prometheus.DefaultRegisterer)
+				l, err := lbrole.New(cfg, defaultDeps(lg))
 				if err != nil {
 					return err
 				}

@@ -54,10 +54,10 @@ type LB struct {
 	Units UnitManager
 }
 
-// New prepares the lb from a validated config; it starts nothing. Its metrics go to
-// registerer, if not nil; gatherer serves /metrics.
-func New(cfg *Config, lg *slog.Logger, gatherer prometheus.Gatherer, registerer prometheus.Registerer) (*LB, error) {
-	l := &LB{cfg: cfg, lg: lg, node: node.New(&cfg.Config, lg), reg: gatherer}
+// New prepares the lb from a validated config; it starts nothing.
+func New(cfg *Config, deps node.Deps) (*LB, error) {
+	lg, registerer := deps.Logger, deps.Registerer
+	l := &LB{cfg: cfg, lg: lg, node: node.New(&cfg.Config, lg), reg: deps.Gatherer}
 	if cfg.Impl == ImplNginx {
 		return l, nil
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/haagent/haagent/base/statusapi"
 	"github.com/haagent/haagent/embed/loadbalancer"
 	"github.com/haagent/haagent/embed/vip"
+	"github.com/haagent/haagent/roles/node"
 )
 
 func TestPrintStatus(t *testing.T) {
@@ -117,7 +118,7 @@ func TestRunBuiltin(t *testing.T) {
 	}
 	logs := &syncBuffer{}
 	reg := prometheus.NewRegistry()
-	l, err := New(c, slog.New(slog.NewTextHandler(logs, nil)), reg, reg)
+	l, err := New(c, node.Deps{Logger: slog.New(slog.NewTextHandler(logs, nil)), Registerer: reg, Gatherer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/haagent/haagent/roles/node"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -83,7 +85,7 @@ func TestRunNginx(t *testing.T) {
 	c.StatusAddress = "127.0.0.1:0"
 	units := &fakeUnits{}
 	for i := range 2 {
-		l, err := New(c, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, nil)
+		l, err := New(c, node.Deps{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -61,20 +61,21 @@ type Master struct {
 }
 
 // New prepares a master from a validated config; it starts nothing.
-func New(cfg *Config, lg *slog.Logger, gatherer prometheus.Gatherer) (*Master, error) {
+func New(cfg *Config, deps node.Deps) (*Master, error) {
+	lg := deps.Logger
 	member, etcdTLS, err := cfg.newMember(lg, slog.LevelWarn)
 	if err != nil {
 		return nil, err
 	}
-	m := &Master{cfg: cfg, lg: lg, node: node.New(&cfg.Config, lg), member: member, etcdTLS: etcdTLS, reg: gatherer,
+	m := &Master{cfg: cfg, lg: lg, node: node.New(&cfg.Config, lg), member: member, etcdTLS: etcdTLS, reg: deps.Gatherer,
 		wantCh: make(chan struct{}, 1)}
-	if m.metrics, m.reg, err = newMetrics(m.reg); err != nil {
+	if m.metrics, err = newMetrics(deps.Registerer); err != nil {
 		return nil, err
 	}
-	if m.snaps, m.keeper, m.reg, err = m.recoveryParts(); err != nil {
+	if m.snaps, m.keeper, err = m.recoveryParts(deps.Registerer); err != nil {
 		return nil, err
 	}
-	if err := m.newRoller(); err != nil {
+	if err := m.newRoller(deps.Registerer); err != nil {
 		return nil, err
 	}
 	return m, nil

@@ -14,13 +14,11 @@ type metrics struct {
 	auth *authWatch
 }
 
-// newMetrics makes the master's collectors and registers them in a registry of its
-// own, which it returns with the gatherer passed in.
-func newMetrics(gatherer prometheus.Gatherer) (*metrics, prometheus.Gatherer, error) {
+// newMetrics makes the master's collectors and registers them in reg.
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	ms := &metrics{join: join.NewMetrics(), auth: newAuthWatch()}
-	reg := prometheus.NewRegistry()
 	if err := errors.Join(ms.join.Register(reg), ms.auth.Register(reg)); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	return ms, prometheus.Gatherers{gatherer, reg}, nil
+	return ms, nil
 }

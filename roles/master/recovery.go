@@ -3,10 +3,11 @@ package master
 import (
 	"errors"
 	"fmt"
-	"github.com/haagent/haagent/embed/etcdmember"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/haagent/haagent/embed/etcdmember"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
@@ -109,12 +110,11 @@ func (c *Config) preflightSnapshotDir() error {
 }
 
 // recoveryParts makes the snapshot scheduler and the space keeper, with their metrics
-// in a registry of the master's own (the gatherer passed in is the caller's).
-func (m *Master) recoveryParts() (*snapshots.Scheduler, *spacekeeper.Keeper, prometheus.Gatherer, error) {
-	reg := prometheus.NewRegistry()
+// in reg.
+func (m *Master) recoveryParts(reg prometheus.Registerer) (*snapshots.Scheduler, *spacekeeper.Keeper, error) {
 	sm, km := snapshots.NewMetrics(), spacekeeper.NewMetrics()
 	if err := errors.Join(sm.Register(reg), km.Register(reg)); err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	sched := snapshots.New(snapshots.Config{
 		Dir: m.cfg.SnapshotDirPath(), Interval: m.cfg.SnapshotInterval, Retention: m.cfg.SnapshotRetention,
@@ -123,5 +123,5 @@ func (m *Master) recoveryParts() (*snapshots.Scheduler, *spacekeeper.Keeper, pro
 	keeper := spacekeeper.New(spacekeeper.Config{
 		Client: m.member.Client, Name: m.cfg.Name, Logger: m.lg.With("component", "spacekeeper"),
 	}, km)
-	return sched, keeper, prometheus.Gatherers{m.reg, reg}, nil
+	return sched, keeper, nil
 }

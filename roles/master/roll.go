@@ -23,13 +23,12 @@ import (
 func (c *Config) RollDir() string { return filepath.Join(filepath.Dir(c.DataDir), "roll") }
 
 // newRoller prepares this master's part in rolling a newly installed haagent binary
-// (package roll), and adds its metrics to the master's.
-func (m *Master) newRoller() error {
+// (package roll), with its metrics in reg.
+func (m *Master) newRoller(reg prometheus.Registerer) error {
 	exe, err := installedPath()
 	if err != nil {
 		return err
 	}
-	reg := prometheus.NewRegistry()
 	m.roller, err = roll.New(roll.Config{
 		Name: m.cfg.Name, Dir: m.cfg.RollDir(), Installed: exe, GateTimeout: m.cfg.RollGateTimeout,
 		Client:         m.member.Client,
@@ -39,11 +38,7 @@ func (m *Master) newRoller() error {
 		Gate:           m.servesAgain,
 		Logger:         m.lg,
 	}, reg)
-	if err != nil {
-		return err
-	}
-	m.reg = prometheus.Gatherers{m.reg, reg}
-	return nil
+	return err
 }
 
 // runRoll finishes a roll that the last exec left under way, then watches for the

@@ -262,12 +262,12 @@ type Minion struct {
 	images *airgap.Result
 }
 
-// New prepares the role; it starts nothing. The node-local lb's metrics go to
-// registerer, if not nil; gatherer serves /metrics.
-func New(cfg *Config, lg *slog.Logger, gatherer prometheus.Gatherer, registerer prometheus.Registerer) (*Minion, error) {
-	m := &Minion{cfg: cfg, lg: lg, node: node.New(&cfg.Config, lg), reg: gatherer}
+// New prepares the role; it starts nothing.
+func New(cfg *Config, deps node.Deps) (*Minion, error) {
+	lg := deps.Logger
+	m := &Minion{cfg: cfg, lg: lg, node: node.New(&cfg.Config, lg), reg: deps.Gatherer}
 	if cfg.LocalLB() {
-		l, err := newLocalLB(cfg, lg, registerer)
+		l, err := newLocalLB(cfg, lg, deps.Registerer)
 		if err != nil {
 			return nil, err
 		}

@@ -39,6 +39,15 @@ type Node struct {
 	pending []string
 }
 
+// Deps are what every role is given rather than makes: its logger, and the metrics
+// registry that it registers its collectors in (Registerer) and that /metrics serves
+// (Gatherer); the agent passes Prometheus' default one.
+type Deps struct {
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	Gatherer   prometheus.Gatherer
+}
+
 // New prepares the shared part of a role; it starts nothing.
 func New(cfg *Config, lg *slog.Logger) *Node {
 	return &Node{cfg: cfg, lg: lg, certs: newCertExpiry(cfg.Root, lg, time.Now)}
