@@ -19,6 +19,7 @@ import (
 	"github.com/haagent/haagent/base/files"
 	"github.com/haagent/haagent/base/statusapi"
 	"github.com/haagent/haagent/cluster/roll"
+	"github.com/haagent/haagent/systemd/nodeconf"
 	"github.com/haagent/haagent/systemd/reconcile"
 	"github.com/haagent/haagent/trust/pki"
 )
@@ -152,6 +153,7 @@ func (n *Node) StartReconciler(ctx context.Context, rc reconcile.Config) (*recon
 	if rc.Logger == nil {
 		rc.Logger = n.lg.With("component", "reconcile")
 	}
+	rc.UnitDir, rc.PruneDirs = nodeconf.UnitDir, nodeconf.PrunedDirs()
 	rec, err := reconcile.Start(ctx, n.cfg.Systemd, rc)
 	if err != nil {
 		return nil, err

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/haagent/haagent/base/files"
+	"github.com/haagent/haagent/systemd/reconcile"
 	"github.com/haagent/haagent/trust/pki"
 )
 
@@ -98,33 +99,27 @@ type Config struct {
 	ExtraArgs map[Component][]string
 }
 
-// Unit is one systemd unit a role runs, with the files it reads.
-type Unit struct {
-	Name  string
-	Reads []string
-}
-
 // Units lists the role's units in start order (on minions flanneld precedes the runtime).
-func Units(c Config) []Unit {
+func Units(c Config) []reconcile.Unit {
 	switch c.Role {
 	case "master":
 		// A unit restarts when a file it reads changes: its certificates, and ca.crt, which
 		// an etcd client reads only at start (a CA rotation changes it).
-		return []Unit{
-			{"flanneld.service", []string{Flanneld, pki.CACert, pki.FlannelEtcdCert}},
-			{"kube-apiserver.service", []string{KubeConfig, APIServer, pki.CACert, pki.APIServerCert, pki.SAKey, pki.FrontProxyTrustCert, pki.FrontProxyClientCert, EncryptionConfig, AuditPolicy, AuthenticationConfig}},
+		return []reconcile.Unit{
+			{Name: "flanneld.service", Reads: []string{Flanneld, pki.CACert, pki.FlannelEtcdCert}},
+			{Name: "kube-apiserver.service", Reads: []string{KubeConfig, APIServer, pki.CACert, pki.APIServerCert, pki.SAKey, pki.FrontProxyTrustCert, pki.FrontProxyClientCert, EncryptionConfig, AuditPolicy, AuthenticationConfig}},
 			// ca.crt is its --root-ca-file, which it copies into every namespace's
 			// kube-root-ca.crt for pods: after a CA rotation's trust phase, pods must get
 			// both CAs before the apiservers serve with the new one.
-			{"kube-controller-manager.service", []string{KubeConfig, ControllerManager, pki.ControllerManagerKubeconfig, pki.CASignerCert, pki.KubeletSignerCert, pki.CACert}},
-			{"kube-scheduler.service", []string{KubeConfig, Scheduler, pki.SchedulerKubeconfig}},
+			{Name: "kube-controller-manager.service", Reads: []string{KubeConfig, ControllerManager, pki.ControllerManagerKubeconfig, pki.CASignerCert, pki.KubeletSignerCert, pki.CACert}},
+			{Name: "kube-scheduler.service", Reads: []string{KubeConfig, Scheduler, pki.SchedulerKubeconfig}},
 		}
 	case "minion":
-		return []Unit{
-			{"flanneld.service", []string{Flanneld, pki.CACert, pki.FlannelEtcdCert}},
-			{c.ContainerRuntime + ".service", runtimeReads(c)},
-			{"kubelet.service", []string{KubeConfig, Kubelet, KubeletConfig, pki.KubeletKubeconfig, pki.KubeletServingCert}},
-			{"kube-proxy.service", []string{KubeConfig, Proxy, ProxyConfig, pki.ProxyKubeconfig}},
+		return []reconcile.Unit{
+			{Name: "flanneld.service", Reads: []string{Flanneld, pki.CACert, pki.FlannelEtcdCert}},
+			{Name: c.ContainerRuntime + ".service", Reads: runtimeReads(c)},
+			{Name: "kubelet.service", Reads: []string{KubeConfig, Kubelet, KubeletConfig, pki.KubeletKubeconfig, pki.KubeletServingCert}},
+			{Name: "kube-proxy.service", Reads: []string{KubeConfig, Proxy, ProxyConfig, pki.ProxyKubeconfig}},
 		}
 	}
 	return nil

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 
 	"github.com/haagent/haagent/base/files"
+	"github.com/haagent/haagent/systemd/reconcile"
 )
 
 // unitTemplates are the units haagent installs where no package ships one. They read the
@@ -123,7 +124,7 @@ var unitSearchPath = []string{"etc/systemd/system", "usr/lib/systemd/system", "l
 // UnitFiles returns the unit files haagent must install under root: one per unit that
 // no package provides (a unit that haagent installed before is its own and kept current).
 // Units with no template, such as the container runtime, are never installed.
-func UnitFiles(root string, units []Unit) []files.File {
+func UnitFiles(root string, units []reconcile.Unit) []files.File {
 	var out []files.File
 	for _, u := range units {
 		tmpl, ok := unitTemplates[u.Name]

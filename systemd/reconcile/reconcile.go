@@ -15,7 +15,6 @@ import (
 	"github.com/cenkalti/backoff/v5"
 
 	"github.com/haagent/haagent/base/files"
-	"github.com/haagent/haagent/systemd/nodeconf"
 	"github.com/haagent/haagent/systemd/systemdbus"
 )
 
@@ -41,8 +40,14 @@ type Config struct {
 	// Render returns every file the node owns: its EnvironmentFiles and unit files.
 	Render func() ([]files.File, error)
 	// Units are the node's units in start order, with the files each reads.
-	Units []nodeconf.Unit
-	Owned *files.Owned
+	Units []Unit
+	// UnitDir is where Render puts unit files, relative to Owned's root: a change
+	// there needs a daemon-reload.
+	UnitDir string
+	// PruneDirs are dirs, relative to Owned's root, where a file that Render no longer
+	// returns is removed (a mirror dropped from the flags, say).
+	PruneDirs []string
+	Owned     *files.Owned
 	// Manager is nil where systemd does not run: files are still kept, units are not.
 	Manager  UnitManager
 	Interval time.Duration
@@ -53,6 +58,13 @@ type Config struct {
 	// (or, without systemd, wrote the files): a master reports from it that its
 	// apiserver runs with what it rendered.
 	Passed func(Status)
+}
+
+// Unit is a unit the reconciler keeps running, and the files it reads: a change to
+// one of them restarts it.
+type Unit struct {
+	Name  string
+	Reads []string
 }
 
 // UnitStatus is one unit as the reconciler last saw it.
@@ -226,7 +238,7 @@ func (r *Reconciler) pass(ctx context.Context, units bool) []string {
 		lg.Error("write node files", "err", err)
 		return nil
 	}
-	for _, d := range nodeconf.PrunedDirs() {
+	for _, d := range r.cfg.PruneDirs {
 		pruned, err := r.cfg.Owned.Prune(d, fs)
 		changes = append(changes, pruned...)
 		if err != nil {
@@ -295,7 +307,7 @@ func (r *Reconciler) units(ctx context.Context, changed map[string]bool) {
 	lg, m := r.cfg.Logger, r.cfg.Manager
 	unitFileChanged := false
 	for p := range changed {
-		if strings.HasPrefix(p, nodeconf.UnitDir+"/") {
+		if r.cfg.UnitDir != "" && strings.HasPrefix(p, r.cfg.UnitDir+"/") {
 			unitFileChanged = true
 		}
 	}

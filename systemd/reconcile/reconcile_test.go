@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/haagent/haagent/base/files"
-	"github.com/haagent/haagent/systemd/nodeconf"
 	"github.com/haagent/haagent/systemd/systemdbus"
 )
 
@@ -89,7 +88,7 @@ func TestReconcile(t *testing.T) {
 	now := time.Unix(1000, 0)
 	r := New(Config{
 		Render:  render,
-		Units:   []nodeconf.Unit{{Name: "one.service", Reads: []string{"etc/a"}}, {Name: "two.service", Reads: []string{"etc/b"}}},
+		Units:   []Unit{{Name: "one.service", Reads: []string{"etc/a"}}, {Name: "two.service", Reads: []string{"etc/b"}}},
 		Owned:   &files.Owned{Root: root, StatePath: "state.json"},
 		Manager: fu, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Now: func() time.Time { return now },
@@ -160,19 +159,23 @@ func TestReconcile(t *testing.T) {
 }
 
 // TestReconcilePrunesStaleMirrors: a registry mirror taken off the flags loses the
-// hosts.toml haagent wrote for it, on the next pass; the other mirror's stays.
+// hosts.toml haagent wrote for it (in a dir of Config.PruneDirs), on the next pass;
+// the other mirror's stays.
 func TestReconcilePrunesStaleMirrors(t *testing.T) {
 	root := t.TempDir()
-	mirrors := []nodeconf.Mirror{{Registry: "docker.io", Endpoint: "http://10.0.0.11:5000"},
-		{Registry: "quay.io", Endpoint: "http://10.0.0.11:5001"}}
+	const certsDir = "etc/containerd/certs.d"
+	mirrors := []string{"docker.io", "quay.io"}
 	render := func() ([]files.File, error) {
-		return nodeconf.Render(nodeconf.Config{Role: "minion", ContainerRuntime: "containerd", Mirrors: mirrors,
-			AdvertiseAddress: "10.0.0.21", LB: "10.0.0.10", ContainerdMajor: 2})
+		var fs []files.File
+		for _, m := range mirrors {
+			fs = append(fs, files.File{Path: certsDir + "/" + m + "/hosts.toml", Data: []byte("server = \"https://" + m + "\"\n"), Mode: 0o644})
+		}
+		return fs, nil
 	}
-	r := New(Config{Render: render, Owned: &files.Owned{Root: root, StatePath: "state.json"},
+	r := New(Config{Render: render, Owned: &files.Owned{Root: root, StatePath: "state.json"}, PruneDirs: []string{certsDir},
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: time.Now})
-	quay := filepath.Join(root, nodeconf.ContainerdCertsDir, "quay.io", "hosts.toml")
-	docker := filepath.Join(root, nodeconf.ContainerdCertsDir, "docker.io", "hosts.toml")
+	quay := filepath.Join(root, certsDir, "quay.io", "hosts.toml")
+	docker := filepath.Join(root, certsDir, "docker.io", "hosts.toml")
 	r.Once(context.Background())
 	if _, err := os.Stat(quay); err != nil {
 		t.Fatalf("first pass: %v", err)
@@ -186,7 +189,7 @@ func TestReconcilePrunesStaleMirrors(t *testing.T) {
 		t.Errorf("docker.io's hosts.toml: %v", err)
 	}
 	st := r.Status()
-	if slices.Contains(st.ManagedFile, "/"+nodeconf.ContainerdCertsDir+"/quay.io/hosts.toml") || st.LastError != "" {
+	if slices.Contains(st.ManagedFile, "/"+certsDir+"/quay.io/hosts.toml") || st.LastError != "" {
 		t.Errorf("status after the prune: managed %v, error %q", st.ManagedFile, st.LastError)
 	}
 }
@@ -200,7 +203,7 @@ func TestSyncRestartsBeforeItReturns(t *testing.T) {
 		Render: func() ([]files.File, error) {
 			return []files.File{{Path: "etc/a", Mode: 0o644, Data: []byte("A")}}, nil
 		},
-		Units:   []nodeconf.Unit{{Name: "one.service", Reads: []string{"etc/a", "etc/cert"}}},
+		Units:   []Unit{{Name: "one.service", Reads: []string{"etc/a", "etc/cert"}}},
 		Owned:   &files.Owned{Root: t.TempDir(), StatePath: "state.json"},
 		Manager: fu, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Interval: time.Hour,
