@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/haagent/haagent/test/framework/syncbuf"
 )
 
 func TestStateMachine(t *testing.T) {
@@ -45,7 +47,7 @@ func TestStateMachine(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			logs := &syncBuffer{}
+			logs := &syncbuf.Buffer{}
 			cfg := Config{Fall: tt.fall, Rise: tt.rise, Logger: slog.New(slog.NewTextHandler(logs, nil))}.withDefaults()
 			be := newBackend("10.0.0.1:2379", 2379, &cfg, cfg.Metrics)
 			for i, h := range tt.results {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/haagent/haagent/test/framework/syncbuf"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -29,7 +30,7 @@ func TestSetBackends(t *testing.T) {
 		t.Fatal(err)
 	}
 	checker := newFakeChecker()
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	ticker := &manualTicker{c: make(chan time.Time)}
 	bal, err := New(Config{
 		Ports:        []int{port},

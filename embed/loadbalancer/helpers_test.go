@@ -2,7 +2,6 @@ package loadbalancer
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -14,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/haagent/haagent/test/framework/syncbuf"
 )
 
 // waitFor polls cond until it holds or the deadline passes.
@@ -166,31 +167,13 @@ type manualTicker struct{ c chan time.Time }
 func (m *manualTicker) C() <-chan time.Time { return m.c }
 func (m *manualTicker) Stop()               {}
 
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu  sync.Mutex // guards buf
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 const testPort = 7000 // a logical port; tests bind 127.0.0.1:0 for it
 
 type testLB struct {
 	*Balancer
 	checker *fakeChecker
 	ticker  *manualTicker
-	logs    *syncBuffer
+	logs    *syncbuf.Buffer
 	ctx     context.Context
 }
 
@@ -202,7 +185,7 @@ func startLB(t *testing.T, mod func(*Config), backends ...*echoBackend) *testLB 
 	for i, be := range backends {
 		addrs[i] = be.addr()
 	}
-	tl := &testLB{checker: newFakeChecker(), ticker: &manualTicker{c: make(chan time.Time)}, logs: &syncBuffer{}}
+	tl := &testLB{checker: newFakeChecker(), ticker: &manualTicker{c: make(chan time.Time)}, logs: &syncbuf.Buffer{}}
 	cfg := Config{
 		Ports:        []int{testPort},
 		ListenAddrs:  map[int]string{testPort: "127.0.0.1:0"},

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,42 +12,13 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/server/v3/embed"
 
 	"github.com/haagent/haagent/test/framework/await"
+	"github.com/haagent/haagent/test/framework/etcdtest"
 )
 
-// startEtcd runs a one-member etcd on loopback for the test.
-func startEtcd(t *testing.T) *clientv3.Client {
-	t.Helper()
-	cfg := embed.NewConfig()
-	cfg.Dir = t.TempDir()
-	cfg.LogLevel = "error"
-	u := func(s string) []url.URL { p, _ := url.Parse(s); return []url.URL{*p} }
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = u("http://127.0.0.1:0"), u("http://127.0.0.1:0")
-	cfg.ListenPeerUrls = u("http://127.0.0.1:0")
-	cfg.AdvertisePeerUrls = u("http://127.0.0.1:2380")
-	cfg.InitialCluster = cfg.Name + "=http://127.0.0.1:2380"
-	e, err := embed.StartEtcd(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Close)
-	select {
-	case <-e.Server.ReadyNotify():
-	case <-time.After(30 * time.Second):
-		t.Fatal("etcd not ready after 30s")
-	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"http://" + e.Clients[0].Addr().String()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	return cli
-}
-
 func TestTakeVerifyPruneList(t *testing.T) {
-	cli := startEtcd(t)
+	cli := etcdtest.Start(t)
 	if _, err := cli.Put(context.Background(), "k", "v"); err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +120,7 @@ func TestRunCountsAFailureAndGoesOn(t *testing.T) {
 	if err := os.WriteFile(dir, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cli := startEtcd(t)
+	cli := etcdtest.Start(t)
 	m := NewMetrics()
 	reg := prometheus.NewRegistry()
 	if err := m.Register(reg); err != nil {

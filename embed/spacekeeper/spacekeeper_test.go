@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -13,43 +11,13 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
-	"go.uber.org/zap"
 
 	"github.com/haagent/haagent/test/framework/await"
+	"github.com/haagent/haagent/test/framework/etcdtest"
 )
 
-func freeAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 func TestKeeperClearsNOSPACE(t *testing.T) {
-	cfg := embed.NewConfig()
-	cfg.Dir = t.TempDir()
-	cfg.LogLevel = "error"
-	cfg.QuotaBackendBytes = 4 << 20
-	u := func(s string) []url.URL { p, _ := url.Parse(s); return []url.URL{*p} }
-	// The member list must carry the real client URL: the keeper defragments by it.
-	client := "http://" + freeAddr(t)
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = u(client), u(client)
-	cfg.ListenPeerUrls = u("http://127.0.0.1:0")
-	cfg.AdvertisePeerUrls = u("http://127.0.0.1:2380")
-	cfg.InitialCluster = cfg.Name + "=http://127.0.0.1:2380"
-	e, err := embed.StartEtcd(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
-	<-e.Server.ReadyNotify()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{client}, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	cli := etcdtest.Start(t, func(cfg *embed.Config) { cfg.QuotaBackendBytes = 4 << 20 })
 
 	var logs strings.Builder
 	k := New(Config{Client: func() *clientv3.Client { return cli }, Name: "m1", Poll: 20 * time.Millisecond, RetryAfter: 100 * time.Millisecond,

@@ -14,7 +14,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,6 +23,7 @@ import (
 	"github.com/haagent/haagent/embed/loadbalancer"
 	"github.com/haagent/haagent/embed/vip"
 	"github.com/haagent/haagent/roles/node"
+	"github.com/haagent/haagent/test/framework/syncbuf"
 )
 
 func TestPrintStatus(t *testing.T) {
@@ -56,24 +56,6 @@ PORT  BACKEND  STATE  ACTIVE  TOTAL  LAST ERROR
 	if b.String() != want {
 		t.Errorf("got\n%s\nwant\n%s", b.String(), want)
 	}
-}
-
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu  sync.Mutex // guards buf
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // TestRunBuiltin runs the role in front of two fake masters on 127.0.0.2 and
@@ -116,7 +98,7 @@ func TestRunBuiltin(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	reg := prometheus.NewRegistry()
 	l, err := New(c, node.Deps{Logger: slog.New(slog.NewTextHandler(logs, nil)), Registerer: reg, Gatherer: reg})
 	if err != nil {

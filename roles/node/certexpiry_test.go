@@ -6,31 +6,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/haagent/haagent/test/framework/syncbuf"
 	"github.com/haagent/haagent/trust/pki"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex // guards the fields below
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestCertExpiry: a leaf whose renewal failed, 65 days from expiry, warns in the log,
 // the status and /metrics; the CA, years away, does not.
@@ -56,7 +39,7 @@ func TestCertExpiry(t *testing.T) {
 		}
 	}
 	clock := now
-	var log syncBuffer
+	var log syncbuf.Buffer
 	ce := newCertExpiry(root, slog.New(slog.NewTextHandler(&log, nil)), func() time.Time { return clock })
 
 	t.Run("status", func(t *testing.T) {

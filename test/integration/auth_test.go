@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -32,14 +31,7 @@ func etcdctlAs(m *procs.Master, cert, key string, args ...string) (string, error
 	}
 	flags := []string{"--endpoints=" + m.ClientURL(), "--command-timeout=3s", "--dial-timeout=2s",
 		"--cacert=" + abs(pki.CACert), "--cert=" + abs(cert), "--key=" + abs(key)}
-	cmd := exec.Command("etcdctl", append(flags, args...)...)
-	cmd.Env = append(os.Environ(), "ETCDCTL_API=3")
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		return out.String(), fmt.Errorf("etcdctl %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
-	}
-	return out.String(), nil
+	return procs.RunEtcdctl(exec.Command("etcdctl", append(flags, args...)...))
 }
 
 // TestUpgradeEnablesEtcdAuth starts a secure cluster the way haagent ran before etcd

@@ -195,13 +195,7 @@ func (e *lbEnv) etcdctlFlags(extra ...string) []string {
 
 // etcdctl runs Debian's etcdctl in the client host against the lb.
 func (e *lbEnv) etcdctl(args ...string) (string, error) {
-	cmd := e.client.CommandContext(context.Background(), "etcdctl", append(e.etcdctlFlags("--command-timeout=1s", "--dial-timeout=1s"), args...)...)
-	cmd.Env = append(os.Environ(), "ETCDCTL_API=3")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("etcdctl %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-	}
-	return string(out), nil
+	return procs.RunEtcdctl(e.client.CommandContext(context.Background(), "etcdctl", append(e.etcdctlFlags("--command-timeout=1s", "--dial-timeout=1s"), args...)...))
 }
 
 func (e *lbEnv) get(path string) (string, error) {

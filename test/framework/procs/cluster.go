@@ -119,11 +119,24 @@ func (c *Cluster) StopAll() {
 // namespace and returns its stdout.
 func (c *Cluster) Etcdctl(endpoints string, args ...string) (string, error) {
 	flags := append([]string{"--endpoints=" + endpoints, "--command-timeout=3s", "--dial-timeout=2s"}, c.Masters[0].TLSFlags()...)
-	cmd := exec.Command("etcdctl", append(flags, args...)...)
+	return RunEtcdctl(exec.Command("etcdctl", append(flags, args...)...))
+}
+
+// RunEtcdctl runs an etcdctl command, made by exec.Command or by a test host's
+// CommandContext (to run it in the host's network namespace), with the v3 API, and
+// returns its stdout. The error names the command's arguments (not its flags) and
+// carries what etcdctl printed on stderr.
+func RunEtcdctl(cmd *exec.Cmd) (string, error) {
 	cmd.Env = append(os.Environ(), "ETCDCTL_API=3")
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
+		var args []string
+		for _, a := range cmd.Args[1:] {
+			if !strings.HasPrefix(a, "--") {
+				args = append(args, a)
+			}
+		}
 		return out.String(), fmt.Errorf("etcdctl %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
 	}
 	return out.String(), nil
