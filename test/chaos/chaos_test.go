@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/haagent/haagent/test/framework/await"
 	"github.com/haagent/haagent/test/framework/hosts"
+	"github.com/haagent/haagent/test/framework/lblayout"
 	"github.com/haagent/haagent/test/framework/netlab"
 	"github.com/haagent/haagent/test/framework/probe"
 	"github.com/haagent/haagent/test/framework/procs"
@@ -33,13 +33,12 @@ func TestMain(m *testing.M) { procs.Main(m, &bin) }
 
 // The layout, in nodes of a lab that each test makes: three masters, the lb with m1
 // as its primary, and a client node from which every request comes.
-const (
-	lbIP     = "10.77.0.10"
-	clientIP = "10.77.0.5"
-	token    = "haagent-chaos-test-0123456789abcdef"
-)
+const token = "haagent-chaos-test-0123456789abcdef"
 
-var masterIPs = []string{"10.77.0.21", "10.77.0.22", "10.77.0.23"}
+var (
+	lbIP      = lblayout.LBIP
+	masterIPs = lblayout.MasterIPs
+)
 
 // checkTimeout bounds porcupine. Histories of unique values check in well under a
 // second; a verdict of Unknown fails the run rather than passing it unchecked.
@@ -80,42 +79,8 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	lab := hosts.NewWith(t, hosts.LabOptions{NetworkOnly: true})
-	pairs := []string{"lb=" + lbIP, "client=" + clientIP}
-	for i, ip := range masterIPs {
-		pairs = append(pairs, fmt.Sprintf("m%d=%s", i+1, ip))
-	}
-	ns, err := lab.AddNodes(context.Background(), pairs...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &env{lbNode: ns[0], client: ns[1], masters: ns[2:], dir: t.TempDir(), lbEndpoint: "https://" + lbIP + ":2379"}
-	e.c = procs.NewClusterWith(bin, e.dir, 3, procs.Options{Nodes: e.masters})
-	e.c.Secure(token)
-	for _, m := range e.c.Masters {
-		m.Extra = append(m.Extra, "--lb="+lbIP) // the lb's IP in the serving certificates
-	}
-	t.Cleanup(func() {
-		e.c.StopAll()
-		if t.Failed() {
-			for _, m := range e.c.Masters {
-				t.Logf("--- log of %s ---\n%s", m.Name, m.LogTail(30))
-			}
-		}
-	})
-	if err := e.c.StartAll(); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.c.WaitReady(procs.ReadyTimeout); err != nil {
-		t.Fatal(err)
-	}
-	// m1's etcd client certificate stays on disk when m1 is killed.
-	pki := filepath.Join(e.c.Masters[0].Root, "etc/kubernetes/pki")
-	tc, err := probe.ClientTLS(filepath.Join(pki, "ca.crt"), filepath.Join(pki, "etcd-client.crt"), filepath.Join(pki, "etcd-client.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.dialer = probe.Dialer{Dial: e.client.DialContext, TLS: tc}
+	l := lblayout.Start(t, bin, token)
+	e := &env{c: l.C, lbNode: l.LBNode, client: l.Client, masters: l.Masters, dir: l.Dir, lbEndpoint: l.LBEndpoint, dialer: l.Dialer}
 
 	e.lb = procs.NewLB(bin, procs.LBConfig{IP: lbIP, Masters: masterIPs, Ports: "2379", Token: token, Dir: e.dir, Node: e.lbNode})
 	t.Cleanup(func() {
@@ -348,7 +313,7 @@ func TestChaos(t *testing.T) {
 // so, or its verdict on the real cluster would mean nothing.
 func TestChaosBrokenFrontEnd(t *testing.T) {
 	lab := hosts.NewWith(t, hosts.LabOptions{NetworkOnly: true})
-	ns, err := lab.AddNodes(context.Background(), "client="+clientIP, "e1=10.77.0.31", "e2=10.77.0.32")
+	ns, err := lab.AddNodes(context.Background(), "client="+lblayout.ClientIP, "e1=10.77.0.31", "e2=10.77.0.32")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -367,7 +332,7 @@ func TestChaosBrokenFrontEnd(t *testing.T) {
 		}
 		backends = append(backends, ip+":2379")
 	}
-	l, err := ns[0].Listen("tcp", clientIP+":2379")
+	l, err := ns[0].Listen("tcp", lblayout.ClientIP+":2379")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -377,7 +342,7 @@ func TestChaosBrokenFrontEnd(t *testing.T) {
 
 	d := probe.Dialer{Dial: ns[0].DialContext}
 	w := NewWorkload(WorkloadConfig{
-		NewClient: func() (*clientv3.Client, error) { return d.Client("http://" + clientIP + ":2379") },
+		NewClient: func() (*clientv3.Client, error) { return d.Client("http://" + lblayout.ClientIP + ":2379") },
 		Clients:   4, Keys: 5, OpTimeout: time.Second, Prefix: "chaos/",
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -18,7 +17,7 @@ import (
 
 	lbrole "github.com/haagent/haagent/roles/lb"
 	"github.com/haagent/haagent/test/framework/await"
-	"github.com/haagent/haagent/test/framework/hosts"
+	"github.com/haagent/haagent/test/framework/lblayout"
 	"github.com/haagent/haagent/test/framework/netlab"
 	"github.com/haagent/haagent/test/framework/probe"
 	"github.com/haagent/haagent/test/framework/procs"
@@ -28,12 +27,11 @@ import (
 // masters, an lb in front of them with m1 as its primary, and a client node from which
 // every request comes.
 const (
-	lbIP     = "10.77.0.10"
-	clientIP = "10.77.0.5"
+	lbIP     = lblayout.LBIP
 	lbStatus = lbIP + ":9110"
 )
 
-var masterIPs = []string{"10.77.0.21", "10.77.0.22", "10.77.0.23"}
+var masterIPs = lblayout.MasterIPs
 
 // Bounds that the tests enforce. The benchmark measures the real figures (the target
 // is 1.5 s); these leave room for a loaded CI machine but catch a front end that
@@ -56,6 +54,7 @@ var lbModes = []struct {
 
 // lbEnv is three masters, an lb and a client, each in its own network namespace.
 type lbEnv struct {
+	layout     *lblayout.Layout
 	c          *procs.Cluster
 	masters    []*netlab.Node
 	lbNode     *netlab.Node
@@ -72,37 +71,14 @@ type lbEnv struct {
 // them, secure or --insecure, and tears everything down when the test ends.
 func newLBEnv(t *testing.T, secure bool) *lbEnv {
 	t.Helper()
-	lab := hosts.NewWith(t, hosts.LabOptions{NetworkOnly: true})
-	pairs := []string{"lb=" + lbIP, "client=" + clientIP}
-	for i, ip := range masterIPs {
-		pairs = append(pairs, fmt.Sprintf("m%d=%s", i+1, ip))
+	token := ""
+	if secure {
+		token = testToken
 	}
-	ns, err := lab.AddNodes(context.Background(), pairs...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &lbEnv{lbNode: ns[0], client: ns[1], masters: ns[2:], dir: t.TempDir()}
+	l := lblayout.Start(t, bin, token)
+	e := &lbEnv{c: l.C, layout: l, lbNode: l.LBNode, client: l.Client, masters: l.Masters, dir: l.Dir, lbEndpoint: l.LBEndpoint, dialer: l.Dialer}
 	e.http = &http.Client{Timeout: 2 * time.Second,
 		Transport: &http.Transport{DialContext: e.client.DialContext, DisableKeepAlives: true}}
-	e.c = procs.NewClusterWith(bin, e.dir, 3, procs.Options{Nodes: e.masters})
-	e.lbEndpoint = "http://" + lbIP + ":2379"
-	if secure {
-		e.c.Secure(testToken)
-		for _, m := range e.c.Masters {
-			m.Extra = append(m.Extra, "--lb="+lbIP) // the lb's IP in the serving certificates
-		}
-		e.lbEndpoint = "https://" + lbIP + ":2379"
-	}
-	startReady(t, e.c)
-	e.dialer = probe.Dialer{Dial: e.client.DialContext}
-	if secure {
-		f := e.tlsFiles()
-		tc, err := probe.ClientTLS(f[0], f[1], f[2])
-		if err != nil {
-			t.Fatal(err)
-		}
-		e.dialer.TLS = tc
-	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -123,10 +99,7 @@ func newLBEnv(t *testing.T, secure bool) *lbEnv {
 
 // tlsFiles are the CA, client certificate and key that the client host uses in
 // secure mode: m1's etcd client certificate, which stays on disk when m1 fails.
-func (e *lbEnv) tlsFiles() [3]string {
-	pki := filepath.Join(e.c.Masters[0].Root, "etc/kubernetes/pki")
-	return [3]string{filepath.Join(pki, "ca.crt"), filepath.Join(pki, "etcd-client.crt"), filepath.Join(pki, "etcd-client.key")}
-}
+func (e *lbEnv) tlsFiles() [3]string { return e.layout.TLSFiles() }
 
 // startLB runs haagent --role=lb in the lb node and waits until a new connection
 // through it reaches m1.
