@@ -634,6 +634,7 @@ spec:
 		// readers, so that every apiserver restart meets requests.
 		var mu sync.Mutex
 		var reads int
+		var slowest time.Duration
 		var failures []string
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
@@ -655,11 +656,13 @@ spec:
 					if err == nil {
 						out, err = client.Exec(ctx, "kubectl", "--kubeconfig="+kc, "--request-timeout=10s", "get", "pod", "nginx-pod", "-o", "jsonpath={.status.phase}")
 					}
+					took := time.Since(at)
 					mu.Lock()
 					if err != nil || out != "Running" {
-						failures = append(failures, fmt.Sprintf("%s: %q %v", at.Format("15:04:05.000"), out, err))
+						failures = append(failures, fmt.Sprintf("%s (after %s): %q %v", at.Format("15:04:05.000"), took.Round(time.Millisecond), out, err))
 					}
 					reads++
+					slowest = max(slowest, took)
 					mu.Unlock()
 				}
 			})
@@ -689,7 +692,7 @@ spec:
 			}
 			t.FailNow()
 		}
-		t.Logf("%d reads through the VIP during the rotation, none failed", reads)
+		t.Logf("%d reads through the VIP during the rotation, none failed; the slowest took %s", reads, slowest.Round(time.Millisecond))
 
 		// No host holds a certificate of the old CAs, or one signed by them.
 		for _, s := range sixhost.Specs {
