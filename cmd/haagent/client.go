@@ -19,7 +19,6 @@ import (
 	"go.etcd.io/etcd/client/pkg/v3/types"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/snapshot"
-	etcdutlsnapshot "go.etcd.io/etcd/etcdutl/v3/snapshot"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
@@ -294,20 +293,11 @@ func (s *snapshotCmd) restore(ctx context.Context, w io.Writer, args []string) e
 		return usageError{err}
 	}
 	peers := mc.PeerList()
-	self, ok := peers.ByName(mc.Name)
-	if !ok {
+	if _, ok := peers.ByName(mc.Name); !ok {
 		return usagef("--name: %q is not in --peers (%s)", mc.Name, peers)
 	}
-	err := etcdutlsnapshot.NewV3(zap.NewNop()).Restore(etcdutlsnapshot.RestoreConfig{
-		SnapshotPath:        file,
-		Name:                mc.Name,
-		OutputDataDir:       mc.DataDir,
-		PeerURLs:            []string{self.URL.String()},
-		InitialCluster:      peers.String(),
-		InitialClusterToken: mc.ClusterToken,
-	})
-	if err != nil {
-		return fmt.Errorf("snapshot restore %s into %s: %w", file, mc.DataDir, err)
+	if err := etcdmember.RestoreInto(file, mc.EmbedConfig()); err != nil {
+		return err
 	}
 	fmt.Fprintf(w, "restored %s into %s as member %s of %s\n", file, mc.DataDir, mc.Name, peers)
 	return nil

@@ -1,6 +1,7 @@
 package etcdmember
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -244,6 +245,29 @@ func (s *Server) Restore(file, dir string) (string, error) {
 		return "", err
 	}
 	return cl.ID().String(), nil
+}
+
+// RestoreInto writes the snapshot at file into cfg.DataDir, which must not exist, as the
+// data dir of member cfg.Name of the cluster that cfg.Peers lists, bootstrapped with
+// cfg.ClusterToken: etcd's own offline restore, run on each master from the same
+// snapshot (the classic way; cluster-reset --restore makes one member instead).
+func RestoreInto(file string, cfg Config) error {
+	self, ok := cfg.Self()
+	if !ok {
+		return fmt.Errorf("member %q is not in the peer list %s", cfg.Name, cfg.Peers)
+	}
+	err := etcdutlsnapshot.NewV3(zap.NewNop()).Restore(etcdutlsnapshot.RestoreConfig{
+		SnapshotPath:        file,
+		Name:                cfg.Name,
+		OutputDataDir:       cfg.DataDir,
+		PeerURLs:            []string{self.URL.String()},
+		InitialCluster:      cfg.Peers.String(),
+		InitialClusterToken: cmp.Or(cfg.ClusterToken, DefaultClusterToken),
+	})
+	if err != nil {
+		return fmt.Errorf("snapshot restore %s into %s: %w", file, cfg.DataDir, err)
+	}
+	return nil
 }
 
 // ReadKey reads key's value from the database in dir, offline: etcd's own store over
