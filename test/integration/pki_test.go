@@ -9,9 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/haagent/haagent/systemd/nodeconf"
 	"github.com/haagent/haagent/test/framework/procs"
@@ -22,17 +20,17 @@ import (
 // output once it is ready (then stopped with SIGINT) or has exited.
 func runMinion(t *testing.T, root, joinHost, token string) (code int, out string) {
 	t.Helper()
-	m := procs.NewMinion(bin, procs.MinionConfig{IP: "127.0.0.31", LB: joinHost, Token: token, Root: root})
-	if err := m.Start(); err != nil {
-		t.Fatal(err)
-	}
-	if m.WaitReady(procs.ReadyTimeout) == nil {
-		_ = m.Signal(syscall.SIGINT)
-	}
-	code, err := m.Wait(20 * time.Second)
+	return runMinionWith(t, procs.MinionConfig{IP: "127.0.0.31", LB: joinHost, Token: token, Root: root})
+}
+
+// runMinionWith runs a minion once (procs.Minion.RunOnce) and returns its exit code
+// and log.
+func runMinionWith(t *testing.T, cfg procs.MinionConfig) (int, string) {
+	t.Helper()
+	m := procs.NewMinion(bin, cfg)
+	code, err := m.RunOnce()
 	if err != nil {
-		_ = m.Kill()
-		t.Fatalf("minion did not stop: %v\n%s", err, m.Logs())
+		t.Fatalf("%v\n%s", err, m.Logs())
 	}
 	return code, m.Logs()
 }

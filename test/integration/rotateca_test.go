@@ -304,17 +304,5 @@ func awaitLBHealthy(lb *procs.LB, want map[int]int) error {
 // its exit code and log once it is ready (then stopped) or has exited.
 func runMinionNamed(t *testing.T, name, ip, token string) (int, string) {
 	t.Helper()
-	m := procs.NewMinion(bin, procs.MinionConfig{Name: name, IP: ip, LB: "127.0.0.10", Token: token, Root: filepath.Join(t.TempDir(), name)})
-	if err := m.Start(); err != nil {
-		t.Fatal(err)
-	}
-	if m.WaitReady(procs.ReadyTimeout) == nil {
-		m.StopOrKill()
-		return 0, m.Logs()
-	}
-	code, err := m.Wait(20 * time.Second)
-	if err != nil {
-		_ = m.Kill()
-	}
-	return code, m.Logs()
+	return runMinionWith(t, procs.MinionConfig{Name: name, IP: ip, LB: "127.0.0.10", Token: token, Root: filepath.Join(t.TempDir(), name)})
 }

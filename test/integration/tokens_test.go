@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -28,19 +27,7 @@ const serverToken = "server:haagent-integration-test-0123456789"
 // runNamedMinion is runMinion with a name of the test's choosing.
 func runNamedMinion(t *testing.T, name, root, joinHost, token string) (code int, out string) {
 	t.Helper()
-	m := procs.NewMinion(bin, procs.MinionConfig{Name: name, IP: "127.0.0.31", LB: joinHost, Token: token, Root: root})
-	if err := m.Start(); err != nil {
-		t.Fatal(err)
-	}
-	if m.WaitReady(procs.ReadyTimeout) == nil {
-		_ = m.Signal(syscall.SIGINT)
-	}
-	code, err := m.Wait(20 * time.Second)
-	if err != nil {
-		_ = m.Kill()
-		t.Fatalf("minion %s did not stop: %v\n%s", name, err, m.Logs())
-	}
-	return code, m.Logs()
+	return runMinionWith(t, procs.MinionConfig{Name: name, IP: "127.0.0.31", LB: joinHost, Token: token, Root: root})
 }
 
 // tokenShow is `haagent token show` on a master: the server, the agent and the lb token.

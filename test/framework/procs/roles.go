@@ -1,8 +1,11 @@
 package procs
 
 import (
+	"fmt"
 	"path/filepath"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/haagent/haagent/test/framework/netlab"
 )
@@ -157,6 +160,24 @@ func NewMinion(bin string, c MinionConfig) *Minion {
 	m := &Minion{Config: c}
 	m.Proc = newRole(bin, c.Name, c.Root+".log", c.Node, m.Args, m.StatusAddress())
 	return m
+}
+
+// RunOnce runs the minion until it is ready, then stops it with SIGINT, or until it
+// exits on its own (a refused join), and returns its exit code. The error says it did
+// not stop within 20 s; it is killed then.
+func (m *Minion) RunOnce() (int, error) {
+	if err := m.Start(); err != nil {
+		return -1, err
+	}
+	if m.WaitReady(ReadyTimeout) == nil {
+		_ = m.Signal(syscall.SIGINT)
+	}
+	code, err := m.Wait(20 * time.Second)
+	if err != nil {
+		_ = m.Kill()
+		return code, fmt.Errorf("minion %s did not stop: %w", m.Config.Name, err)
+	}
+	return code, nil
 }
 
 // StatusAddress is the minion's --status-address.
