@@ -27,16 +27,13 @@ import (
 	"github.com/haagent/haagent/trust/shareddoc"
 )
 
-// TokenFile holds the server token a master runs with, relative to --root.
-const TokenFile = "var/lib/haagent/token"
-
-// AgentTokenFile holds the cluster's agent token as this master last read it from etcd,
-// relative to --root, for 'haagent token show'; absent while the cluster has none.
-const AgentTokenFile = "var/lib/haagent/agent-token"
-
-// LBTokenFile holds the cluster's lb token as this master last read it from etcd,
-// relative to --root, for 'haagent token show'; absent while the cluster has none.
-const LBTokenFile = "var/lib/haagent/lb-token"
+// The token files this master keeps, relative to --root (package node, whose reset
+// deletes them).
+const (
+	TokenFile      = node.TokenFile
+	AgentTokenFile = node.AgentTokenFile
+	LBTokenFile    = node.LBTokenFile
+)
 
 // NodesPrefix is where masters keep, per minion or lb name, the hash of the node secret
 // of the node that first joined with it.
