@@ -28,13 +28,6 @@ import (
 	"github.com/haagent/haagent/trust/pki"
 )
 
-// UnitManager restarts systemd units.
-type UnitManager interface {
-	Enable(ctx context.Context, units ...string) error
-	Start(ctx context.Context, unit string) error
-	Restart(ctx context.Context, unit string) error
-}
-
 // LB is a running lb role.
 type LB struct {
 	cfg  *Config
@@ -49,9 +42,9 @@ type LB struct {
 	elect  atomic.Pointer[vip.VIP]
 	vipMet *vip.Metrics
 
-	// Units restarts nginx after its config changed (--lb-impl=nginx). Nil connects
-	// to systemd as --systemd says. Set it before Run.
-	Units UnitManager
+	// Units drives nginx.service for the reconciler (--lb-impl=nginx), in place of the
+	// systemd that --systemd connects to. Set it before Run; tests do.
+	Units reconcile.UnitManager
 }
 
 // New prepares the lb from a validated config; it starts nothing.
@@ -205,44 +198,25 @@ func (l *LB) ready() error {
 	return bal.Ready()
 }
 
-// startNginx writes the nginx config and, where systemd runs, enables nginx and starts
-// it, or restarts it if the config changed.
+// startNginx hands the nginx config and nginx.service to the node's reconciler, as the
+// other roles hand it theirs: it writes the file now, and once the lb is ready it
+// enables and starts nginx, restarts it when the config changes, and starts it again
+// when it stops. Without systemd only the file is kept.
 func (l *LB) startNginx(ctx context.Context) error {
-	path := filepath.Join(l.cfg.Root, NginxConfPath)
-	changed, err := files.Write(l.cfg.Root, NginxFile(l.cfg))
-	if err != nil {
-		return fmt.Errorf("[files] nginx config: %w", err)
-	}
 	if ok, err := nginxIncludes(l.cfg.Root); err != nil || !ok {
 		l.lg.Warn("[files] nginx.conf must include the haagent stream config at its top level, outside http{}",
 			"add", "include "+NginxConfPath+";", "err", err)
 	}
-	units := l.Units
-	if units == nil {
-		mgr, err := reconcile.Connect(ctx, l.cfg.Systemd, l.lg)
-		if err != nil {
-			return fmt.Errorf("[start] --systemd=%s: %w", l.cfg.Systemd, err)
-		}
-		if mgr != nil {
-			defer mgr.Close()
-			units = mgr
-		}
+	conf := NginxFile(l.cfg)
+	_, err := l.node.StartReconciler(ctx, reconcile.Config{
+		Render:  func() ([]files.File, error) { return []files.File{conf}, nil },
+		Units:   []reconcile.Unit{{Name: NginxUnit, Reads: []string{conf.Path}}},
+		Manager: l.Units,
+	})
+	if err != nil {
+		return fmt.Errorf("[files] nginx config: %w", err)
 	}
-	if units == nil {
-		l.lg.Info("[start] nginx config in place; systemd is not managed here, so start or reload nginx yourself", "path", path, "changed", changed)
-		return nil
-	}
-	if err := units.Enable(ctx, NginxUnit); err != nil {
-		return fmt.Errorf("[start] enable %s: %w", NginxUnit, err)
-	}
-	act, verb := units.Start, "started"
-	if changed {
-		act, verb = units.Restart, "restarted"
-	}
-	if err := act(ctx, NginxUnit); err != nil {
-		return fmt.Errorf("[start] %s after writing %s: %w", NginxUnit, path, err)
-	}
-	l.lg.Info("[start] nginx config in place; nginx "+verb, "path", path, "changed", changed)
+	l.lg.Info("[files] nginx config in place; nginx is started or restarted with it once the lb is ready", "path", filepath.Join(l.cfg.Root, NginxConfPath))
 	return nil
 }
 
