@@ -441,9 +441,11 @@ func (r *Roller) step(ctx context.Context) error {
 	if stop, err := r.stoppedFor(ctx, cli, inst); err != nil || stop != nil {
 		return err
 	}
-	if stale, err := r.unfinished(ctx, cli); err != nil {
+	records, err := readRecords(ctx, cli)
+	if err != nil {
 		return err
-	} else if stale != "" {
+	}
+	if stale := unfinished(records); stale != "" {
 		reason := fmt.Sprintf("%s did not finish its roll onto %s (it stopped mid-roll): not restarting another member", stale, inst)
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
@@ -460,11 +462,7 @@ func (r *Roller) step(ctx context.Context) error {
 		return fmt.Errorf("roll: is this member etcd's leader: %w", err)
 	}
 	if leads {
-		rolled, err := r.rolledOnto(ctx, cli, inst)
-		if err != nil {
-			return err
-		}
-		if rolled < members-1 {
+		if rolled := r.rolledOnto(records, inst); rolled < members-1 {
 			r.setState("waiting to roll onto %s: the etcd leader rolls last, after the other masters (%d of %d rolled)", inst, rolled, members-1)
 			return nil
 		}
@@ -540,41 +538,45 @@ func (r *Roller) stoppedFor(ctx context.Context, cli *clientv3.Client, inst Bina
 	return &s, nil
 }
 
-// rolledOnto counts the other masters whose record says they rolled onto inst.
-func (r *Roller) rolledOnto(ctx context.Context, cli *clientv3.Client, inst Binary) (int, error) {
+// readRecords reads every master's Record, by name; under the lock they say what the
+// other masters did.
+func readRecords(ctx context.Context, cli *clientv3.Client) (map[string]Record, error) {
 	gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	resp, err := cli.Get(gctx, NodesPrefix, clientv3.WithPrefix())
 	if err != nil {
-		return 0, fmt.Errorf("roll: read the masters' records: %w", err)
+		return nil, fmt.Errorf("roll: read the masters' records: %w", err)
 	}
-	n := 0
+	out := map[string]Record{}
 	for _, kv := range resp.Kvs {
 		var rec Record
-		if string(kv.Key) != NodesPrefix+r.cfg.Name && json.Unmarshal(kv.Value, &rec) == nil &&
-			rec.State == StateDone && rec.To.SHA256 == inst.SHA256 {
+		if json.Unmarshal(kv.Value, &rec) == nil {
+			out[strings.TrimPrefix(string(kv.Key), NodesPrefix)] = rec
+		}
+	}
+	return out, nil
+}
+
+// rolledOnto counts the other masters whose record says they rolled onto inst.
+func (r *Roller) rolledOnto(records map[string]Record, inst Binary) int {
+	n := 0
+	for name, rec := range records {
+		if name != r.cfg.Name && rec.State == StateDone && rec.To.SHA256 == inst.SHA256 {
 			n++
 		}
 	}
-	return n, nil
+	return n
 }
 
 // unfinished names a master whose record says it is rolling: under the lock, nobody
 // is, so that master stopped mid-roll.
-func (r *Roller) unfinished(ctx context.Context, cli *clientv3.Client) (string, error) {
-	gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	resp, err := cli.Get(gctx, NodesPrefix, clientv3.WithPrefix())
-	if err != nil {
-		return "", fmt.Errorf("roll: read the masters' records: %w", err)
-	}
-	for _, kv := range resp.Kvs {
-		var rec Record
-		if json.Unmarshal(kv.Value, &rec) == nil && rec.State == StateRolling {
-			return strings.TrimPrefix(string(kv.Key), NodesPrefix), nil
+func unfinished(records map[string]Record) string {
+	for name, rec := range records {
+		if rec.State == StateRolling {
+			return name
 		}
 	}
-	return "", nil
+	return ""
 }
 
 func (r *Roller) setInstalled(b *Binary, state string) {
