@@ -99,13 +99,25 @@ func Make(nodes []Node, t Target) (Plan, error) {
 	if err != nil {
 		return Plan{}, &RefusedError{Rule: RuleUnparsedVersion, Node: "the target", Component: "etcd", To: t.Etcd, Why: err.Error()}
 	}
-	// A cluster already outside the policy is the first thing to say: each node's own
-	// step would be refused for a reason that hides it.
-	if err := checkAPIServerSkew(nodes); err != nil {
+	// The running apiservers, parsed once. A cluster already outside the policy is the
+	// first thing to say: each node's own step would be refused for a reason that
+	// hides it.
+	running := map[string]*version.Version{}
+	var apiservers []*version.Version
+	for _, n := range nodes {
+		if n.Role == RoleMaster && n.APIServer != "" {
+			now, err := parse(n, "kube-apiserver", n.APIServer, t.Kube)
+			if err != nil {
+				return Plan{}, err
+			}
+			running[n.Name] = now
+			apiservers = append(apiservers, now)
+		}
+	}
+	if err := checkAPIServerSkew(apiservers); err != nil {
 		return Plan{}, err
 	}
 	var p Plan
-	var apiservers []*version.Version
 	var kubelets []kubelet
 	var apiserverSteps, controllerSteps, etcdSteps, minionSteps []string
 	for _, n := range nodes {
@@ -127,15 +139,10 @@ func Make(nodes []Node, t Target) (Plan, error) {
 					etcdSteps = append(etcdSteps, fmt.Sprintf("%s: haagent rolls onto the installed binary, its etcd member %s to %s", n.Name, n.Etcd, t.Etcd))
 				}
 			}
-			if n.APIServer != "" {
-				now, err := parse(n, "kube-apiserver", n.APIServer, t.Kube)
-				if err != nil {
-					return Plan{}, err
-				}
+			if now := running[n.Name]; now != nil {
 				if err := checkAPIServer(n, now, kube, t.Kube); err != nil {
 					return Plan{}, err
 				}
-				apiservers = append(apiservers, now)
 				p.Rows = append(p.Rows, Row{n.Name, n.Role, "kube-apiserver", n.APIServer, t.Kube})
 				if !now.EqualTo(kube) {
 					apiserverSteps = append(apiserverSteps, fmt.Sprintf("%s: restart kube-apiserver (%s to %s) out of the lbs' rotation, under the roll lock; gated on /readyz through the lb", n.Name, n.APIServer, t.Kube))
@@ -173,13 +180,7 @@ func Make(nodes []Node, t Target) (Plan, error) {
 	return p, nil
 }
 
-func checkAPIServerSkew(nodes []Node) error {
-	var running []*version.Version
-	for _, n := range nodes {
-		if v, err := version.ParseGeneric(n.APIServer); err == nil {
-			running = append(running, v)
-		}
-	}
+func checkAPIServerSkew(running []*version.Version) error {
 	if len(running) < 2 {
 		return nil
 	}
