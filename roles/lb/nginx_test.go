@@ -10,12 +10,11 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/haagent/haagent/roles/node"
-	"github.com/haagent/haagent/systemd/systemdbus"
+	"github.com/haagent/haagent/systemd/reconcile/reconciletest"
 	"github.com/haagent/haagent/test/framework/await"
 )
 
@@ -66,53 +65,6 @@ func TestNginxDuration(t *testing.T) {
 	}
 }
 
-// fakeUnits is systemd for nginx.service, as the reconciler drives it.
-type fakeUnits struct {
-	mu     sync.Mutex
-	calls  []string
-	active string
-}
-
-func (f *fakeUnits) log(c string)                 { f.mu.Lock(); f.calls = append(f.calls, c); f.mu.Unlock() }
-func (f *fakeUnits) Reload(context.Context) error { f.log("reload"); return nil }
-func (f *fakeUnits) Enable(_ context.Context, units ...string) error {
-	f.log("enable " + strings.Join(units, ","))
-	return nil
-}
-func (f *fakeUnits) Start(_ context.Context, unit string) error {
-	return f.set("start "+unit, "active")
-}
-func (f *fakeUnits) Restart(_ context.Context, unit string) error {
-	return f.set("restart "+unit, "active")
-}
-func (f *fakeUnits) Stop(_ context.Context, unit string) error {
-	return f.set("stop "+unit, "inactive")
-}
-func (f *fakeUnits) set(call, state string) error {
-	f.log(call)
-	f.mu.Lock()
-	f.active = state
-	f.mu.Unlock()
-	return nil
-}
-func (f *fakeUnits) States(_ context.Context, units ...string) ([]systemdbus.UnitState, error) {
-	f.log("states")
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var out []systemdbus.UnitState
-	for _, u := range units {
-		out = append(out, systemdbus.UnitState{Name: u, LoadState: "loaded", ActiveState: f.active})
-	}
-	return out, nil
-}
-func (f *fakeUnits) take() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	c := f.calls
-	f.calls = nil
-	return c
-}
-
 // TestRunNginx: nginx's config and unit go through the node's reconciler. A running
 // nginx is restarted for a new config; a second run with the same config leaves it
 // alone; a stopped nginx is started again.
@@ -122,7 +74,7 @@ func TestRunNginx(t *testing.T) {
 	c.Impl = ImplNginx
 	c.Root = root
 	c.StatusAddress = "127.0.0.1:0"
-	units := &fakeUnits{active: "active"}
+	units := &reconciletest.Units{LogStates: true}
 	path := filepath.Join(root, NginxConfPath)
 	for i, tc := range []struct {
 		before string // nginx's state as the run starts
@@ -132,7 +84,7 @@ func TestRunNginx(t *testing.T) {
 		{"active", []string{"reload", "enable " + NginxUnit, "states"}},
 		{"inactive", []string{"reload", "enable " + NginxUnit, "states", "start " + NginxUnit}},
 	} {
-		units.active = tc.before
+		units.SetActive(NginxUnit, tc.before)
 		l, err := New(c, node.Deps{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 		if err != nil {
 			t.Fatal(err)
@@ -143,10 +95,8 @@ func TestRunNginx(t *testing.T) {
 		go func() { done <- l.Run(ctx) }()
 		// The first pass over the units ends with the states read and the action taken.
 		err = await.Until(t.Context(), fmt.Sprintf("run %d: the reconciler's first pass over nginx.service", i), 10*time.Second, func() error {
-			units.mu.Lock()
-			defer units.mu.Unlock()
-			if len(units.calls) < len(tc.want) {
-				return fmt.Errorf("calls so far %v", units.calls)
+			if n := units.Len(); n < len(tc.want) {
+				return fmt.Errorf("%d calls so far", n)
 			}
 			return nil
 		})
@@ -160,7 +110,7 @@ func TestRunNginx(t *testing.T) {
 		if b, err := os.ReadFile(path); err != nil || !strings.Contains(string(b), "stream {") {
 			t.Fatalf("run %d: %s not written: %v", i, path, err)
 		}
-		got := units.take()
+		got := units.Take()
 		// A loaded machine may fit a later pass (every 2 s) in before the stop: it only
 		// reads the states, since nothing changed.
 		for len(got) > len(tc.want) && got[len(got)-1] == "states" {

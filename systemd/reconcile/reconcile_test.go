@@ -8,72 +8,14 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/haagent/haagent/base/files"
-	"github.com/haagent/haagent/systemd/systemdbus"
+	"github.com/haagent/haagent/systemd/reconcile/reconciletest"
 )
 
 // fakeUnits records calls and keeps unit states like systemd would.
-type fakeUnits struct {
-	mu       sync.Mutex
-	calls    []string
-	active   map[string]string
-	failNext map[string]error
-}
-
-func (f *fakeUnits) Reload(context.Context) error { f.log("reload"); return nil }
-func (f *fakeUnits) Enable(_ context.Context, us ...string) error {
-	for _, u := range us {
-		f.log("enable " + u)
-	}
-	return nil
-}
-func (f *fakeUnits) Start(_ context.Context, u string) error   { return f.run("start", u) }
-func (f *fakeUnits) Restart(_ context.Context, u string) error { return f.run("restart", u) }
-func (f *fakeUnits) Stop(_ context.Context, u string) error {
-	f.log("stop " + u)
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.active[u] = "inactive"
-	return nil
-}
-func (f *fakeUnits) States(_ context.Context, us ...string) ([]systemdbus.UnitState, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var out []systemdbus.UnitState
-	for _, u := range us {
-		st := f.active[u]
-		if st == "" {
-			st = "inactive"
-		}
-		out = append(out, systemdbus.UnitState{Name: u, LoadState: "loaded", ActiveState: st})
-	}
-	return out, nil
-}
-func (f *fakeUnits) log(s string) { f.mu.Lock(); f.calls = append(f.calls, s); f.mu.Unlock() }
-func (f *fakeUnits) run(verb, u string) error {
-	f.log(verb + " " + u)
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if err := f.failNext[u]; err != nil {
-		delete(f.failNext, u)
-		f.active[u] = "failed"
-		return err
-	}
-	f.active[u] = "active"
-	return nil
-}
-func (f *fakeUnits) take() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	c := f.calls
-	f.calls = nil
-	return c
-}
-
 func TestReconcile(t *testing.T) {
 	root := t.TempDir()
 	data := map[string]string{"etc/a": "A1", "etc/b": "B1"}
@@ -84,7 +26,7 @@ func TestReconcile(t *testing.T) {
 		}
 		return fs, nil
 	}
-	fu := &fakeUnits{active: map[string]string{}, failNext: map[string]error{}}
+	fu := &reconciletest.Units{}
 	now := time.Unix(1000, 0)
 	r := New(Config{
 		Render:  render,
@@ -97,18 +39,18 @@ func TestReconcile(t *testing.T) {
 
 	r.Once(ctx)
 	want := []string{"reload", "enable one.service", "enable two.service", "start one.service", "start two.service"}
-	if got := fu.take(); !slices.Equal(got, want) {
+	if got := fu.Take(); !slices.Equal(got, want) {
 		t.Fatalf("first pass: %v, want %v", got, want)
 	}
 
 	r.Once(ctx)
-	if got := fu.take(); len(got) != 0 {
+	if got := fu.Take(); len(got) != 0 {
 		t.Fatalf("a pass with nothing to do made calls: %v", got)
 	}
 
 	data["etc/b"] = "B2"
 	r.Once(ctx)
-	if got := fu.take(); !slices.Equal(got, []string{"restart two.service"}) {
+	if got := fu.Take(); !slices.Equal(got, []string{"restart two.service"}) {
 		t.Fatalf("after b changed: %v, want only two.service restarted", got)
 	}
 
@@ -117,7 +59,7 @@ func TestReconcile(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.Once(ctx)
-	if got := fu.take(); !slices.Equal(got, []string{"restart one.service"}) {
+	if got := fu.Take(); !slices.Equal(got, []string{"restart one.service"}) {
 		t.Fatalf("after a hand edit: %v", got)
 	}
 	if b, _ := os.ReadFile(filepath.Join(root, "etc/a"+files.BackupSuffix)); string(b) != "edited" {
@@ -128,21 +70,19 @@ func TestReconcile(t *testing.T) {
 	}
 
 	// A unit stopped behind haagent's back is started again; a failing start backs off.
-	fu.mu.Lock()
-	fu.active["one.service"] = "failed"
-	fu.failNext["one.service"] = errors.New("job failed")
-	fu.mu.Unlock()
+	fu.SetActive("one.service", "failed")
+	fu.FailNext("one.service", errors.New("job failed"))
 	r.Once(ctx)
-	if got := fu.take(); !slices.Equal(got, []string{"start one.service"}) {
+	if got := fu.Take(); !slices.Equal(got, []string{"start one.service"}) {
 		t.Fatalf("failed unit: %v", got)
 	}
 	r.Once(ctx)
-	if got := fu.take(); len(got) != 0 {
+	if got := fu.Take(); len(got) != 0 {
 		t.Fatalf("retried before the backoff passed: %v", got)
 	}
 	now = now.Add(2 * time.Second)
 	r.Once(ctx)
-	if got := fu.take(); !slices.Equal(got, []string{"start one.service"}) {
+	if got := fu.Take(); !slices.Equal(got, []string{"start one.service"}) {
 		t.Fatalf("after the backoff: %v", got)
 	}
 	st := r.Status()
@@ -153,7 +93,7 @@ func TestReconcile(t *testing.T) {
 	// Files changed outside Render (a renewed certificate) restart their readers.
 	r.Changed("etc/b")
 	r.Once(ctx)
-	if got := fu.take(); !slices.Equal(got, []string{"restart two.service"}) {
+	if got := fu.Take(); !slices.Equal(got, []string{"restart two.service"}) {
 		t.Fatalf("after Changed(etc/b): %v", got)
 	}
 }
@@ -198,7 +138,7 @@ func TestReconcilePrunesStaleMirrors(t *testing.T) {
 // returns once the reader of the changed file has been restarted, and a Sync whose
 // context ends first says what it waited for.
 func TestSyncRestartsBeforeItReturns(t *testing.T) {
-	fu := &fakeUnits{active: map[string]string{}, failNext: map[string]error{}}
+	fu := &reconciletest.Units{}
 	r := New(Config{
 		Render: func() ([]files.File, error) {
 			return []files.File{{Path: "etc/a", Mode: 0o644, Data: []byte("A")}}, nil
@@ -213,7 +153,7 @@ func TestSyncRestartsBeforeItReturns(t *testing.T) {
 	go func() { defer close(done); _ = r.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 	<-r.FirstPass()
-	fu.take()
+	fu.Take()
 
 	for i := range 3 {
 		r.Changed("etc/cert")
@@ -223,7 +163,7 @@ func TestSyncRestartsBeforeItReturns(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Sync %d: %v", i, err)
 		}
-		if got := fu.take(); !slices.Equal(got, []string{"restart one.service"}) {
+		if got := fu.Take(); !slices.Equal(got, []string{"restart one.service"}) {
 			t.Fatalf("Sync %d returned after %v, want one.service restarted", i, got)
 		}
 	}
@@ -234,5 +174,25 @@ func TestSyncRestartsBeforeItReturns(t *testing.T) {
 	defer scancel()
 	if err := r.Sync(sctx); err == nil || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Sync without Run: %v, want the deadline", err)
+	}
+}
+
+// TestRetire: a reset stops and disables the units last first, removes their files,
+// then has systemd forget them; remove's error comes back.
+func TestRetire(t *testing.T) {
+	fu := &reconciletest.Units{}
+	fu.SetActive("a.service", "active")
+	removed := false
+	err := Retire(context.Background(), fu, []string{"a.service", "b.service"}, func() error {
+		removed = true
+		fu.Reload(context.Background()) // marks where remove ran among the calls
+		return errors.New("one file would not go")
+	}, slog.New(slog.DiscardHandler))
+	if err == nil || !removed {
+		t.Fatalf("Retire = %v (remove ran: %v), want remove's error", err, removed)
+	}
+	want := []string{"stop b.service", "disable b.service", "stop a.service", "disable a.service", "reload", "reload"}
+	if got := fu.Take(); !slices.Equal(got, want) {
+		t.Errorf("calls %v, want %v", got, want)
 	}
 }
