@@ -70,29 +70,23 @@ func (s *statusCmd) run(ctx context.Context, w io.Writer, _ []string) error {
 	}
 	switch head.Role {
 	case "master":
-		var st master.Status
-		if err := json.Unmarshal(raw, &st); err != nil {
-			return fmt.Errorf("status from %s: %w", s.addr, err)
-		}
-		master.PrintStatus(w, st)
-		printNode(w, st.Node)
+		return printAs(raw, s.addr, func(st master.Status) { master.PrintStatus(w, st); printNode(w, st.Node) })
 	case "lb":
-		var doc lbrole.StatusDoc
-		if err := json.Unmarshal(raw, &doc); err != nil {
-			return fmt.Errorf("status from %s: %w", s.addr, err)
-		}
-		lbrole.PrintStatus(w, doc)
+		return printAs(raw, s.addr, func(doc lbrole.StatusDoc) { lbrole.PrintStatus(w, doc) })
 	case "minion":
-		var st minion.Status
-		if err := json.Unmarshal(raw, &st); err != nil {
-			return fmt.Errorf("status from %s: %w", s.addr, err)
-		}
-		minion.PrintStatus(w, st)
-		printNode(w, st.Node)
-	default:
-		_, err := w.Write(append(raw, '\n'))
-		return err
+		return printAs(raw, s.addr, func(st minion.Status) { minion.PrintStatus(w, st); printNode(w, st.Node) })
 	}
+	_, err := w.Write(append(raw, '\n'))
+	return err
+}
+
+// printAs decodes a role's status document and prints it.
+func printAs[T any](raw json.RawMessage, addr string, print func(T)) error {
+	var st T
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return fmt.Errorf("status from %s: %w", addr, err)
+	}
+	print(st)
 	return nil
 }
 
