@@ -26,6 +26,7 @@ import (
 	lbrole "github.com/haagent/haagent/roles/lb"
 	"github.com/haagent/haagent/test/framework/await"
 	"github.com/haagent/haagent/test/framework/hosts"
+	"github.com/haagent/haagent/test/framework/lblayout"
 	"github.com/haagent/haagent/test/framework/netlab"
 	"github.com/haagent/haagent/test/framework/probe"
 	"github.com/haagent/haagent/test/framework/procs"
@@ -34,11 +35,11 @@ import (
 // The VIP tests' layout, in its own subnet: three secure masters, two lbs that share
 // the VIP, and a client host that sends every request to the VIP.
 var (
-	vipSubnet    = netip.MustParsePrefix("10.81.0.0/24")
-	vipAddr      = "10.81.0.10"
-	vipLBIPs     = []string{"10.81.0.11", "10.81.0.12"}
-	vipMasterIPs = []string{"10.81.0.21", "10.81.0.22", "10.81.0.23"}
-	vipClientIP  = "10.81.0.5"
+	vipSubnet    = lblayout.VIP.Subnet
+	vipAddr      = lblayout.VIP.VIP
+	vipLBIPs     = lblayout.VIP.LBs
+	vipMasterIPs = lblayout.VIP.Masters
+	vipClientIP  = lblayout.VIP.Client
 )
 
 // Bounds the tests enforce; the benchmark measures the real figures. A takeover after

@@ -1,11 +1,13 @@
-// Package lblayout is the layout that the lb tests and the chaos run share: three
-// masters, an lb and a client, each in a network namespace of a lab that the test makes
-// (10.77.0.0/24), with every request coming from the client.
+// Package lblayout is the layouts that the lb tests, the chaos run and the benchmarks
+// share: three masters, an lb and a client, each in a network namespace of a lab that
+// the test makes (10.77.0.0/24), with every request coming from the client; and the
+// VIP's layout, with two lbs.
 package lblayout
 
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"path/filepath"
 	"testing"
 
@@ -23,6 +25,21 @@ const (
 
 // MasterIPs are m1, m2 and m3's addresses.
 var MasterIPs = []string{"10.77.0.21", "10.77.0.22", "10.77.0.23"}
+
+// VIP is the layout of the VIP tests and benchmark, in a subnet of its own: three
+// masters, two lbs that share the VIP, and a client that sends every request to it.
+var VIP = struct {
+	Subnet      netip.Prefix
+	VIP, Client string
+	LBs         []string
+	Masters     []string
+}{
+	Subnet:  netip.MustParsePrefix("10.81.0.0/24"),
+	VIP:     "10.81.0.10",
+	Client:  "10.81.0.5",
+	LBs:     []string{"10.81.0.11", "10.81.0.12"},
+	Masters: []string{"10.81.0.21", "10.81.0.22", "10.81.0.23"},
+}
 
 // Layout is the running masters and the nodes; the lb is the test's own to start.
 type Layout struct {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/haagent/haagent/test/framework/await"
+	"github.com/haagent/haagent/test/framework/lblayout"
 	"github.com/haagent/haagent/test/framework/netlab"
 	"github.com/haagent/haagent/test/framework/procs"
 )
@@ -24,12 +25,12 @@ import (
 // two lb hosts and a client. haagent's VIP pair and keepalived fronting haproxy run on
 // the same two lb hosts, one after the other, with the same masters.
 var (
-	vipBenchSubnet  = netip.MustParsePrefix("10.81.0.0/24")
-	vipBenchClient  = "10.81.0.5"
-	vipBenchLBs     = []string{"10.81.0.11", "10.81.0.12"}
-	vipBenchMasters = []string{"10.81.0.21", "10.81.0.22", "10.81.0.23"}
+	vipBenchSubnet  = lblayout.VIP.Subnet
+	vipBenchClient  = lblayout.VIP.Client
+	vipBenchLBs     = lblayout.VIP.LBs
+	vipBenchMasters = lblayout.VIP.Masters
 	// Each system has its own VIP, so that no neighbour entry carries over.
-	vipHaagent    = netip.MustParseAddr("10.81.0.10")
+	vipHaagent    = netip.MustParseAddr(lblayout.VIP.VIP)
 	vipKeepalived = netip.MustParseAddr("10.81.0.9")
 )
 
