@@ -15,7 +15,6 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/haagent/haagent/roles/master"
-	"github.com/haagent/haagent/trust/carotate"
 	"github.com/haagent/haagent/trust/join"
 	"github.com/haagent/haagent/trust/pki"
 )
@@ -169,20 +168,15 @@ func (c *certsCmd) rotateCA(ctx context.Context, w io.Writer, args []string) err
 	if len(errs) > 0 {
 		return usageError{errors.Join(errs...)}
 	}
-	server, err := pki.ReadTokenFile(filepath.Join(c.etcd.root, master.TokenFile))
-	if err != nil {
-		return fmt.Errorf("certs rotate-ca: %w; run it on a master (or pass that master's --root)", err)
-	}
 	cli, err := c.etcd.client()
 	if err != nil {
 		return fmt.Errorf("certs rotate-ca: %w", err)
 	}
 	defer cli.Close()
-	return carotate.Rotate(ctx, carotate.RotateConfig{
-		Client: cli, Token: server, NodesPrefix: master.NodesPrefix, Skip: c.skip,
-		Check:   func(ctx context.Context) error { return master.PeerMoveDone(ctx, cli) },
-		Timeout: c.timeout, Poll: time.Second, Logger: commandLogger(w),
-	})
+	if err := master.RotateCA(ctx, cli, c.etcd.root, c.skip, c.timeout, commandLogger(w)); err != nil {
+		return fmt.Errorf("certs rotate-ca: %w", err)
+	}
+	return nil
 }
 
 func (c *certsCmd) checkFlags(fs *pflag.FlagSet) {

@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/haagent/haagent/trust/carotate"
 	"github.com/haagent/haagent/trust/pki"
 	"github.com/haagent/haagent/trust/shareddoc"
 )
@@ -63,4 +66,19 @@ func RotateToken(ctx context.Context, kv clientv3.KV, root string, kind pki.Kind
 		}
 	}
 	return tok.Pinned(sh.CA.Cert.Raw), nil
+}
+
+// RotateCA runs a CA rotation (package carotate) to its end, or carries one on, with
+// the server token under root; every master and bound node but those in skip must
+// apply each phase within timeout.
+func RotateCA(ctx context.Context, cli *clientv3.Client, root string, skip []string, timeout time.Duration, lg *slog.Logger) error {
+	server, err := pki.ReadTokenFile(filepath.Join(root, TokenFile))
+	if err != nil {
+		return fmt.Errorf("%w; run it on a master (or pass that master's --root)", err)
+	}
+	return carotate.Rotate(ctx, carotate.RotateConfig{
+		Client: cli, Token: server, NodesPrefix: NodesPrefix, Skip: skip,
+		Check:   func(ctx context.Context) error { return PeerMoveDone(ctx, cli) },
+		Timeout: timeout, Poll: time.Second, Logger: lg,
+	})
 }
