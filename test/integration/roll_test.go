@@ -45,7 +45,7 @@ func TestRollANewBinaryOneMasterAtATime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	broken, err := procs.Build(filepath.Join(dir, "broken"), rel+rollBroken+" -X github.com/haagent/haagent/cluster/roll.gateFault=the-test's-broken-build")
+	broken, err := procs.Build(filepath.Join(dir, "broken"), rel+rollBroken+" -X github.com/haagent/haagent/cluster/roll.gateFault=the-test's-broken-build", "rollfault")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -43,11 +43,12 @@ func Binary(dir string) (string, error) {
 }
 
 // Build builds haagent from this tree into out, with the linker flags given (the
-// -X stamps of a release, or of a test's other build).
-func Build(out, ldflags string) (string, error) {
+// -X stamps of a release, or of a test's other build) and build tags (rollfault: a
+// roll test's broken build).
+func Build(out, ldflags string, tags ...string) (string, error) {
 	_, file, _, _ := runtime.Caller(0)
 	root := filepath.Join(filepath.Dir(file), "..", "..", "..")
-	cmd := exec.Command("go", "build", "-ldflags="+ldflags, "-o", out, "./cmd/haagent")
+	cmd := exec.Command("go", "build", "-tags="+strings.Join(tags, ","), "-ldflags="+ldflags, "-o", out, "./cmd/haagent")
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
