@@ -505,46 +505,14 @@ func (m *Master) lbToken() *pki.Token {
 
 // watchShared follows the sealed shared doc in etcd, so that an agent token that
 // 'haagent token rotate --agent' stores on any master applies to this master's join
-// service at once, and a CA rotation's phase reaches followRotation. A broken watch
-// (compaction, a lost leader, a restart of the member) starts over from a read.
+// service at once, and a CA rotation's phase reaches followRotation.
 func (m *Master) watchShared(ctx context.Context, token pki.Token) error {
-	apply := func(value []byte) {
-		sh, err := pki.OpenShared(token, value)
-		if err == nil {
-			m.setWant(sh)
-			err = m.setAgent(sh.AgentToken, sh.LBToken)
+	shareddoc.Watch(ctx, m.member.Client, token, func(sh *pki.Shared) {
+		m.setWant(sh)
+		if err := m.setAgent(sh.AgentToken, sh.LBToken); err != nil {
+			m.lg.Error("[join] could not keep the tokens of the shared document", "err", err)
 		}
-		if err != nil {
-			m.lg.Error("[join] could not read the shared document from etcd", "err", err)
-		}
-	}
-	for ctx.Err() == nil {
-		cli := m.member.Client()
-		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		resp, err := cli.Get(rctx, pki.SharedKey)
-		cancel()
-		if err == nil {
-			if len(resp.Kvs) == 1 {
-				apply(resp.Kvs[0].Value)
-			}
-			wctx, stop := context.WithCancel(clientv3.WithRequireLeader(ctx))
-			for wr := range cli.Watch(wctx, pki.SharedKey, clientv3.WithRev(resp.Header.Revision+1)) {
-				if wr.Err() != nil {
-					break
-				}
-				for _, ev := range wr.Events {
-					if ev.Type == clientv3.EventTypePut {
-						apply(ev.Kv.Value)
-					}
-				}
-			}
-			stop()
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Second): // paces the reads while etcd has no leader
-		}
-	}
+	}, m.lg.With("component", "join"))
 	return nil
 }
 

@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
-	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -80,50 +79,10 @@ func Ensure(ctx context.Context, kv clientv3.KV, token pki.Token, lg *slog.Logge
 	return keys, err
 }
 
-// Watch reads the shared document, calls set with its keys, and again each time they
-// change, until ctx ends. A broken watch is resumed from a fresh read, with the client
-// that client returns then (the local member's, which a restart of it replaces).
+// Watch calls set with the keys in the shared document, and again each time the
+// document changes, until ctx ends (shareddoc.Watch).
 func Watch(ctx context.Context, client func() *clientv3.Client, token pki.Token, set func([]pki.EncryptionKey), lg *slog.Logger) {
-	for {
-		cli := client()
-		gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		doc, err := shareddoc.Load(gctx, cli, token)
-		cancel()
-		if err == nil {
-			set(doc.EncryptionKeys)
-			watch(ctx, cli, token, doc.Rev, set, lg)
-		}
-		// A pause, so that a lost quorum does not make this spin.
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(time.Second):
-		}
-	}
-}
-
-// watch calls set for each change of the document after revision rev, until the watch
-// breaks or ctx ends.
-func watch(ctx context.Context, cli *clientv3.Client, token pki.Token, rev int64, set func([]pki.EncryptionKey), lg *slog.Logger) {
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
-	for resp := range cli.Watch(wctx, pki.SharedKey, clientv3.WithRev(rev+1)) {
-		if err := resp.Err(); err != nil {
-			lg.Warn("[encryption] the watch of the shared document broke; reading it again", "err", err)
-			return
-		}
-		for _, ev := range resp.Events {
-			if ev.Type != clientv3.EventTypePut {
-				continue
-			}
-			sh, err := pki.OpenShared(token, ev.Kv.Value)
-			if err != nil {
-				lg.Error("[encryption] the shared document can't be opened with this master's token", "err", err)
-				continue
-			}
-			set(sh.EncryptionKeys)
-		}
-	}
+	shareddoc.Watch(ctx, client, token, func(sh *pki.Shared) { set(sh.EncryptionKeys) }, lg.With("component", "encryption"))
 }
 
 // Report records that the named master's apiserver runs with the keys fingerprinted fp.

@@ -127,6 +127,50 @@ func Steps(ctx context.Context, kv clientv3.KV, token pki.Token, lg *slog.Logger
 	}
 }
 
+// Watch calls apply with the shared document as etcd holds it, and again with each
+// version written after it, until ctx ends. A broken watch (compaction, a lost leader,
+// a restart of the local member, whose client client() then returns anew) starts over
+// from a read, a second later so that a lost quorum does not make it spin. A version
+// that token can't open is logged and skipped.
+func Watch(ctx context.Context, client func() *clientv3.Client, token pki.Token, apply func(*pki.Shared), lg *slog.Logger) {
+	open := func(value []byte) {
+		sh, err := pki.OpenShared(token, value)
+		if err != nil {
+			lg.Error("the shared document in etcd can't be opened with this master's token", "err", err)
+			return
+		}
+		apply(sh)
+	}
+	for ctx.Err() == nil {
+		cli := client()
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		resp, err := cli.Get(rctx, pki.SharedKey)
+		cancel()
+		if err == nil {
+			if len(resp.Kvs) == 1 {
+				open(resp.Kvs[0].Value)
+			}
+			wctx, stop := context.WithCancel(clientv3.WithRequireLeader(ctx))
+			for wr := range cli.Watch(wctx, pki.SharedKey, clientv3.WithRev(resp.Header.Revision+1)) {
+				if err := wr.Err(); err != nil {
+					lg.Warn("the watch of the shared document broke; reading it again", "err", err)
+					break
+				}
+				for _, ev := range wr.Events {
+					if ev.Type == clientv3.EventTypePut {
+						open(ev.Kv.Value)
+					}
+				}
+			}
+			stop()
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
 // Reports say who must report what for a step to be applied: every etcd member's
 // master, by name, and every name bound under NodesPrefix (when set) but those in Skip,
 // each with Want as its latest record under Prefix.
