@@ -2,17 +2,13 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
-	"path/filepath"
 	"time"
 
 	"github.com/spf13/pflag"
 
 	"github.com/haagent/haagent/roles/master"
-	"github.com/haagent/haagent/trust/atrest"
-	"github.com/haagent/haagent/trust/pki"
 )
 
 // secretsCmd is `haagent secrets rotate-key`, run on a master.
@@ -37,28 +33,12 @@ keys of the step before, so every master must be up (or removed with 'haagent me
 remove'). Run it on any master; run it again after an interruption and it carries on.`
 
 func (s *secretsCmd) rotate(ctx context.Context, w io.Writer, _ []string) error {
-	token, err := pki.ReadTokenFile(filepath.Join(s.etcd.root, master.TokenFile))
-	if err != nil {
-		return fmt.Errorf("the master's token (is --root right? run this on a master): %w", err)
-	}
-	kc := s.kubeconfig
-	if kc == "" {
-		kc = filepath.Join(s.etcd.root, pki.AdminKubeconfig)
-	}
-	api, err := atrest.NewAPI(kc)
-	if err != nil {
-		return err
-	}
 	cli, err := s.etcd.client()
 	if err != nil {
 		return err
 	}
 	defer cli.Close()
-	return atrest.Rotate(ctx, atrest.RotateConfig{
-		Client: cli, Token: token, RewriteSecrets: api.RewriteSecrets,
-		Timeout: s.timeout, Poll: time.Second,
-		Logger: commandLogger(w),
-	})
+	return master.RotateEncryptionKey(ctx, cli, s.etcd.root, s.kubeconfig, s.timeout, commandLogger(w))
 }
 
 // commandLogger is how a long command (secrets rotate-key, certs rotate-ca) reports its

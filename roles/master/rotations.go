@@ -10,6 +10,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/haagent/haagent/trust/atrest"
 	"github.com/haagent/haagent/trust/carotate"
 	"github.com/haagent/haagent/trust/pki"
 	"github.com/haagent/haagent/trust/shareddoc"
@@ -79,6 +80,28 @@ func RotateCA(ctx context.Context, cli *clientv3.Client, root string, skip []str
 	return carotate.Rotate(ctx, carotate.RotateConfig{
 		Client: cli, Token: server, NodesPrefix: NodesPrefix, Skip: skip,
 		Check:   func(ctx context.Context) error { return PeerMoveDone(ctx, cli) },
+		Timeout: timeout, Poll: time.Second, Logger: lg,
+	})
+}
+
+// RotateEncryptionKey replaces the key that encrypts Secrets at rest (package atrest),
+// with the server token under root, rewriting the Secrets through the apiserver with
+// kubeconfig (default: the admin kubeconfig under root); every master's apiserver must
+// apply each step within timeout.
+func RotateEncryptionKey(ctx context.Context, cli *clientv3.Client, root, kubeconfig string, timeout time.Duration, lg *slog.Logger) error {
+	token, err := pki.ReadTokenFile(filepath.Join(root, TokenFile))
+	if err != nil {
+		return fmt.Errorf("the master's token (is --root right? run this on a master): %w", err)
+	}
+	if kubeconfig == "" {
+		kubeconfig = filepath.Join(root, pki.AdminKubeconfig)
+	}
+	api, err := atrest.NewAPI(kubeconfig)
+	if err != nil {
+		return err
+	}
+	return atrest.Rotate(ctx, atrest.RotateConfig{
+		Client: cli, Token: token, RewriteSecrets: api.RewriteSecrets,
 		Timeout: timeout, Poll: time.Second, Logger: lg,
 	})
 }
