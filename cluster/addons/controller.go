@@ -372,6 +372,23 @@ func union(a, b []Ref) []Ref {
 	return out
 }
 
+// Put stores the manifest of the add-on name, for the applying master to apply; the
+// caller has parsed it (Parse).
+func Put(ctx context.Context, cli *clientv3.Client, name string, manifest []byte) error {
+	_, err := cli.Put(ctx, ManifestsPrefix+name, string(manifest))
+	return err
+}
+
+// Delete removes the manifest of the add-on name, and reports whether there was one;
+// the applying master then deletes its objects.
+func Delete(ctx context.Context, cli *clientv3.Client, name string) (bool, error) {
+	resp, err := cli.Delete(ctx, ManifestsPrefix+name)
+	if err != nil {
+		return false, err
+	}
+	return resp.Deleted > 0, nil
+}
+
 // States reads every add-on's State, sorted by name.
 func States(ctx context.Context, cli *clientv3.Client) ([]State, error) {
 	resp, err := cli.Get(ctx, StatusPrefix, clientv3.WithPrefix())

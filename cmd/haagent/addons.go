@@ -75,7 +75,7 @@ func (a *addonsCmd) put(ctx context.Context, w io.Writer, args []string) error {
 	}
 	defer cli.Close()
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	_, err = cli.Put(pctx, addons.ManifestsPrefix+name, string(data))
+	err = addons.Put(pctx, cli, name, data)
 	cancel()
 	if err != nil {
 		return fmt.Errorf("addons put %s: %w", name, err)
@@ -108,11 +108,11 @@ func (a *addonsCmd) remove(ctx context.Context, w io.Writer, args []string) erro
 	defer cli.Close()
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	resp, err := cli.Delete(ctx, addons.ManifestsPrefix+name)
+	deleted, err := addons.Delete(ctx, cli, name)
 	if err != nil {
 		return fmt.Errorf("addons delete %s: %w", name, err)
 	}
-	if resp.Deleted == 0 {
+	if !deleted {
 		return usagef("NAME: no add-on %q was put ('haagent addons list' shows them; a built-in is removed with --disable)", name)
 	}
 	fmt.Fprintf(w, "add-on %s deleted; the applying master deletes its objects\n", name)
