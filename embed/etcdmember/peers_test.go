@@ -1,6 +1,7 @@
 package etcdmember
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
@@ -74,6 +75,19 @@ func FuzzParsePeers(f *testing.F) {
 				t.Fatalf("%q: duplicate name %q accepted", s, p.Name)
 			}
 			names[p.Name] = true
+		}
+		// The flag parses at Set and settles the port and the scheme at Resolve: it
+		// must come to the same list.
+		var v PeersValue
+		if err := v.Set(s); err != nil {
+			t.Fatalf("ParsePeers took %q, PeersValue.Set refused it: %v", s, err)
+		}
+		want := slices.Clone(ps)
+		for i := range want {
+			want[i].URL.Scheme = "https"
+		}
+		if got := v.Resolve("https", 2380); got.String() != want.String() {
+			t.Fatalf("%q: PeersValue resolves to %q, ParsePeers to %q", s, got, want)
 		}
 	})
 }

@@ -93,6 +93,14 @@ func TestRPMMetadata(t *testing.T) {
 	for _, page := range manPages(t) {
 		wantFlags[manDir+page] = "d -rw-r--r--"
 	}
+	// So is every page of docs/, which the README links to.
+	docs, err := filepath.Glob(filepath.Join(repoRoot, "docs", "*.md"))
+	if err != nil || len(docs) == 0 {
+		t.Fatalf("docs/*.md: %v %v", docs, err)
+	}
+	for _, d := range docs {
+		wantFlags["/usr/share/doc/haagent/docs/"+filepath.Base(d)] = "d -rw-r--r--"
+	}
 	for path, want := range wantFlags {
 		if flags[path] != want {
 			t.Errorf("%s: flags and mode %q, want %q", path, flags[path], want)
