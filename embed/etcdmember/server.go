@@ -2,7 +2,9 @@
 // restart or replace, runs etcd inside the haagent process, promotes a learner once it
 // has caught up, and notices when the cluster has removed it or a peer is in another
 // cluster. For cluster-reset it starts the member once as a new one-member cluster, or
-// restores a snapshot into a data dir under a new cluster ID.
+// restores a snapshot into a data dir under a new cluster ID. It also owns --peers as a
+// flag value, removing a member (Remove), the offline restore of a snapshot on each
+// master (RestoreInto), and applying an etcd auth policy that it is given.
 package etcdmember
 
 import (

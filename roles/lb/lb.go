@@ -1,6 +1,7 @@
 // Package lb is the lb role: it fronts the masters' ports with the health-checked
-// balancer of package loadbalancer (or writes an nginx stream config), serves the
-// status endpoints and tells systemd when it is ready.
+// balancer of package loadbalancer (or hands an nginx stream config and nginx.service
+// to the node's reconciler), serves the status endpoints and tells systemd when it is
+// ready.
 package lb
 
 import (

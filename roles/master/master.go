@@ -1,7 +1,9 @@
 // Package master is the master role: it gets or creates the cluster's certificates,
 // serves the join service, runs this host's etcd member, keeps etcd's authentication
-// on, stores the sealed CA and flannel's network config in etcd, and keeps the control
-// plane's files and units.
+// on with haagent's policy (etcdauth.go), stores the sealed CA and flannel's network
+// config in etcd, and keeps the control plane's files and units. It also owns the
+// rotations an operator starts on a master: the tokens, the CA and the encryption key
+// (rotations.go).
 // What a master does on start reads top to bottom in Master.start; what cluster-reset
 // does after a lost quorum, in ClusterReset.
 package master

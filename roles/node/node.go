@@ -1,7 +1,7 @@
 // Package node is what every role does the same way: the flags they share, getting and
 // renewing their certificates and warning before they expire, the run skeleton (status
-// endpoints, errgroup, READY=1, STOPPING=1) and the start of the reconciler that keeps
-// their files and units. The
+// endpoints, errgroup, READY=1, STOPPING=1), the start of the reconciler that keeps
+// their files and units, and `haagent reset`, which takes all of it off a host. The
 // roles (roles/master, roles/minion, roles/lb) keep only what is theirs.
 package node
 

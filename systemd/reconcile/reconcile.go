@@ -1,6 +1,7 @@
 // Package reconcile keeps a node's files and units as haagent wants them: it writes the
 // files that changed, restarts exactly the units that read a changed file, and brings
-// back a unit that stopped or failed, with backoff.
+// back a unit that stopped or failed, with backoff. Retire takes units off a host for
+// good, for a reset.
 package reconcile
 
 import (
