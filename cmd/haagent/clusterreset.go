@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/haagent/haagent/roles/master"
+	"github.com/haagent/haagent/systemd/nodeconf"
 )
 
 // DefaultEnvFile is the master's environment as systemd gives it to the agent.
@@ -105,24 +106,8 @@ func (c *clusterResetCmd) applyEnvFile() error {
 		return usagef("--env-file: %v; name the master's environment file, or --env-file= for none", err)
 	}
 	defer f.Close()
-	vars := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || line[0] == '#' || line[0] == ';' {
-			continue
-		}
-		k, v, ok := strings.Cut(line, "=")
-		if !ok {
-			continue
-		}
-		v = strings.TrimSpace(v)
-		if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && v[len(v)-1] == v[0] {
-			v = v[1 : len(v)-1]
-		}
-		vars[strings.TrimSpace(k)] = v
-	}
-	if err := sc.Err(); err != nil {
+	vars, err := nodeconf.ParseEnv(f)
+	if err != nil {
 		return fmt.Errorf("--env-file: %w", err)
 	}
 	if err := applyEnv(c.fs, func(k string) (string, bool) { v, ok := vars[k]; return v, ok }); err != nil {

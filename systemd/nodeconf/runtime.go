@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/netip"
 	"net/url"
 	"strconv"
@@ -83,15 +84,11 @@ type FlannelSubnet struct {
 
 // ParseSubnetEnv reads flanneld's subnet.env.
 func ParseSubnetEnv(b []byte) (*FlannelSubnet, error) {
-	vars := map[string]string{}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(strings.TrimSpace(sc.Text()), "="); ok {
-			vars[k] = strings.Trim(v, `"`)
-		}
+	vars, err := ParseEnv(bytes.NewReader(b))
+	if err != nil {
+		return nil, err
 	}
 	var s FlannelSubnet
-	var err error
 	if s.Network, err = netip.ParsePrefix(vars["FLANNEL_NETWORK"]); err != nil {
 		return nil, fmt.Errorf("FLANNEL_NETWORK: %w", err)
 	}
@@ -214,4 +211,29 @@ func registryHosts(m Mirror) files.File {
 	}
 	data := fmt.Sprintf("%s\nserver = %q\n\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n", Header, server, m.Endpoint)
 	return files.File{Path: ContainerdCertsDir + "/" + m.Registry + "/hosts.toml", Mode: 0o644, Data: []byte(data)}
+}
+
+// ParseEnv reads an environment file as systemd's EnvironmentFile= does, for the
+// simple lines that haagent's files and the operators' hold: KEY=VALUE, blank lines and
+// lines starting with # or ; skipped, a value in matching single or double quotes
+// unquoted.
+func ParseEnv(r io.Reader) (map[string]string, error) {
+	vars := map[string]string{}
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || line[0] == '#' || line[0] == ';' {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			continue
+		}
+		v = strings.TrimSpace(v)
+		if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && v[len(v)-1] == v[0] {
+			v = v[1 : len(v)-1]
+		}
+		vars[strings.TrimSpace(k)] = v
+	}
+	return vars, sc.Err()
 }
