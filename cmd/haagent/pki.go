@@ -59,9 +59,9 @@ func (t *tokenCmd) show(ctx context.Context, w io.Writer, _ []string) error {
 	if t.only != "" && !slices.Contains(kinds, pki.Kind(t.only)) {
 		return usageError{fmt.Errorf("--kind: %q is not server, agent or lb", t.only)}
 	}
-	server, err := pki.ReadTokenFile(filepath.Join(t.root, master.TokenFile))
+	server, err := master.ServerToken(t.root)
 	if err != nil {
-		return fmt.Errorf("token show: %w; run it on a master (or pass that master's --root)", err)
+		return fmt.Errorf("token show: %w", err)
 	}
 	caPEM, err := os.ReadFile(filepath.Join(t.root, pki.CACert))
 	if err != nil {

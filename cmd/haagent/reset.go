@@ -30,11 +30,11 @@ func (r *resetCmd) flags(fs *pflag.FlagSet) {
 }
 
 func (r *resetCmd) run(ctx context.Context, w io.Writer, _ []string) error {
-	paths, rendered, err := r.Plan()
-	if err != nil {
-		return err
-	}
 	if !r.yes {
+		paths, _, err := r.Plan()
+		if err != nil {
+			return err
+		}
 		fmt.Fprintln(w, "haagent reset would stop the kube and flannel units and delete:")
 		fmt.Fprintln(w, "  "+paths[0]+" (the etcd data dir)")
 		for _, p := range paths[1:] {
@@ -43,7 +43,8 @@ func (r *resetCmd) run(ctx context.Context, w io.Writer, _ []string) error {
 		return usagef("--yes: required to delete anything; run 'haagent reset --yes' to reset this host")
 	}
 	r.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
-	if err := r.Run(ctx); errors.Is(err, node.ErrAgentRunning) {
+	rendered, err := r.Run(ctx)
+	if errors.Is(err, node.ErrAgentRunning) {
 		return usagef("reset: %v", err)
 	} else if err != nil {
 		return fmt.Errorf("reset: %w", err)

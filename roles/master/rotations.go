@@ -16,15 +16,25 @@ import (
 	"github.com/haagent/haagent/trust/shareddoc"
 )
 
+// ServerToken reads the server token a master under root runs with; its error says
+// where to run the command that needs it.
+func ServerToken(root string) (pki.Token, error) {
+	t, err := pki.ReadTokenFile(filepath.Join(root, TokenFile))
+	if err != nil {
+		return pki.Token{}, fmt.Errorf("%w; run it on a master (or pass that master's --root)", err)
+	}
+	return t, nil
+}
+
 // RotateToken stores a new agent or lb token (kind) in the sealed shared document,
 // opened with the server token under root, only if the document is still the one it
 // read, so that two rotations at once can't lose the other's fields. A cluster built
 // with one token gets its lb token with its first agent token. It returns the new
 // token pinned to the cluster CA, as nodes join with it.
 func RotateToken(ctx context.Context, kv clientv3.KV, root string, kind pki.Kind) (pki.Token, error) {
-	server, err := pki.ReadTokenFile(filepath.Join(root, TokenFile))
+	server, err := ServerToken(root)
 	if err != nil {
-		return pki.Token{}, fmt.Errorf("%w; run it on a master (or pass that master's --root)", err)
+		return pki.Token{}, err
 	}
 	doc, err := shareddoc.Load(ctx, kv, server)
 	if errors.Is(err, shareddoc.ErrMissing) {
@@ -73,9 +83,9 @@ func RotateToken(ctx context.Context, kv clientv3.KV, root string, kind pki.Kind
 // the server token under root; every master and bound node but those in skip must
 // apply each phase within timeout.
 func RotateCA(ctx context.Context, cli *clientv3.Client, root string, skip []string, timeout time.Duration, lg *slog.Logger) error {
-	server, err := pki.ReadTokenFile(filepath.Join(root, TokenFile))
+	server, err := ServerToken(root)
 	if err != nil {
-		return fmt.Errorf("%w; run it on a master (or pass that master's --root)", err)
+		return err
 	}
 	return carotate.Rotate(ctx, carotate.RotateConfig{
 		Client: cli, Token: server, NodesPrefix: NodesPrefix, Skip: skip,
@@ -89,9 +99,9 @@ func RotateCA(ctx context.Context, cli *clientv3.Client, root string, skip []str
 // kubeconfig (default: the admin kubeconfig under root); every master's apiserver must
 // apply each step within timeout.
 func RotateEncryptionKey(ctx context.Context, cli *clientv3.Client, root, kubeconfig string, timeout time.Duration, lg *slog.Logger) error {
-	token, err := pki.ReadTokenFile(filepath.Join(root, TokenFile))
+	token, err := ServerToken(root)
 	if err != nil {
-		return fmt.Errorf("the master's token (is --root right? run this on a master): %w", err)
+		return err
 	}
 	if kubeconfig == "" {
 		kubeconfig = filepath.Join(root, pki.AdminKubeconfig)

@@ -64,12 +64,13 @@ func (r Reset) Plan() (paths []string, rendered int, err error) {
 }
 
 // Run stops and disables the kube, flannel and runtime units haagent runs (where
-// systemd runs, through reconcile.Retire), then deletes what Plan lists. It refuses,
-// with ErrAgentRunning, while haagent.service is active.
-func (r Reset) Run(ctx context.Context) error {
-	paths, _, err := r.Plan()
+// systemd runs, through reconcile.Retire), then deletes what Plan lists, and returns
+// how many of those were rendered files. It refuses, with ErrAgentRunning, while
+// haagent.service is active.
+func (r Reset) Run(ctx context.Context) (rendered int, err error) {
+	paths, rendered, err := r.Plan()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	remove := func() error {
 		var errs []error
@@ -82,17 +83,17 @@ func (r Reset) Run(ctx context.Context) error {
 	}
 	mgr, err := reconcile.Connect(ctx, r.Systemd, r.Logger)
 	if err != nil {
-		return fmt.Errorf("--systemd=%s: %w", r.Systemd, err)
+		return 0, fmt.Errorf("--systemd=%s: %w", r.Systemd, err)
 	}
 	if mgr == nil {
-		return remove()
+		return rendered, remove()
 	}
 	defer mgr.Close()
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	if st, err := mgr.States(ctx, "haagent.service"); err == nil && len(st) == 1 &&
 		st[0].ActiveState != "inactive" && st[0].ActiveState != "failed" {
-		return fmt.Errorf("%w (it is %s)", ErrAgentRunning, st[0].ActiveState)
+		return 0, fmt.Errorf("%w (it is %s)", ErrAgentRunning, st[0].ActiveState)
 	}
 	var units []string
 	for _, c := range []nodeconf.Config{{Role: "master"}, {Role: "minion"}} {
@@ -102,5 +103,5 @@ func (r Reset) Run(ctx context.Context) error {
 			}
 		}
 	}
-	return reconcile.Retire(ctx, mgr, units, remove, r.Logger)
+	return rendered, reconcile.Retire(ctx, mgr, units, remove, r.Logger)
 }
